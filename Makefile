@@ -1,0 +1,120 @@
+# meshfed — make help lists every target.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT    := $(abspath .)
+BIN     := $(ROOT)/bin
+GO      ?= go
+VERSION ?= 0.1.0
+export GOTOOLCHAIN := local
+
+# Versions of the tools built from hack/tools/<tool> (each wrapper module pins its own).
+KUBE_VERSION := v1.36.3
+KUBE_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,\
+	-X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=36 \
+	-X $(p).gitTreeState=clean -X $(p).buildDate=2026-01-01T00:00:00Z)
+
+CONTROLLER_GEN := $(BIN)/controller-gen
+KUSTOMIZE      := $(BIN)/kustomize
+KUTTL          := $(BIN)/kubectl-kuttl
+TESTBED_TOOLS  := $(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kubectl $(BIN)/cert-manager-controller
+TOOLS          := $(TESTBED_TOOLS) $(CONTROLLER_GEN) $(KUSTOMIZE) $(KUTTL)
+
+GO_TEST_FLAGS ?= -count=1 -timeout 30m
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} \
+		/^[a-zA-Z0-9_.-]+:.*?##/ { printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2 } \
+		/^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Front door
+
+.PHONY: demo
+demo: tools build ## Start 3 local clusters with the operator, print how to use them, stop on Ctrl-C.
+	$(BIN)/testbed up --clusters 3 $(DEMO_FLAGS)
+
+.PHONY: test
+test: tools build verify-generated vet fmt-check ## Run unit and integration tests (starts local clusters), vet and gofmt checks.
+	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TEST_FLAGS) ./...
+
+##@ Development
+
+.PHONY: build
+build: ## Build the operator and testbed binaries into bin/.
+	$(GO) build -ldflags "-X github.com/meshfed/meshfed/operator/internal/app.Version=$(VERSION)" -o $(BIN)/operator ./operator/cmd
+	$(GO) build -o $(BIN)/testbed ./testbed/cmd/testbed
+	$(GO) build -o $(BIN)/workload ./testbed/cmd/workload
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate deepcopy code for the API types.
+	$(CONTROLLER_GEN) object paths=./operator/api/...
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate CRDs into config/crd/bases.
+	$(CONTROLLER_GEN) crd paths=./operator/api/... output:crd:artifacts:config=config/crd/bases
+
+GENERATED := operator/api/v1alpha1/zz_generated.deepcopy.go config/crd/bases
+
+.PHONY: verify-generated
+verify-generated: $(CONTROLLER_GEN) ## Fail if generated code or CRDs are stale (and regenerate them).
+	@before=$$(cat $$(find $(GENERATED) -type f | sort) | sha256sum); \
+	$(MAKE) --no-print-directory generate manifests >/dev/null; \
+	after=$$(cat $$(find $(GENERATED) -type f | sort) | sha256sum); \
+	if [ "$$before" != "$$after" ]; then \
+		echo "generated files were stale; they are regenerated now: review and commit $(GENERATED)"; exit 1; fi
+
+.PHONY: vet
+vet: ## Run go vet.
+	$(GO) vet ./...
+
+.PHONY: fmt-check
+fmt-check: ## Fail if any Go file is not gofmt-formatted.
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './bin/*')); \
+	if [ -n "$$out" ]; then echo "not gofmt-formatted (run gofmt -w):"; echo "$$out"; exit 1; fi
+
+.PHONY: fmt
+fmt: ## Format the Go code.
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: test-unit
+test-unit: ## Run only the tests that need no local clusters.
+	$(GO) test $(GO_TEST_FLAGS) -short ./...
+
+.PHONY: bench
+bench: tools build ## Run the benchmarks (testbed start time and later the data-path figures).
+	MESHFED_REQUIRE_TESTBED=1 $(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./...
+
+##@ Tools (built from hack/tools, cached in bin/)
+
+.PHONY: tools
+tools: $(TOOLS) ## Build every tool the tests, demo and code generation need.
+
+$(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kubectl &: hack/tools/kube/go.mod hack/tools/kube/go.sum
+	@echo "building kube-apiserver, kube-controller-manager and kubectl $(KUBE_VERSION) (several minutes on a cold cache)"
+	cd hack/tools/kube && $(GO) build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o $(BIN)/ \
+		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
+	@touch $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kubectl
+
+$(BIN)/etcd: hack/tools/etcd/go.mod hack/tools/etcd/go.sum hack/tools/etcd/main.go
+	cd hack/tools/etcd && $(GO) build -trimpath -ldflags '-s -w' -o $@ .
+
+$(BIN)/cert-manager-controller: hack/tools/certmanager/go.mod hack/tools/certmanager/go.sum hack/tools/certmanager/main.go
+	cd hack/tools/certmanager && $(GO) build -trimpath -ldflags '-s -w' -o $@ .
+
+$(CONTROLLER_GEN): hack/tools/controller-gen/go.mod hack/tools/controller-gen/go.sum
+	cd hack/tools/controller-gen && $(GO) build -trimpath -o $@ sigs.k8s.io/controller-tools/cmd/controller-gen
+
+$(KUSTOMIZE): hack/tools/kustomize/go.mod hack/tools/kustomize/go.sum
+	cd hack/tools/kustomize && $(GO) build -trimpath -o $@ sigs.k8s.io/kustomize/kustomize/v5
+
+$(KUTTL): hack/tools/kuttl/go.mod hack/tools/kuttl/go.sum
+	cd hack/tools/kuttl && $(GO) build -trimpath -o $@ github.com/kudobuilder/kuttl/cmd/kubectl-kuttl
+
+.PHONY: clean
+clean: ## Remove bin/ (tools and binaries).
+	rm -rf $(BIN)

@@ -1,0 +1,19 @@
+package v1alpha1
+
+// Condition types shared by meshfed objects.
+const (
+	// ConditionReady summarises whether the object does what its spec asks.
+	ConditionReady = "Ready"
+	// ConditionConnected tells whether the hub can reach a member's API server.
+	ConditionConnected = "Connected"
+)
+
+// Condition reasons shared by meshfed objects.
+const (
+	// ReasonReconciled means the last reconcile finished without error.
+	ReasonReconciled = "Reconciled"
+	// ReasonReconcileFailed means the last reconcile failed; the message says why.
+	ReasonReconcileFailed = "ReconcileFailed"
+	// ReasonPending means the object has not been reconciled yet.
+	ReasonPending = "Pending"
+)

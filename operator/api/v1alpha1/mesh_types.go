@@ -1,0 +1,191 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// MeshSingletonName is the only name a Mesh may have: there is one Mesh per cluster.
+const MeshSingletonName = "default"
+
+// MeshSpec describes this cluster's place in the federated mesh.
+type MeshSpec struct {
+	// ClusterName names this cluster in the federation. It must be a DNS label and unique
+	// among the members; it appears in MeshPeers, EndpointSlice labels and metrics.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="clusterName is immutable: delete and recreate the Mesh to rename the cluster"
+	ClusterName string `json:"clusterName"`
+
+	// Network names the network this cluster's workloads live in. Workloads in the same
+	// network reach each other directly; traffic to another network goes through that
+	// network's east-west gateway.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Network string `json:"network"`
+
+	// TrustDomain is the SPIFFE trust domain of workload identities
+	// (spiffe://<trustDomain>/ns/<ns>/sa/<sa>). Every member of a federation uses the same one.
+	// +kubebuilder:default="cluster.local"
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	TrustDomain string `json:"trustDomain,omitempty"`
+
+	// Locality places the cluster for locality-aware failover.
+	// +optional
+	Locality Locality `json:"locality,omitempty"`
+
+	// ControlPlane configures the xDS server that programs this cluster's proxies.
+	// +kubebuilder:default={}
+	// +optional
+	ControlPlane ControlPlaneSpec `json:"controlPlane,omitempty"`
+
+	// EastWestGateway configures the gateway that carries traffic from other networks.
+	// +kubebuilder:default={}
+	// +optional
+	EastWestGateway GatewaySpec `json:"eastWestGateway,omitempty"`
+
+	// Injection configures which workloads join the mesh.
+	// +optional
+	Injection InjectionSpec `json:"injection,omitempty"`
+}
+
+// Locality is a region and zone, as in the topology.kubernetes.io labels.
+type Locality struct {
+	// Region of the cluster, e.g. eu-west-1.
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	Region string `json:"region,omitempty"`
+	// Zone of the cluster within its region, e.g. eu-west-1a.
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	Zone string `json:"zone,omitempty"`
+}
+
+// ControlPlaneSpec configures the member's xDS server.
+type ControlPlaneSpec struct {
+	// XDSPort is the port the xDS (ADS) gRPC server listens on.
+	// +kubebuilder:default=15010
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	XDSPort int32 `json:"xdsPort,omitempty"`
+
+	// PushDebounce is how long the control plane gathers changes before it pushes.
+	// +kubebuilder:default="100ms"
+	// +optional
+	PushDebounce *metav1.Duration `json:"pushDebounce,omitempty"`
+}
+
+// GatewayServiceType is how the east-west gateway is exposed to other networks.
+// +kubebuilder:validation:Enum=LoadBalancer;NodePort;ClusterIP
+type GatewayServiceType string
+
+// Gateway Service types.
+const (
+	GatewayServiceLoadBalancer GatewayServiceType = "LoadBalancer"
+	GatewayServiceNodePort     GatewayServiceType = "NodePort"
+	GatewayServiceClusterIP    GatewayServiceType = "ClusterIP"
+)
+
+// GatewaySpec configures the east-west gateway of a cluster.
+type GatewaySpec struct {
+	// Enabled deploys the gateway. Clusters that share one network with every other member
+	// can run without it.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// Replicas of the gateway Deployment.
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// ServiceType of the gateway Service.
+	// +kubebuilder:default=LoadBalancer
+	// +optional
+	ServiceType GatewayServiceType `json:"serviceType,omitempty"`
+
+	// Port the gateway accepts mTLS traffic on.
+	// +kubebuilder:default=15443
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+
+	// AdvertisedAddress overrides the address other clusters use to reach the gateway
+	// (an IP or a DNS name), for gateways behind NAT or an external load balancer.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="isIP(self) || self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="advertisedAddress must be an IP address or a DNS name"
+	// +optional
+	AdvertisedAddress string `json:"advertisedAddress,omitempty"`
+}
+
+// InjectionSpec selects the workloads that join the mesh.
+type InjectionSpec struct {
+	// NamespaceSelector picks the namespaces whose workloads are meshed; empty means the
+	// namespaces labelled meshfed.io/inject=enabled.
+	// +optional
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+}
+
+// MeshStatus reports what the member control plane is doing.
+type MeshStatus struct {
+	// ObservedGeneration is the generation of the spec last reconciled.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Ready.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// GatewayAddress is the address other clusters use to reach this cluster's gateway.
+	// +optional
+	GatewayAddress string `json:"gatewayAddress,omitempty"`
+
+	// ConnectedProxies counts the xDS clients connected to the control plane.
+	// +optional
+	ConnectedProxies int32 `json:"connectedProxies,omitempty"`
+
+	// SnapshotVersion is the version of the xDS configuration last built.
+	// +optional
+	SnapshotVersion string `json:"snapshotVersion,omitempty"`
+}
+
+// Mesh is this cluster's membership in a federated mesh. There is one per cluster, named
+// "default".
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,categories=meshfed
+// +kubebuilder:printcolumn:name="Cluster",type=string,JSONPath=`.spec.clusterName`
+// +kubebuilder:printcolumn:name="Network",type=string,JSONPath=`.spec.network`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Gateway",type=string,JSONPath=`.status.gatewayAddress`
+// +kubebuilder:printcolumn:name="Proxies",type=integer,JSONPath=`.status.connectedProxies`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name == 'default'",message="a cluster has one Mesh and it must be named 'default'"
+type Mesh struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   MeshSpec   `json:"spec"`
+	Status MeshStatus `json:"status,omitempty"`
+}
+
+// MeshList is a list of Meshes.
+// +kubebuilder:object:root=true
+type MeshList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Mesh `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Mesh{}, &MeshList{})
+}

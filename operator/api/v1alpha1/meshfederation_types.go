@@ -1,0 +1,261 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// MeshFederationSpec lists the member clusters, the trust root they share and the traffic
+// policies that apply across them.
+type MeshFederationSpec struct {
+	// Members are the clusters of the federation. The hub reaches each through the
+	// kubeconfig in a Secret next to this MeshFederation.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=map
+	// +listMapKey=name
+	Members []Member `json:"members"`
+
+	// Trust selects the root CA the federation shares.
+	Trust TrustSpec `json:"trust"`
+
+	// ExportPolicy limits which namespaces may export services.
+	// +optional
+	ExportPolicy ExportPolicy `json:"exportPolicy,omitempty"`
+
+	// TrafficPolicies set failover order and weights for individual services.
+	// +kubebuilder:validation:MaxItems=256
+	// +listType=atomic
+	// +optional
+	TrafficPolicies []TrafficPolicy `json:"trafficPolicies,omitempty"`
+}
+
+// Member is one cluster of the federation.
+type Member struct {
+	// Name of the member; it must equal the clusterName of that cluster's Mesh.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// KubeconfigSecretRef names the Secret, in the MeshFederation's namespace, whose key
+	// holds a kubeconfig for the member's API server.
+	KubeconfigSecretRef SecretKeyRef `json:"kubeconfigSecretRef"`
+
+	// Locality overrides the locality the member's Mesh declares.
+	// +optional
+	Locality *Locality `json:"locality,omitempty"`
+}
+
+// SecretKeyRef points at one key of a Secret in the referrer's namespace.
+type SecretKeyRef struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// Key in the Secret's data.
+	// +kubebuilder:default=kubeconfig
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	Key string `json:"key,omitempty"`
+}
+
+// BootstrapMode asks meshfed to create the root CA itself.
+// +kubebuilder:validation:Enum=SelfSigned
+type BootstrapMode string
+
+// BootstrapSelfSigned makes meshfed create a self-signed root CA through cert-manager.
+const BootstrapSelfSigned BootstrapMode = "SelfSigned"
+
+// TrustSpec selects the root of trust.
+// +kubebuilder:validation:XValidation:rule="has(self.issuerRef) != has(self.bootstrap)",message="set exactly one of trust.issuerRef (your own cert-manager issuer) or trust.bootstrap: SelfSigned"
+type TrustSpec struct {
+	// IssuerRef is a cert-manager Issuer (in this namespace) or ClusterIssuer that can sign
+	// CA certificates; it signs one intermediate CA per member.
+	// +optional
+	IssuerRef *IssuerRef `json:"issuerRef,omitempty"`
+
+	// Bootstrap asks meshfed to create a root CA through cert-manager.
+	// +optional
+	Bootstrap BootstrapMode `json:"bootstrap,omitempty"`
+
+	// IntermediateDuration is the lifetime of each member's intermediate CA.
+	// +kubebuilder:default="720h"
+	// +optional
+	IntermediateDuration *metav1.Duration `json:"intermediateDuration,omitempty"`
+
+	// IntermediateRenewBefore is how long before expiry an intermediate is renewed.
+	// +kubebuilder:default="240h"
+	// +optional
+	IntermediateRenewBefore *metav1.Duration `json:"intermediateRenewBefore,omitempty"`
+}
+
+// IssuerRef names a cert-manager issuer.
+type IssuerRef struct {
+	// Name of the issuer.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// Kind of the issuer.
+	// +kubebuilder:validation:Enum=Issuer;ClusterIssuer
+	// +kubebuilder:default=Issuer
+	// +optional
+	Kind string `json:"kind,omitempty"`
+	// Group of the issuer.
+	// +kubebuilder:default="cert-manager.io"
+	// +optional
+	Group string `json:"group,omitempty"`
+}
+
+// ExportPolicy limits exports.
+type ExportPolicy struct {
+	// AllowedNamespaces may export services; empty allows every namespace.
+	// +kubebuilder:validation:MaxItems=1024
+	// +kubebuilder:validation:items:MaxLength=63
+	// +listType=set
+	// +optional
+	AllowedNamespaces []string `json:"allowedNamespaces,omitempty"`
+}
+
+// TrafficPolicy steers one service's traffic across clusters.
+// +kubebuilder:validation:XValidation:rule="has(self.failover) || has(self.weights) || has(self.outlierDetection)",message="a traffic policy needs at least one of failover, weights or outlierDetection"
+type TrafficPolicy struct {
+	// Service the policy applies to.
+	Service ServiceRef `json:"service"`
+
+	// Failover is the order in which other clusters take over when the local cluster has no
+	// healthy endpoints. Clusters not listed come last.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=63
+	// +listType=set
+	// +optional
+	Failover []string `json:"failover,omitempty"`
+
+	// Weights split the service's traffic between clusters.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:XValidation:rule="self.exists(w, w.weight > 0)",message="at least one weight must be greater than 0"
+	// +listType=map
+	// +listMapKey=cluster
+	// +optional
+	Weights []ClusterWeight `json:"weights,omitempty"`
+
+	// OutlierDetection ejects endpoints that keep failing.
+	// +optional
+	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+}
+
+// ServiceRef names a Service by namespace sameness: the same name in every cluster.
+type ServiceRef struct {
+	// Name of the Service.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+	// Namespace of the Service.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Namespace string `json:"namespace"`
+}
+
+// ClusterWeight is one cluster's share of a split.
+type ClusterWeight struct {
+	// Cluster is a member name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Cluster string `json:"cluster"`
+	// Weight relative to the other clusters' weights.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
+	Weight int32 `json:"weight"`
+}
+
+// OutlierDetection ejects failing endpoints for a while.
+type OutlierDetection struct {
+	// ConsecutiveErrors before an endpoint is ejected.
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	ConsecutiveErrors int32 `json:"consecutiveErrors,omitempty"`
+	// Interval between ejection sweeps.
+	// +kubebuilder:default="10s"
+	// +optional
+	Interval *metav1.Duration `json:"interval,omitempty"`
+	// BaseEjectionTime is how long an endpoint stays ejected the first time.
+	// +kubebuilder:default="30s"
+	// +optional
+	BaseEjectionTime *metav1.Duration `json:"baseEjectionTime,omitempty"`
+}
+
+// MemberStatus is the hub's view of one member.
+type MemberStatus struct {
+	// Name of the member.
+	Name string `json:"name"`
+	// Connected tells whether the hub reaches the member's API server.
+	Connected bool `json:"connected"`
+	// LastSyncTime is when the hub last finished syncing the member.
+	// +optional
+	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`
+	// Exported counts the services the member exports.
+	// +optional
+	Exported int32 `json:"exported,omitempty"`
+	// Imported counts the services imported into the member.
+	// +optional
+	Imported int32 `json:"imported,omitempty"`
+	// TrustBundleVersion is the version of the trust bundle the member holds.
+	// +optional
+	TrustBundleVersion string `json:"trustBundleVersion,omitempty"`
+	// Message explains a failure, naming what to fix.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// MeshFederationStatus reports the federation's health.
+type MeshFederationStatus struct {
+	// ObservedGeneration is the generation of the spec last reconciled.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Ready.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Members reports each member.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Members []MemberStatus `json:"members,omitempty"`
+
+	// ConnectedMembers counts the members the hub reaches.
+	// +optional
+	ConnectedMembers int32 `json:"connectedMembers,omitempty"`
+}
+
+// MeshFederation is the hub's description of a federated mesh: its members, trust root and
+// traffic policies.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=meshfed,shortName=mfed
+// +kubebuilder:printcolumn:name="Connected",type=integer,JSONPath=`.status.connectedMembers`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type MeshFederation struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   MeshFederationSpec   `json:"spec"`
+	Status MeshFederationStatus `json:"status,omitempty"`
+}
+
+// MeshFederationList is a list of MeshFederations.
+// +kubebuilder:object:root=true
+type MeshFederationList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []MeshFederation `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&MeshFederation{}, &MeshFederationList{})
+}

@@ -1,0 +1,87 @@
+package app
+
+import (
+	"flag"
+	"fmt"
+	"time"
+)
+
+// Role selects which controllers the operator runs.
+type Role string
+
+// Roles the operator can run.
+const (
+	RoleHub    Role = "hub"
+	RoleMember Role = "member"
+	RoleBoth   Role = "both"
+)
+
+// Hub reports whether the hub controllers run.
+func (r Role) Hub() bool { return r == RoleHub || r == RoleBoth }
+
+// Member reports whether the member controllers run.
+func (r Role) Member() bool { return r == RoleMember || r == RoleBoth }
+
+// String implements flag.Value.
+func (r *Role) String() string { return string(*r) }
+
+// Set implements flag.Value and accepts only the known roles.
+func (r *Role) Set(s string) error {
+	switch Role(s) {
+	case RoleHub, RoleMember, RoleBoth:
+		*r = Role(s)
+		return nil
+	}
+	return fmt.Errorf("unknown role %q: use hub, member or both", s)
+}
+
+// Options configure the operator process.
+type Options struct {
+	// Role selects the controllers to run.
+	Role Role
+	// MetricsAddr is where Prometheus metrics are served; "0" disables them.
+	MetricsAddr string
+	// ProbeAddr is where /healthz and /readyz are served.
+	ProbeAddr string
+	// LeaderElect turns on leader election so that only one replica reconciles.
+	LeaderElect bool
+	// LeaderElectionNamespace holds the election Lease; empty means the pod's namespace.
+	LeaderElectionNamespace string
+	// ShutdownTimeout bounds how long running reconciles may take to finish on SIGTERM.
+	ShutdownTimeout time.Duration
+	// QPS and Burst of the client to the local API server.
+	QPS   float32
+	Burst int
+}
+
+// DefaultOptions returns the options a Deployment of the operator runs with.
+func DefaultOptions() Options {
+	return Options{
+		Role:            RoleMember,
+		MetricsAddr:     ":8080",
+		ProbeAddr:       ":8081",
+		LeaderElect:     true,
+		ShutdownTimeout: 30 * time.Second,
+		QPS:             50,
+		Burst:           100,
+	}
+}
+
+// BindFlags registers the options as command-line flags.
+func (o *Options) BindFlags(fs *flag.FlagSet) {
+	fs.Var(&o.Role, "role", "controllers to run: hub, member or both")
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "address of the Prometheus metrics endpoint; 0 disables it")
+	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of the /healthz and /readyz endpoints")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader so that only one replica reconciles")
+	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace, "namespace of the leader election Lease; empty means the operator's own namespace")
+	fs.DurationVar(&o.ShutdownTimeout, "graceful-shutdown-timeout", o.ShutdownTimeout, "how long running reconciles may take to finish on SIGTERM")
+	fs.Func("kube-api-qps", fmt.Sprintf("queries per second to the local API server (default %g)", o.QPS), func(s string) error {
+		var v float64
+		if _, err := fmt.Sscan(s, &v); err != nil || v <= 0 {
+			return fmt.Errorf("kube-api-qps must be a positive number, got %q", s)
+		}
+		o.QPS = float32(v)
+		return nil
+	})
+	fs.IntVar(&o.Burst, "kube-api-burst", o.Burst, "burst of queries to the local API server")
+}

@@ -1,0 +1,341 @@
+package testbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+)
+
+// Scheme knows every type a testbed client reads or writes: Kubernetes, CRDs, meshfed,
+// MCS and cert-manager.
+var Scheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(apiextensionsv1.AddToScheme(s))
+	utilruntime.Must(meshv1.AddToScheme(s))
+	utilruntime.Must(mcsv1beta1.Install(s))
+	utilruntime.Must(cmapi.AddToScheme(s))
+	return s
+}()
+
+// Cluster is one local cluster of the testbed.
+type Cluster struct {
+	// Name is "cluster-<n>"; it is also the kubeconfig context name.
+	Name string
+	// Index is the cluster's position in the testbed, from 0.
+	Index int
+	// Octet is the second byte of the cluster's addresses (127.<octet>.0.1, 198.18.<octet>.x).
+	Octet int
+	// Dir holds the cluster's kubeconfig, certificates and logs.
+	Dir string
+	// Server is the API server URL.
+	Server string
+	// KubeconfigPath is an admin kubeconfig for the cluster.
+	KubeconfigPath string
+	// Config is the admin REST config.
+	Config *rest.Config
+	// Client is a controller-runtime client with the testbed Scheme.
+	Client client.Client
+	// Kube is a client-go clientset.
+	Kube kubernetes.Interface
+	// OperatorMetricsURL and OperatorProbeURL point at the operator's endpoints when the
+	// testbed runs it.
+	OperatorMetricsURL, OperatorProbeURL string
+
+	tb          *Testbed
+	apiserver   *process
+	kcm         *process
+	certManager *process
+	operator    *process
+	network     *podNetwork
+	kubelet     *kubelet
+}
+
+func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
+	c.tb.progress("%s: starting kube-apiserver on %s", c.Name, apiServerIP(c.Octet))
+	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
+		return err
+	}
+	ca, err := newPKI(c.Name + "-ca")
+	if err != nil {
+		return err
+	}
+	ip := apiServerIP(c.Octet)
+	port, err := freePort(ip)
+	if err != nil {
+		return err
+	}
+	c.Server = "https://" + net.JoinHostPort(ip, strconv.Itoa(port))
+	certs, err := c.writeCredentials(ca)
+	if err != nil {
+		return err
+	}
+	saKey, saPub, err := writeServiceAccountKey(c.Dir)
+	if err != nil {
+		return err
+	}
+	c.apiserver, err = c.tb.start(c.Name+"/kube-apiserver", filepath.Join(c.Dir, "kube-apiserver.log"), []string{
+		c.tb.bin("kube-apiserver"),
+		"--etcd-servers=" + c.tb.etcdURL,
+		"--etcd-prefix=/meshfed-testbed/" + c.Name,
+		"--bind-address=" + ip,
+		"--advertise-address=" + ip,
+		"--secure-port=" + strconv.Itoa(port),
+		"--tls-cert-file=" + certs.servingCert,
+		"--tls-private-key-file=" + certs.servingKey,
+		"--client-ca-file=" + certs.ca,
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file=" + saPub,
+		"--service-account-signing-key-file=" + saKey,
+		"--service-cluster-ip-range=10.96.0.0/16",
+		"--authorization-mode=RBAC",
+		"--allow-privileged=true",
+	})
+	if err != nil {
+		return err
+	}
+	if err := c.connect(ctx); err != nil {
+		return err
+	}
+
+	c.tb.progress("%s: installing CRDs", c.Name)
+	if err := installCRDs(ctx, c.Client, manifests); err != nil {
+		return err
+	}
+	if err := c.ensureNamespace(ctx, "cert-manager"); err != nil {
+		return err
+	}
+
+	c.tb.progress("%s: starting kube-controller-manager and cert-manager", c.Name)
+	c.kcm, err = c.tb.start(c.Name+"/kube-controller-manager", filepath.Join(c.Dir, "kube-controller-manager.log"), []string{
+		c.tb.bin("kube-controller-manager"),
+		"--kubeconfig=" + certs.kcmKubeconfig,
+		"--authentication-kubeconfig=" + certs.kcmKubeconfig,
+		"--authorization-kubeconfig=" + certs.kcmKubeconfig,
+		"--use-service-account-credentials=true",
+		"--service-account-private-key-file=" + saKey,
+		"--root-ca-file=" + certs.ca,
+		"--leader-elect=false",
+		"--bind-address=" + ip,
+		"--secure-port=0",
+		// There are no real nodes: nothing heartbeats, so the node lifecycle controller
+		// would mark the testbed's node unready and evict its pods.
+		"--controllers=*,-node-lifecycle-controller",
+	})
+	if err != nil {
+		return err
+	}
+	c.certManager, err = c.tb.start(c.Name+"/cert-manager", filepath.Join(c.Dir, "cert-manager.log"), []string{
+		c.tb.bin("cert-manager-controller"),
+		"--kubeconfig=" + c.KubeconfigPath,
+		"--cluster-resource-namespace=cert-manager",
+	})
+	if err != nil {
+		return err
+	}
+
+	if canCreateNetns() {
+		if c.network, err = setupPodNetwork(c.Octet); err != nil {
+			return fmt.Errorf("pod network: %w", err)
+		}
+	}
+	if c.kubelet, err = startKubelet(ctx, c); err != nil {
+		return err
+	}
+
+	if c.tb.opts.Operator {
+		if err := c.startOperator(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type credentials struct {
+	ca, servingCert, servingKey, kcmKubeconfig string
+}
+
+// writeCredentials writes the serving certificate, the admin kubeconfig users and tests
+// use, and the kube-controller-manager's own kubeconfig.
+func (c *Cluster) writeCredentials(ca *pki) (credentials, error) {
+	ip := net.ParseIP(apiServerIP(c.Octet))
+	servingCert, servingKey, err := ca.issue("kube-apiserver", nil, []net.IP{ip},
+		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"})
+	if err != nil {
+		return credentials{}, err
+	}
+	adminCert, adminKey, err := ca.issue("meshfed-testbed-admin", []string{"system:masters"}, nil, nil)
+	if err != nil {
+		return credentials{}, err
+	}
+	kcmCert, kcmKey, err := ca.issue("system:kube-controller-manager", nil, nil, nil)
+	if err != nil {
+		return credentials{}, err
+	}
+	creds := credentials{
+		ca:            filepath.Join(c.Dir, "ca.crt"),
+		servingCert:   filepath.Join(c.Dir, "apiserver.crt"),
+		servingKey:    filepath.Join(c.Dir, "apiserver.key"),
+		kcmKubeconfig: filepath.Join(c.Dir, "kube-controller-manager.kubeconfig"),
+	}
+	c.KubeconfigPath = filepath.Join(c.Dir, "kubeconfig.yaml")
+	if err := writeFiles(map[string][]byte{
+		creds.ca:          ca.certPEM(),
+		creds.servingCert: servingCert,
+		creds.servingKey:  servingKey,
+	}); err != nil {
+		return credentials{}, err
+	}
+	if err := writeKubeconfig(c.KubeconfigPath, c.Name, c.Server, ca.certPEM(), adminCert, adminKey); err != nil {
+		return credentials{}, err
+	}
+	if err := writeKubeconfig(creds.kcmKubeconfig, c.Name, c.Server, ca.certPEM(), kcmCert, kcmKey); err != nil {
+		return credentials{}, err
+	}
+	return creds, nil
+}
+
+func writeKubeconfig(path, name, server string, caPEM, certPEM, keyPEM []byte) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters[name] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
+	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{ClientCertificateData: certPEM, ClientKeyData: keyPEM}
+	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name}
+	cfg.CurrentContext = name
+	return clientcmd.WriteToFile(*cfg, path)
+}
+
+// connect builds the clients and waits until the API server reports ready.
+func (c *Cluster) connect(ctx context.Context) error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.KubeconfigPath)
+	if err != nil {
+		return err
+	}
+	cfg.QPS, cfg.Burst = 200, 400
+	c.Config = cfg
+	if c.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
+		return err
+	}
+	if c.Client, err = client.New(cfg, client.Options{Scheme: Scheme}); err != nil {
+		return err
+	}
+	return poll(ctx, 60*time.Second, 100*time.Millisecond, c.Name+" kube-apiserver ready", func(ctx context.Context) (bool, error) {
+		if c.apiserver.exited() {
+			return false, c.apiserver.exitError()
+		}
+		body, err := c.Kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err != nil {
+			return false, fmt.Errorf("%w: %s", err, body)
+		}
+		return true, nil
+	})
+}
+
+func (c *Cluster) ensureNamespace(ctx context.Context, name string) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := c.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create namespace %s: %w", name, err)
+	}
+	return nil
+}
+
+func (c *Cluster) startOperator(ctx context.Context) error {
+	ip := apiServerIP(c.Octet)
+	metricsPort, err := freePort(ip)
+	if err != nil {
+		return err
+	}
+	probePort, err := freePort(ip)
+	if err != nil {
+		return err
+	}
+	c.OperatorMetricsURL = fmt.Sprintf("http://%s:%d/metrics", ip, metricsPort)
+	c.OperatorProbeURL = fmt.Sprintf("http://%s:%d", ip, probePort)
+	role := c.tb.opts.OperatorRole(c.Index)
+	c.tb.progress("%s: starting operator (role %s)", c.Name, role)
+	c.operator, err = c.tb.start(c.Name+"/operator", filepath.Join(c.Dir, "operator.log"), []string{
+		c.tb.bin("operator"),
+		"--kubeconfig=" + c.KubeconfigPath,
+		"--role=" + role,
+		"--leader-elect=false",
+		fmt.Sprintf("--metrics-bind-address=%s:%d", ip, metricsPort),
+		fmt.Sprintf("--health-probe-bind-address=%s:%d", ip, probePort),
+	})
+	if err != nil {
+		return err
+	}
+	return poll(ctx, 30*time.Second, 100*time.Millisecond, c.Name+" operator ready", func(ctx context.Context) (bool, error) {
+		if c.operator.exited() {
+			return false, c.operator.exitError()
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.OperatorProbeURL+"/readyz", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+}
+
+// stop stops the cluster's processes in reverse start order; a kube-apiserver whose etcd
+// is gone can hang on SIGTERM, so every stop is bounded and ends in SIGKILL.
+func (c *Cluster) stop() {
+	if c.operator != nil {
+		c.operator.stop(10 * time.Second)
+	}
+	if c.kubelet != nil {
+		c.kubelet.stop()
+	}
+	for _, p := range []*process{c.certManager, c.kcm, c.apiserver} {
+		if p != nil {
+			p.stop(10 * time.Second)
+		}
+	}
+	if c.network != nil {
+		c.network.teardown()
+	}
+}
+
+// StopOperator sends the cluster's operator SIGTERM and returns how it exited: nil for a
+// clean exit within the grace period.
+func (c *Cluster) StopOperator() error {
+	if c.operator == nil {
+		return errors.New("the testbed runs no operator in " + c.Name)
+	}
+	p := c.operator
+	c.operator = nil
+	p.stop(30 * time.Second)
+	return p.err
+}
+
+// StartOperator starts the cluster's operator again (after StopOperator).
+func (c *Cluster) StartOperator(ctx context.Context) error {
+	if c.operator != nil && !c.operator.exited() {
+		return errors.New("the operator of " + c.Name + " is running")
+	}
+	return c.startOperator(ctx)
+}

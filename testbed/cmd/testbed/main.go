@@ -1,0 +1,109 @@
+// Command testbed starts local meshfed clusters (see package testbed) and keeps them up
+// until Ctrl-C or for a fixed time: `make demo` runs `testbed up --clusters 3`.
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshfed/meshfed/testbed"
+)
+
+func main() {
+	if err := newRootCommand().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "testbed",
+		Short:         "Run local Kubernetes clusters with meshfed, without containers",
+		SilenceUsage:  true,
+		SilenceErrors: false,
+	}
+	root.AddCommand(newUpCommand())
+	return root
+}
+
+func newUpCommand() *cobra.Command {
+	var (
+		clusters int
+		dir      string
+		duration time.Duration
+		operator bool
+	)
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Start clusters, print how to reach them, and stop them on Ctrl-C",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if dir == "" {
+				root, err := testbed.RepoRoot()
+				if err != nil {
+					return err
+				}
+				dir = filepath.Join(root, ".testbed")
+			}
+			if err := os.RemoveAll(dir); err != nil {
+				return err
+			}
+			start := time.Now()
+			tb, err := testbed.Start(ctx, testbed.Options{Clusters: clusters, Dir: dir, Operator: operator, Progress: os.Stdout})
+			if err != nil {
+				return err
+			}
+			defer func() {
+				fmt.Println("stopping the clusters…")
+				tb.Stop()
+				fmt.Println("stopped; logs and kubeconfigs stay in", dir)
+			}()
+			printWelcome(tb, time.Since(start))
+			if duration > 0 {
+				select {
+				case <-ctx.Done():
+				case <-time.After(duration):
+				}
+				return nil
+			}
+			fmt.Println("Press Ctrl-C to stop.")
+			<-ctx.Done()
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&clusters, "clusters", 3, "number of clusters")
+	cmd.Flags().StringVar(&dir, "dir", "", "state directory (default <repo>/.testbed; emptied first)")
+	cmd.Flags().DurationVar(&duration, "for", 0, "stop by itself after this long (0: wait for Ctrl-C)")
+	cmd.Flags().BoolVar(&operator, "operator", true, "run the meshfed operator in every cluster")
+	return cmd
+}
+
+func printWelcome(tb *testbed.Testbed, took time.Duration) {
+	fmt.Printf("\n%d clusters ready in %s.\n\n", len(tb.Clusters), took.Round(100*time.Millisecond))
+	fmt.Printf("%-10s %-34s %s\n", "CLUSTER", "API SERVER", "KUBECONFIG")
+	for _, c := range tb.Clusters {
+		fmt.Printf("%-10s %-34s %s\n", c.Name, c.Server, c.KubeconfigPath)
+	}
+	first := tb.Clusters[0]
+	kubectl := "kubectl"
+	if root, err := testbed.RepoRoot(); err == nil {
+		kubectl = filepath.Join(testbed.BinDir(root), "kubectl")
+	}
+	fmt.Printf("\nTry:\n")
+	fmt.Printf("  export KUBECONFIG=%s\n", first.KubeconfigPath)
+	fmt.Printf("  %s get nodes,namespaces\n", kubectl)
+	fmt.Printf("  %s get crds | grep -e meshfed -e multicluster -e cert-manager\n", kubectl)
+	fmt.Printf("  %s get mesh,meshfederation,meshpeers,serviceexports,serviceimports -A\n", kubectl)
+	fmt.Printf("  %s --kubeconfig %s get namespaces\n", kubectl, tb.Clusters[len(tb.Clusters)-1].KubeconfigPath)
+	if first.OperatorMetricsURL != "" {
+		fmt.Printf("  curl -s %s | grep meshfed_\n", first.OperatorMetricsURL)
+	}
+	fmt.Printf("Logs of every process: %s/<cluster>/*.log\n\n", tb.Dir)
+}

@@ -1,0 +1,125 @@
+package testbed
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcscrd "sigs.k8s.io/mcs-api/config/crd"
+
+	meshfedcrd "github.com/meshfed/meshfed/config/crd"
+)
+
+// crdManifests returns the CRDs every testbed cluster gets: meshfed's, the MCS API's and
+// cert-manager's, each taken from its own module.
+func crdManifests(repoRoot string) ([][]byte, error) {
+	docs := [][]byte{mcscrd.ServiceExportCRD, mcscrd.ServiceImportCRD}
+	err := fs.WalkDir(meshfedcrd.Bases, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := fs.ReadFile(meshfedcrd.Bases, path)
+		docs = append(docs, data)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	dir, err := certManagerCRDDir(repoRoot)
+	if err != nil {
+		return nil, err
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil || len(files) == 0 {
+		return nil, fmt.Errorf("no cert-manager CRDs in %s", dir)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, data)
+	}
+	return docs, nil
+}
+
+// certManagerCRDDir finds deploy/crds in the cert-manager module the project requires.
+func certManagerCRDDir(repoRoot string) (string, error) {
+	if dir := os.Getenv("MESHFED_CERT_MANAGER_CRDS"); dir != "" {
+		return dir, nil
+	}
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/cert-manager/cert-manager")
+	cmd.Dir = repoRoot
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("locate the cert-manager module (set MESHFED_CERT_MANAGER_CRDS to its deploy/crds to skip this): %w", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "deploy", "crds"), nil
+}
+
+// installCRDs creates (or updates) the CRDs and waits until the API server serves them.
+func installCRDs(ctx context.Context, c client.Client, manifests [][]byte) error {
+	var names []string
+	for _, m := range manifests {
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(m), 4096)
+		for {
+			var crd apiextensionsv1.CustomResourceDefinition
+			if err := dec.Decode(&crd); err != nil {
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				return fmt.Errorf("decode CRD: %w", err)
+			}
+			if crd.Name == "" {
+				continue
+			}
+			if err := createOrUpdate(ctx, c, &crd); err != nil {
+				return fmt.Errorf("install CRD %s: %w", crd.Name, err)
+			}
+			names = append(names, crd.Name)
+		}
+	}
+	for _, name := range names {
+		err := poll(ctx, 30*time.Second, 50*time.Millisecond, "CRD "+name+" established", func(ctx context.Context) (bool, error) {
+			var crd apiextensionsv1.CustomResourceDefinition
+			if err := c.Get(ctx, client.ObjectKey{Name: name}, &crd); err != nil {
+				return false, err
+			}
+			for _, cond := range crd.Status.Conditions {
+				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func createOrUpdate(ctx context.Context, c client.Client, crd *apiextensionsv1.CustomResourceDefinition) error {
+	err := c.Create(ctx, crd)
+	if !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	var existing apiextensionsv1.CustomResourceDefinition
+	if err := c.Get(ctx, client.ObjectKeyFromObject(crd), &existing); err != nil {
+		return err
+	}
+	crd.ResourceVersion = existing.ResourceVersion
+	return c.Update(ctx, crd)
+}

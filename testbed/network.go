@@ -1,0 +1,161 @@
+package testbed
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// Address plan. Cluster c of a testbed owns octet o (taken under a file lock):
+//
+//	127.o.0.1        its API server and the operator's endpoints (loopback, no root needed)
+//	198.18.o.N       its workload "pods", inside network namespace mftb<o> (root needed)
+//	198.19.o.1/24    host end of the veth pair to that namespace
+//	198.19.o.2/24    namespace end, the pods' default gateway is the host end
+//
+// Pod addresses cannot be loopback: the API server refuses loopback addresses in
+// EndpointSlices. 198.18.0.0/15 is the range reserved for benchmarking (RFC 2544), so it
+// clashes with no real network, and its traffic never leaves this machine.
+
+// ErrNeedsRoot is returned for workloads when the testbed cannot create network namespaces.
+var ErrNeedsRoot = errors.New("workload pods need root: they live in network namespaces (run the tests as root, e.g. in CI)")
+
+const maxOctet = 250
+
+// octetLease is the exclusive use of one 127.o/16 and 198.18.o/24 block, held through an
+// flock that the kernel releases if the process dies.
+type octetLease struct {
+	octet int
+	file  *os.File
+}
+
+func leaseOctets(n int) ([]octetLease, error) {
+	dir := filepath.Join(os.TempDir(), "meshfed-testbed-locks")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return nil, err
+	}
+	var leases []octetLease
+	for o := 1; o <= maxOctet && len(leases) < n; o++ {
+		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("octet-%d.lock", o)), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			releaseOctets(leases)
+			return nil, err
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			continue
+		}
+		leases = append(leases, octetLease{octet: o, file: f})
+	}
+	if len(leases) < n {
+		releaseOctets(leases)
+		return nil, fmt.Errorf("no free address block for %d clusters: too many testbeds are running", n)
+	}
+	return leases, nil
+}
+
+func releaseOctets(leases []octetLease) {
+	for _, l := range leases {
+		l.file.Close() // closing releases the flock
+	}
+}
+
+// apiServerIP is the loopback address of cluster octet o's control plane.
+func apiServerIP(o int) string { return fmt.Sprintf("127.%d.0.1", o) }
+
+// podNetwork is the network namespace that holds one cluster's pods.
+type podNetwork struct {
+	octet  int
+	netns  string
+	hostIf string
+	nsIf   string
+
+	mu   sync.Mutex
+	next int
+}
+
+// canCreateNetns reports whether this process may create network namespaces.
+func canCreateNetns() bool {
+	if os.Geteuid() != 0 {
+		return false
+	}
+	_, err := exec.LookPath("ip")
+	return err == nil
+}
+
+func setupPodNetwork(o int) (*podNetwork, error) {
+	n := &podNetwork{
+		octet:  o,
+		netns:  fmt.Sprintf("mftb%d", o),
+		hostIf: fmt.Sprintf("mfh%d", o),
+		nsIf:   fmt.Sprintf("mfp%d", o),
+		next:   10,
+	}
+	n.teardown() // a namespace left by a testbed that was killed; the lease makes it ours
+	host, ns := fmt.Sprintf("198.19.%d.1", o), fmt.Sprintf("198.19.%d.2", o)
+	steps := [][]string{
+		{"netns", "add", n.netns},
+		{"link", "add", n.hostIf, "type", "veth", "peer", "name", n.nsIf},
+		{"link", "set", n.nsIf, "netns", n.netns},
+		{"addr", "add", host + "/24", "dev", n.hostIf},
+		{"link", "set", n.hostIf, "up"},
+		{"-n", n.netns, "link", "set", "lo", "up"},
+		{"-n", n.netns, "addr", "add", ns + "/24", "dev", n.nsIf},
+		{"-n", n.netns, "link", "set", n.nsIf, "up"},
+		{"-n", n.netns, "route", "add", "default", "via", host},
+		{"route", "add", fmt.Sprintf("198.18.%d.0/24", o), "via", ns, "dev", n.hostIf},
+	}
+	for _, args := range steps {
+		if err := runIP(args...); err != nil {
+			n.teardown()
+			return nil, err
+		}
+	}
+	// Pods of one cluster reach pods of another through the host: forward what arrives on
+	// this veth, and only on it (the machine's global ip_forward is left alone).
+	if err := os.WriteFile(fmt.Sprintf("/proc/sys/net/ipv4/conf/%s/forwarding", n.hostIf), []byte("1"), 0o644); err != nil {
+		n.teardown()
+		return nil, fmt.Errorf("enable forwarding on %s: %w", n.hostIf, err)
+	}
+	return n, nil
+}
+
+// allocate adds the next pod address to the namespace and returns it.
+func (n *podNetwork) allocate() (string, error) {
+	n.mu.Lock()
+	if n.next > 254 {
+		n.mu.Unlock()
+		return "", fmt.Errorf("cluster octet %d has no pod address left", n.octet)
+	}
+	ip := fmt.Sprintf("198.18.%d.%d", n.octet, n.next)
+	n.next++
+	n.mu.Unlock()
+	if err := runIP("-n", n.netns, "addr", "add", ip+"/32", "dev", n.nsIf); err != nil {
+		return "", err
+	}
+	return ip, nil
+}
+
+// wrap returns argv run inside the namespace.
+func (n *podNetwork) wrap(argv []string) []string {
+	return append([]string{"ip", "netns", "exec", n.netns}, argv...)
+}
+
+// teardown deletes the namespace; the veth pair and routes go with it.
+func (n *podNetwork) teardown() {
+	_ = runIP("netns", "delete", n.netns)
+	_ = runIP("link", "delete", n.hostIf)
+}
+
+func runIP(args ...string) error {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}

@@ -1,0 +1,158 @@
+package testbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// process is one child of the testbed. It runs in its own process group, so that stop
+// reaches anything it forked, and dies with the testbed even if the testbed is killed
+// (Pdeathsig).
+type process struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+	err     error // set before done closes
+}
+
+// startProcess runs argv with its output appended to logPath.
+func startProcess(name, logPath string, argv []string, env []string) (*process, error) {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logFile.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// pid is the process id, which is also its process group id.
+func (p *process) pid() int { return p.cmd.Process.Pid }
+
+// exited reports whether the process has ended.
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// exitError describes how the process ended, naming its log.
+func (p *process) exitError() error {
+	return fmt.Errorf("%s exited (%v); see %s", p.name, p.err, p.logPath)
+}
+
+// stop sends SIGTERM to the process group, waits up to grace, then SIGKILLs the group.
+// It returns once the process is reaped.
+func (p *process) stop(grace time.Duration) {
+	if p.exited() {
+		killGroup(p.pid(), syscall.SIGKILL) // anything it left behind
+		return
+	}
+	killGroup(p.pid(), syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		killGroup(p.pid(), syscall.SIGKILL)
+		<-p.done
+	}
+	killGroup(p.pid(), syscall.SIGKILL)
+}
+
+func killGroup(pgid int, sig syscall.Signal) {
+	_ = syscall.Kill(-pgid, sig)
+}
+
+// processAlive reports whether a process with this pid exists and is not a zombie.
+func processAlive(pid int) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses: "pid (comm) S ...".
+	for i := len(data) - 1; i > 0; i-- {
+		if data[i] == ')' && i+2 < len(data) {
+			return data[i+2] != 'Z'
+		}
+	}
+	return true
+}
+
+// processGroup tracks every process the testbed started.
+type processGroup struct {
+	mu    sync.Mutex
+	procs []*process
+	pids  []int
+}
+
+func (g *processGroup) add(p *process) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.procs = append(g.procs, p)
+	g.pids = append(g.pids, p.pid())
+}
+
+// allPIDs returns the pid of every process ever started, stopped or not.
+func (g *processGroup) allPIDs() []int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]int(nil), g.pids...)
+}
+
+// freePort asks the kernel for a free TCP port on ip.
+func freePort(ip string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// poll calls check every interval until it returns true, returns an error, or the
+// deadline passes; the last error explains a timeout.
+func poll(ctx context.Context, timeout, interval time.Duration, what string, check func(context.Context) (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		ok, err := check(ctx)
+		if ok {
+			return nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			if last != nil {
+				return fmt.Errorf("%s: not done after %s: %w", what, timeout, last)
+			}
+			return fmt.Errorf("%s: not done after %s", what, timeout)
+		case <-time.After(interval):
+		}
+	}
+}
+
+var errProcessExited = errors.New("process exited")

@@ -1,0 +1,281 @@
+package testbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Options configure a testbed.
+type Options struct {
+	// Clusters is how many clusters to start (default 1).
+	Clusters int
+	// Dir holds the state, logs and kubeconfigs; empty means a new temporary directory that
+	// Stop removes.
+	Dir string
+	// BinDir holds the binaries (default $MESHFED_BIN_DIR, else <repo>/bin).
+	BinDir string
+	// Operator runs bin/operator in every cluster, with the role OperatorRole gives.
+	Operator bool
+	// OperatorRole picks each cluster's operator role; the default makes the first cluster
+	// the hub and a member ("both") and the others members.
+	OperatorRole func(index int) string
+	// Progress receives one line per step; nil discards them.
+	Progress io.Writer
+}
+
+// Testbed is a set of running local clusters.
+type Testbed struct {
+	// Dir holds every cluster's directory (kubeconfig.yaml, logs).
+	Dir string
+	// Clusters in start order; cluster i is named "cluster-<i+1>".
+	Clusters []*Cluster
+
+	opts      Options
+	repoRoot  string
+	removeDir bool
+	procs     processGroup
+	leases    []octetLease
+	etcd      *process
+	etcdURL   string
+	stopOnce  sync.Once
+}
+
+// Start starts opts.Clusters clusters and returns once every API server is ready, every
+// CRD is established and every controller runs. On error it stops what it started.
+func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
+	if opts.Clusters <= 0 {
+		opts.Clusters = 1
+	}
+	if opts.Progress == nil {
+		opts.Progress = io.Discard
+	}
+	if opts.OperatorRole == nil {
+		opts.OperatorRole = func(i int) string {
+			if i == 0 {
+				return "both"
+			}
+			return "member"
+		}
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	if opts.BinDir == "" {
+		opts.BinDir = BinDir(root)
+	}
+	if err := checkBinaries(opts.BinDir, opts.Operator); err != nil {
+		return nil, err
+	}
+	tb = &Testbed{Dir: opts.Dir, opts: opts, repoRoot: root}
+	if tb.Dir == "" {
+		if tb.Dir, err = os.MkdirTemp("", "meshfed-testbed-"); err != nil {
+			return nil, err
+		}
+		tb.removeDir = true
+	}
+	defer func() {
+		if err != nil {
+			tb.Stop()
+		}
+	}()
+	if tb.leases, err = leaseOctets(opts.Clusters); err != nil {
+		return tb, err
+	}
+	manifests, err := crdManifests(root)
+	if err != nil {
+		return tb, err
+	}
+	tb.progress("starting etcd")
+	if err := tb.startEtcd(ctx); err != nil {
+		return tb, err
+	}
+	for i, lease := range tb.leases {
+		tb.Clusters = append(tb.Clusters, &Cluster{
+			Name:  fmt.Sprintf("cluster-%d", i+1),
+			Index: i,
+			Octet: lease.octet,
+			Dir:   filepath.Join(tb.Dir, fmt.Sprintf("cluster-%d", i+1)),
+			tb:    tb,
+		})
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, c := range tb.Clusters {
+		g.Go(func() error {
+			if err := c.start(gctx, manifests); err != nil {
+				return fmt.Errorf("%s: %w", c.Name, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return tb, err
+	}
+	tb.progress("testbed ready: %d clusters in %s", len(tb.Clusters), tb.Dir)
+	return tb, nil
+}
+
+// Stop stops every process the testbed started (operators and workloads first, etcd
+// last), removes the pod networks and, for a temporary Dir, the directory. It is safe to
+// call more than once and from a deferred cleanup after a failure.
+func (tb *Testbed) Stop() {
+	tb.stopOnce.Do(func() {
+		var wg sync.WaitGroup
+		for _, c := range tb.Clusters {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.stop()
+			}()
+		}
+		wg.Wait()
+		if tb.etcd != nil {
+			tb.etcd.stop(10 * time.Second)
+		}
+		releaseOctets(tb.leases)
+		if tb.removeDir {
+			os.RemoveAll(tb.Dir)
+		}
+	})
+}
+
+// PIDs lists every process the testbed ever started, so that a test can check none is
+// left after Stop.
+func (tb *Testbed) PIDs() []int { return tb.procs.allPIDs() }
+
+// LeftoverPIDs returns the started processes that are still alive.
+func (tb *Testbed) LeftoverPIDs() []int {
+	var alive []int
+	for _, pid := range tb.PIDs() {
+		if processAlive(pid) {
+			alive = append(alive, pid)
+		}
+	}
+	return alive
+}
+
+func (tb *Testbed) progress(format string, args ...any) {
+	fmt.Fprintf(tb.opts.Progress, format+"\n", args...)
+}
+
+func (tb *Testbed) bin(name string) string { return filepath.Join(tb.opts.BinDir, name) }
+
+// start launches a process and tracks it for Stop and the leak check.
+func (tb *Testbed) start(name, logPath string, argv []string, env ...string) (*process, error) {
+	p, err := startProcess(name, logPath, argv, env)
+	if err != nil {
+		return nil, err
+	}
+	tb.procs.add(p)
+	return p, nil
+}
+
+func (tb *Testbed) startEtcd(ctx context.Context) error {
+	ip := fmt.Sprintf("127.%d.0.2", tb.leases[0].octet)
+	clientPort, err := freePort(ip)
+	if err != nil {
+		return err
+	}
+	peerPort, err := freePort(ip)
+	if err != nil {
+		return err
+	}
+	tb.etcdURL = "http://" + ip + ":" + strconv.Itoa(clientPort)
+	peerURL := "http://" + ip + ":" + strconv.Itoa(peerPort)
+	dir := filepath.Join(tb.Dir, "etcd")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tb.etcd, err = tb.start("etcd", filepath.Join(tb.Dir, "etcd.log"), []string{
+		tb.bin("etcd"),
+		"--name=testbed",
+		"--data-dir=" + filepath.Join(dir, "data"),
+		"--listen-client-urls=" + tb.etcdURL,
+		"--advertise-client-urls=" + tb.etcdURL,
+		"--listen-peer-urls=" + peerURL,
+		"--initial-advertise-peer-urls=" + peerURL,
+		"--initial-cluster=testbed=" + peerURL,
+		// The testbed's data is thrown away: skip fsync, it dominates write latency.
+		"--unsafe-no-fsync",
+		"--log-level=warn",
+	})
+	if err != nil {
+		return err
+	}
+	return poll(ctx, 20*time.Second, 50*time.Millisecond, "etcd healthy", func(ctx context.Context) (bool, error) {
+		if tb.etcd.exited() {
+			return false, tb.etcd.exitError()
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, tb.etcdURL+"/health", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+}
+
+// RepoRoot finds the meshfed module root from the working directory upwards.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && len(data) > 0 && containsModuleLine(string(data)) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("not inside the meshfed repository: run from the repository (the testbed reads its bin/ and go.mod)")
+		}
+		dir = parent
+	}
+}
+
+// containsModuleLine reports whether a go.mod declares the meshfed module.
+func containsModuleLine(gomod string) bool {
+	for _, line := range strings.Split(gomod, "\n") {
+		if strings.TrimSpace(line) == "module github.com/meshfed/meshfed" {
+			return true
+		}
+	}
+	return false
+}
+
+// BinDir is where the testbed looks for binaries: $MESHFED_BIN_DIR, else <repo>/bin.
+func BinDir(repoRoot string) string {
+	if dir := os.Getenv("MESHFED_BIN_DIR"); dir != "" {
+		return dir
+	}
+	return filepath.Join(repoRoot, "bin")
+}
+
+// ErrMissingBinaries means the tools are not built; `make tools build` builds them.
+var ErrMissingBinaries = errors.New("testbed binaries missing: run `make tools build`")
+
+func checkBinaries(dir string, operator bool) error {
+	names := []string{"etcd", "kube-apiserver", "kube-controller-manager", "cert-manager-controller"}
+	if operator {
+		names = append(names, "operator")
+	}
+	for _, n := range names {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			return fmt.Errorf("%w (%s not found in %s)", ErrMissingBinaries, n, dir)
+		}
+	}
+	return nil
+}
