@@ -13,7 +13,7 @@ type MeshSpec struct {
 	// among the members; it appears in MeshPeers, EndpointSlice labels and metrics.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
-	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="clusterName is immutable: delete and recreate the Mesh to rename the cluster"
 	ClusterName string `json:"clusterName"`
 
@@ -22,7 +22,7 @@ type MeshSpec struct {
 	// network's east-west gateway.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
-	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit"
 	Network string `json:"network"`
 
 	// TrustDomain is the SPIFFE trust domain of workload identities

@@ -34,7 +34,7 @@ type Member struct {
 	// Name of the member; it must equal the clusterName of that cluster's Mesh.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
-	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit"
 	Name string `json:"name"`
 
 	// KubeconfigSecretRef names the Secret, in the MeshFederation's namespace, whose key
