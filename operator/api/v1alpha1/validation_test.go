@@ -2,12 +2,17 @@ package v1alpha1_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/testbed"
@@ -60,6 +65,32 @@ func TestAPIServerValidation(t *testing.T) {
 		wantRejected(t, err, "clusterName is immutable")
 		if err := c.Delete(ctx, m); err != nil {
 			t.Fatal(err)
+		}
+	})
+
+	t.Run("the samples in config/samples are accepted", func(t *testing.T) {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "meshfed-system"}}); err != nil {
+			t.Fatal(err)
+		}
+		files, err := filepath.Glob("../../../config/samples/meshfed_*.yaml")
+		if err != nil || len(files) == 0 {
+			t.Fatalf("no samples found (%v)", err)
+		}
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var obj unstructured.Unstructured
+			if err := yaml.Unmarshal(data, &obj.Object); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			if err := c.Create(ctx, &obj); err != nil {
+				t.Errorf("%s refused: %v", f, err)
+			}
+			if err := c.Delete(ctx, &obj); err != nil {
+				t.Errorf("delete %s: %v", f, err)
+			}
 		}
 	})
 
@@ -155,4 +186,3 @@ func wantRejected(t *testing.T, err error, want string) {
 		t.Fatalf("refused with %q\nwant it to mention %q", err, want)
 	}
 }
-
