@@ -66,13 +66,14 @@ type Cluster struct {
 	// testbed runs it.
 	OperatorMetricsURL, OperatorProbeURL string
 
-	tb          *Testbed
-	apiserver   *process
-	kcm         *process
-	certManager *process
-	operator    *process
-	network     *podNetwork
-	kubelet     *kubelet
+	tb            *Testbed
+	apiserverArgs []string
+	apiserver     *process
+	kcm           *process
+	certManager   *process
+	operator      *process
+	network       *podNetwork
+	kubelet       *kubelet
 }
 
 func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
@@ -98,7 +99,7 @@ func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
 	if err != nil {
 		return err
 	}
-	c.apiserver, err = c.tb.start(c.Name+"/kube-apiserver", filepath.Join(c.Dir, "kube-apiserver.log"), []string{
+	c.apiserverArgs = []string{
 		c.tb.bin("kube-apiserver"),
 		"--etcd-servers=" + c.tb.etcdURL,
 		"--etcd-prefix=/meshfed-testbed/" + c.Name,
@@ -114,11 +115,8 @@ func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--authorization-mode=RBAC",
 		"--allow-privileged=true",
-	})
-	if err != nil {
-		return err
 	}
-	if err := c.connect(ctx); err != nil {
+	if err := c.StartAPIServer(ctx); err != nil {
 		return err
 	}
 
@@ -228,6 +226,25 @@ func writeKubeconfig(path, name, server string, caPEM, certPEM, keyPEM []byte) e
 	return clientcmd.WriteToFile(*cfg, path)
 }
 
+// StopAPIServer stops the cluster's kube-apiserver, as an outage would; the other
+// processes keep running and reconnect when StartAPIServer brings it back.
+func (c *Cluster) StopAPIServer() {
+	c.apiserver.stop(10 * time.Second)
+}
+
+// StartAPIServer starts the cluster's kube-apiserver (again) and waits until it is ready.
+func (c *Cluster) StartAPIServer(ctx context.Context) error {
+	if c.apiserver != nil && !c.apiserver.exited() {
+		return errors.New("the kube-apiserver of " + c.Name + " is running")
+	}
+	var err error
+	c.apiserver, err = c.tb.start(c.Name+"/kube-apiserver", filepath.Join(c.Dir, "kube-apiserver.log"), c.apiserverArgs)
+	if err != nil {
+		return err
+	}
+	return c.connect(ctx)
+}
+
 // connect builds the clients and waits until the API server reports ready.
 func (c *Cluster) connect(ctx context.Context) error {
 	cfg, err := clientcmd.BuildConfigFromFlags("", c.KubeconfigPath)
@@ -276,14 +293,14 @@ func (c *Cluster) startOperator(ctx context.Context) error {
 	c.OperatorProbeURL = fmt.Sprintf("http://%s:%d", ip, probePort)
 	role := c.tb.opts.OperatorRole(c.Index)
 	c.tb.progress("%s: starting operator (role %s)", c.Name, role)
-	c.operator, err = c.tb.start(c.Name+"/operator", filepath.Join(c.Dir, "operator.log"), []string{
+	c.operator, err = c.tb.start(c.Name+"/operator", filepath.Join(c.Dir, "operator.log"), append([]string{
 		c.tb.bin("operator"),
 		"--kubeconfig=" + c.KubeconfigPath,
 		"--role=" + role,
 		"--leader-elect=false",
 		fmt.Sprintf("--metrics-bind-address=%s:%d", ip, metricsPort),
 		fmt.Sprintf("--health-probe-bind-address=%s:%d", ip, probePort),
-	})
+	}, c.tb.opts.OperatorArgs...))
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,11 +26,14 @@ type Options struct {
 	Dir string
 	// BinDir holds the binaries (default $MESHFED_BIN_DIR, else <repo>/bin).
 	BinDir string
-	// Operator runs bin/operator in every cluster, with the role OperatorRole gives.
+	// Operator runs the operator (built from the source tree) in every cluster, with the
+	// role OperatorRole gives.
 	Operator bool
 	// OperatorRole picks each cluster's operator role; the default makes the first cluster
 	// the hub and a member ("both") and the others members.
 	OperatorRole func(index int) string
+	// OperatorArgs are extra flags for every operator.
+	OperatorArgs []string
 	// Progress receives one line per step; nil discards them.
 	Progress io.Writer
 }
@@ -49,6 +53,7 @@ type Testbed struct {
 	etcd      *process
 	etcdURL   string
 	stopOnce  sync.Once
+	built     map[string]string // binaries built from source for this testbed
 }
 
 // Start starts opts.Clusters clusters and returns once every API server is ready, every
@@ -75,7 +80,7 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 	if opts.BinDir == "" {
 		opts.BinDir = BinDir(root)
 	}
-	if err := checkBinaries(opts.BinDir, opts.Operator); err != nil {
+	if err := checkBinaries(opts.BinDir); err != nil {
 		return nil, err
 	}
 	tb = &Testbed{Dir: opts.Dir, opts: opts, repoRoot: root}
@@ -90,6 +95,9 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 			tb.Stop()
 		}
 	}()
+	if err := tb.buildProjectBinaries(ctx); err != nil {
+		return tb, err
+	}
 	if tb.leases, err = leaseOctets(opts.Clusters); err != nil {
 		return tb, err
 	}
@@ -169,7 +177,33 @@ func (tb *Testbed) progress(format string, args ...any) {
 	fmt.Fprintf(tb.opts.Progress, format+"\n", args...)
 }
 
-func (tb *Testbed) bin(name string) string { return filepath.Join(tb.opts.BinDir, name) }
+func (tb *Testbed) bin(name string) string {
+	if tb.built[name] != "" {
+		return tb.built[name]
+	}
+	return filepath.Join(tb.opts.BinDir, name)
+}
+
+// buildProjectBinaries builds the operator and the workload from the source tree into the
+// testbed's directory, so that a test never runs a stale bin/operator (it takes a second or
+// two with a warm build cache).
+func (tb *Testbed) buildProjectBinaries(ctx context.Context) error {
+	tb.built = map[string]string{}
+	targets := map[string]string{"workload": "./testbed/cmd/workload"}
+	if tb.opts.Operator {
+		targets["operator"] = "./operator/cmd"
+	}
+	for name, pkg := range targets {
+		out := filepath.Join(tb.Dir, "bin", name)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+		cmd.Dir = tb.repoRoot
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %v\n%s", pkg, err, msg)
+		}
+		tb.built[name] = out
+	}
+	return nil
+}
 
 // start launches a process and tracks it for Stop and the leak check.
 func (tb *Testbed) start(name, logPath string, argv []string, env ...string) (*process, error) {
@@ -267,11 +301,8 @@ func BinDir(repoRoot string) string {
 // ErrMissingBinaries means the tools are not built; `make tools build` builds them.
 var ErrMissingBinaries = errors.New("testbed binaries missing: run `make tools build`")
 
-func checkBinaries(dir string, operator bool) error {
+func checkBinaries(dir string) error {
 	names := []string{"etcd", "kube-apiserver", "kube-controller-manager", "cert-manager-controller"}
-	if operator {
-		names = append(names, "operator")
-	}
 	for _, n := range names {
 		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
 			return fmt.Errorf("%w (%s not found in %s)", ErrMissingBinaries, n, dir)

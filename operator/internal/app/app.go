@@ -16,6 +16,7 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+	"github.com/meshfed/meshfed/operator/internal/controller/meshfederation"
 )
 
 // Version is the operator's version, set at build time with -ldflags -X.
@@ -77,6 +78,17 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("add ready check: %w", err)
 	}
 	buildInfo.WithLabelValues(Version, string(opts.Role)).Set(1)
+	if opts.Role.Hub() {
+		if err := (&meshfederation.Reconciler{
+			Client:      mgr.GetClient(),
+			Recorder:    mgr.GetEventRecorderFor("meshfed-hub"),
+			GracePeriod: opts.MemberGracePeriod,
+			QPS:         opts.QPS,
+			Burst:       opts.Burst,
+		}).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up the MeshFederation controller: %w", err)
+		}
+	}
 
 	log.Info("starting manager", "role", opts.Role, "version", Version, "leaderElection", opts.LeaderElect)
 	if err := mgr.Start(ctx); err != nil {

@@ -49,21 +49,24 @@ type Options struct {
 	LeaderElectionNamespace string
 	// ShutdownTimeout bounds how long running reconciles may take to finish on SIGTERM.
 	ShutdownTimeout time.Duration
-	// QPS and Burst of the client to the local API server.
+	// QPS and Burst of the client to the local API server and of the hub's member clients.
 	QPS   float32
 	Burst int
+	// MemberGracePeriod keeps a disconnected member's endpoints imported elsewhere.
+	MemberGracePeriod time.Duration
 }
 
 // DefaultOptions returns the options a Deployment of the operator runs with.
 func DefaultOptions() Options {
 	return Options{
-		Role:            RoleMember,
-		MetricsAddr:     ":8080",
-		ProbeAddr:       ":8081",
-		LeaderElect:     true,
-		ShutdownTimeout: 30 * time.Second,
-		QPS:             50,
-		Burst:           100,
+		Role:              RoleMember,
+		MetricsAddr:       ":8080",
+		ProbeAddr:         ":8081",
+		LeaderElect:       true,
+		ShutdownTimeout:   30 * time.Second,
+		QPS:               50,
+		Burst:             100,
+		MemberGracePeriod: 30 * time.Second,
 	}
 }
 
@@ -75,7 +78,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader so that only one replica reconciles")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace, "namespace of the leader election Lease; empty means the operator's own namespace")
 	fs.DurationVar(&o.ShutdownTimeout, "graceful-shutdown-timeout", o.ShutdownTimeout, "how long running reconciles may take to finish on SIGTERM")
-	fs.Func("kube-api-qps", fmt.Sprintf("queries per second to the local API server (default %g)", o.QPS), func(s string) error {
+	fs.Func("kube-api-qps", fmt.Sprintf("queries per second to each API server the operator talks to (default %g)", o.QPS), func(s string) error {
 		var v float64
 		if _, err := fmt.Sscan(s, &v); err != nil || v <= 0 {
 			return fmt.Errorf("kube-api-qps must be a positive number, got %q", s)
@@ -84,4 +87,6 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.IntVar(&o.Burst, "kube-api-burst", o.Burst, "burst of queries to the local API server")
+	fs.DurationVar(&o.MemberGracePeriod, "member-grace-period", o.MemberGracePeriod,
+		"hub: how long a disconnected member's endpoints stay imported in the other members before they are withdrawn")
 }

@@ -1,0 +1,23 @@
+package v1alpha1
+
+// Label and annotation keys meshfed reads or writes. They are spelled only here.
+const (
+	// LabelManagedBy marks every object meshfed writes into a member cluster.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of LabelManagedBy on meshfed's objects.
+	ManagedByValue = "meshfed"
+
+	// LabelFederation names the MeshFederation (as <namespace>.<name>) that wrote an object,
+	// so that removing a member or the federation finds everything to clean up.
+	LabelFederation = "meshfed.io/federation"
+
+	// LabelSourceNetwork carries the network of the cluster an imported endpoint lives in.
+	LabelSourceNetwork = "meshfed.io/source-network"
+
+	// EndpointSliceManager is meshfed's value of endpointslice.kubernetes.io/managed-by on
+	// the EndpointSlices it imports.
+	EndpointSliceManager = "meshfed.io"
+
+	// FinalizerFederation lets the hub clean every member before a MeshFederation goes.
+	FinalizerFederation = "meshfed.io/federation-cleanup"
+)

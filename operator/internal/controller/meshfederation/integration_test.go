@@ -1,0 +1,453 @@
+package meshfederation_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+	"github.com/meshfed/meshfed/testbed"
+)
+
+const hubNS = "meshfed-system"
+
+// federation is a 3-cluster testbed whose first cluster is the hub of MeshFederation
+// meshfed-system/global with all three as members.
+type federation struct {
+	tb      *testbed.Testbed
+	hub     *testbed.Cluster
+	members []*testbed.Cluster
+}
+
+func startFederation(t *testing.T, grace time.Duration) *federation {
+	tb := testbed.StartForTest(t, testbed.Options{Clusters: 3, Operator: true,
+		OperatorArgs: []string{"--member-grace-period=" + grace.String()}})
+	f := &federation{tb: tb, hub: tb.Clusters[0], members: tb.Clusters}
+	ctx := context.Background()
+	mustCreate(ctx, t, f.hub.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: hubNS}})
+	fed := &meshv1.MeshFederation{
+		ObjectMeta: metav1.ObjectMeta{Namespace: hubNS, Name: "global"},
+		Spec:       meshv1.MeshFederationSpec{Trust: meshv1.TrustSpec{Bootstrap: meshv1.BootstrapSelfSigned}},
+	}
+	for i, c := range tb.Clusters {
+		kubeconfig, err := os.ReadFile(c.KubeconfigPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustCreate(ctx, t, f.hub.Client, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: hubNS, Name: c.Name + "-kubeconfig"},
+			Data:       map[string][]byte{"kubeconfig": kubeconfig},
+		})
+		mustCreate(ctx, t, c.Client, &meshv1.Mesh{
+			ObjectMeta: metav1.ObjectMeta{Name: meshv1.MeshSingletonName},
+			Spec:       meshv1.MeshSpec{ClusterName: c.Name, Network: fmt.Sprintf("net-%d", i+1)},
+		})
+		fed.Spec.Members = append(fed.Spec.Members, meshv1.Member{Name: c.Name,
+			KubeconfigSecretRef: meshv1.SecretKeyRef{Name: c.Name + "-kubeconfig"}})
+	}
+	mustCreate(ctx, t, f.hub.Client, fed)
+	for _, c := range tb.Clusters {
+		mustCreate(ctx, t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}})
+	}
+	f.waitReady(t)
+	return f
+}
+
+// updateFederation applies change to the latest MeshFederation, retrying on conflicts with
+// the hub's own writes.
+func (f *federation) updateFederation(t *testing.T, change func(*meshv1.MeshFederation)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		fed := f.get(t)
+		change(fed)
+		return f.hub.Client.Update(context.Background(), fed)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *federation) get(t *testing.T) *meshv1.MeshFederation {
+	t.Helper()
+	var fed meshv1.MeshFederation
+	if err := f.hub.Client.Get(context.Background(), client.ObjectKey{Namespace: hubNS, Name: "global"}, &fed); err != nil {
+		t.Fatal(err)
+	}
+	return &fed
+}
+
+func (f *federation) waitReady(t *testing.T) {
+	t.Helper()
+	eventually(t, 60*time.Second, "MeshFederation Ready", func() error {
+		fed := f.get(t)
+		c := meta.FindStatusCondition(fed.Status.Conditions, meshv1.ConditionReady)
+		if c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != fed.Generation {
+			return fmt.Errorf("Ready condition %+v", c)
+		}
+		return nil
+	})
+}
+
+// exportService creates a Service (unless svc is nil) and a ServiceExport for it.
+func exportService(t *testing.T, c *testbed.Cluster, ns, name string, svc *corev1.Service) {
+	t.Helper()
+	ctx := context.Background()
+	mustCreate(ctx, t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	if svc != nil {
+		svc.Namespace, svc.Name = ns, name
+		mustCreate(ctx, t, c.Client, svc)
+	}
+	mustCreate(ctx, t, c.Client, &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})
+}
+
+func clusterIPService(ports ...corev1.ServicePort) *corev1.Service {
+	return &corev1.Service{Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "x"}, Ports: ports}}
+}
+
+func httpPort(n int32) corev1.ServicePort {
+	return corev1.ServicePort{Name: "http", Port: n, TargetPort: intstr.FromInt32(8080)}
+}
+
+func unexport(t *testing.T, c *testbed.Cluster, ns, name string) {
+	t.Helper()
+	se := &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	if err := c.Client.Delete(context.Background(), se); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitImport waits until every cluster in cs has the ServiceImport, checked by check.
+func waitImport(t *testing.T, cs []*testbed.Cluster, ns, name string, check func(*mcsv1beta1.ServiceImport) error) {
+	t.Helper()
+	for _, c := range cs {
+		eventually(t, 30*time.Second, fmt.Sprintf("ServiceImport %s/%s in %s", ns, name, c.Name), func() error {
+			var si mcsv1beta1.ServiceImport
+			if err := c.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &si); err != nil {
+				return err
+			}
+			return check(&si)
+		})
+	}
+}
+
+func waitNoImport(t *testing.T, cs []*testbed.Cluster, ns, name string) {
+	t.Helper()
+	for _, c := range cs {
+		eventually(t, 30*time.Second, fmt.Sprintf("no ServiceImport %s/%s in %s", ns, name, c.Name), func() error {
+			err := c.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &mcsv1beta1.ServiceImport{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("still there (%v)", err)
+		})
+	}
+}
+
+func waitExportCondition(t *testing.T, c *testbed.Cluster, ns, name string, typ mcsv1beta1.ServiceExportConditionType, status metav1.ConditionStatus, reason mcsv1beta1.ServiceExportConditionReason) {
+	t.Helper()
+	eventually(t, 30*time.Second, fmt.Sprintf("%s: ServiceExport %s/%s %s=%s/%s", c.Name, ns, name, typ, status, reason), func() error {
+		var se mcsv1beta1.ServiceExport
+		if err := c.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &se); err != nil {
+			return err
+		}
+		cond := meta.FindStatusCondition(se.Status.Conditions, string(typ))
+		if cond == nil || cond.Status != status || cond.Reason != string(reason) {
+			return fmt.Errorf("condition is %+v", cond)
+		}
+		if cond.ObservedGeneration != se.Generation {
+			return fmt.Errorf("condition is for generation %d, object is at %d", cond.ObservedGeneration, se.Generation)
+		}
+		return nil
+	})
+}
+
+func ports(si *mcsv1beta1.ServiceImport) string {
+	var out []string
+	for _, p := range si.Spec.Ports {
+		out = append(out, fmt.Sprintf("%s:%d/%s", p.Name, p.Port, p.Protocol))
+	}
+	return strings.Join(out, ",")
+}
+
+func clusters(si *mcsv1beta1.ServiceImport) string {
+	var out []string
+	for _, c := range si.Status.Clusters {
+		out = append(out, c.Cluster)
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
+}
+
+func expect(got, want string) error {
+	if got != want {
+		return fmt.Errorf("got %q, want %q", got, want)
+	}
+	return nil
+}
+
+// TestServiceFederation checks MCS semantics end to end on three real clusters with the hub
+// operator running in the first.
+func TestServiceFederation(t *testing.T) {
+	f := startFederation(t, 5*time.Second)
+	a, b, c := f.members[0], f.members[1], f.members[2]
+	ctx := context.Background()
+
+	t.Run("an exported ClusterIP Service is imported as ClusterSetIP with its ports in every cluster", func(t *testing.T) {
+		exportService(t, a, "shop", "cart", clusterIPService(httpPort(80), corev1.ServicePort{Name: "grpc", Port: 9090}))
+		waitImport(t, f.members, "shop", "cart", func(si *mcsv1beta1.ServiceImport) error {
+			if si.Spec.Type != mcsv1beta1.ClusterSetIP {
+				return fmt.Errorf("type %s", si.Spec.Type)
+			}
+			if err := expect(ports(si), "http:80/TCP,grpc:9090/TCP"); err != nil {
+				return err
+			}
+			return expect(clusters(si), a.Name)
+		})
+		waitExportCondition(t, a, "shop", "cart", mcsv1beta1.ServiceExportConditionValid, metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonValid)
+		waitExportCondition(t, a, "shop", "cart", mcsv1beta1.ServiceExportConditionReady, metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonExported)
+		waitExportCondition(t, a, "shop", "cart", mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionFalse, mcsv1beta1.ServiceExportReasonNoConflicts)
+
+		unexport(t, a, "shop", "cart")
+		waitNoImport(t, f.members, "shop", "cart")
+	})
+
+	t.Run("with two exporters the import lives until the last one unexports", func(t *testing.T) {
+		exportService(t, a, "shop", "search", clusterIPService(httpPort(80)))
+		exportService(t, b, "shop", "search", clusterIPService(httpPort(80)))
+		waitImport(t, f.members, "shop", "search", func(si *mcsv1beta1.ServiceImport) error {
+			return expect(clusters(si), a.Name+","+b.Name)
+		})
+		unexport(t, a, "shop", "search")
+		waitImport(t, f.members, "shop", "search", func(si *mcsv1beta1.ServiceImport) error {
+			return expect(clusters(si), b.Name)
+		})
+		unexport(t, b, "shop", "search")
+		waitNoImport(t, f.members, "shop", "search")
+	})
+
+	t.Run("an export without a Service is NoService and one of an ExternalName Service is InvalidServiceType", func(t *testing.T) {
+		exportService(t, b, "shop", "ghost", nil)
+		waitExportCondition(t, b, "shop", "ghost", mcsv1beta1.ServiceExportConditionValid, metav1.ConditionFalse, mcsv1beta1.ServiceExportReasonNoService)
+		exportService(t, b, "shop", "legacy", &corev1.Service{Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "legacy.example.com"}})
+		waitExportCondition(t, b, "shop", "legacy", mcsv1beta1.ServiceExportConditionValid, metav1.ConditionFalse, mcsv1beta1.ServiceExportReasonInvalidServiceType)
+		waitNoImport(t, f.members, "shop", "ghost")
+		waitNoImport(t, f.members, "shop", "legacy")
+	})
+
+	t.Run("a port conflict keeps the oldest export's port and is reported on every export", func(t *testing.T) {
+		exportService(t, a, "shop", "orders", clusterIPService(httpPort(80)))
+		waitImport(t, f.members, "shop", "orders", func(si *mcsv1beta1.ServiceImport) error { return expect(ports(si), "http:80/TCP") })
+		exportService(t, c, "shop", "orders", clusterIPService(httpPort(8080)))
+		for _, cl := range []*testbed.Cluster{a, c} {
+			waitExportCondition(t, cl, "shop", "orders", mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonPortConflict)
+		}
+		waitImport(t, f.members, "shop", "orders", func(si *mcsv1beta1.ServiceImport) error {
+			if err := expect(clusters(si), a.Name+","+c.Name); err != nil {
+				return err
+			}
+			return expect(ports(si), "http:80/TCP")
+		})
+	})
+
+	t.Run("ClusterIP exported before headless stays ClusterSetIP with a TypeConflict", func(t *testing.T) {
+		exportService(t, a, "shop", "catalog", clusterIPService(httpPort(80)))
+		waitImport(t, f.members, "shop", "catalog", func(*mcsv1beta1.ServiceImport) error { return nil })
+		headless := clusterIPService(httpPort(80))
+		headless.Spec.ClusterIP = corev1.ClusterIPNone
+		exportService(t, b, "shop", "catalog", headless)
+		for _, cl := range []*testbed.Cluster{a, b} {
+			waitExportCondition(t, cl, "shop", "catalog", mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonTypeConflict)
+		}
+		waitImport(t, f.members, "shop", "catalog", func(si *mcsv1beta1.ServiceImport) error {
+			return expect(string(si.Spec.Type), string(mcsv1beta1.ClusterSetIP))
+		})
+	})
+
+	t.Run("a session affinity conflict is reported", func(t *testing.T) {
+		sticky := clusterIPService(httpPort(80))
+		sticky.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+		exportService(t, b, "shop", "sessions", sticky)
+		waitImport(t, f.members, "shop", "sessions", func(*mcsv1beta1.ServiceImport) error { return nil })
+		exportService(t, c, "shop", "sessions", clusterIPService(httpPort(80)))
+		for _, cl := range []*testbed.Cluster{b, c} {
+			waitExportCondition(t, cl, "shop", "sessions", mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonSessionAffinityConflict)
+		}
+		waitImport(t, f.members, "shop", "sessions", func(si *mcsv1beta1.ServiceImport) error {
+			return expect(string(si.Spec.SessionAffinity), string(corev1.ServiceAffinityClientIP))
+		})
+	})
+
+	t.Run("a member without the service's namespace gets the import once the namespace exists", func(t *testing.T) {
+		mustCreate(ctx, t, a.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "billing"}})
+		exportService(t, a, "billing", "invoices", clusterIPService(httpPort(80)))
+		waitImport(t, []*testbed.Cluster{a}, "billing", "invoices", func(*mcsv1beta1.ServiceImport) error { return nil })
+		eventually(t, 30*time.Second, "status names the missing namespace", func() error {
+			for _, ms := range f.get(t).Status.Members {
+				if ms.Name == b.Name && strings.Contains(ms.Message, "billing") {
+					return nil
+				}
+			}
+			return fmt.Errorf("members: %+v", f.get(t).Status.Members)
+		})
+		if err := b.Client.Get(ctx, client.ObjectKey{Name: "billing"}, &corev1.Namespace{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("meshfed created namespace billing in %s (err=%v); it must not", b.Name, err)
+		}
+		mustCreate(ctx, t, b.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "billing"}})
+		waitImport(t, []*testbed.Cluster{b}, "billing", "invoices", func(*mcsv1beta1.ServiceImport) error { return nil })
+		mustCreate(ctx, t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "billing"}})
+		f.waitReady(t)
+	})
+
+	t.Run("every member gets a MeshPeer for each other member", func(t *testing.T) {
+		for _, m := range f.members {
+			eventually(t, 30*time.Second, "MeshPeers in "+m.Name, func() error {
+				var peers meshv1.MeshPeerList
+				if err := m.Client.List(ctx, &peers); err != nil {
+					return err
+				}
+				var got []string
+				for _, p := range peers.Items {
+					connected := meta.IsStatusConditionTrue(p.Status.Conditions, meshv1.ConditionConnected)
+					got = append(got, fmt.Sprintf("%s@%s:%v", p.Spec.ClusterName, p.Spec.Network, connected))
+				}
+				sort.Strings(got)
+				var want []string
+				for i, o := range f.members {
+					if o != m {
+						want = append(want, fmt.Sprintf("%s@net-%d:true", o.Name, i+1))
+					}
+				}
+				return expect(strings.Join(got, " "), strings.Join(want, " "))
+			})
+		}
+	})
+
+	t.Run("endpoint readiness in one cluster reaches the EndpointSlices of the others", func(t *testing.T) {
+		testbed.RequireWorkloads(t, f.tb)
+		svc := clusterIPService(httpPort(80))
+		svc.Spec.Selector = map[string]string{"app": "ratings"}
+		exportService(t, a, "shop", "ratings", svc)
+		w, err := a.RunWorkload(ctx, testbed.WorkloadSpec{Namespace: "shop", Name: "ratings-0",
+			Labels: map[string]string{"app": "ratings"}, Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ready := range []bool{true, false, true} {
+			if err := w.SetReady(ctx, ready); err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range []*testbed.Cluster{b, c} {
+				waitRemoteEndpoint(t, m, "shop", "ratings", a.Name, "net-1", w.IP, ready)
+			}
+		}
+	})
+
+	t.Run("a member with a broken kubeconfig Secret is reported by name while the others keep syncing", func(t *testing.T) {
+		mustCreate(ctx, t, f.hub.Client, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: hubNS, Name: "broken-kubeconfig"},
+			Data:       map[string][]byte{"kubeconfig": []byte("this is not a kubeconfig")},
+		})
+		f.updateFederation(t, func(fed *meshv1.MeshFederation) {
+			fed.Spec.Members = append(fed.Spec.Members, meshv1.Member{Name: "broken", KubeconfigSecretRef: meshv1.SecretKeyRef{Name: "broken-kubeconfig"}})
+		})
+		eventually(t, 30*time.Second, "condition names the broken Secret", func() error {
+			fed := f.get(t)
+			cond := meta.FindStatusCondition(fed.Status.Conditions, meshv1.ConditionReady)
+			if cond == nil || cond.Status != metav1.ConditionFalse || !strings.Contains(cond.Message, "Secret meshfed-system/broken-kubeconfig") {
+				return fmt.Errorf("Ready condition %+v", cond)
+			}
+			return nil
+		})
+		exportService(t, c, "shop", "while-broken", clusterIPService(httpPort(80)))
+		waitImport(t, f.members, "shop", "while-broken", func(*mcsv1beta1.ServiceImport) error { return nil })
+
+		f.updateFederation(t, func(fed *meshv1.MeshFederation) { fed.Spec.Members = fed.Spec.Members[:3] })
+		f.waitReady(t)
+	})
+
+	t.Run("a stopped member API server is reported within 10s, the others keep syncing, and it converges on return", func(t *testing.T) {
+		exportService(t, b, "shop", "before-outage", clusterIPService(httpPort(80)))
+		waitImport(t, f.members, "shop", "before-outage", func(*mcsv1beta1.ServiceImport) error { return nil })
+
+		stopped := time.Now()
+		b.StopAPIServer()
+		eventually(t, 10*time.Second, "member reported disconnected", func() error {
+			for _, ms := range f.get(t).Status.Members {
+				if ms.Name == b.Name && !ms.Connected {
+					return nil
+				}
+			}
+			return fmt.Errorf("still connected")
+		})
+		t.Logf("disconnection reported %s after the API server stopped", time.Since(stopped).Round(10*time.Millisecond))
+
+		exportService(t, c, "shop", "during-outage", clusterIPService(httpPort(80)))
+		waitImport(t, []*testbed.Cluster{a, c}, "shop", "during-outage", func(*mcsv1beta1.ServiceImport) error { return nil })
+		// b's exports stay imported elsewhere (grace period, then endpoints withdrawn).
+		waitImport(t, []*testbed.Cluster{a, c}, "shop", "before-outage", func(*mcsv1beta1.ServiceImport) error { return nil })
+
+		if err := b.StartAPIServer(ctx); err != nil {
+			t.Fatal(err)
+		}
+		f.waitReady(t)
+		waitImport(t, f.members, "shop", "during-outage", func(*mcsv1beta1.ServiceImport) error { return nil })
+	})
+}
+
+func waitRemoteEndpoint(t *testing.T, m *testbed.Cluster, ns, svc, source, network, ip string, ready bool) {
+	t.Helper()
+	eventually(t, 30*time.Second, fmt.Sprintf("%s: endpoint %s of %s/%s from %s ready=%v", m.Name, ip, ns, svc, source, ready), func() error {
+		var slices discoveryv1.EndpointSliceList
+		if err := m.Client.List(context.Background(), &slices, client.InNamespace(ns), client.MatchingLabels{
+			mcsv1beta1.LabelServiceName: svc, mcsv1beta1.LabelSourceCluster: source,
+			discoveryv1.LabelManagedBy: meshv1.EndpointSliceManager, meshv1.LabelSourceNetwork: network,
+		}); err != nil {
+			return err
+		}
+		for _, s := range slices.Items {
+			for _, ep := range s.Endpoints {
+				if ep.Addresses[0] == ip && ptr.Deref(ep.Conditions.Ready, false) == ready {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("not found in %d slices", len(slices.Items))
+	})
+}
+
+func mustCreate(ctx context.Context, t *testing.T, c client.Client, obj client.Object) {
+	t.Helper()
+	if err := c.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("create %T %s: %v", obj, obj.GetName(), err)
+	}
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %s: %v", what, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

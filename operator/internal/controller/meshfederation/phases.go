@@ -1,0 +1,218 @@
+package meshfederation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/meshfed/meshfed/federation/mcs"
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+)
+
+// exportView is one ServiceExport of a member with its Service.
+type exportView struct {
+	obj    *mcsv1beta1.ServiceExport
+	export mcs.Export
+}
+
+func (r *Reconciler) reconcileNormal(ctx context.Context, s *scope) (ctrl.Result, error) {
+	r.connectMembers(ctx, s)
+	errs := []error{r.removeStaleMembers(ctx, s)}
+	if err := r.gather(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, mv := range s.members {
+		if !mv.usable {
+			continue
+		}
+		g.Go(func() error {
+			mv.syncErr = r.syncMember(gctx, s, mv)
+			mv.synced = mv.syncErr == nil
+			return nil
+		})
+	}
+	_ = g.Wait()
+	for _, mv := range s.members {
+		if mv.syncErr != nil {
+			errs = append(errs, fmt.Errorf("sync member %s: %w", mv.spec.Name, mv.syncErr))
+		}
+	}
+	return ctrl.Result{RequeueAfter: s.requeueAfter}, errors.Join(errs...)
+}
+
+// connectMembers registers every member of the spec with the registry and records how it
+// is doing. A member whose Secret or kubeconfig is wrong gets an error naming the Secret.
+func (r *Reconciler) connectMembers(ctx context.Context, s *scope) {
+	for _, spec := range s.fed.Spec.Members {
+		mv := &memberView{spec: spec}
+		s.members = append(s.members, mv)
+		s.byName[spec.Name] = mv
+		kubeconfig, err := r.readKubeconfig(ctx, s.fed.Namespace, spec.KubeconfigSecretRef)
+		if err == nil {
+			mv.member, err = r.registry.Connect(s.owner, spec.Name, kubeconfig)
+			if err != nil {
+				err = fmt.Errorf("Secret %s/%s key %q: %w", s.fed.Namespace, spec.KubeconfigSecretRef.Name, secretKey(spec.KubeconfigSecretRef), err)
+			}
+		}
+		if err != nil {
+			mv.err = err
+			if m, ok := r.registry.Lookup(s.owner, spec.Name); ok {
+				mv.member = m // keep serving the last good kubeconfig's view
+			}
+		}
+		if mv.member != nil {
+			mv.state = mv.member.State()
+			mv.known = mv.state.Synced
+			mv.usable = mv.state.Connected && mv.state.Synced && mv.err == nil
+			if mv.err == nil && !mv.usable {
+				mv.err = mv.state.Err
+				if mv.err == nil {
+					mv.err = errors.New("waiting for the member's cache to sync")
+				}
+			}
+		}
+	}
+}
+
+func secretKey(ref meshv1.SecretKeyRef) string {
+	if ref.Key == "" {
+		return "kubeconfig"
+	}
+	return ref.Key
+}
+
+func (r *Reconciler) readKubeconfig(ctx context.Context, namespace string, ref meshv1.SecretKeyRef) ([]byte, error) {
+	var secret corev1.Secret
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: ref.Name}, &secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("kubeconfig Secret %s/%s not found: create it (docs/user-guide.md, \"Join a member\")", namespace, ref.Name)
+		}
+		return nil, fmt.Errorf("read kubeconfig Secret %s/%s: %w", namespace, ref.Name, err)
+	}
+	data, ok := secret.Data[secretKey(ref)]
+	if !ok || len(data) == 0 {
+		return nil, fmt.Errorf("kubeconfig Secret %s/%s has no key %q: put the kubeconfig there or set kubeconfigSecretRef.key", namespace, ref.Name, secretKey(ref))
+	}
+	return data, nil
+}
+
+// removeStaleMembers cleans members that left the spec and forgets them.
+func (r *Reconciler) removeStaleMembers(ctx context.Context, s *scope) error {
+	var errs []error
+	for _, name := range r.registry.Names(s.owner) {
+		if _, ok := s.byName[name]; ok {
+			continue
+		}
+		if m, err := r.registry.Get(s.owner, name); err == nil {
+			if err := cleanupMember(ctx, m, s.label); err != nil {
+				errs = append(errs, fmt.Errorf("clean removed member %s: %w", name, err))
+				continue
+			}
+			r.Recorder.Eventf(s.fed, corev1.EventTypeNormal, "MemberRemoved", "removed member %s and everything meshfed wrote there", name)
+		} else {
+			r.Recorder.Eventf(s.fed, corev1.EventTypeWarning, "MemberCleanupSkipped",
+				"member %s left the federation while unreachable; delete the objects labelled %s=%s there by hand", name, meshv1.LabelFederation, s.label)
+		}
+		r.registry.Disconnect(s.owner, name)
+	}
+	return errors.Join(errs...)
+}
+
+// gather reads every known member's exports, Services, EndpointSlices and Mesh from its
+// cache, decides which members are withdrawn or unknown, and aggregates the exports.
+func (r *Reconciler) gather(ctx context.Context, s *scope) error {
+	now := time.Now()
+	var exports []mcs.Export
+	for _, mv := range s.members {
+		if !mv.known {
+			// Its exports are unknown: deleting imports now could drop what it exports.
+			// A hub that just started waits a grace period for it.
+			if left := r.GracePeriod - now.Sub(r.started); left > 0 {
+				s.incomplete = true
+				s.requeue(left)
+			}
+			continue
+		}
+		if !mv.state.Connected {
+			if left := r.GracePeriod - now.Sub(mv.state.Since); left > 0 {
+				s.requeue(left)
+			} else {
+				mv.withdrawn = true
+				s.withdrawn[mv.spec.Name] = true
+			}
+		}
+		src, err := readMember(ctx, mv)
+		if err != nil {
+			return fmt.Errorf("read member %s: %w", mv.spec.Name, err)
+		}
+		s.sources[mv.spec.Name] = src
+		for _, e := range mv.exports {
+			exports = append(exports, e.export)
+		}
+	}
+	s.agg = mcs.Aggregate(exports)
+	return nil
+}
+
+func (s *scope) requeue(after time.Duration) {
+	after += 100 * time.Millisecond
+	if s.requeueAfter == 0 || after < s.requeueAfter {
+		s.requeueAfter = after
+	}
+}
+
+// readMember reads a member's Mesh, exports, their Services and their EndpointSlices.
+func readMember(ctx context.Context, mv *memberView) (mcs.Source, error) {
+	c := mv.member.Client()
+	var mesh meshv1.Mesh
+	if err := c.Get(ctx, client.ObjectKey{Name: meshv1.MeshSingletonName}, &mesh); err == nil {
+		mv.mesh = &mesh
+	} else if !apierrors.IsNotFound(err) {
+		return mcs.Source{}, err
+	}
+	var list mcsv1beta1.ServiceExportList
+	if err := c.List(ctx, &list); err != nil {
+		return mcs.Source{}, err
+	}
+	var slices discoveryv1.EndpointSliceList
+	if err := c.List(ctx, &slices, client.MatchingLabels{discoveryv1.LabelManagedBy: "endpointslice-controller.k8s.io"}); err != nil {
+		return mcs.Source{}, err
+	}
+	src := mcs.Source{Cluster: mv.spec.Name, Slices: map[mcs.ServiceKey][]discoveryv1.EndpointSlice{}}
+	if mv.mesh != nil {
+		src.Network = mv.mesh.Spec.Network
+	}
+	exported := map[mcs.ServiceKey]bool{}
+	for i := range list.Items {
+		se := &list.Items[i]
+		key := mcs.ServiceKey{Namespace: se.Namespace, Name: se.Name}
+		e := mcs.Export{Cluster: mv.spec.Name, Key: key, Created: se.CreationTimestamp.Time,
+			ExportedLabels: se.Spec.ExportedLabels, ExportedAnnotations: se.Spec.ExportedAnnotations}
+		var svc corev1.Service
+		if err := c.Get(ctx, client.ObjectKey{Namespace: se.Namespace, Name: se.Name}, &svc); err == nil {
+			e.Service = &svc
+		} else if !apierrors.IsNotFound(err) {
+			return mcs.Source{}, err
+		}
+		mv.exports = append(mv.exports, exportView{obj: se, export: e})
+		exported[key] = true
+	}
+	for _, sl := range slices.Items {
+		key := mcs.ServiceKey{Namespace: sl.Namespace, Name: sl.Labels[discoveryv1.LabelServiceName]}
+		if exported[key] {
+			src.Slices[key] = append(src.Slices[key], sl)
+		}
+	}
+	return src, nil
+}

@@ -1,0 +1,110 @@
+package meshfederation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/meshfed/meshfed/federation/mcs"
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+)
+
+// Reasons of the MeshFederation's Ready condition.
+const (
+	ReasonMembersNotConnected = "MembersNotConnected"
+	ReasonSyncFailed          = "SyncFailed"
+)
+
+// updateStatus writes what the reconcile learned into the federation's status and emits an
+// Event when a member's connection changes.
+func (r *Reconciler) updateStatus(s *scope, reconcileErr error) {
+	fed := s.fed
+	previous := map[string]meshv1.MemberStatus{}
+	for _, ms := range fed.Status.Members {
+		previous[ms.Name] = ms
+	}
+	now := metav1.NewTime(time.Now())
+	fed.Status.Members = nil
+	fed.Status.ConnectedMembers = 0
+	var problems []string
+	for _, mv := range s.members {
+		ms := meshv1.MemberStatus{Name: mv.spec.Name, Connected: mv.usable, Imported: mv.imported,
+			LastSyncTime: previous[mv.spec.Name].LastSyncTime}
+		for _, e := range mv.exports {
+			if mcs.Validate(e.export).Valid {
+				ms.Exported++
+			}
+		}
+		if mv.synced {
+			ms.LastSyncTime = &now
+		}
+		switch {
+		case mv.err != nil:
+			ms.Message = mv.err.Error()
+		case mv.syncErr != nil:
+			ms.Message = "sync failed: " + mv.syncErr.Error()
+		case len(mv.pendingNamespaces) > 0:
+			ms.Message = fmt.Sprintf("imports wait for namespaces that do not exist in this member: %s", strings.Join(mv.pendingNamespaces, ", "))
+		}
+		if mv.withdrawn {
+			ms.Message += fmt.Sprintf(" (endpoints withdrawn after the %s grace period)", r.GracePeriod)
+		}
+		if ms.Connected {
+			fed.Status.ConnectedMembers++
+		} else {
+			problems = append(problems, fmt.Sprintf("%s: %s", mv.spec.Name, ms.Message))
+		}
+		if prev, ok := previous[mv.spec.Name]; ok && prev.Connected != ms.Connected {
+			if ms.Connected {
+				r.Recorder.Eventf(fed, corev1.EventTypeNormal, "MemberConnected", "member %s is connected", mv.spec.Name)
+			} else {
+				r.Recorder.Eventf(fed, corev1.EventTypeWarning, "MemberDisconnected", "member %s: %s", mv.spec.Name, ms.Message)
+			}
+		} else if !ok && !ms.Connected && mv.err != nil && mv.member == nil {
+			r.Recorder.Eventf(fed, corev1.EventTypeWarning, "MemberConfigInvalid", "member %s: %s", mv.spec.Name, ms.Message)
+		}
+		fed.Status.Members = append(fed.Status.Members, ms)
+	}
+	fed.Status.ObservedGeneration = fed.Generation
+	cond := metav1.Condition{Type: meshv1.ConditionReady, Status: metav1.ConditionTrue, Reason: meshv1.ReasonReconciled,
+		Message: fmt.Sprintf("%d members connected and synced", fed.Status.ConnectedMembers), ObservedGeneration: fed.Generation}
+	switch {
+	case len(problems) > 0:
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, ReasonMembersNotConnected, strings.Join(problems, "; ")
+	case reconcileErr != nil:
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, ReasonSyncFailed, reconcileErr.Error()
+	}
+	meta.SetStatusCondition(&fed.Status.Conditions, cond)
+}
+
+// reconcileDelete cleans every member and lets the MeshFederation go. A member that cannot
+// be reached is reported in an Event and not waited for, so a dead cluster never blocks
+// deletion.
+func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) error {
+	var errs []error
+	for _, name := range r.registry.Names(s.owner) {
+		m, err := r.registry.Get(s.owner, name)
+		if err != nil {
+			r.Recorder.Eventf(s.fed, corev1.EventTypeWarning, "MemberCleanupSkipped",
+				"member %s is unreachable; delete the objects labelled %s=%s there by hand", name, meshv1.LabelFederation, s.label)
+		} else if err := cleanupMember(ctx, m, s.label); err != nil {
+			errs = append(errs, fmt.Errorf("clean member %s: %w", name, err))
+			continue
+		}
+		r.registry.Disconnect(s.owner, name)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if controllerutil.RemoveFinalizer(s.fed, meshv1.FinalizerFederation) {
+		return r.Client.Update(ctx, s.fed)
+	}
+	return nil
+}

@@ -1,0 +1,345 @@
+package meshfederation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"github.com/meshfed/meshfed/federation/clusters"
+	"github.com/meshfed/meshfed/federation/mcs"
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+)
+
+// syncMember writes the federation's view into one member: imports, the other members'
+// endpoints, the conditions of the member's own exports, and MeshPeers.
+func (r *Reconciler) syncMember(ctx context.Context, s *scope, mv *memberView) error {
+	c := mv.member.Client()
+	var namespaces corev1.NamespaceList
+	if err := c.List(ctx, &namespaces); err != nil {
+		return err
+	}
+	present := map[string]bool{}
+	for _, ns := range namespaces.Items {
+		if ns.DeletionTimestamp.IsZero() {
+			present[ns.Name] = true
+		}
+	}
+	imports, err := r.syncImports(ctx, s, mv, c, present)
+	return errors.Join(err,
+		r.syncEndpointSlices(ctx, s, mv, c, imports),
+		r.syncExportConditions(ctx, s, mv, c),
+		r.syncPeers(ctx, s, mv, c))
+}
+
+// syncImports makes the member's ServiceImports match the aggregation and returns them by
+// service. Namespaces the member lacks are skipped (meshfed never creates namespaces) and
+// reported; the import appears once the namespace does.
+func (r *Reconciler) syncImports(ctx context.Context, s *scope, mv *memberView, c client.Client, present map[string]bool) (map[mcs.ServiceKey]*mcsv1beta1.ServiceImport, error) {
+	var existing mcsv1beta1.ServiceImportList
+	if err := c.List(ctx, &existing, client.MatchingLabels{meshv1.LabelFederation: s.label}); err != nil {
+		return nil, err
+	}
+	have := map[mcs.ServiceKey]*mcsv1beta1.ServiceImport{}
+	for i := range existing.Items {
+		si := &existing.Items[i]
+		have[mcs.ServiceKey{Namespace: si.Namespace, Name: si.Name}] = si
+	}
+	out := map[mcs.ServiceKey]*mcsv1beta1.ServiceImport{}
+	var errs []error
+	pending := map[string]bool{}
+	for key, imp := range s.agg.Imports {
+		if !present[key.Namespace] {
+			pending[key.Namespace] = true
+			continue
+		}
+		si, err := ensureImport(ctx, c, mv.member, mcs.ServiceImport(imp, s.label), have[key])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("ServiceImport %s: %w", key, err))
+			continue
+		}
+		out[key] = si
+	}
+	mv.pendingNamespaces = slices.Sorted(maps.Keys(pending))
+	mv.imported = int32(len(out))
+	if !s.incomplete {
+		for key, si := range have {
+			if _, keep := s.agg.Imports[key]; !keep {
+				if err := c.Delete(ctx, si); client.IgnoreNotFound(err) != nil {
+					errs = append(errs, fmt.Errorf("delete ServiceImport %s: %w", key, err))
+				}
+			}
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// ensureImport creates or updates one ServiceImport. An object of that name that meshfed
+// did not write is left alone and reported.
+func ensureImport(ctx context.Context, c client.Client, m *clusters.Member, want, have *mcsv1beta1.ServiceImport) (*mcsv1beta1.ServiceImport, error) {
+	if have == nil {
+		err := c.Create(ctx, want)
+		switch {
+		case err == nil:
+			have = want.DeepCopy()
+			have.Status = mcsv1beta1.ServiceImportStatus{}
+		case apierrors.IsAlreadyExists(err):
+			// Our cache is behind, or someone else owns the name.
+			have = &mcsv1beta1.ServiceImport{}
+			if err := m.APIReader().Get(ctx, client.ObjectKeyFromObject(want), have); err != nil {
+				return nil, err
+			}
+			if have.Labels[meshv1.LabelFederation] != want.Labels[meshv1.LabelFederation] {
+				return nil, fmt.Errorf("a ServiceImport of that name exists and meshfed did not write it: delete it so the federation can import the service")
+			}
+		default:
+			return nil, err
+		}
+	}
+	if !maps.Equal(have.Labels, want.Labels) || !maps.Equal(have.Annotations, want.Annotations) ||
+		!apiequality.Semantic.DeepEqual(have.Spec, want.Spec) {
+		updated := have.DeepCopy()
+		updated.Labels, updated.Annotations, updated.Spec = want.Labels, want.Annotations, want.Spec
+		if err := c.Update(ctx, updated); err != nil {
+			return nil, err
+		}
+		have = updated
+	}
+	if !apiequality.Semantic.DeepEqual(have.Status.Clusters, want.Status.Clusters) {
+		updated := have.DeepCopy()
+		updated.Status.Clusters = want.Status.Clusters
+		if err := c.Status().Update(ctx, updated); err != nil {
+			return nil, err
+		}
+		have = updated
+	}
+	return have, nil
+}
+
+// syncEndpointSlices mirrors the other members' endpoints of every import into the member,
+// each slice owned by its ServiceImport so that garbage collection follows the import.
+func (r *Reconciler) syncEndpointSlices(ctx context.Context, s *scope, mv *memberView, c client.Client, imports map[mcs.ServiceKey]*mcsv1beta1.ServiceImport) error {
+	var existing discoveryv1.EndpointSliceList
+	if err := c.List(ctx, &existing, client.MatchingLabels{meshv1.LabelFederation: s.label}); err != nil {
+		return err
+	}
+	have := map[client.ObjectKey]*discoveryv1.EndpointSlice{}
+	for i := range existing.Items {
+		have[client.ObjectKeyFromObject(&existing.Items[i])] = &existing.Items[i]
+	}
+	want := map[client.ObjectKey]bool{}
+	var errs []error
+	for key, si := range imports {
+		for _, slice := range mcs.RemoteEndpointSlices(s.agg.Imports[key], mv.spec.Name, s.sources, s.withdrawn, s.label) {
+			slice.OwnerReferences = []metav1.OwnerReference{{
+				APIVersion: mcsv1beta1.GroupVersion.String(), Kind: "ServiceImport",
+				Name: si.Name, UID: si.UID, BlockOwnerDeletion: ptr.To(false),
+			}}
+			k := client.ObjectKeyFromObject(&slice)
+			want[k] = true
+			if err := ensureSlice(ctx, c, &slice, have[k]); err != nil {
+				errs = append(errs, fmt.Errorf("EndpointSlice %s: %w", k, err))
+			}
+		}
+	}
+	for k, slice := range have {
+		if want[k] {
+			continue
+		}
+		// A withdrawn member's endpoints go even while another member is unknown.
+		if s.incomplete && !s.withdrawn[slice.Labels[mcsv1beta1.LabelSourceCluster]] {
+			continue
+		}
+		if err := c.Delete(ctx, slice); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("delete EndpointSlice %s: %w", k, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func ensureSlice(ctx context.Context, c client.Client, want, have *discoveryv1.EndpointSlice) error {
+	if have == nil {
+		err := c.Create(ctx, want)
+		if apierrors.IsAlreadyExists(err) {
+			return nil // the cache is behind; the next pass updates it
+		}
+		return err
+	}
+	if maps.Equal(have.Labels, want.Labels) && apiequality.Semantic.DeepEqual(have.Endpoints, want.Endpoints) &&
+		apiequality.Semantic.DeepEqual(have.Ports, want.Ports) && apiequality.Semantic.DeepEqual(have.OwnerReferences, want.OwnerReferences) {
+		return nil
+	}
+	updated := have.DeepCopy()
+	updated.Labels, updated.Endpoints, updated.Ports, updated.OwnerReferences = want.Labels, want.Endpoints, want.Ports, want.OwnerReferences
+	return c.Update(ctx, updated)
+}
+
+// syncExportConditions sets Valid, Conflict and Ready on the member's own ServiceExports.
+func (r *Reconciler) syncExportConditions(ctx context.Context, s *scope, mv *memberView, c client.Client) error {
+	var errs []error
+	for _, ev := range mv.exports {
+		updated := ev.obj.DeepCopy()
+		for _, cond := range exportConditions(ev, s) {
+			cond.ObservedGeneration = ev.obj.Generation
+			meta.SetStatusCondition(&updated.Status.Conditions, cond)
+		}
+		if apiequality.Semantic.DeepEqual(updated.Status, ev.obj.Status) {
+			continue
+		}
+		if err := c.Status().Update(ctx, updated); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("status of ServiceExport %s: %w", ev.export.Key, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// exportConditions are the MCS conditions of one export.
+func exportConditions(ev exportView, s *scope) []metav1.Condition {
+	v := mcs.Validate(ev.export)
+	if !v.Valid {
+		return []metav1.Condition{
+			{Type: string(mcsv1beta1.ServiceExportConditionValid), Status: metav1.ConditionFalse, Reason: string(v.Reason), Message: v.Message},
+			{Type: string(mcsv1beta1.ServiceExportConditionReady), Status: metav1.ConditionFalse, Reason: string(mcsv1beta1.ServiceExportReasonFailed),
+				Message: "not exported: " + v.Message},
+			{Type: string(mcsv1beta1.ServiceExportConditionConflict), Status: metav1.ConditionFalse, Reason: string(mcsv1beta1.ServiceExportReasonNoConflicts),
+				Message: "the export is not valid"},
+		}
+	}
+	conflict := metav1.Condition{Type: string(mcsv1beta1.ServiceExportConditionConflict), Status: metav1.ConditionFalse,
+		Reason: string(mcsv1beta1.ServiceExportReasonNoConflicts), Message: "all exports of the service agree"}
+	if c := s.agg.Conflicts[ev.export.Key]; c.Reason != "" {
+		conflict.Status, conflict.Reason, conflict.Message = metav1.ConditionTrue, string(c.Reason), c.Message
+	}
+	clusters := s.agg.Imports[ev.export.Key].Clusters
+	return []metav1.Condition{
+		{Type: string(mcsv1beta1.ServiceExportConditionValid), Status: metav1.ConditionTrue, Reason: string(v.Reason), Message: v.Message},
+		{Type: string(mcsv1beta1.ServiceExportConditionReady), Status: metav1.ConditionTrue, Reason: string(mcsv1beta1.ServiceExportReasonExported),
+			Message: fmt.Sprintf("imported into every member of federation %s; exported by %v", s.owner, clusters)},
+		conflict,
+	}
+}
+
+// syncPeers writes one MeshPeer per other member into the member.
+func (r *Reconciler) syncPeers(ctx context.Context, s *scope, mv *memberView, c client.Client) error {
+	var existing meshv1.MeshPeerList
+	if err := c.List(ctx, &existing, client.MatchingLabels{meshv1.LabelFederation: s.label}); err != nil {
+		return err
+	}
+	have := map[string]*meshv1.MeshPeer{}
+	for i := range existing.Items {
+		have[existing.Items[i].Name] = &existing.Items[i]
+	}
+	var errs []error
+	for _, other := range s.members {
+		if other == mv {
+			continue
+		}
+		want := peerFor(other, s.label)
+		if err := ensurePeer(ctx, c, want, have[want.Name]); err != nil {
+			errs = append(errs, fmt.Errorf("MeshPeer %s: %w", want.Name, err))
+		}
+		delete(have, want.Name)
+	}
+	for _, stale := range have {
+		if err := c.Delete(ctx, stale); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// peerFor describes member other to the rest of the federation.
+func peerFor(other *memberView, label string) *meshv1.MeshPeer {
+	p := &meshv1.MeshPeer{
+		ObjectMeta: metav1.ObjectMeta{Name: other.spec.Name, Labels: mcs.OwnedLabels(label)},
+		Spec:       meshv1.MeshPeerSpec{ClusterName: other.spec.Name},
+	}
+	if m := other.mesh; m != nil {
+		p.Spec.Network = m.Spec.Network
+		p.Spec.TrustDomain = m.Spec.TrustDomain
+		p.Spec.Locality = m.Spec.Locality
+		p.Spec.GatewayPort = m.Spec.EastWestGateway.Port
+		p.Spec.GatewayAddress = m.Status.GatewayAddress
+		if m.Spec.EastWestGateway.AdvertisedAddress != "" {
+			p.Spec.GatewayAddress = m.Spec.EastWestGateway.AdvertisedAddress
+		}
+	}
+	if other.spec.Locality != nil {
+		p.Spec.Locality = *other.spec.Locality
+	}
+	cond := metav1.Condition{Type: meshv1.ConditionConnected, Status: metav1.ConditionTrue, Reason: "Connected",
+		Message: "the hub reaches this member"}
+	if !other.state.Connected {
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, "Disconnected", fmt.Sprintf("the hub does not reach this member: %v", other.err)
+		if other.withdrawn {
+			cond.Reason = "Withdrawn"
+			cond.Message += "; its endpoints were withdrawn after the grace period"
+		}
+	}
+	meta.SetStatusCondition(&p.Status.Conditions, cond)
+	return p
+}
+
+func ensurePeer(ctx context.Context, c client.Client, want, have *meshv1.MeshPeer) error {
+	if have == nil {
+		status := want.Status
+		if err := c.Create(ctx, want); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				return nil // the cache is behind; the next pass updates it
+			}
+			return err
+		}
+		want.Status = status
+		return c.Status().Update(ctx, want)
+	}
+	if !maps.Equal(have.Labels, want.Labels) || have.Spec != want.Spec {
+		updated := have.DeepCopy()
+		updated.Labels, updated.Spec = want.Labels, want.Spec
+		if err := c.Update(ctx, updated); err != nil {
+			return err
+		}
+		have = updated
+	}
+	updated := have.DeepCopy()
+	for _, cond := range want.Status.Conditions {
+		meta.SetStatusCondition(&updated.Status.Conditions, cond)
+	}
+	if apiequality.Semantic.DeepEqual(updated.Status, have.Status) {
+		return nil
+	}
+	return c.Status().Update(ctx, updated)
+}
+
+// cleanupMember deletes everything the federation wrote into a member.
+func cleanupMember(ctx context.Context, m *clusters.Member, label string) error {
+	c := m.Client()
+	sel := client.MatchingLabels{meshv1.LabelFederation: label}
+	var errs []error
+	var imports mcsv1beta1.ServiceImportList
+	var eps discoveryv1.EndpointSliceList
+	var peers meshv1.MeshPeerList
+	for _, list := range []client.ObjectList{&imports, &eps, &peers} {
+		if err := m.APIReader().List(ctx, list, sel); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		err := meta.EachListItem(list, func(o runtime.Object) error {
+			obj := o.(client.Object)
+			return client.IgnoreNotFound(c.Delete(ctx, obj))
+		})
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
