@@ -407,6 +407,145 @@ func TestServiceFederation(t *testing.T) {
 		f.waitReady(t)
 		waitImport(t, f.members, "shop", "during-outage", func(*mcsv1beta1.ServiceImport) error { return nil })
 	})
+
+	t.Run("deleting an exported Service or its namespace removes the import everywhere", func(t *testing.T) {
+		exportService(t, a, "shop", "doomed", clusterIPService(httpPort(80)))
+		waitImport(t, f.members, "shop", "doomed", func(*mcsv1beta1.ServiceImport) error { return nil })
+		if err := a.Client.Delete(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "doomed"}}); err != nil {
+			t.Fatal(err)
+		}
+		waitExportCondition(t, a, "shop", "doomed", mcsv1beta1.ServiceExportConditionValid, metav1.ConditionFalse, mcsv1beta1.ServiceExportReasonNoService)
+		waitNoImport(t, f.members, "shop", "doomed")
+
+		for _, m := range f.members {
+			mustCreate(ctx, t, m.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "temp"}})
+		}
+		exportService(t, c, "temp", "short-lived", clusterIPService(httpPort(80)))
+		waitImport(t, f.members, "temp", "short-lived", func(*mcsv1beta1.ServiceImport) error { return nil })
+		if err := c.Client.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "temp"}}); err != nil {
+			t.Fatal(err)
+		}
+		waitNoImport(t, []*testbed.Cluster{a, b}, "temp", "short-lived")
+	})
+
+	t.Run("a hub restart neither deletes nor recreates imports, and changes made meanwhile converge", func(t *testing.T) {
+		before := importUIDs(t, b)
+		if len(before) == 0 {
+			t.Fatal("no imports to watch")
+		}
+		wc, err := client.NewWithWatch(b.Config, client.Options{Scheme: testbed.Scheme})
+		if err != nil {
+			t.Fatal(err)
+		}
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		w, err := wc.Watch(watchCtx, &mcsv1beta1.ServiceImportList{}, client.InNamespace(""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		deletions := make(chan string, 100)
+		go func() {
+			for ev := range w.ResultChan() {
+				if ev.Type == "DELETED" {
+					if o, ok := ev.Object.(client.Object); ok {
+						deletions <- o.GetNamespace() + "/" + o.GetName()
+					}
+				}
+			}
+		}()
+
+		if err := f.hub.StopOperator(); err != nil {
+			t.Fatalf("hub did not stop cleanly: %v", err)
+		}
+		exportService(t, c, "shop", "while-hub-down", clusterIPService(httpPort(80)))
+		if err := f.hub.StartOperator(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitImport(t, f.members, "shop", "while-hub-down", func(*mcsv1beta1.ServiceImport) error { return nil })
+		f.waitReady(t)
+		w.Stop()
+		close(deletions)
+		for d := range deletions {
+			t.Errorf("ServiceImport %s was deleted during the hub restart", d)
+		}
+		after := importUIDs(t, b)
+		for key, uid := range before {
+			if after[key] != uid {
+				t.Errorf("ServiceImport %s changed UID across the hub restart: %s -> %s", key, uid, after[key])
+			}
+		}
+	})
+
+	t.Run("removing a member deletes what meshfed wrote there and its endpoints elsewhere", func(t *testing.T) {
+		exportService(t, c, "shop", "from-c", clusterIPService(httpPort(80)))
+		waitImport(t, f.members, "shop", "from-c", func(*mcsv1beta1.ServiceImport) error { return nil })
+		f.updateFederation(t, func(fed *meshv1.MeshFederation) { fed.Spec.Members = fed.Spec.Members[:2] })
+		waitNothingWritten(t, c)
+		waitNoImport(t, []*testbed.Cluster{a, b}, "shop", "from-c")
+		for _, m := range []*testbed.Cluster{a, b} {
+			eventually(t, 30*time.Second, "no MeshPeer or endpoints of the removed member in "+m.Name, func() error {
+				var slices discoveryv1.EndpointSliceList
+				if err := m.Client.List(ctx, &slices, client.MatchingLabels{mcsv1beta1.LabelSourceCluster: c.Name}); err != nil {
+					return err
+				}
+				err := m.Client.Get(ctx, client.ObjectKey{Name: c.Name}, &meshv1.MeshPeer{})
+				if len(slices.Items) > 0 || !apierrors.IsNotFound(err) {
+					return fmt.Errorf("%d slices from %s, MeshPeer lookup: %v", len(slices.Items), c.Name, err)
+				}
+				return nil
+			})
+		}
+		f.waitReady(t)
+	})
+
+	t.Run("deleting the MeshFederation leaves nothing meshfed wrote in any member", func(t *testing.T) {
+		if err := f.hub.Client.Delete(ctx, f.get(t)); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "MeshFederation gone", func() error {
+			err := f.hub.Client.Get(ctx, client.ObjectKey{Namespace: hubNS, Name: "global"}, &meshv1.MeshFederation{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("still there (%v)", err)
+		})
+		for _, m := range f.members {
+			waitNothingWritten(t, m)
+		}
+	})
+}
+
+// waitNothingWritten waits until a cluster holds no object meshfed's hub wrote.
+func waitNothingWritten(t *testing.T, m *testbed.Cluster) {
+	t.Helper()
+	eventually(t, 30*time.Second, "nothing meshfed wrote left in "+m.Name, func() error {
+		sel := client.MatchingLabels{meshv1.LabelManagedBy: meshv1.ManagedByValue}
+		var imports mcsv1beta1.ServiceImportList
+		var slices discoveryv1.EndpointSliceList
+		var peers meshv1.MeshPeerList
+		for _, list := range []client.ObjectList{&imports, &slices, &peers} {
+			if err := m.Client.List(context.Background(), list, sel); err != nil {
+				return err
+			}
+		}
+		if n := len(imports.Items) + len(slices.Items) + len(peers.Items); n > 0 {
+			return fmt.Errorf("%d imports, %d slices, %d peers left", len(imports.Items), len(slices.Items), len(peers.Items))
+		}
+		return nil
+	})
+}
+
+func importUIDs(t *testing.T, m *testbed.Cluster) map[string]string {
+	t.Helper()
+	var list mcsv1beta1.ServiceImportList
+	if err := m.Client.List(context.Background(), &list); err != nil {
+		t.Fatal(err)
+	}
+	uids := map[string]string{}
+	for _, si := range list.Items {
+		uids[si.Namespace+"/"+si.Name] = string(si.UID)
+	}
+	return uids
 }
 
 func waitRemoteEndpoint(t *testing.T, m *testbed.Cluster, ns, svc, source, network, ip string, ready bool) {
