@@ -3,7 +3,6 @@ package meshfederation_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -15,11 +14,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"github.com/meshfed/meshfed/federation/join"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/testbed"
 )
@@ -45,20 +46,17 @@ func startFederation(t *testing.T, grace time.Duration) *federation {
 		Spec:       meshv1.MeshFederationSpec{Trust: meshv1.TrustSpec{Bootstrap: meshv1.BootstrapSelfSigned}},
 	}
 	for i, c := range tb.Clusters {
-		kubeconfig, err := os.ReadFile(c.KubeconfigPath)
-		if err != nil {
+		// The hub gets exactly the access `meshfedctl join` grants, nothing more.
+		if _, err := join.Join(ctx, join.Options{Name: c.Name, Member: c.Client, MemberConfig: c.Config,
+			Hub: f.hub.Client, HubNamespace: hubNS}); err != nil {
 			t.Fatal(err)
 		}
-		mustCreate(ctx, t, f.hub.Client, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: hubNS, Name: c.Name + "-kubeconfig"},
-			Data:       map[string][]byte{"kubeconfig": kubeconfig},
-		})
 		mustCreate(ctx, t, c.Client, &meshv1.Mesh{
 			ObjectMeta: metav1.ObjectMeta{Name: meshv1.MeshSingletonName},
 			Spec:       meshv1.MeshSpec{ClusterName: c.Name, Network: fmt.Sprintf("net-%d", i+1)},
 		})
 		fed.Spec.Members = append(fed.Spec.Members, meshv1.Member{Name: c.Name,
-			KubeconfigSecretRef: meshv1.SecretKeyRef{Name: c.Name + "-kubeconfig"}})
+			KubeconfigSecretRef: meshv1.SecretKeyRef{Name: join.SecretName(c.Name)}})
 	}
 	mustCreate(ctx, t, f.hub.Client, fed)
 	for _, c := range tb.Clusters {
@@ -206,6 +204,34 @@ func TestServiceFederation(t *testing.T) {
 	f := startFederation(t, 5*time.Second)
 	a, b, c := f.members[0], f.members[1], f.members[2]
 	ctx := context.Background()
+
+	t.Run("the joined kubeconfig grants the hub nothing beyond its rules", func(t *testing.T) {
+		var secret corev1.Secret
+		if err := f.hub.Client.Get(ctx, client.ObjectKey{Namespace: hubNS, Name: join.SecretName(b.Name)}, &secret); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := clientcmd.RESTConfigFromKubeConfig(secret.Data["kubeconfig"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		hubView, err := client.New(cfg, client.Options{Scheme: testbed.Scheme})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := hubView.List(ctx, &mcsv1beta1.ServiceExportList{}); err != nil {
+			t.Errorf("the hub cannot list ServiceExports: %v", err)
+		}
+		if err := hubView.List(ctx, &corev1.SecretList{}); !apierrors.IsForbidden(err) {
+			t.Errorf("listing Secrets: got %v, want Forbidden", err)
+		}
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "kubernetes"}}
+		if err := hubView.Delete(ctx, svc); !apierrors.IsForbidden(err) {
+			t.Errorf("deleting a Service: got %v, want Forbidden", err)
+		}
+		if err := hubView.Create(ctx, &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "x"}}); !apierrors.IsForbidden(err) {
+			t.Errorf("creating a ServiceExport: got %v, want Forbidden", err)
+		}
+	})
 
 	t.Run("an exported ClusterIP Service is imported as ClusterSetIP with its ports in every cluster", func(t *testing.T) {
 		exportService(t, a, "shop", "cart", clusterIPService(httpPort(80), corev1.ServicePort{Name: "grpc", Port: 9090}))
