@@ -45,8 +45,9 @@ test: tools build verify-generated vet fmt-check ## Run unit and integration tes
 ##@ Development
 
 .PHONY: build
-build: ## Build the operator and testbed binaries into bin/.
+build: ## Build operator, meshfedctl, testbed and workload into bin/.
 	$(GO) build -ldflags "-X github.com/meshfed/meshfed/operator/internal/app.Version=$(VERSION)" -o $(BIN)/operator ./operator/cmd
+	$(GO) build -o $(BIN)/meshfedctl ./operator/cmd/meshfedctl
 	$(GO) build -o $(BIN)/testbed ./testbed/cmd/testbed
 	$(GO) build -o $(BIN)/workload ./testbed/cmd/workload
 
@@ -86,8 +87,10 @@ test-unit: ## Run only the tests that need no local clusters.
 	$(GO) test $(GO_TEST_FLAGS) -short ./...
 
 .PHONY: bench
-bench: tools build ## Run the benchmarks (testbed start time and later the data-path figures).
-	MESHFED_REQUIRE_TESTBED=1 $(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./...
+bench: tools build ## Run the benchmarks: testbed start, export-to-import latency and a 500-export burst.
+	MESHFED_REQUIRE_TESTBED=1 $(GO) test -count=1 -run '^$$' -bench Start3Clusters -benchtime 3x -timeout 30m ./testbed
+	MESHFED_REQUIRE_TESTBED=1 $(GO) test -count=1 -run '^$$' -bench ExportToImport -benchtime 200x -timeout 30m ./operator/internal/controller/meshfederation
+	MESHFED_REQUIRE_TESTBED=1 $(GO) test -count=1 -run '^$$' -bench ExportBurst -benchtime 1x -timeout 30m ./operator/internal/controller/meshfederation
 
 ##@ Tools (built from hack/tools, cached in bin/)
 

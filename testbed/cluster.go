@@ -226,10 +226,10 @@ func writeKubeconfig(path, name, server string, caPEM, certPEM, keyPEM []byte) e
 	return clientcmd.WriteToFile(*cfg, path)
 }
 
-// StopAPIServer stops the cluster's kube-apiserver, as an outage would; the other
-// processes keep running and reconnect when StartAPIServer brings it back.
+// StopAPIServer kills the cluster's kube-apiserver at once, as a crash or a partition
+// would; the other processes keep running and reconnect when StartAPIServer brings it back.
 func (c *Cluster) StopAPIServer() {
-	c.apiserver.stop(10 * time.Second)
+	c.apiserver.stop(0)
 }
 
 // StartAPIServer starts the cluster's kube-apiserver (again) and waits until it is ready.

@@ -6,6 +6,9 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // StartForTest starts a testbed for a test and stops it when the test ends. Without the
@@ -17,6 +20,8 @@ func StartForTest(t testing.TB, opts Options) *Testbed {
 	if testing.Short() {
 		t.Skip("starts local clusters; skipped with -short")
 	}
+	// controller-runtime clients log through a global logger; tests keep it quiet.
+	logf.SetLogger(logr.Discard())
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	tb, err := Start(ctx, opts)
@@ -35,7 +40,12 @@ func StartForTest(t testing.TB, opts Options) *Testbed {
 // RequireWorkloads skips the test when the testbed cannot run workload pods (not root).
 func RequireWorkloads(t testing.TB, tb *Testbed) {
 	t.Helper()
-	if len(tb.Clusters) > 0 && tb.Clusters[0].network == nil {
+	if !CanRunWorkloads(tb) {
 		t.Skip(ErrNeedsRoot.Error())
 	}
+}
+
+// CanRunWorkloads reports whether the testbed's clusters can run workload pods.
+func CanRunWorkloads(tb *Testbed) bool {
+	return len(tb.Clusters) > 0 && tb.Clusters[0].network != nil
 }

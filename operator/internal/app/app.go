@@ -52,7 +52,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("load kubeconfig: %w (pass --kubeconfig, set $KUBECONFIG or run in a cluster)", err)
 	}
-	restConfig.QPS, restConfig.Burst = opts.QPS, opts.Burst
+	restConfig.QPS, restConfig.Burst = float32(opts.QPS), opts.Burst
 	restConfig.UserAgent = "meshfed-operator/" + Version
 
 	shutdown := opts.ShutdownTimeout
@@ -83,8 +83,8 @@ func Run(ctx context.Context, opts Options) error {
 			Client:      mgr.GetClient(),
 			Recorder:    mgr.GetEventRecorderFor("meshfed-hub"),
 			GracePeriod: opts.MemberGracePeriod,
-			QPS:         opts.QPS,
-			Burst:       opts.Burst,
+			QPS:         float32(opts.MemberQPS),
+			Burst:       opts.MemberBurst,
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up the MeshFederation controller: %w", err)
 		}

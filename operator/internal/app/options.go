@@ -49,9 +49,13 @@ type Options struct {
 	LeaderElectionNamespace string
 	// ShutdownTimeout bounds how long running reconciles may take to finish on SIGTERM.
 	ShutdownTimeout time.Duration
-	// QPS and Burst of the client to the local API server and of the hub's member clients.
-	QPS   float32
+	// QPS and Burst of the client to the local API server.
+	QPS   float64
 	Burst int
+	// MemberQPS and MemberBurst pace the hub's clients to each member: a burst of exports
+	// turns into two writes per import in every member.
+	MemberQPS   float64
+	MemberBurst int
 	// MemberGracePeriod keeps a disconnected member's endpoints imported elsewhere.
 	MemberGracePeriod time.Duration
 }
@@ -66,6 +70,8 @@ func DefaultOptions() Options {
 		ShutdownTimeout:   30 * time.Second,
 		QPS:               50,
 		Burst:             100,
+		MemberQPS:         1000,
+		MemberBurst:       2000,
 		MemberGracePeriod: 30 * time.Second,
 	}
 }
@@ -78,15 +84,10 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader so that only one replica reconciles")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace, "namespace of the leader election Lease; empty means the operator's own namespace")
 	fs.DurationVar(&o.ShutdownTimeout, "graceful-shutdown-timeout", o.ShutdownTimeout, "how long running reconciles may take to finish on SIGTERM")
-	fs.Func("kube-api-qps", fmt.Sprintf("queries per second to each API server the operator talks to (default %g)", o.QPS), func(s string) error {
-		var v float64
-		if _, err := fmt.Sscan(s, &v); err != nil || v <= 0 {
-			return fmt.Errorf("kube-api-qps must be a positive number, got %q", s)
-		}
-		o.QPS = float32(v)
-		return nil
-	})
+	fs.Float64Var(&o.QPS, "kube-api-qps", o.QPS, "queries per second to the local API server")
 	fs.IntVar(&o.Burst, "kube-api-burst", o.Burst, "burst of queries to the local API server")
+	fs.Float64Var(&o.MemberQPS, "member-kube-api-qps", o.MemberQPS, "hub: queries per second to each member's API server")
+	fs.IntVar(&o.MemberBurst, "member-kube-api-burst", o.MemberBurst, "hub: burst of queries to each member's API server")
 	fs.DurationVar(&o.MemberGracePeriod, "member-grace-period", o.MemberGracePeriod,
 		"hub: how long a disconnected member's endpoints stay imported in the other members before they are withdrawn")
 }

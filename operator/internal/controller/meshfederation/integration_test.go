@@ -35,7 +35,7 @@ type federation struct {
 	members []*testbed.Cluster
 }
 
-func startFederation(t *testing.T, grace time.Duration) *federation {
+func startFederation(t testing.TB, grace time.Duration) *federation {
 	tb := testbed.StartForTest(t, testbed.Options{Clusters: 3, Operator: true,
 		OperatorArgs: []string{"--member-grace-period=" + grace.String()}})
 	f := &federation{tb: tb, hub: tb.Clusters[0], members: tb.Clusters}
@@ -68,7 +68,7 @@ func startFederation(t *testing.T, grace time.Duration) *federation {
 
 // updateFederation applies change to the latest MeshFederation, retrying on conflicts with
 // the hub's own writes.
-func (f *federation) updateFederation(t *testing.T, change func(*meshv1.MeshFederation)) {
+func (f *federation) updateFederation(t testing.TB, change func(*meshv1.MeshFederation)) {
 	t.Helper()
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		fed := f.get(t)
@@ -80,7 +80,7 @@ func (f *federation) updateFederation(t *testing.T, change func(*meshv1.MeshFede
 	}
 }
 
-func (f *federation) get(t *testing.T) *meshv1.MeshFederation {
+func (f *federation) get(t testing.TB) *meshv1.MeshFederation {
 	t.Helper()
 	var fed meshv1.MeshFederation
 	if err := f.hub.Client.Get(context.Background(), client.ObjectKey{Namespace: hubNS, Name: "global"}, &fed); err != nil {
@@ -89,7 +89,7 @@ func (f *federation) get(t *testing.T) *meshv1.MeshFederation {
 	return &fed
 }
 
-func (f *federation) waitReady(t *testing.T) {
+func (f *federation) waitReady(t testing.TB) {
 	t.Helper()
 	eventually(t, 60*time.Second, "MeshFederation Ready", func() error {
 		fed := f.get(t)
@@ -407,8 +407,20 @@ func TestServiceFederation(t *testing.T) {
 	})
 
 	t.Run("a stopped member API server is reported within 10s, the others keep syncing, and it converges on return", func(t *testing.T) {
-		exportService(t, b, "shop", "before-outage", clusterIPService(httpPort(80)))
+		svc := clusterIPService(httpPort(80))
+		svc.Spec.Selector = map[string]string{"app": "before-outage"}
+		exportService(t, b, "shop", "before-outage", svc)
 		waitImport(t, f.members, "shop", "before-outage", func(*mcsv1beta1.ServiceImport) error { return nil })
+		var w *testbed.Workload
+		if testbed.CanRunWorkloads(f.tb) {
+			var err error
+			w, err = b.RunWorkload(ctx, testbed.WorkloadSpec{Namespace: "shop", Name: "before-outage-0",
+				Labels: map[string]string{"app": "before-outage"}, Ports: []corev1.ContainerPort{{ContainerPort: 8080}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitRemoteEndpoint(t, a, "shop", "before-outage", b.Name, "net-2", w.IP, true)
+		}
 
 		stopped := time.Now()
 		b.StopAPIServer()
@@ -421,6 +433,23 @@ func TestServiceFederation(t *testing.T) {
 			return fmt.Errorf("still connected")
 		})
 		t.Logf("disconnection reported %s after the API server stopped", time.Since(stopped).Round(10*time.Millisecond))
+		if w != nil {
+			// Within the 5s grace period the endpoints stay; after it they are withdrawn.
+			if time.Since(stopped) < 4*time.Second {
+				waitRemoteEndpoint(t, a, "shop", "before-outage", b.Name, "net-2", w.IP, true)
+			}
+			eventually(t, 20*time.Second, "endpoints of the lost member withdrawn after the grace period", func() error {
+				var slices discoveryv1.EndpointSliceList
+				if err := a.Client.List(ctx, &slices, client.MatchingLabels{mcsv1beta1.LabelSourceCluster: b.Name}); err != nil {
+					return err
+				}
+				if len(slices.Items) > 0 {
+					return fmt.Errorf("%d slices from %s left", len(slices.Items), b.Name)
+				}
+				return nil
+			})
+			t.Logf("endpoints withdrawn %s after the API server stopped", time.Since(stopped).Round(10*time.Millisecond))
+		}
 
 		exportService(t, c, "shop", "during-outage", clusterIPService(httpPort(80)))
 		waitImport(t, []*testbed.Cluster{a, c}, "shop", "during-outage", func(*mcsv1beta1.ServiceImport) error { return nil })
@@ -432,6 +461,9 @@ func TestServiceFederation(t *testing.T) {
 		}
 		f.waitReady(t)
 		waitImport(t, f.members, "shop", "during-outage", func(*mcsv1beta1.ServiceImport) error { return nil })
+		if w != nil {
+			waitRemoteEndpoint(t, a, "shop", "before-outage", b.Name, "net-2", w.IP, true)
+		}
 	})
 
 	t.Run("deleting an exported Service or its namespace removes the import everywhere", func(t *testing.T) {
@@ -595,14 +627,14 @@ func waitRemoteEndpoint(t *testing.T, m *testbed.Cluster, ns, svc, source, netwo
 	})
 }
 
-func mustCreate(ctx context.Context, t *testing.T, c client.Client, obj client.Object) {
+func mustCreate(ctx context.Context, t testing.TB, c client.Client, obj client.Object) {
 	t.Helper()
 	if err := c.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("create %T %s: %v", obj, obj.GetName(), err)
 	}
 }
 
-func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
+func eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

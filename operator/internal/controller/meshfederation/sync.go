@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -58,20 +60,26 @@ func (r *Reconciler) syncImports(ctx context.Context, s *scope, mv *memberView, 
 		have[mcs.ServiceKey{Namespace: si.Namespace, Name: si.Name}] = si
 	}
 	out := map[mcs.ServiceKey]*mcsv1beta1.ServiceImport{}
-	var errs []error
 	pending := map[string]bool{}
-	for key, imp := range s.agg.Imports {
-		if !present[key.Namespace] {
+	var keys []mcs.ServiceKey
+	for key := range s.agg.Imports {
+		if present[key.Namespace] {
+			keys = append(keys, key)
+		} else {
 			pending[key.Namespace] = true
-			continue
 		}
-		si, err := ensureImport(ctx, c, mv.member, mcs.ServiceImport(imp, s.label), have[key])
-		if err != nil {
-			errs = append(errs, fmt.Errorf("ServiceImport %s: %w", key, err))
-			continue
-		}
-		out[key] = si
 	}
+	var mu sync.Mutex
+	errs := []error{parallel(ctx, keys, func(ctx context.Context, key mcs.ServiceKey) error {
+		si, err := ensureImport(ctx, c, mv.member, mcs.ServiceImport(s.agg.Imports[key], s.label), have[key])
+		if err != nil {
+			return fmt.Errorf("ServiceImport %s: %w", key, err)
+		}
+		mu.Lock()
+		out[key] = si
+		mu.Unlock()
+		return nil
+	})}
 	mv.pendingNamespaces = slices.Sorted(maps.Keys(pending))
 	mv.imported = int32(len(out))
 	if !s.incomplete {
@@ -188,20 +196,46 @@ func ensureSlice(ctx context.Context, c client.Client, want, have *discoveryv1.E
 
 // syncExportConditions sets Valid, Conflict and Ready on the member's own ServiceExports.
 func (r *Reconciler) syncExportConditions(ctx context.Context, s *scope, mv *memberView, c client.Client) error {
-	var errs []error
-	for _, ev := range mv.exports {
+	return parallel(ctx, mv.exports, func(ctx context.Context, ev exportView) error {
 		updated := ev.obj.DeepCopy()
 		for _, cond := range exportConditions(ev, s) {
 			cond.ObservedGeneration = ev.obj.Generation
 			meta.SetStatusCondition(&updated.Status.Conditions, cond)
 		}
 		if apiequality.Semantic.DeepEqual(updated.Status, ev.obj.Status) {
-			continue
+			return nil
 		}
 		if err := c.Status().Update(ctx, updated); client.IgnoreNotFound(err) != nil {
-			errs = append(errs, fmt.Errorf("status of ServiceExport %s: %w", ev.export.Key, err))
+			return fmt.Errorf("status of ServiceExport %s: %w", ev.export.Key, err)
 		}
+		return nil
+	})
+}
+
+// writeConcurrency bounds the writes in flight to one member: a burst of exports becomes
+// hundreds of writes, and one at a time leaves the member's API server idle between them.
+const writeConcurrency = 16
+
+// parallel runs fn for every item with at most writeConcurrency at once and joins the
+// errors of all of them.
+func parallel[T any](ctx context.Context, items []T, fn func(context.Context, T) error) error {
+	var (
+		mu   sync.Mutex
+		errs []error
+		g    errgroup.Group
+	)
+	g.SetLimit(writeConcurrency)
+	for _, item := range items {
+		g.Go(func() error {
+			if err := fn(ctx, item); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+			return nil
+		})
 	}
+	_ = g.Wait()
 	return errors.Join(errs...)
 }
 
