@@ -210,7 +210,16 @@ func servicePorts(svc *corev1.Service) []mcsv1beta1.ServicePort {
 		if proto == "" {
 			proto = corev1.ProtocolTCP
 		}
-		ports = append(ports, mcsv1beta1.ServicePort{Name: p.Name, Protocol: proto, AppProtocol: p.AppProtocol, Port: p.Port})
+		ports = append(ports, mcsv1beta1.ServicePort{Name: p.Name, Protocol: proto, AppProtocol: ptrCopy(p.AppProtocol), Port: p.Port})
 	}
 	return ports
+}
+
+// ptrCopy copies a pointed-to value: inputs may be shared cache objects.
+func ptrCopy[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }

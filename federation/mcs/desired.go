@@ -3,7 +3,6 @@ package mcs
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"slices"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,7 +32,7 @@ func ServiceImport(imp *Import, federation string) *mcsv1beta1.ServiceImport {
 		},
 		Spec: mcsv1beta1.ServiceImportSpec{
 			Type:                  imp.Type,
-			Ports:                 slices.Clone(imp.Ports),
+			Ports:                 clonePorts(imp.Ports),
 			SessionAffinity:       imp.SessionAffinity,
 			SessionAffinityConfig: imp.SessionAffinityConfig.DeepCopy(),
 		},
@@ -64,7 +63,10 @@ func RemoteEndpointSlices(imp *Import, member string, sources map[string]Source,
 			continue
 		}
 		src := sources[cluster]
-		for _, s := range src.Slices[imp.Key] {
+		for _, shared := range src.Slices[imp.Key] {
+			// The source may be a cache object: copy it whole, since a client decodes its
+			// answer into the pointers of what it writes.
+			s := shared.DeepCopy()
 			labels := OwnedLabels(federation)
 			labels[mcsv1beta1.LabelServiceName] = imp.Key.Name
 			labels[mcsv1beta1.LabelSourceCluster] = cluster
@@ -79,12 +81,12 @@ func RemoteEndpointSlices(imp *Import, member string, sources map[string]Source,
 					Labels:    labels,
 				},
 				AddressType: s.AddressType,
-				Ports:       slices.Clone(s.Ports),
+				Ports:       s.Ports,
 			}
 			for _, ep := range s.Endpoints {
 				mirror.Endpoints = append(mirror.Endpoints, discoveryv1.Endpoint{
-					Addresses:  slices.Clone(ep.Addresses),
-					Conditions: *ep.Conditions.DeepCopy(),
+					Addresses:  ep.Addresses,
+					Conditions: ep.Conditions,
 					Hostname:   ep.Hostname,
 					Zone:       ep.Zone,
 					// NodeName and TargetRef name objects of the source cluster: left out.
@@ -105,4 +107,12 @@ func RemoteSliceName(service, cluster, sourceSlice string) string {
 		prefix = prefix[:40]
 	}
 	return prefix + "-" + hex.EncodeToString(sum[:])[:12]
+}
+
+func clonePorts(ports []mcsv1beta1.ServicePort) []mcsv1beta1.ServicePort {
+	out := make([]mcsv1beta1.ServicePort, len(ports))
+	for i := range ports {
+		ports[i].DeepCopyInto(&out[i])
+	}
+	return out
 }

@@ -4,5 +4,6 @@
 // wins), and which EndpointSlices each member gets for the endpoints of the others.
 //
 // Everything here is a function of its arguments: no clients, no clocks, no I/O. The hub's
-// controller reads the clusters, calls these functions and writes the result.
+// controller reads the clusters, calls these functions and writes the result. Arguments may
+// be shared cache objects: nothing here modifies them, and results share no memory with them.
 package mcs

@@ -181,12 +181,22 @@ func readMember(ctx context.Context, mv *memberView) (mcs.Source, error) {
 	} else if !apierrors.IsNotFound(err) {
 		return mcs.Source{}, err
 	}
+	// The lists are read-only here and copied before any write, so they skip the cache's
+	// deep copy: a reconcile reads every member's exports, Services and EndpointSlices.
 	var list mcsv1beta1.ServiceExportList
-	if err := c.List(ctx, &list); err != nil {
+	if err := c.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return mcs.Source{}, err
 	}
+	var services corev1.ServiceList
+	if err := c.List(ctx, &services, client.UnsafeDisableDeepCopy); err != nil {
+		return mcs.Source{}, err
+	}
+	byKey := make(map[mcs.ServiceKey]*corev1.Service, len(services.Items))
+	for i := range services.Items {
+		byKey[mcs.ServiceKey{Namespace: services.Items[i].Namespace, Name: services.Items[i].Name}] = &services.Items[i]
+	}
 	var slices discoveryv1.EndpointSliceList
-	if err := c.List(ctx, &slices, client.MatchingLabels{discoveryv1.LabelManagedBy: "endpointslice-controller.k8s.io"}); err != nil {
+	if err := c.List(ctx, &slices, client.MatchingLabels{discoveryv1.LabelManagedBy: "endpointslice-controller.k8s.io"}, client.UnsafeDisableDeepCopy); err != nil {
 		return mcs.Source{}, err
 	}
 	src := mcs.Source{Cluster: mv.spec.Name, Slices: map[mcs.ServiceKey][]discoveryv1.EndpointSlice{}}
@@ -197,14 +207,8 @@ func readMember(ctx context.Context, mv *memberView) (mcs.Source, error) {
 	for i := range list.Items {
 		se := &list.Items[i]
 		key := mcs.ServiceKey{Namespace: se.Namespace, Name: se.Name}
-		e := mcs.Export{Cluster: mv.spec.Name, Key: key, Created: se.CreationTimestamp.Time,
+		e := mcs.Export{Cluster: mv.spec.Name, Key: key, Created: se.CreationTimestamp.Time, Service: byKey[key],
 			ExportedLabels: se.Spec.ExportedLabels, ExportedAnnotations: se.Spec.ExportedAnnotations}
-		var svc corev1.Service
-		if err := c.Get(ctx, client.ObjectKey{Namespace: se.Namespace, Name: se.Name}, &svc); err == nil {
-			e.Service = &svc
-		} else if !apierrors.IsNotFound(err) {
-			return mcs.Source{}, err
-		}
 		mv.exports = append(mv.exports, exportView{obj: se, export: e})
 		exported[key] = true
 	}

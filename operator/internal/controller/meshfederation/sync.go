@@ -51,7 +51,7 @@ func (r *Reconciler) syncMember(ctx context.Context, s *scope, mv *memberView) e
 // reported; the import appears once the namespace does.
 func (r *Reconciler) syncImports(ctx context.Context, s *scope, mv *memberView, c client.Client, present map[string]bool) (map[mcs.ServiceKey]*mcsv1beta1.ServiceImport, error) {
 	var existing mcsv1beta1.ServiceImportList
-	if err := c.List(ctx, &existing, client.MatchingLabels{meshv1.LabelFederation: s.label}); err != nil {
+	if err := c.List(ctx, &existing, client.MatchingLabels{meshv1.LabelFederation: s.label}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	have := map[mcs.ServiceKey]*mcsv1beta1.ServiceImport{}
@@ -140,7 +140,7 @@ func ensureImport(ctx context.Context, c client.Client, m *clusters.Member, want
 // each slice owned by its ServiceImport so that garbage collection follows the import.
 func (r *Reconciler) syncEndpointSlices(ctx context.Context, s *scope, mv *memberView, c client.Client, imports map[mcs.ServiceKey]*mcsv1beta1.ServiceImport) error {
 	var existing discoveryv1.EndpointSliceList
-	if err := c.List(ctx, &existing, client.MatchingLabels{meshv1.LabelFederation: s.label}); err != nil {
+	if err := c.List(ctx, &existing, client.MatchingLabels{meshv1.LabelFederation: s.label}, client.UnsafeDisableDeepCopy); err != nil {
 		return err
 	}
 	have := map[client.ObjectKey]*discoveryv1.EndpointSlice{}
@@ -268,7 +268,7 @@ func exportConditions(ev exportView, s *scope) []metav1.Condition {
 // syncPeers writes one MeshPeer per other member into the member.
 func (r *Reconciler) syncPeers(ctx context.Context, s *scope, mv *memberView, c client.Client) error {
 	var existing meshv1.MeshPeerList
-	if err := c.List(ctx, &existing, client.MatchingLabels{meshv1.LabelFederation: s.label}); err != nil {
+	if err := c.List(ctx, &existing, client.MatchingLabels{meshv1.LabelFederation: s.label}, client.UnsafeDisableDeepCopy); err != nil {
 		return err
 	}
 	have := map[string]*meshv1.MeshPeer{}
