@@ -195,7 +195,7 @@ func (c *Cluster) RunWorkload(ctx context.Context, spec WorkloadSpec) (*Workload
 	}
 	logPath := filepath.Join(c.Dir, fmt.Sprintf("pod-%s-%s.log", spec.Namespace, spec.Name))
 	if w.proc, err = c.tb.start(c.Name+"/pod/"+spec.Namespace+"/"+spec.Name, logPath, c.network.wrap(spec.Command), env...); err != nil {
-		_ = c.Client.Delete(ctx, pod, client0Grace())
+		_ = c.Client.Delete(ctx, pod, deleteNow())
 		return nil, err
 	}
 	k.mu.Lock()
@@ -266,7 +266,7 @@ func (k *kubelet) sync(w *Workload) {
 			return // the Pod is gone: stop the process
 		case err == nil && exists && obj.(*corev1.Pod).DeletionTimestamp != nil:
 			w.proc.stop(5 * time.Second)
-			_ = k.cluster.Client.Delete(ctx, obj.(*corev1.Pod), client0Grace())
+			_ = k.cluster.Client.Delete(ctx, obj.(*corev1.Pod), deleteNow())
 		default:
 			running := !w.proc.exited()
 			ready := running && !w.forceUnrdy.Load() && w.probe()
@@ -371,5 +371,5 @@ func keyOf(namespace, name string) client.ObjectKey {
 	return client.ObjectKey{Namespace: namespace, Name: name}
 }
 
-// client0Grace deletes without a grace period, as a kubelet does once the process is gone.
-func client0Grace() client.DeleteOption { return client.GracePeriodSeconds(0) }
+// deleteNow deletes without a grace period, as a kubelet does once the process is gone.
+func deleteNow() client.DeleteOption { return client.GracePeriodSeconds(0) }

@@ -2,7 +2,6 @@ package testbed
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -154,5 +153,3 @@ func poll(ctx context.Context, timeout, interval time.Duration, what string, che
 		}
 	}
 }
-
-var errProcessExited = errors.New("process exited")

@@ -56,16 +56,16 @@ func TestThreeClusters(t *testing.T) {
 	t.Run("garbage collection deletes a Secret owned by a deleted ConfigMap", func(t *testing.T) {
 		c := tb.Clusters[1]
 		owner := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "owner"}}
-		mustCreate(ctx, t, c.Client, owner)
+		testbed.MustCreate(ctx, t, c.Client, owner)
 		owned := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
 			Namespace: "default", Name: "owned",
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: owner.Name, UID: owner.UID}},
 		}}
-		mustCreate(ctx, t, c.Client, owned)
+		testbed.MustCreate(ctx, t, c.Client, owned)
 		if err := c.Client.Delete(ctx, owner); err != nil {
 			t.Fatal(err)
 		}
-		eventually(ctx, t, 30*time.Second, "owned Secret garbage-collected", func() error {
+		testbed.Eventually(t, 30*time.Second, "owned Secret garbage-collected", func() error {
 			err := c.Client.Get(ctx, client.ObjectKeyFromObject(owned), &corev1.Secret{})
 			if apierrors.IsNotFound(err) {
 				return nil
@@ -94,8 +94,8 @@ func TestThreeClusters(t *testing.T) {
 	t.Run("a workload answers on its pod IP, shows Ready and lands in its Service's EndpointSlice", func(t *testing.T) {
 		testbed.RequireWorkloads(t, tb)
 		c := tb.Clusters[2]
-		mustCreate(ctx, t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo"}})
-		mustCreate(ctx, t, c.Client, &corev1.Service{
+		testbed.MustCreate(ctx, t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo"}})
+		testbed.MustCreate(ctx, t, c.Client, &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "echo"},
 			Spec: corev1.ServiceSpec{
 				Selector: map[string]string{"app": "echo"},
@@ -167,12 +167,12 @@ func TestThreeClusters(t *testing.T) {
 func issueCAAndLeaf(ctx context.Context, t *testing.T, c *testbed.Cluster) (caPEM, leafPEM []byte) {
 	t.Helper()
 	ns := "pki"
-	mustCreate(ctx, t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	mustCreate(ctx, t, c.Client, &cmapi.Issuer{
+	testbed.MustCreate(ctx, t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	testbed.MustCreate(ctx, t, c.Client, &cmapi.Issuer{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "selfsigned"},
 		Spec:       cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{SelfSigned: &cmapi.SelfSignedIssuer{}}},
 	})
-	mustCreate(ctx, t, c.Client, &cmapi.Certificate{
+	testbed.MustCreate(ctx, t, c.Client, &cmapi.Certificate{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "root"},
 		Spec: cmapi.CertificateSpec{
 			IsCA: true, CommonName: "testbed-root", SecretName: "root-ca",
@@ -180,11 +180,11 @@ func issueCAAndLeaf(ctx context.Context, t *testing.T, c *testbed.Cluster) (caPE
 			IssuerRef:  cmmeta.IssuerReference{Name: "selfsigned", Kind: "Issuer"},
 		},
 	})
-	mustCreate(ctx, t, c.Client, &cmapi.Issuer{
+	testbed.MustCreate(ctx, t, c.Client, &cmapi.Issuer{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "root"},
 		Spec:       cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: "root-ca"}}},
 	})
-	mustCreate(ctx, t, c.Client, &cmapi.Certificate{
+	testbed.MustCreate(ctx, t, c.Client, &cmapi.Certificate{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "leaf"},
 		Spec: cmapi.CertificateSpec{
 			DNSNames: []string{"echo.demo.svc"}, SecretName: "leaf-tls",
@@ -193,7 +193,7 @@ func issueCAAndLeaf(ctx context.Context, t *testing.T, c *testbed.Cluster) (caPE
 		},
 	})
 	for _, name := range []string{"root", "leaf"} {
-		eventually(ctx, t, 60*time.Second, c.Name+" Certificate "+name+" Ready", func() error {
+		testbed.Eventually(t, 60*time.Second, c.Name+" Certificate "+name+" Ready", func() error {
 			var cert cmapi.Certificate
 			if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &cert); err != nil {
 				return err
@@ -221,7 +221,7 @@ func issueCAAndLeaf(ctx context.Context, t *testing.T, c *testbed.Cluster) (caPE
 
 func waitEndpoint(ctx context.Context, t *testing.T, c *testbed.Cluster, ip string, ready bool) {
 	t.Helper()
-	eventually(ctx, t, 30*time.Second, fmt.Sprintf("%s in EndpointSlice with ready=%v", ip, ready), func() error {
+	testbed.Eventually(t, 30*time.Second, fmt.Sprintf("%s in EndpointSlice with ready=%v", ip, ready), func() error {
 		var slices discoveryv1.EndpointSliceList
 		if err := c.Client.List(ctx, &slices, client.InNamespace("demo"), client.MatchingLabels{discoveryv1.LabelServiceName: "echo"}); err != nil {
 			return err
@@ -244,28 +244,6 @@ func crdEstablished(crd *apiextensionsv1.CustomResourceDefinition) bool {
 		}
 	}
 	return false
-}
-
-func mustCreate(ctx context.Context, t *testing.T, c client.Client, obj client.Object) {
-	t.Helper()
-	if err := c.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatalf("create %T %s: %v", obj, obj.GetName(), err)
-	}
-}
-
-func eventually(ctx context.Context, t *testing.T, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("%s: not true after %s: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func httpGet(ctx context.Context, t *testing.T, url string) string {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
@@ -48,4 +50,29 @@ func RequireWorkloads(t testing.TB, tb *Testbed) {
 // CanRunWorkloads reports whether the testbed's clusters can run workload pods.
 func CanRunWorkloads(tb *Testbed) bool {
 	return len(tb.Clusters) > 0 && tb.Clusters[0].network != nil
+}
+
+// Eventually polls check every 50ms until it returns nil, and fails the test with the last
+// error when timeout passes first.
+func Eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %s: %v", what, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// MustCreate creates obj, accepting one that already exists, and fails the test otherwise.
+func MustCreate(ctx context.Context, t testing.TB, c client.Client, obj client.Object) {
+	t.Helper()
+	if err := c.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("create %T %s: %v", obj, obj.GetName(), err)
+	}
 }

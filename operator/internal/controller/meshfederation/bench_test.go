@@ -117,7 +117,7 @@ func BenchmarkExportToImport(b *testing.B) {
 	defer cancel()
 	ns := "bench-latency"
 	for _, c := range f.members {
-		mustCreate(ctx, b, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+		testbed.MustCreate(ctx, b, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 	}
 	names := make([]string, b.N)
 	for i := range names {
@@ -153,7 +153,7 @@ func BenchmarkExportBurst(b *testing.B) {
 	for iter := range b.N {
 		ns := fmt.Sprintf("bench-burst-%d", iter)
 		for _, c := range f.members {
-			mustCreate(ctx, b, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+			testbed.MustCreate(ctx, b, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 		}
 		names := make([]string, burst)
 		for i := range names {

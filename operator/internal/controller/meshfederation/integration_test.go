@@ -40,7 +40,7 @@ func startFederation(t testing.TB, grace time.Duration) *federation {
 		OperatorArgs: []string{"--member-grace-period=" + grace.String()}})
 	f := &federation{tb: tb, hub: tb.Clusters[0], members: tb.Clusters}
 	ctx := context.Background()
-	mustCreate(ctx, t, f.hub.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: hubNS}})
+	testbed.MustCreate(ctx, t, f.hub.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: hubNS}})
 	fed := &meshv1.MeshFederation{
 		ObjectMeta: metav1.ObjectMeta{Namespace: hubNS, Name: "global"},
 		Spec:       meshv1.MeshFederationSpec{Trust: meshv1.TrustSpec{Bootstrap: meshv1.BootstrapSelfSigned}},
@@ -51,16 +51,16 @@ func startFederation(t testing.TB, grace time.Duration) *federation {
 			Hub: f.hub.Client, HubNamespace: hubNS}); err != nil {
 			t.Fatal(err)
 		}
-		mustCreate(ctx, t, c.Client, &meshv1.Mesh{
+		testbed.MustCreate(ctx, t, c.Client, &meshv1.Mesh{
 			ObjectMeta: metav1.ObjectMeta{Name: meshv1.MeshSingletonName},
 			Spec:       meshv1.MeshSpec{ClusterName: c.Name, Network: fmt.Sprintf("net-%d", i+1)},
 		})
 		fed.Spec.Members = append(fed.Spec.Members, meshv1.Member{Name: c.Name,
 			KubeconfigSecretRef: meshv1.SecretKeyRef{Name: join.SecretName(c.Name)}})
 	}
-	mustCreate(ctx, t, f.hub.Client, fed)
+	testbed.MustCreate(ctx, t, f.hub.Client, fed)
 	for _, c := range tb.Clusters {
-		mustCreate(ctx, t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}})
+		testbed.MustCreate(ctx, t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}})
 	}
 	f.waitReady(t)
 	return f
@@ -91,7 +91,7 @@ func (f *federation) get(t testing.TB) *meshv1.MeshFederation {
 
 func (f *federation) waitReady(t testing.TB) {
 	t.Helper()
-	eventually(t, 60*time.Second, "MeshFederation Ready", func() error {
+	testbed.Eventually(t, 60*time.Second, "MeshFederation Ready", func() error {
 		fed := f.get(t)
 		c := meta.FindStatusCondition(fed.Status.Conditions, meshv1.ConditionReady)
 		if c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != fed.Generation {
@@ -105,12 +105,12 @@ func (f *federation) waitReady(t testing.TB) {
 func exportService(t *testing.T, c *testbed.Cluster, ns, name string, svc *corev1.Service) {
 	t.Helper()
 	ctx := context.Background()
-	mustCreate(ctx, t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	testbed.MustCreate(ctx, t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 	if svc != nil {
 		svc.Namespace, svc.Name = ns, name
-		mustCreate(ctx, t, c.Client, svc)
+		testbed.MustCreate(ctx, t, c.Client, svc)
 	}
-	mustCreate(ctx, t, c.Client, &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})
+	testbed.MustCreate(ctx, t, c.Client, &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})
 }
 
 func clusterIPService(ports ...corev1.ServicePort) *corev1.Service {
@@ -133,7 +133,7 @@ func unexport(t *testing.T, c *testbed.Cluster, ns, name string) {
 func waitImport(t *testing.T, cs []*testbed.Cluster, ns, name string, check func(*mcsv1beta1.ServiceImport) error) {
 	t.Helper()
 	for _, c := range cs {
-		eventually(t, 30*time.Second, fmt.Sprintf("ServiceImport %s/%s in %s", ns, name, c.Name), func() error {
+		testbed.Eventually(t, 30*time.Second, fmt.Sprintf("ServiceImport %s/%s in %s", ns, name, c.Name), func() error {
 			var si mcsv1beta1.ServiceImport
 			if err := c.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &si); err != nil {
 				return err
@@ -146,7 +146,7 @@ func waitImport(t *testing.T, cs []*testbed.Cluster, ns, name string, check func
 func waitNoImport(t *testing.T, cs []*testbed.Cluster, ns, name string) {
 	t.Helper()
 	for _, c := range cs {
-		eventually(t, 30*time.Second, fmt.Sprintf("no ServiceImport %s/%s in %s", ns, name, c.Name), func() error {
+		testbed.Eventually(t, 30*time.Second, fmt.Sprintf("no ServiceImport %s/%s in %s", ns, name, c.Name), func() error {
 			err := c.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &mcsv1beta1.ServiceImport{})
 			if apierrors.IsNotFound(err) {
 				return nil
@@ -158,7 +158,7 @@ func waitNoImport(t *testing.T, cs []*testbed.Cluster, ns, name string) {
 
 func waitExportCondition(t *testing.T, c *testbed.Cluster, ns, name string, typ mcsv1beta1.ServiceExportConditionType, status metav1.ConditionStatus, reason mcsv1beta1.ServiceExportConditionReason) {
 	t.Helper()
-	eventually(t, 30*time.Second, fmt.Sprintf("%s: ServiceExport %s/%s %s=%s/%s", c.Name, ns, name, typ, status, reason), func() error {
+	testbed.Eventually(t, 30*time.Second, fmt.Sprintf("%s: ServiceExport %s/%s %s=%s/%s", c.Name, ns, name, typ, status, reason), func() error {
 		var se mcsv1beta1.ServiceExport
 		if err := c.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &se); err != nil {
 			return err
@@ -319,10 +319,10 @@ func TestServiceFederation(t *testing.T) {
 	})
 
 	t.Run("a member without the service's namespace gets the import once the namespace exists", func(t *testing.T) {
-		mustCreate(ctx, t, a.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "billing"}})
+		testbed.MustCreate(ctx, t, a.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "billing"}})
 		exportService(t, a, "billing", "invoices", clusterIPService(httpPort(80)))
 		waitImport(t, []*testbed.Cluster{a}, "billing", "invoices", func(*mcsv1beta1.ServiceImport) error { return nil })
-		eventually(t, 30*time.Second, "status names the missing namespace", func() error {
+		testbed.Eventually(t, 30*time.Second, "status names the missing namespace", func() error {
 			for _, ms := range f.get(t).Status.Members {
 				if ms.Name == b.Name && strings.Contains(ms.Message, "billing") {
 					return nil
@@ -333,15 +333,15 @@ func TestServiceFederation(t *testing.T) {
 		if err := b.Client.Get(ctx, client.ObjectKey{Name: "billing"}, &corev1.Namespace{}); !apierrors.IsNotFound(err) {
 			t.Fatalf("meshfed created namespace billing in %s (err=%v); it must not", b.Name, err)
 		}
-		mustCreate(ctx, t, b.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "billing"}})
+		testbed.MustCreate(ctx, t, b.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "billing"}})
 		waitImport(t, []*testbed.Cluster{b}, "billing", "invoices", func(*mcsv1beta1.ServiceImport) error { return nil })
-		mustCreate(ctx, t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "billing"}})
+		testbed.MustCreate(ctx, t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "billing"}})
 		f.waitReady(t)
 	})
 
 	t.Run("every member gets a MeshPeer for each other member", func(t *testing.T) {
 		for _, m := range f.members {
-			eventually(t, 30*time.Second, "MeshPeers in "+m.Name, func() error {
+			testbed.Eventually(t, 30*time.Second, "MeshPeers in "+m.Name, func() error {
 				var peers meshv1.MeshPeerList
 				if err := m.Client.List(ctx, &peers); err != nil {
 					return err
@@ -384,14 +384,14 @@ func TestServiceFederation(t *testing.T) {
 	})
 
 	t.Run("a member with a broken kubeconfig Secret is reported by name while the others keep syncing", func(t *testing.T) {
-		mustCreate(ctx, t, f.hub.Client, &corev1.Secret{
+		testbed.MustCreate(ctx, t, f.hub.Client, &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Namespace: hubNS, Name: "broken-kubeconfig"},
 			Data:       map[string][]byte{"kubeconfig": []byte("this is not a kubeconfig")},
 		})
 		f.updateFederation(t, func(fed *meshv1.MeshFederation) {
 			fed.Spec.Members = append(fed.Spec.Members, meshv1.Member{Name: "broken", KubeconfigSecretRef: meshv1.SecretKeyRef{Name: "broken-kubeconfig"}})
 		})
-		eventually(t, 30*time.Second, "condition names the broken Secret", func() error {
+		testbed.Eventually(t, 30*time.Second, "condition names the broken Secret", func() error {
 			fed := f.get(t)
 			cond := meta.FindStatusCondition(fed.Status.Conditions, meshv1.ConditionReady)
 			if cond == nil || cond.Status != metav1.ConditionFalse || !strings.Contains(cond.Message, "Secret meshfed-system/broken-kubeconfig") {
@@ -424,7 +424,7 @@ func TestServiceFederation(t *testing.T) {
 
 		stopped := time.Now()
 		b.StopAPIServer()
-		eventually(t, 10*time.Second, "member reported disconnected", func() error {
+		testbed.Eventually(t, 10*time.Second, "member reported disconnected", func() error {
 			for _, ms := range f.get(t).Status.Members {
 				if ms.Name == b.Name && !ms.Connected {
 					return nil
@@ -438,7 +438,7 @@ func TestServiceFederation(t *testing.T) {
 			if time.Since(stopped) < 4*time.Second {
 				waitRemoteEndpoint(t, a, "shop", "before-outage", b.Name, "net-2", w.IP, true)
 			}
-			eventually(t, 20*time.Second, "endpoints of the lost member withdrawn after the grace period", func() error {
+			testbed.Eventually(t, 20*time.Second, "endpoints of the lost member withdrawn after the grace period", func() error {
 				var slices discoveryv1.EndpointSliceList
 				if err := a.Client.List(ctx, &slices, client.MatchingLabels{mcsv1beta1.LabelSourceCluster: b.Name}); err != nil {
 					return err
@@ -476,7 +476,7 @@ func TestServiceFederation(t *testing.T) {
 		waitNoImport(t, f.members, "shop", "doomed")
 
 		for _, m := range f.members {
-			mustCreate(ctx, t, m.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "temp"}})
+			testbed.MustCreate(ctx, t, m.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "temp"}})
 		}
 		exportService(t, c, "temp", "short-lived", clusterIPService(httpPort(80)))
 		waitImport(t, f.members, "temp", "short-lived", func(*mcsv1beta1.ServiceImport) error { return nil })
@@ -541,7 +541,7 @@ func TestServiceFederation(t *testing.T) {
 		waitNothingWritten(t, c)
 		waitNoImport(t, []*testbed.Cluster{a, b}, "shop", "from-c")
 		for _, m := range []*testbed.Cluster{a, b} {
-			eventually(t, 30*time.Second, "no MeshPeer or endpoints of the removed member in "+m.Name, func() error {
+			testbed.Eventually(t, 30*time.Second, "no MeshPeer or endpoints of the removed member in "+m.Name, func() error {
 				var slices discoveryv1.EndpointSliceList
 				if err := m.Client.List(ctx, &slices, client.MatchingLabels{mcsv1beta1.LabelSourceCluster: c.Name}); err != nil {
 					return err
@@ -560,7 +560,7 @@ func TestServiceFederation(t *testing.T) {
 		if err := f.hub.Client.Delete(ctx, f.get(t)); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 30*time.Second, "MeshFederation gone", func() error {
+		testbed.Eventually(t, 30*time.Second, "MeshFederation gone", func() error {
 			err := f.hub.Client.Get(ctx, client.ObjectKey{Namespace: hubNS, Name: "global"}, &meshv1.MeshFederation{})
 			if apierrors.IsNotFound(err) {
 				return nil
@@ -576,7 +576,7 @@ func TestServiceFederation(t *testing.T) {
 // waitNothingWritten waits until a cluster holds no object meshfed's hub wrote.
 func waitNothingWritten(t *testing.T, m *testbed.Cluster) {
 	t.Helper()
-	eventually(t, 30*time.Second, "nothing meshfed wrote left in "+m.Name, func() error {
+	testbed.Eventually(t, 30*time.Second, "nothing meshfed wrote left in "+m.Name, func() error {
 		sel := client.MatchingLabels{meshv1.LabelManagedBy: meshv1.ManagedByValue}
 		var imports mcsv1beta1.ServiceImportList
 		var slices discoveryv1.EndpointSliceList
@@ -608,7 +608,7 @@ func importUIDs(t *testing.T, m *testbed.Cluster) map[string]string {
 
 func waitRemoteEndpoint(t *testing.T, m *testbed.Cluster, ns, svc, source, network, ip string, ready bool) {
 	t.Helper()
-	eventually(t, 30*time.Second, fmt.Sprintf("%s: endpoint %s of %s/%s from %s ready=%v", m.Name, ip, ns, svc, source, ready), func() error {
+	testbed.Eventually(t, 30*time.Second, fmt.Sprintf("%s: endpoint %s of %s/%s from %s ready=%v", m.Name, ip, ns, svc, source, ready), func() error {
 		var slices discoveryv1.EndpointSliceList
 		if err := m.Client.List(context.Background(), &slices, client.InNamespace(ns), client.MatchingLabels{
 			mcsv1beta1.LabelServiceName: svc, mcsv1beta1.LabelSourceCluster: source,
@@ -625,26 +625,4 @@ func waitRemoteEndpoint(t *testing.T, m *testbed.Cluster, ns, svc, source, netwo
 		}
 		return fmt.Errorf("not found in %d slices", len(slices.Items))
 	})
-}
-
-func mustCreate(ctx context.Context, t testing.TB, c client.Client, obj client.Object) {
-	t.Helper()
-	if err := c.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatalf("create %T %s: %v", obj, obj.GetName(), err)
-	}
-}
-
-func eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
