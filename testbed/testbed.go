@@ -88,7 +88,8 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 		if tb.Dir, err = os.MkdirTemp("", "meshfed-testbed-"); err != nil {
 			return nil, err
 		}
-		tb.removeDir = true
+		// MESHFED_TESTBED_KEEP_LOGS=1 keeps the directory (and its logs) for a post-mortem.
+		tb.removeDir = os.Getenv("MESHFED_TESTBED_KEEP_LOGS") == ""
 	}
 	defer func() {
 		if err != nil {

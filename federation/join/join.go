@@ -34,17 +34,18 @@ const (
 // HubRules are everything the hub does in a member, and nothing more.
 func HubRules() []rbacv1.PolicyRule {
 	read := []string{"get", "list", "watch"}
-	write := []string{"get", "list", "watch", "create", "update", "delete"}
+	write := []string{"get", "list", "watch", "create", "patch", "delete"}
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"services", "namespaces"}, Verbs: read},
 		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: write},
 		{APIGroups: []string{"multicluster.x-k8s.io"}, Resources: []string{"serviceexports"}, Verbs: read},
-		{APIGroups: []string{"multicluster.x-k8s.io"}, Resources: []string{"serviceexports/status"}, Verbs: []string{"update"}},
+		{APIGroups: []string{"multicluster.x-k8s.io"}, Resources: []string{"serviceexports/status"}, Verbs: []string{"patch"}},
 		{APIGroups: []string{"multicluster.x-k8s.io"}, Resources: []string{"serviceimports"}, Verbs: write},
-		{APIGroups: []string{"multicluster.x-k8s.io"}, Resources: []string{"serviceimports/status"}, Verbs: []string{"update"}},
+		{APIGroups: []string{"multicluster.x-k8s.io"}, Resources: []string{"serviceimports/status"}, Verbs: []string{"patch"}},
 		{APIGroups: []string{meshv1.GroupVersion.Group}, Resources: []string{"meshes"}, Verbs: read},
 		{APIGroups: []string{meshv1.GroupVersion.Group}, Resources: []string{"meshpeers"}, Verbs: write},
-		{APIGroups: []string{meshv1.GroupVersion.Group}, Resources: []string{"meshpeers/status"}, Verbs: []string{"update"}},
+		// update: a new MeshPeer's status is written with the resourceVersion its create returned.
+		{APIGroups: []string{meshv1.GroupVersion.Group}, Resources: []string{"meshpeers/status"}, Verbs: []string{"update", "patch"}},
 	}
 }
 

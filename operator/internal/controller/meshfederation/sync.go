@@ -120,7 +120,7 @@ func ensureImport(ctx context.Context, c client.Client, m *clusters.Member, want
 		!apiequality.Semantic.DeepEqual(have.Spec, want.Spec) {
 		updated := have.DeepCopy()
 		updated.Labels, updated.Annotations, updated.Spec = want.Labels, want.Annotations, want.Spec
-		if err := c.Update(ctx, updated); err != nil {
+		if err := c.Patch(ctx, updated, client.MergeFrom(have)); err != nil {
 			return nil, err
 		}
 		have = updated
@@ -128,7 +128,7 @@ func ensureImport(ctx context.Context, c client.Client, m *clusters.Member, want
 	if !apiequality.Semantic.DeepEqual(have.Status.Clusters, want.Status.Clusters) {
 		updated := have.DeepCopy()
 		updated.Status.Clusters = want.Status.Clusters
-		if err := c.Status().Update(ctx, updated); err != nil {
+		if err := c.Status().Patch(ctx, updated, client.MergeFrom(have)); err != nil {
 			return nil, err
 		}
 		have = updated
@@ -191,7 +191,7 @@ func ensureSlice(ctx context.Context, c client.Client, want, have *discoveryv1.E
 	}
 	updated := have.DeepCopy()
 	updated.Labels, updated.Endpoints, updated.Ports, updated.OwnerReferences = want.Labels, want.Endpoints, want.Ports, want.OwnerReferences
-	return c.Update(ctx, updated)
+	return c.Patch(ctx, updated, client.MergeFrom(have))
 }
 
 // syncExportConditions sets Valid, Conflict and Ready on the member's own ServiceExports.
@@ -205,12 +205,16 @@ func (r *Reconciler) syncExportConditions(ctx context.Context, s *scope, mv *mem
 		if apiequality.Semantic.DeepEqual(updated.Status, ev.obj.Status) {
 			return nil
 		}
-		if err := c.Status().Update(ctx, updated); client.IgnoreNotFound(err) != nil {
+		if err := c.Status().Patch(ctx, updated, client.MergeFrom(ev.obj)); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("status of ServiceExport %s: %w", ev.export.Key, err)
 		}
 		return nil
 	})
 }
+
+// Writes to existing objects are merge patches computed against the cached copy: they
+// carry no resourceVersion, so a cache that lags behind the hub's own last write does not
+// turn into conflicts and retry backoff during a burst.
 
 // writeConcurrency bounds the writes in flight to one member: a burst of exports becomes
 // hundreds of writes, and one at a time leaves the member's API server idle between them.
@@ -341,7 +345,7 @@ func ensurePeer(ctx context.Context, c client.Client, want, have *meshv1.MeshPee
 	if !maps.Equal(have.Labels, want.Labels) || have.Spec != want.Spec {
 		updated := have.DeepCopy()
 		updated.Labels, updated.Spec = want.Labels, want.Spec
-		if err := c.Update(ctx, updated); err != nil {
+		if err := c.Patch(ctx, updated, client.MergeFrom(have)); err != nil {
 			return err
 		}
 		have = updated
@@ -353,7 +357,7 @@ func ensurePeer(ctx context.Context, c client.Client, want, have *meshv1.MeshPee
 	if apiequality.Semantic.DeepEqual(updated.Status, have.Status) {
 		return nil
 	}
-	return c.Status().Update(ctx, updated)
+	return c.Status().Patch(ctx, updated, client.MergeFrom(have))
 }
 
 // cleanupMember deletes everything the federation wrote into a member.
