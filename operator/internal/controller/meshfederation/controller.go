@@ -94,7 +94,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	s := newScope(&fed, req.String())
 	if !fed.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.reconcileDelete(ctx, s)
+		return r.reconcileDelete(ctx, s)
 	}
 	if controllerutil.AddFinalizer(&fed, meshv1.FinalizerFederation) {
 		if err := r.Client.Update(ctx, &fed); err != nil {

@@ -556,8 +556,14 @@ func TestServiceFederation(t *testing.T) {
 		f.waitReady(t)
 	})
 
-	t.Run("deleting the MeshFederation leaves nothing meshfed wrote in any member", func(t *testing.T) {
+	t.Run("deleting the MeshFederation, even while the hub is down, leaves nothing meshfed wrote in any member", func(t *testing.T) {
+		if err := f.hub.StopOperator(); err != nil {
+			t.Fatal(err)
+		}
 		if err := f.hub.Client.Delete(ctx, f.get(t)); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.hub.StartOperator(ctx); err != nil {
 			t.Fatal(err)
 		}
 		testbed.Eventually(t, 30*time.Second, "MeshFederation gone", func() error {

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/meshfed/meshfed/federation/mcs"
@@ -87,7 +88,15 @@ func (r *Reconciler) updateStatus(s *scope, reconcileErr error) {
 // reconcileDelete cleans every member and lets the MeshFederation go. A member that cannot
 // be reached is reported in an Event and not waited for, so a dead cluster never blocks
 // deletion.
-func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) error {
+func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (ctrl.Result, error) {
+	// A hub that restarted has not connected the members yet: connect them and give them
+	// until the grace period to sync before calling any of them unreachable.
+	r.connectMembers(ctx, s)
+	for _, mv := range s.members {
+		if mv.member != nil && !mv.usable && time.Since(r.started) < r.GracePeriod {
+			return ctrl.Result{RequeueAfter: 500 * time.Millisecond}, nil
+		}
+	}
 	var errs []error
 	for _, name := range r.registry.Names(s.owner) {
 		m, err := r.registry.Get(s.owner, name)
@@ -101,10 +110,10 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) error {
 		r.registry.Disconnect(s.owner, name)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return err
+		return ctrl.Result{}, err
 	}
 	if controllerutil.RemoveFinalizer(s.fed, meshv1.FinalizerFederation) {
-		return r.Client.Update(ctx, s.fed)
+		return ctrl.Result{}, r.Client.Update(ctx, s.fed)
 	}
-	return nil
+	return ctrl.Result{}, nil
 }
