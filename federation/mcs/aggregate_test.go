@@ -210,9 +210,14 @@ func TestRemoteEndpointSlices(t *testing.T) {
 		"c": {Cluster: "c", Network: "net-2", Slices: map[ServiceKey][]discoveryv1.EndpointSlice{imp.Key: {slice("reviews-z", "198.18.3.10", true)}, {"shop", "other"}: {slice("other-c", "198.18.9.9", true)}}},
 	}
 
+	empty := slice("reviews-empty", "", true)
+	empty.Endpoints = nil
+	b := sources["b"]
+	b.Slices[imp.Key] = append(b.Slices[imp.Key], empty)
+
 	got := RemoteEndpointSlices(imp, "a", sources, map[string]bool{"c": true}, "fed")
 	if len(got) != 1 {
-		t.Fatalf("member a gets %d slices, want 1 (b's; a is local and c is withdrawn)", len(got))
+		t.Fatalf("member a gets %d slices, want 1 (b's non-empty one; a is local and c is withdrawn)", len(got))
 	}
 	s := got[0]
 	if s.Labels[mcsv1beta1.LabelSourceCluster] != "b" || s.Labels[mcsv1beta1.LabelServiceName] != "reviews" ||

@@ -56,6 +56,8 @@ type Source struct {
 // other exporting clusters of imp: one mirror per source slice, labelled with the MCS
 // labels, the source network and meshfed's ownership. Clusters in withdrawn contribute
 // none (their endpoints have left the federation, e.g. after an outage's grace period).
+// A source slice without endpoints gets no mirror: it would tell the member nothing, and a
+// burst of new exports would cost a write per empty slice in every member.
 func RemoteEndpointSlices(imp *Import, member string, sources map[string]Source, withdrawn map[string]bool, federation string) []discoveryv1.EndpointSlice {
 	var out []discoveryv1.EndpointSlice
 	for _, cluster := range imp.Clusters {
@@ -64,6 +66,9 @@ func RemoteEndpointSlices(imp *Import, member string, sources map[string]Source,
 		}
 		src := sources[cluster]
 		for _, shared := range src.Slices[imp.Key] {
+			if len(shared.Endpoints) == 0 {
+				continue
+			}
 			// The source may be a cache object: copy it whole, since a client decodes its
 			// answer into the pointers of what it writes.
 			s := shared.DeepCopy()

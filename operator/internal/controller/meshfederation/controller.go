@@ -142,15 +142,29 @@ func (r *Reconciler) markDirty(owner string) {
 	}
 }
 
+// passInterval is the least time between two member-triggered passes: a burst of member
+// events (hundreds of exports, or the hub's own writes coming back) becomes a pass every
+// passInterval rather than one per event, while a lone change still goes at once.
+const passInterval = 100 * time.Millisecond
+
 // forwardChanges turns dirty marks into reconcile requests, coalescing bursts of member
 // events into one request per federation.
 func (r *Reconciler) forwardChanges(ctx context.Context) error {
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-r.kick:
 		}
+		if wait := passInterval - time.Since(last); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+		}
+		last = time.Now()
 		r.mu.Lock()
 		dirty := r.dirty
 		r.dirty = map[string]bool{}
