@@ -39,7 +39,7 @@ demo: tools build ## Start 3 local clusters with the operator, print how to use 
 	$(BIN)/testbed up --clusters 3 $(DEMO_FLAGS)
 
 .PHONY: test
-test: tools build verify-generated vet fmt-check ## Run unit and integration tests (starts local clusters), vet and gofmt checks.
+test: tools build verify-generated verify-bundle vet fmt-check ## Run unit and integration tests (starts local clusters), vet and gofmt checks.
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TEST_FLAGS) ./...
 
 ##@ Development
@@ -56,10 +56,12 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code for the API types.
 	$(CONTROLLER_GEN) object paths=./operator/api/...
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate CRDs into config/crd/bases.
+manifests: $(CONTROLLER_GEN) ## Generate CRDs, RBAC and webhook manifests into config/.
 	$(CONTROLLER_GEN) crd paths=./operator/api/... output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=meshfed-operator webhook paths=./operator/... \
+		output:rbac:artifacts:config=config/rbac output:webhook:artifacts:config=config/webhook
 
-GENERATED := operator/api/v1alpha1/zz_generated.deepcopy.go config/crd/bases
+GENERATED := operator/api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac/role.yaml config/webhook/manifests.yaml
 
 .PHONY: verify-generated
 verify-generated: $(CONTROLLER_GEN) ## Fail if generated code or CRDs are stale (and regenerate them).
@@ -68,6 +70,22 @@ verify-generated: $(CONTROLLER_GEN) ## Fail if generated code or CRDs are stale 
 	after=$$(cat $$(find $(GENERATED) -type f | sort) | sha256sum); \
 	if [ "$$before" != "$$after" ]; then \
 		echo "generated files were stale; they are regenerated now: review and commit $(GENERATED)"; exit 1; fi
+
+.PHONY: bundle
+bundle: $(KUSTOMIZE) ## Generate the OLM bundle bundles/meshfed/$(VERSION) from config/.
+	$(KUSTOMIZE) build config/manifests | $(GO) run ./hack/bundle bundle -version $(VERSION)
+
+.PHONY: catalog
+catalog: ## Generate the file-based catalog bundles/catalog from the bundles.
+	$(GO) run ./hack/bundle catalog
+
+.PHONY: verify-bundle
+verify-bundle: $(KUSTOMIZE) ## Fail if the bundle or catalog differs from what config/ generates (and regenerate them).
+	@before=$$(cd bundles && find meshfed catalog -type f | sort | xargs sha256sum | sha256sum); \
+	$(MAKE) --no-print-directory bundle catalog >/dev/null; \
+	after=$$(cd bundles && find meshfed catalog -type f | sort | xargs sha256sum | sha256sum); \
+	if [ "$$before" != "$$after" ]; then \
+		echo "the bundle or catalog was stale; it is regenerated now: review and commit bundles/"; exit 1; fi
 
 .PHONY: vet
 vet: ## Run go vet.

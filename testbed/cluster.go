@@ -300,6 +300,9 @@ func (c *Cluster) startOperator(ctx context.Context) error {
 		"--leader-elect=false",
 		fmt.Sprintf("--metrics-bind-address=%s:%d", ip, metricsPort),
 		fmt.Sprintf("--health-probe-bind-address=%s:%d", ip, probePort),
+		// The testbed registers no webhook configurations; tests that need the webhooks
+		// serve them themselves (operator/internal/webhook).
+		"--webhook-port=0",
 	}, c.tb.opts.OperatorArgs...))
 	if err != nil {
 		return err
@@ -356,3 +359,7 @@ func (c *Cluster) StartOperator(ctx context.Context) error {
 	}
 	return c.startOperator(ctx)
 }
+
+// HostIP is the loopback address of the cluster: its API server and operator listen
+// there, and so can anything a test wants the API server to call (a webhook server).
+func (c *Cluster) HostIP() string { return apiServerIP(c.Octet) }

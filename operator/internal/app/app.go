@@ -13,10 +13,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+	"github.com/meshfed/meshfed/operator/internal/controller/mesh"
 	"github.com/meshfed/meshfed/operator/internal/controller/meshfederation"
+	admission "github.com/meshfed/meshfed/operator/internal/webhook"
 )
 
 // Version is the operator's version, set at build time with -ldflags -X.
@@ -67,6 +70,9 @@ func Run(ctx context.Context, opts Options) error {
 		// the lease to expire.
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       &shutdown,
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host: opts.WebhookHost, Port: opts.WebhookPort, CertDir: opts.WebhookCertDir,
+		}),
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
@@ -78,6 +84,22 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("add ready check: %w", err)
 	}
 	buildInfo.WithLabelValues(Version, string(opts.Role)).Set(1)
+	if opts.WebhookPort != 0 {
+		if err := admission.Setup(mgr, mgr.GetAPIReader()); err != nil {
+			return fmt.Errorf("set up the admission webhooks: %w", err)
+		}
+		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+			return fmt.Errorf("add webhook ready check: %w", err)
+		}
+	}
+	if opts.Role.Member() {
+		if err := (&mesh.Reconciler{
+			Client:   mgr.GetClient(),
+			Recorder: mgr.GetEventRecorderFor("meshfed-member"),
+		}).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up the Mesh controller: %w", err)
+		}
+	}
 	if opts.Role.Hub() {
 		if err := (&meshfederation.Reconciler{
 			Client:      mgr.GetClient(),

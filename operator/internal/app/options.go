@@ -58,6 +58,12 @@ type Options struct {
 	MemberBurst int
 	// MemberGracePeriod keeps a disconnected member's endpoints imported elsewhere.
 	MemberGracePeriod time.Duration
+	// WebhookPort serves the admission webhooks over TLS; 0 turns them off.
+	WebhookPort int
+	// WebhookHost is the address the webhook server binds; empty means every address.
+	WebhookHost string
+	// WebhookCertDir holds the webhook server's tls.crt and tls.key.
+	WebhookCertDir string
 }
 
 // DefaultOptions returns the options a Deployment of the operator runs with.
@@ -73,6 +79,8 @@ func DefaultOptions() Options {
 		MemberQPS:         1000,
 		MemberBurst:       2000,
 		MemberGracePeriod: 30 * time.Second,
+		WebhookPort:       9443,
+		WebhookCertDir:    "/tmp/k8s-webhook-server/serving-certs",
 	}
 }
 
@@ -90,4 +98,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.MemberBurst, "member-kube-api-burst", o.MemberBurst, "hub: burst of queries to each member's API server")
 	fs.DurationVar(&o.MemberGracePeriod, "member-grace-period", o.MemberGracePeriod,
 		"hub: how long a disconnected member's endpoints stay imported in the other members before they are withdrawn")
+	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "port of the admission webhook server (TLS); 0 turns the webhooks off")
+	fs.StringVar(&o.WebhookHost, "webhook-bind-host", o.WebhookHost, "address the webhook server binds; empty means every address")
+	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "directory with the webhook server's tls.crt and tls.key")
 }
