@@ -301,7 +301,7 @@ func (c *Cluster) startOperator(ctx context.Context) error {
 		fmt.Sprintf("--metrics-bind-address=%s:%d", ip, metricsPort),
 		fmt.Sprintf("--health-probe-bind-address=%s:%d", ip, probePort),
 		// The testbed registers no webhook configurations; tests that need the webhooks
-		// serve them themselves (operator/internal/webhook).
+		// serve them themselves (operator/webhook).
 		"--webhook-port=0",
 	}, c.tb.opts.OperatorArgs...))
 	if err != nil {

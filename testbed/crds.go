@@ -3,6 +3,7 @@ package testbed
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -122,4 +123,18 @@ func createOrUpdate(ctx context.Context, c client.Client, crd *apiextensionsv1.C
 	}
 	crd.ResourceVersion = existing.ResourceVersion
 	return c.Update(ctx, crd)
+}
+
+// InstallCRDs installs more CRDs into the cluster (the OLM CRDs, say) and waits until
+// they are served.
+func (c *Cluster) InstallCRDs(ctx context.Context, crds ...*apiextensionsv1.CustomResourceDefinition) error {
+	var manifests [][]byte
+	for _, crd := range crds {
+		raw, err := json.Marshal(crd)
+		if err != nil {
+			return err
+		}
+		manifests = append(manifests, raw)
+	}
+	return installCRDs(ctx, c.Client, manifests)
 }

@@ -195,15 +195,35 @@ func (tb *Testbed) buildProjectBinaries(ctx context.Context) error {
 		targets["operator"] = "./operator/cmd"
 	}
 	for name, pkg := range targets {
-		out := filepath.Join(tb.Dir, "bin", name)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
-		cmd.Dir = tb.repoRoot
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("build %s: %v\n%s", pkg, err, msg)
+		if err := tb.build(ctx, name, pkg); err != nil {
+			return err
 		}
-		tb.built[name] = out
 	}
 	return nil
+}
+
+func (tb *Testbed) build(ctx context.Context, name, pkg string) error {
+	out := filepath.Join(tb.Dir, "bin", name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	cmd.Dir = tb.repoRoot
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build %s: %v\n%s", pkg, err, msg)
+	}
+	tb.built[name] = out
+	return nil
+}
+
+// StartOperatorProcess runs the operator, built from source, with exactly args and env
+// (and nothing the testbed adds), logging to <cluster dir>/<name>.log; it stops with the
+// testbed. Install tests use it to run the operator as a Deployment would.
+func (tb *Testbed) StartOperatorProcess(ctx context.Context, c *Cluster, name string, args []string, env ...string) error {
+	if tb.built["operator"] == "" {
+		if err := tb.build(ctx, "operator", "./operator/cmd"); err != nil {
+			return err
+		}
+	}
+	_, err := tb.start(c.Name+"/"+name, filepath.Join(c.Dir, name+".log"), append([]string{tb.built["operator"]}, args...), env...)
+	return err
 }
 
 // start launches a process and tracks it for Stop and the leak check.

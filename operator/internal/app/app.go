@@ -19,7 +19,7 @@ import (
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/operator/internal/controller/mesh"
 	"github.com/meshfed/meshfed/operator/internal/controller/meshfederation"
-	admission "github.com/meshfed/meshfed/operator/internal/webhook"
+	admission "github.com/meshfed/meshfed/operator/webhook"
 )
 
 // Version is the operator's version, set at build time with -ldflags -X.

@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
-	"github.com/meshfed/meshfed/operator/internal/webhook"
+	"github.com/meshfed/meshfed/operator/webhook"
 )
 
 // ReasonInvalidSpec marks a Mesh the checks refuse (possible when the webhook is not

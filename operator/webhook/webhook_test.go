@@ -18,11 +18,11 @@ import (
 	"sigs.k8s.io/yaml"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
-	"github.com/meshfed/meshfed/operator/internal/webhook/webhooktest"
+	"github.com/meshfed/meshfed/operator/webhook/webhooktest"
 	"github.com/meshfed/meshfed/testbed"
 )
 
-const repoRoot = "../../.."
+const repoRoot = "../.."
 
 func sample[T client.Object](t *testing.T, file string, obj T) T {
 	t.Helper()

@@ -10,8 +10,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"os"
@@ -28,7 +28,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
-	validation "github.com/meshfed/meshfed/operator/internal/webhook"
+	validation "github.com/meshfed/meshfed/operator/webhook"
 	"github.com/meshfed/meshfed/testbed"
 )
 
