@@ -117,9 +117,9 @@ func TestBundlePassesValidators(t *testing.T) {
 func TestBrokenBundlesFail(t *testing.T) {
 	src := versions(t)[0]
 	cases := []struct {
-		name  string
+		name    string
 		breakIt func(t *testing.T, dir string)
-		want  string
+		want    string
 	}{
 		{"owned CRD missing", func(t *testing.T, dir string) {
 			must(t, os.Remove(filepath.Join(dir, "manifests", "meshpeers.meshfed.io.yaml")))
