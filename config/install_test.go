@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -92,6 +94,21 @@ func TestInstallFromConfigDefault(t *testing.T) {
 		}
 	}
 	container := deploy.Spec.Template.Spec.Containers[0]
+
+	t.Run("RBAC grants no wildcards", func(t *testing.T) {
+		for _, o := range objs {
+			if o.GetKind() != "ClusterRole" && o.GetKind() != "Role" {
+				continue
+			}
+			var r rbacv1.ClusterRole
+			must(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &r))
+			for _, rule := range r.Rules {
+				if slices.Contains(rule.Verbs, "*") || slices.Contains(rule.Resources, "*") || slices.Contains(rule.APIGroups, "*") {
+					t.Errorf("%s %s grants a wildcard: %+v", o.GetKind(), r.Name, rule)
+				}
+			}
+		}
+	})
 
 	t.Run("the pod template passes the restricted Pod Security level", func(t *testing.T) {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "security-check"}, Spec: deploy.Spec.Template.Spec}
