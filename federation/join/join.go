@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
+	"github.com/meshfed/meshfed/federation/trust"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
@@ -46,6 +47,16 @@ func HubRules() []rbacv1.PolicyRule {
 		{APIGroups: []string{meshv1.GroupVersion.Group}, Resources: []string{"meshpeers"}, Verbs: write},
 		// update: a new MeshPeer's status is written with the resourceVersion its create returned.
 		{APIGroups: []string{meshv1.GroupVersion.Group}, Resources: []string{"meshpeers/status"}, Verbs: []string{"update", "patch"}},
+	}
+}
+
+// TrustRules are what the hub does in the member's namespace: it writes the member's
+// intermediate CA into one Secret (create cannot be limited to a name in RBAC).
+func TrustRules() []rbacv1.PolicyRule {
+	return []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{trust.CACertsSecret},
+			Verbs: []string{"get", "update", "patch", "delete"}},
 	}
 }
 
@@ -82,6 +93,12 @@ func Join(ctx context.Context, o Options) (*corev1.Secret, error) {
 		&rbacv1.ClusterRoleBinding{
 			ObjectMeta: metav1.ObjectMeta{Name: ClusterRoleName, Labels: labels},
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: ClusterRoleName},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: MemberNamespace, Name: ServiceAccount}},
+		},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: MemberNamespace, Name: ClusterRoleName, Labels: labels}, Rules: TrustRules()},
+		&rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: MemberNamespace, Name: ClusterRoleName, Labels: labels},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: ClusterRoleName},
 			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: MemberNamespace, Name: ServiceAccount}},
 		},
 		&corev1.Secret{
@@ -159,6 +176,13 @@ func apply(ctx context.Context, c client.Client, obj client.Object) error {
 				return fmt.Errorf("ClusterRoleBinding %s points at another role; delete it and join again", o.Name)
 			}
 			o.RoleRef, o.Subjects = desired.(*rbacv1.ClusterRoleBinding).RoleRef, desired.(*rbacv1.ClusterRoleBinding).Subjects
+		case *rbacv1.Role:
+			o.Rules = desired.(*rbacv1.Role).Rules
+		case *rbacv1.RoleBinding:
+			if o.RoleRef.Name != "" && o.RoleRef != desired.(*rbacv1.RoleBinding).RoleRef {
+				return fmt.Errorf("RoleBinding %s points at another role; delete it and join again", o.Name)
+			}
+			o.RoleRef, o.Subjects = desired.(*rbacv1.RoleBinding).RoleRef, desired.(*rbacv1.RoleBinding).Subjects
 		case *corev1.Secret:
 			if o.Type == corev1.SecretTypeOpaque || o.Type == "" {
 				o.Data = desired.(*corev1.Secret).Data

@@ -6,6 +6,10 @@ const (
 	ConditionReady = "Ready"
 	// ConditionConnected tells whether the hub can reach a member's API server.
 	ConditionConnected = "Connected"
+	// ConditionTrustReady tells whether every member holds an intermediate CA under the
+	// federation's root (MeshFederation), or whether the member can issue workload
+	// certificates (Mesh).
+	ConditionTrustReady = "TrustReady"
 )
 
 // Condition reasons shared by meshfed objects.

@@ -229,6 +229,26 @@ type MeshFederationStatus struct {
 	// ConnectedMembers counts the members the hub reaches.
 	// +optional
 	ConnectedMembers int32 `json:"connectedMembers,omitempty"`
+
+	// Trust reports the federation's root of trust.
+	// +optional
+	Trust *TrustStatus `json:"trust,omitempty"`
+}
+
+// TrustStatus describes the roots the federation trusts. No key material appears here.
+type TrustStatus struct {
+	// RootFingerprint is the SHA-256 fingerprint of the root that signs the intermediates.
+	// +optional
+	RootFingerprint string `json:"rootFingerprint,omitempty"`
+	// RootNotAfter is when that root expires.
+	// +optional
+	RootNotAfter *metav1.Time `json:"rootNotAfter,omitempty"`
+	// TrustedRoots are the SHA-256 fingerprints of every root in the members' trust bundle.
+	// +optional
+	TrustedRoots []string `json:"trustedRoots,omitempty"`
+	// BundleVersion identifies the trust bundle the members should hold.
+	// +optional
+	BundleVersion string `json:"bundleVersion,omitempty"`
 }
 
 // MeshFederation is the hub's description of a federated mesh: its members, trust root and

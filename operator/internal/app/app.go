@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -43,6 +44,7 @@ func NewScheme() *runtime.Scheme {
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(meshv1.AddToScheme(s))
 	utilruntime.Must(mcsv1beta1.Install(s))
+	utilruntime.Must(cmapi.AddToScheme(s))
 	return s
 }
 
@@ -94,8 +96,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if opts.Role.Member() {
 		if err := (&mesh.Reconciler{
-			Client:   mgr.GetClient(),
-			Recorder: mgr.GetEventRecorderFor("meshfed-member"),
+			Client:    mgr.GetClient(),
+			Recorder:  mgr.GetEventRecorderFor("meshfed-member"),
+			Namespace: opts.MeshNamespace,
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up the Mesh controller: %w", err)
 		}

@@ -58,6 +58,8 @@ type Options struct {
 	MemberBurst int
 	// MemberGracePeriod keeps a disconnected member's endpoints imported elsewhere.
 	MemberGracePeriod time.Duration
+	// MeshNamespace is where the member keeps its intermediate CA and workload certificates.
+	MeshNamespace string
 	// WebhookPort serves the admission webhooks over TLS; 0 turns them off.
 	WebhookPort int
 	// WebhookHost is the address the webhook server binds; empty means every address.
@@ -79,6 +81,7 @@ func DefaultOptions() Options {
 		MemberQPS:         1000,
 		MemberBurst:       2000,
 		MemberGracePeriod: 30 * time.Second,
+		MeshNamespace:     "meshfed-system",
 		WebhookPort:       9443,
 		WebhookCertDir:    "/tmp/k8s-webhook-server/serving-certs",
 	}
@@ -98,6 +101,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.MemberBurst, "member-kube-api-burst", o.MemberBurst, "hub: burst of queries to each member's API server")
 	fs.DurationVar(&o.MemberGracePeriod, "member-grace-period", o.MemberGracePeriod,
 		"hub: how long a disconnected member's endpoints stay imported in the other members before they are withdrawn")
+	fs.StringVar(&o.MeshNamespace, "mesh-namespace", o.MeshNamespace, "member: namespace of the intermediate CA Secret (meshfed-cacerts), the CA Issuer and workload certificates")
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "port of the admission webhook server (TLS); 0 turns the webhooks off")
 	fs.StringVar(&o.WebhookHost, "webhook-bind-host", o.WebhookHost, "address the webhook server binds; empty means every address")
 	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "directory with the webhook server's tls.crt and tls.key")

@@ -6,15 +6,23 @@ import (
 	"context"
 	"fmt"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/meshfed/meshfed/federation/trust"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/operator/webhook"
@@ -24,19 +32,40 @@ import (
 // installed); the message lists what to fix.
 const ReasonInvalidSpec = "InvalidSpec"
 
-// Reconciler reports the state of the member's Mesh.
+// Reasons of the Mesh's TrustReady condition.
+const (
+	ReasonWaitingForHub  = "WaitingForHub"
+	ReasonIssuerNotReady = "IssuerNotReady"
+)
+
+// Reconciler reports the state of the member's Mesh and keeps the member's cert-manager
+// CA Issuer, backed by the intermediate CA the hub writes.
 type Reconciler struct {
 	Client   client.Client
 	Recorder record.EventRecorder
+	// Namespace is the mesh namespace: the hub writes meshfed-cacerts there and the
+	// workload certificates are issued there.
+	Namespace string
 }
 
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshes/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=cert-manager.io,resources=issuers,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 
-// SetupWithManager watches Meshes; status writes do not trigger a new pass.
+// SetupWithManager watches Meshes (status writes do not trigger a new pass), the
+// meshfed-cacerts Secret and the member's Issuer.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	toMesh := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		if o.GetNamespace() != r.Namespace || (o.GetName() != trust.CACertsSecret && o.GetName() != trust.MemberIssuer) {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: meshv1.MeshSingletonName}}}
+	})
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&meshv1.Mesh{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.Secret{}, toMesh).
+		Watches(&cmapi.Issuer{}, toMesh).
 		Complete(r)
 }
 
@@ -50,6 +79,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	ready := Ready(&m)
 	ready.ObservedGeneration = m.Generation
 	meta.SetStatusCondition(&m.Status.Conditions, ready)
+	trustReady, err := r.reconcileIssuer(ctx, &m)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	trustReady.ObservedGeneration = m.Generation
+	meta.SetStatusCondition(&m.Status.Conditions, trustReady)
 	m.Status.ObservedGeneration = m.Generation
 	if apiequality.Semantic.DeepEqual(base.Status, m.Status) {
 		return ctrl.Result{}, nil
@@ -61,6 +96,42 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		r.Recorder.Event(&m, corev1.EventTypeWarning, ready.Reason, ready.Message)
 	}
 	return ctrl.Result{}, nil
+}
+
+// reconcileIssuer keeps the CA Issuer that signs workload certificates with the member's
+// intermediate, once the hub has written it, and reports whether it is ready.
+func (r *Reconciler) reconcileIssuer(ctx context.Context, m *meshv1.Mesh) (metav1.Condition, error) {
+	cond := metav1.Condition{Type: meshv1.ConditionTrustReady, Status: metav1.ConditionFalse}
+	var secret corev1.Secret
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: trust.CACertsSecret}, &secret)
+	if apierrors.IsNotFound(err) {
+		cond.Reason = ReasonWaitingForHub
+		cond.Message = fmt.Sprintf("no intermediate CA yet: the hub writes Secret %s/%s once this cluster is a member of a MeshFederation", r.Namespace, trust.CACertsSecret)
+		return cond, nil
+	} else if err != nil {
+		return cond, err
+	}
+	issuer := &cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: trust.MemberIssuer}}
+	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, issuer, func() error {
+		issuer.Labels = map[string]string{meshv1.LabelManagedBy: meshv1.ManagedByValue}
+		issuer.Spec = cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: trust.CACertsSecret}}}
+		return controllerutil.SetControllerReference(m, issuer, r.Client.Scheme())
+	}); err != nil {
+		return cond, fmt.Errorf("Issuer %s/%s: %w", r.Namespace, trust.MemberIssuer, err)
+	}
+	cond.Reason, cond.Message = ReasonIssuerNotReady, fmt.Sprintf("cert-manager has not reported Issuer %s/%s ready yet", r.Namespace, trust.MemberIssuer)
+	for _, c := range issuer.Status.Conditions {
+		if c.Type == cmapi.IssuerConditionReady {
+			if c.Status == cmmeta.ConditionTrue {
+				cond.Status, cond.Reason = metav1.ConditionTrue, meshv1.ReasonReconciled
+				cond.Message = fmt.Sprintf("workload certificates are issued by Issuer %s/%s (trust bundle %s)",
+					r.Namespace, trust.MemberIssuer, secret.Annotations[trust.AnnotationBundleVersion])
+			} else {
+				cond.Message = fmt.Sprintf("Issuer %s/%s: %s", r.Namespace, trust.MemberIssuer, c.Message)
+			}
+		}
+	}
+	return cond, nil
 }
 
 // Ready is the Ready condition a Mesh's spec earns.

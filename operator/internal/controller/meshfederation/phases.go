@@ -31,6 +31,7 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, s *scope) (ctrl.Result
 	if err := r.gather(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
+	errs = append(errs, r.reconcileTrust(ctx, s))
 	g, gctx := errgroup.WithContext(ctx)
 	for _, mv := range s.members {
 		if !mv.usable {
@@ -125,6 +126,7 @@ func (r *Reconciler) removeStaleMembers(ctx context.Context, s *scope) error {
 				"member %s left the federation while unreachable; delete the objects labelled %s=%s there by hand", name, meshv1.LabelFederation, s.label)
 		}
 		r.registry.Disconnect(s.owner, name)
+		caExpiry.DeleteLabelValues(s.owner, name)
 	}
 	return errors.Join(errs...)
 }

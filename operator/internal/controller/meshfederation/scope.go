@@ -26,6 +26,7 @@ type scope struct {
 	sources   map[string]mcs.Source
 	withdrawn map[string]bool
 	agg       mcs.Result
+	trust     trustView
 	// requeueAfter asks for a pass when a grace period ends.
 	requeueAfter time.Duration
 }
@@ -46,6 +47,7 @@ type memberView struct {
 	exports   []exportView
 
 	imported          int32
+	trustVersion      string
 	pendingNamespaces []string
 	syncErr           error
 	synced            bool

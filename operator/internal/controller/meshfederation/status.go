@@ -37,7 +37,10 @@ func (r *Reconciler) updateStatus(s *scope, reconcileErr error) {
 	var problems []string
 	for _, mv := range s.members {
 		ms := meshv1.MemberStatus{Name: mv.spec.Name, Connected: mv.usable, Imported: mv.imported,
-			LastSyncTime: previous[mv.spec.Name].LastSyncTime}
+			LastSyncTime: previous[mv.spec.Name].LastSyncTime, TrustBundleVersion: mv.trustVersion}
+		if ms.TrustBundleVersion == "" {
+			ms.TrustBundleVersion = previous[mv.spec.Name].TrustBundleVersion
+		}
 		for _, e := range mv.exports {
 			if mcs.Validate(e.export).Valid {
 				ms.Exported++
@@ -83,6 +86,13 @@ func (r *Reconciler) updateStatus(s *scope, reconcileErr error) {
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, ReasonSyncFailed, reconcileErr.Error()
 	}
 	meta.SetStatusCondition(&fed.Status.Conditions, cond)
+
+	trustCond := r.trustStatus(s)
+	if old := meta.FindStatusCondition(fed.Status.Conditions, meshv1.ConditionTrustReady); trustCond.Status == metav1.ConditionFalse &&
+		(old == nil || old.Status != trustCond.Status || old.Reason != trustCond.Reason) {
+		r.Recorder.Event(fed, corev1.EventTypeWarning, trustCond.Reason, trustCond.Message)
+	}
+	meta.SetStatusCondition(&fed.Status.Conditions, trustCond)
 }
 
 // reconcileDelete cleans every member and lets the MeshFederation go. A member that cannot
@@ -112,6 +122,7 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (ctrl.Result
 	if err := errors.Join(errs...); err != nil {
 		return ctrl.Result{}, err
 	}
+	caExpiry.DeletePartialMatch(map[string]string{"federation": s.owner})
 	if controllerutil.RemoveFinalizer(s.fed, meshv1.FinalizerFederation) {
 		return ctrl.Result{}, r.Client.Update(ctx, s.fed)
 	}

@@ -21,7 +21,9 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/meshfed/meshfed/federation/clusters"
+	"github.com/meshfed/meshfed/federation/join"
 	"github.com/meshfed/meshfed/federation/mcs"
+	"github.com/meshfed/meshfed/federation/trust"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
@@ -43,7 +45,8 @@ func (r *Reconciler) syncMember(ctx context.Context, s *scope, mv *memberView) e
 	return errors.Join(err,
 		r.syncEndpointSlices(ctx, s, mv, c, imports),
 		r.syncExportConditions(ctx, s, mv, c),
-		r.syncPeers(ctx, s, mv, c))
+		r.syncPeers(ctx, s, mv, c),
+		r.syncTrust(ctx, s, mv, c))
 }
 
 // syncImports makes the member's ServiceImports match the aggregation and returns them by
@@ -377,6 +380,13 @@ func cleanupMember(ctx context.Context, m *clusters.Member, label string) error 
 			obj := o.(client.Object)
 			return client.IgnoreNotFound(c.Delete(ctx, obj))
 		})
+		errs = append(errs, err)
+	}
+	var cacerts corev1.Secret
+	err := m.APIReader().Get(ctx, client.ObjectKey{Namespace: join.MemberNamespace, Name: trust.CACertsSecret}, &cacerts)
+	if err == nil && cacerts.Labels[meshv1.LabelFederation] == label {
+		errs = append(errs, client.IgnoreNotFound(c.Delete(ctx, &cacerts)))
+	} else if client.IgnoreNotFound(err) != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

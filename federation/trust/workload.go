@@ -1,0 +1,160 @@
+package trust
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+)
+
+// SPIFFEID is the identity of a workload: spiffe://<trustDomain>/ns/<namespace>/sa/<sa>.
+func SPIFFEID(trustDomain, namespace, serviceAccount string) string {
+	return fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", trustDomain, namespace, serviceAccount)
+}
+
+// WorkloadName names the Certificate (and Secret) of a workload identity in the mesh
+// namespace.
+func WorkloadName(namespace, serviceAccount string) string {
+	name := "spiffe-" + namespace + "-" + serviceAccount
+	if len(name) <= 63 {
+		return name
+	}
+	sum := sha256.Sum256([]byte(namespace + "/" + serviceAccount))
+	return name[:50] + "-" + hex.EncodeToString(sum[:])[:12]
+}
+
+// Workload is the cert-manager Certificate of one workload identity, issued by the
+// member's CA Issuer in meshNamespace: a short-lived ECDSA certificate whose only SAN is
+// the SPIFFE URI, good for both ends of mTLS.
+func Workload(meshNamespace, trustDomain, namespace, serviceAccount string) *cmapi.Certificate {
+	name := WorkloadName(namespace, serviceAccount)
+	return &cmapi.Certificate{
+		ObjectMeta: metav1.ObjectMeta{Namespace: meshNamespace, Name: name,
+			Labels: map[string]string{meshv1.LabelManagedBy: meshv1.ManagedByValue}},
+		Spec: cmapi.CertificateSpec{
+			SecretName:  name,
+			URIs:        []string{SPIFFEID(trustDomain, namespace, serviceAccount)},
+			Duration:    &metav1.Duration{Duration: 24 * time.Hour},
+			RenewBefore: &metav1.Duration{Duration: 8 * time.Hour},
+			PrivateKey:  &cmapi.CertificatePrivateKey{Algorithm: cmapi.ECDSAKeyAlgorithm, Size: 256, RotationPolicy: cmapi.RotationPolicyAlways},
+			Usages:      []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment, cmapi.UsageServerAuth, cmapi.UsageClientAuth},
+			IssuerRef:   cmmeta.IssuerReference{Name: MemberIssuer, Kind: cmapi.IssuerKind, Group: "cert-manager.io"},
+		},
+	}
+}
+
+// Identity is a workload's certificate and the federation's trust bundle as the member
+// holds it.
+type Identity struct {
+	ID          string
+	Certificate tls.Certificate
+	Leaf        *x509.Certificate
+	// Roots is the member's trust bundle (meshfed-cacerts), for verifying peers.
+	Roots *x509.CertPool
+}
+
+// IssueWorkload asks the member's cert-manager for the identity of namespace/serviceAccount
+// and waits until it is issued by the member's intermediate. c must reach the member.
+func IssueWorkload(ctx context.Context, c client.Client, meshNamespace, trustDomain, namespace, serviceAccount string, timeout time.Duration) (*Identity, error) {
+	want := Workload(meshNamespace, trustDomain, namespace, serviceAccount)
+	if err := c.Create(ctx, want); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("create Certificate %s/%s: %w", want.Namespace, want.Name, err)
+	}
+	var id *Identity
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		id, last = ReadWorkload(ctx, c, meshNamespace, namespace, serviceAccount)
+		return last == nil && id.ID == want.Spec.URIs[0], nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("workload certificate %s/%s not issued after %s: %v", want.Namespace, want.Name, timeout, last)
+	}
+	return id, nil
+}
+
+// ReadWorkload reads an issued workload identity and the member's trust bundle.
+func ReadWorkload(ctx context.Context, c client.Reader, meshNamespace, namespace, serviceAccount string) (*Identity, error) {
+	var s, ca corev1.Secret
+	if err := c.Get(ctx, client.ObjectKey{Namespace: meshNamespace, Name: WorkloadName(namespace, serviceAccount)}, &s); err != nil {
+		return nil, err
+	}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: meshNamespace, Name: CACertsSecret}, &ca); err != nil {
+		return nil, err
+	}
+	pair, err := tls.X509KeyPair(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey])
+	if err != nil {
+		return nil, fmt.Errorf("Secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(ca.Data[KeyBundle]) {
+		return nil, fmt.Errorf("Secret %s/%s has no trust bundle in %s", ca.Namespace, ca.Name, KeyBundle)
+	}
+	id := &Identity{Certificate: pair, Leaf: pair.Leaf, Roots: roots}
+	if len(pair.Leaf.URIs) == 1 {
+		id.ID = pair.Leaf.URIs[0].String()
+	}
+	return id, nil
+}
+
+// TLSConfig is an mTLS configuration for the identity: it presents the workload
+// certificate, requires the peer's, verifies the peer's chain against the trust bundle
+// and hands the peer's SPIFFE ID to authorize (nil accepts any identity in the bundle).
+// SPIFFE certificates carry no DNS names, so the chain is verified here rather than by
+// hostname.
+func (id *Identity) TLSConfig(server bool, authorize func(peerID string) error) *tls.Config {
+	verify := func(rawCerts [][]byte, _ [][]*x509.Certificate) error {
+		var chain []*x509.Certificate
+		for _, raw := range rawCerts {
+			c, err := x509.ParseCertificate(raw)
+			if err != nil {
+				return err
+			}
+			chain = append(chain, c)
+		}
+		if len(chain) == 0 {
+			return fmt.Errorf("the peer sent no certificate")
+		}
+		usage := x509.ExtKeyUsageServerAuth
+		if server {
+			usage = x509.ExtKeyUsageClientAuth
+		}
+		inter := x509.NewCertPool()
+		for _, c := range chain[1:] {
+			inter.AddCert(c)
+		}
+		if _, err := chain[0].Verify(x509.VerifyOptions{Roots: id.Roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+			return fmt.Errorf("peer certificate not trusted by the federation: %w", err)
+		}
+		if len(chain[0].URIs) != 1 || chain[0].URIs[0].Scheme != "spiffe" {
+			return fmt.Errorf("peer certificate has no single SPIFFE URI SAN")
+		}
+		if authorize != nil {
+			return authorize(chain[0].URIs[0].String())
+		}
+		return nil
+	}
+	cfg := &tls.Config{
+		Certificates:          []tls.Certificate{id.Certificate},
+		MinVersion:            tls.VersionTLS13,
+		InsecureSkipVerify:    true, // replaced by VerifyPeerCertificate: no hostnames in SPIFFE
+		VerifyPeerCertificate: verify,
+	}
+	if server {
+		cfg.ClientAuth = tls.RequireAnyClientCert
+		cfg.InsecureSkipVerify = false
+	}
+	return cfg
+}

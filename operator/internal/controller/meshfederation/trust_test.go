@@ -1,0 +1,333 @@
+package meshfederation_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshfed/meshfed/federation/join"
+	"github.com/meshfed/meshfed/federation/trust"
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+	"github.com/meshfed/meshfed/testbed"
+)
+
+const trustDomain = "cluster.local"
+
+// waitTrust waits until the federation reports every member holding the current bundle
+// and every member's Mesh reports its CA Issuer ready.
+func waitTrust(t *testing.T, hub *testbed.Cluster, name string, members []*testbed.Cluster) *meshv1.MeshFederation {
+	t.Helper()
+	ctx := context.Background()
+	var fed meshv1.MeshFederation
+	testbed.Eventually(t, 90*time.Second, "TrustReady on the federation and every member's bundle", func() error {
+		if err := hub.Client.Get(ctx, client.ObjectKey{Namespace: hubNS, Name: name}, &fed); err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(fed.Status.Conditions, meshv1.ConditionTrustReady)
+		if c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("TrustReady %+v", c)
+		}
+		for _, m := range fed.Status.Members {
+			if m.TrustBundleVersion != fed.Status.Trust.BundleVersion {
+				return fmt.Errorf("member %s holds bundle %q, want %q", m.Name, m.TrustBundleVersion, fed.Status.Trust.BundleVersion)
+			}
+		}
+		return nil
+	})
+	for _, m := range members {
+		testbed.Eventually(t, 60*time.Second, m.Name+": Mesh TrustReady", func() error {
+			var mesh meshv1.Mesh
+			if err := m.Client.Get(ctx, client.ObjectKey{Name: meshv1.MeshSingletonName}, &mesh); err != nil {
+				return err
+			}
+			if c := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionTrustReady); c == nil || c.Status != metav1.ConditionTrue {
+				return fmt.Errorf("TrustReady %+v", c)
+			}
+			return nil
+		})
+	}
+	return &fed
+}
+
+func issue(t *testing.T, c *testbed.Cluster, ns, sa string) *trust.Identity {
+	t.Helper()
+	id, err := trust.IssueWorkload(context.Background(), c.Client, join.MemberNamespace, trustDomain, ns, sa, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// handshake runs one mTLS exchange between a client identity and a server identity and
+// returns the identity each side saw.
+func handshake(t *testing.T, client, server *trust.Identity) (seenByServer, seenByClient string, err error) {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", server.TLSConfig(true, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan string, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			done <- ""
+			return
+		}
+		defer conn.Close()
+		tc := conn.(*tls.Conn)
+		if err := tc.Handshake(); err != nil {
+			done <- ""
+			return
+		}
+		peer := tc.ConnectionState().PeerCertificates[0].URIs[0].String()
+		_, _ = io.WriteString(tc, "ok")
+		done <- peer
+	}()
+	conn, err := tls.Dial("tcp", ln.Addr().String(), client.TLSConfig(false, nil))
+	if err != nil {
+		<-done
+		return "", "", err
+	}
+	defer conn.Close()
+	buf := make([]byte, 2)
+	if _, err := io.ReadFull(conn, buf); err != nil {
+		<-done
+		return "", "", fmt.Errorf("read: %w", err)
+	}
+	return <-done, conn.ConnectionState().PeerCertificates[0].URIs[0].String(), nil
+}
+
+// TestTrustBootstrap: a root bootstrapped through the hub's cert-manager, an intermediate
+// per member, workload certificates issued by each member's cert-manager that verify
+// across clusters and carry the SPIFFE identity, and mTLS across clusters; a certificate
+// from an unrelated CA is refused.
+func TestTrustBootstrap(t *testing.T) {
+	f := startFederation(t, 30*time.Second)
+	fed := waitTrust(t, f.hub, "global", f.members)
+	ctx := context.Background()
+	if fed.Status.Trust.RootFingerprint == "" || fed.Status.Trust.RootNotAfter == nil || len(fed.Status.Trust.TrustedRoots) != 1 {
+		t.Fatalf("trust status %+v: want the root's fingerprint, expiry and one trusted root", fed.Status.Trust)
+	}
+
+	a, b, c := f.members[0], f.members[1], f.members[2]
+	idA := issue(t, a, "shop", "reviews")
+	idC := issue(t, c, "shop", "ratings")
+	if idA.ID != "spiffe://cluster.local/ns/shop/sa/reviews" || idC.ID != "spiffe://cluster.local/ns/shop/sa/ratings" {
+		t.Fatalf("identities %q, %q", idA.ID, idC.ID)
+	}
+	if len(idA.Leaf.DNSNames) != 0 || len(idA.Leaf.URIs) != 1 {
+		t.Errorf("SANs: DNS %v URIs %v, want only the SPIFFE URI", idA.Leaf.DNSNames, idA.Leaf.URIs)
+	}
+
+	// A's workload certificate verifies against the bundles B and C hold.
+	inter := x509.NewCertPool()
+	for _, der := range idA.Certificate.Certificate[1:] {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inter.AddCert(cert)
+	}
+	for _, other := range []*testbed.Cluster{b, c} {
+		var ca corev1.Secret
+		if err := other.Client.Get(ctx, client.ObjectKey{Namespace: join.MemberNamespace, Name: trust.CACertsSecret}, &ca); err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(ca.Data[trust.KeyBundle])
+		if _, err := idA.Leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			t.Errorf("A's workload certificate does not verify against %s's bundle: %v", other.Name, err)
+		}
+		for _, k := range []string{trust.KeyCert, trust.KeyKey, trust.KeyRoot, trust.KeyChain, trust.KeyBundle} {
+			if len(ca.Data[k]) == 0 {
+				t.Errorf("%s: meshfed-cacerts lacks %s", other.Name, k)
+			}
+		}
+	}
+
+	// mTLS between a process with A's identity and a server with C's.
+	seenByServer, seenByClient, err := handshake(t, idA, idC)
+	if err != nil {
+		t.Fatalf("mTLS A → C: %v", err)
+	}
+	if seenByServer != idA.ID || seenByClient != idC.ID {
+		t.Errorf("identities seen: server saw %q, client saw %q", seenByServer, seenByClient)
+	}
+
+	// A certificate from an unrelated CA (cert-manager, self-signed) is refused.
+	unrelated := unrelatedIdentity(t, a, idA.Roots)
+	if _, _, err := handshake(t, unrelated, idC); err == nil {
+		t.Fatal("a client with an unrelated CA's certificate completed the handshake")
+	} else {
+		t.Logf("unrelated client refused: %v", err)
+	}
+
+	// The Events and status carry no key material.
+	var events corev1.EventList
+	if err := f.hub.Client.List(ctx, &events, client.InNamespace(hubNS)); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events.Items {
+		if strings.Contains(e.Message, "PRIVATE KEY") {
+			t.Errorf("Event %s quotes key material", e.Name)
+		}
+	}
+}
+
+// unrelatedIdentity issues, through cert-manager in c, a SPIFFE certificate from a
+// self-signed issuer outside the federation.
+func unrelatedIdentity(t *testing.T, c *testbed.Cluster, roots *x509.CertPool) *trust.Identity {
+	t.Helper()
+	ctx := context.Background()
+	testbed.MustCreate(ctx, t, c.Client, &cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "unrelated"},
+		Spec: cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{SelfSigned: &cmapi.SelfSignedIssuer{}}}})
+	testbed.MustCreate(ctx, t, c.Client, &cmapi.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "evil"},
+		Spec: cmapi.CertificateSpec{SecretName: "evil", URIs: []string{"spiffe://cluster.local/ns/shop/sa/evil"},
+			Usages:    []cmapi.KeyUsage{cmapi.UsageClientAuth, cmapi.UsageServerAuth, cmapi.UsageDigitalSignature},
+			IssuerRef: cmmeta.IssuerReference{Name: "unrelated", Kind: cmapi.IssuerKind}}})
+	var s corev1.Secret
+	testbed.Eventually(t, time.Minute, "the unrelated certificate", func() error {
+		return c.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "evil"}, &s)
+	})
+	pair, err := tls.X509KeyPair(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &trust.Identity{ID: "spiffe://cluster.local/ns/shop/sa/evil", Certificate: pair, Leaf: pair.Leaf, Roots: roots}
+}
+
+// TestTrustBringYourOwnIssuer: a federation whose issuerRef names an issuer that does not
+// exist reports it (condition and Event) and still federates services; once the user
+// creates the issuer, the intermediates chain to the user's root. A malformed intermediate
+// Secret is reported without taking the member's CA away.
+func TestTrustBringYourOwnIssuer(t *testing.T) {
+	tb := testbed.StartForTest(t, testbed.Options{Clusters: 1, Operator: true})
+	c := tb.Clusters[0]
+	ctx := context.Background()
+	testbed.MustCreate(ctx, t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: hubNS}})
+	if _, err := join.Join(ctx, join.Options{Name: c.Name, Member: c.Client, MemberConfig: c.Config, Hub: c.Client, HubNamespace: hubNS}); err != nil {
+		t.Fatal(err)
+	}
+	testbed.MustCreate(ctx, t, c.Client, &meshv1.Mesh{ObjectMeta: metav1.ObjectMeta{Name: meshv1.MeshSingletonName},
+		Spec: meshv1.MeshSpec{ClusterName: c.Name, Network: "net-1"}})
+	fed := &meshv1.MeshFederation{ObjectMeta: metav1.ObjectMeta{Namespace: hubNS, Name: "corp"}, Spec: meshv1.MeshFederationSpec{
+		Trust:   meshv1.TrustSpec{IssuerRef: &meshv1.IssuerRef{Name: "corp-root"}},
+		Members: []meshv1.Member{{Name: c.Name, KubeconfigSecretRef: meshv1.SecretKeyRef{Name: join.SecretName(c.Name)}}},
+	}}
+	testbed.MustCreate(ctx, t, c.Client, fed)
+
+	testbed.Eventually(t, time.Minute, "TrustReady=False/IssuerNotFound naming the issuer, while Ready", func() error {
+		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(fed), fed); err != nil {
+			return err
+		}
+		tc := meta.FindStatusCondition(fed.Status.Conditions, meshv1.ConditionTrustReady)
+		if tc == nil || tc.Reason != "IssuerNotFound" || !strings.Contains(tc.Message, "Issuer meshfed-system/corp-root not found") {
+			return fmt.Errorf("TrustReady %+v", tc)
+		}
+		if !meta.IsStatusConditionTrue(fed.Status.Conditions, meshv1.ConditionReady) {
+			return errors.New("the federation is not Ready: a broken issuer must not stop service federation")
+		}
+		return nil
+	})
+	testbed.Eventually(t, 30*time.Second, "an IssuerNotFound Event", func() error {
+		var events corev1.EventList
+		if err := c.Client.List(ctx, &events, client.InNamespace(hubNS)); err != nil {
+			return err
+		}
+		for _, e := range events.Items {
+			if e.InvolvedObject.Name == "corp" && e.Reason == "IssuerNotFound" {
+				return nil
+			}
+		}
+		return errors.New("none yet")
+	})
+
+	// The user's root: a self-signed CA and a CA Issuer, all cert-manager.
+	testbed.MustCreate(ctx, t, c.Client, &cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: hubNS, Name: "corp-selfsigned"},
+		Spec: cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{SelfSigned: &cmapi.SelfSignedIssuer{}}}})
+	testbed.MustCreate(ctx, t, c.Client, &cmapi.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: hubNS, Name: "corp-root"},
+		Spec: cmapi.CertificateSpec{IsCA: true, CommonName: "Corp Root CA", SecretName: "corp-root",
+			IssuerRef: cmmeta.IssuerReference{Name: "corp-selfsigned", Kind: cmapi.IssuerKind}}})
+	testbed.MustCreate(ctx, t, c.Client, &cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: hubNS, Name: "corp-root"},
+		Spec: cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: "corp-root"}}}})
+
+	got := waitTrust(t, c, "corp", []*testbed.Cluster{c})
+	var root corev1.Secret
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: hubNS, Name: "corp-root"}, &root); err != nil {
+		t.Fatal(err)
+	}
+	rootCerts, err := trust.ParseCertificates(root.Data[corev1.TLSCertKey])
+	if err != nil || len(rootCerts) == 0 {
+		t.Fatalf("corp root: %v", err)
+	}
+	if got.Status.Trust.RootFingerprint != trust.Fingerprint(rootCerts[0]) {
+		t.Errorf("status root %s, want the corp root %s", got.Status.Trust.RootFingerprint, trust.Fingerprint(rootCerts[0]))
+	}
+	id := issue(t, c, "shop", "web")
+	roots := x509.NewCertPool()
+	roots.AddCert(rootCerts[0])
+	inter := x509.NewCertPool()
+	for _, der := range id.Certificate.Certificate[1:] {
+		cert, _ := x509.ParseCertificate(der)
+		inter.AddCert(cert)
+	}
+	if _, err := id.Leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Errorf("the workload certificate does not chain to the corp root: %v", err)
+	}
+
+	// A malformed intermediate in the hub: reported, and the member keeps its CA.
+	var member corev1.Secret
+	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: join.MemberNamespace, Name: trust.CACertsSecret}, &member))
+	interName := trust.IntermediateName("corp", c.Name)
+	var hubSecret corev1.Secret
+	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: hubNS, Name: interName}, &hubSecret))
+	hubSecret.Data[corev1.TLSCertKey] = []byte("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+	must(t, c.Client.Update(ctx, &hubSecret))
+	testbed.Eventually(t, time.Minute, "InvalidCertificate reported, or cert-manager already re-issued", func() error {
+		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(fed), fed); err != nil {
+			return err
+		}
+		var events corev1.EventList
+		if err := c.Client.List(ctx, &events, client.InNamespace(hubNS)); err != nil {
+			return err
+		}
+		for _, e := range events.Items {
+			if e.InvolvedObject.Name == "corp" && e.Reason == "InvalidCertificate" && strings.Contains(e.Message, "Secret meshfed-system/"+interName) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no InvalidCertificate Event; TrustReady %+v", meta.FindStatusCondition(fed.Status.Conditions, meshv1.ConditionTrustReady))
+	})
+	var after corev1.Secret
+	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: join.MemberNamespace, Name: trust.CACertsSecret}, &after))
+	if len(after.Data[trust.KeyKey]) == 0 || len(after.Data[trust.KeyCert]) == 0 {
+		t.Error("the member lost its intermediate CA to a malformed Secret in the hub")
+	}
+	if _, err := trust.ParseCertificates(after.Data[trust.KeyCert]); err != nil {
+		t.Errorf("the member got the malformed certificate: %v", err)
+	}
+	// cert-manager notices the broken Secret and issues it again; trust recovers.
+	waitTrust(t, c, "corp", []*testbed.Cluster{c})
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
