@@ -41,6 +41,7 @@ demo: tools build ## Start 3 local clusters with the operator, print how to use 
 .PHONY: test
 test: tools build verify-generated verify-bundle vet fmt-check ## Run unit and integration tests (starts local clusters), vet and gofmt checks.
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TEST_FLAGS) ./...
+	$(MAKE) --no-print-directory kuttl
 
 ##@ Development
 
@@ -70,6 +71,10 @@ verify-generated: $(CONTROLLER_GEN) ## Fail if generated code or CRDs are stale 
 	after=$$(cat $$(find $(GENERATED) -type f | sort) | sha256sum); \
 	if [ "$$before" != "$$after" ]; then \
 		echo "generated files were stale; they are regenerated now: review and commit $(GENERATED)"; exit 1; fi
+
+.PHONY: kuttl
+kuttl: tools build ## Run the kuttl scenarios (kuttl-tests/) on 3 local clusters: cluster-1 hub, cluster-2 and -3 members.
+	$(BIN)/testbed run --clusters 3 -- ./hack/kuttl.sh $(KUTTL_FLAGS)
 
 .PHONY: bundle
 bundle: $(KUSTOMIZE) ## Generate the OLM bundle bundles/meshfed/$(VERSION) from config/.

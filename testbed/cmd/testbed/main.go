@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
@@ -28,8 +29,48 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(newUpCommand())
+	root.AddCommand(newUpCommand(), newRunCommand())
 	return root
+}
+
+// newRunCommand starts clusters, runs one command against them and stops them: `make
+// kuttl` runs the kuttl scenarios this way. The command gets, for every cluster i (from
+// 1), MESHFED_KUBECONFIG_<i> and MESHFED_CLUSTER_<i> (its name); KUBECONFIG is cluster 1's.
+func newRunCommand() *cobra.Command {
+	var clusters int
+	cmd := &cobra.Command{
+		Use:   "run [--clusters N] -- COMMAND [ARGS...]",
+		Short: "Start clusters, run a command against them, stop them; exit with the command's status",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			dir, err := os.MkdirTemp("", "meshfed-testbed-run-")
+			if err != nil {
+				return err
+			}
+			tb, err := testbed.Start(ctx, testbed.Options{Clusters: clusters, Dir: dir, Operator: true, Progress: os.Stdout})
+			if err != nil {
+				return err
+			}
+			env := os.Environ()
+			for i, c := range tb.Clusters {
+				env = append(env, fmt.Sprintf("MESHFED_KUBECONFIG_%d=%s", i+1, c.KubeconfigPath), fmt.Sprintf("MESHFED_CLUSTER_%d=%s", i+1, c.Name))
+			}
+			env = append(env, "KUBECONFIG="+tb.Clusters[0].KubeconfigPath)
+			run := exec.CommandContext(ctx, args[0], args[1:]...)
+			run.Env, run.Stdin, run.Stdout, run.Stderr = env, os.Stdin, os.Stdout, os.Stderr
+			runErr := run.Run()
+			tb.Stop()
+			if runErr != nil {
+				fmt.Fprintf(os.Stderr, "%s failed: %v; logs of every process stay in %s\n", args[0], runErr, dir)
+				return runErr
+			}
+			return os.RemoveAll(dir)
+		},
+	}
+	cmd.Flags().IntVar(&clusters, "clusters", 3, "number of clusters")
+	return cmd
 }
 
 func newUpCommand() *cobra.Command {

@@ -330,4 +330,3 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
-
