@@ -34,9 +34,6 @@ const (
 	KeyBundle = "trust-bundle.pem"
 )
 
-// AnnotationBundleVersion on meshfed-cacerts identifies the trust bundle it carries.
-const AnnotationBundleVersion = "meshfed.io/trust-bundle-version"
-
 // Default lifetimes when the spec leaves them out (the CRD defaults them too).
 const (
 	DefaultIntermediateDuration    = 720 * time.Hour

@@ -20,4 +20,8 @@ const (
 
 	// FinalizerFederation lets the hub clean every member before a MeshFederation goes.
 	FinalizerFederation = "meshfed.io/federation-cleanup"
+
+	// AnnotationTrustBundleVersion on a member's meshfed-cacerts Secret identifies the
+	// trust bundle it carries.
+	AnnotationTrustBundleVersion = "meshfed.io/trust-bundle-version"
 )

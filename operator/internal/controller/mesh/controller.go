@@ -125,7 +125,7 @@ func (r *Reconciler) reconcileIssuer(ctx context.Context, m *meshv1.Mesh) (metav
 			if c.Status == cmmeta.ConditionTrue {
 				cond.Status, cond.Reason = metav1.ConditionTrue, meshv1.ReasonReconciled
 				cond.Message = fmt.Sprintf("workload certificates are issued by Issuer %s/%s (trust bundle %s)",
-					r.Namespace, trust.MemberIssuer, secret.Annotations[trust.AnnotationBundleVersion])
+					r.Namespace, trust.MemberIssuer, secret.Annotations[meshv1.AnnotationTrustBundleVersion])
 			} else {
 				cond.Message = fmt.Sprintf("Issuer %s/%s: %s", r.Namespace, trust.MemberIssuer, c.Message)
 			}

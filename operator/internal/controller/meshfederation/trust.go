@@ -218,7 +218,7 @@ func (r *Reconciler) syncTrust(ctx context.Context, s *scope, mv *memberView, c 
 	version := s.trust.bundle.Version()
 	want := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: join.MemberNamespace, Name: trust.CACertsSecret, Labels: mcs.OwnedLabels(s.label),
-			Annotations: map[string]string{trust.AnnotationBundleVersion: version}},
+			Annotations: map[string]string{meshv1.AnnotationTrustBundleVersion: version}},
 		Type: corev1.SecretTypeTLS,
 		Data: trust.MemberSecretData(ca, &s.trust.bundle),
 	}
@@ -233,7 +233,7 @@ func (r *Reconciler) syncTrust(ctx context.Context, s *scope, mv *memberView, c 
 		return fmt.Errorf("read Secret %s/%s: %w", want.Namespace, want.Name, err)
 	case have.Labels[meshv1.LabelFederation] != s.label:
 		return fmt.Errorf("Secret %s/%s exists and this federation did not write it: delete it so the member gets its intermediate CA", want.Namespace, want.Name)
-	case !apiequality.Semantic.DeepEqual(have.Data, want.Data) || have.Annotations[trust.AnnotationBundleVersion] != version:
+	case !apiequality.Semantic.DeepEqual(have.Data, want.Data) || have.Annotations[meshv1.AnnotationTrustBundleVersion] != version:
 		have.Data, have.Annotations = want.Data, want.Annotations
 		if err := c.Update(ctx, &have); err != nil {
 			return fmt.Errorf("update Secret %s/%s: %w", want.Namespace, want.Name, err)
