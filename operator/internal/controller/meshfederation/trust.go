@@ -35,6 +35,10 @@ const (
 	ReasonIntermediateExpiring = "IntermediateExpiring"
 )
 
+// renewalSlack is how long after the start of an intermediate's renewal window the hub
+// checks that cert-manager renewed it.
+const renewalSlack = 5 * time.Second
+
 var caExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 	Name: "meshfed_ca_cert_expiry_seconds",
 	Help: "Unix time at which a member's intermediate CA expires.",
@@ -111,9 +115,12 @@ func (r *Reconciler) reconcileTrust(ctx context.Context, s *scope) error {
 			s.trust.root = ca.Root
 		}
 		caExpiry.WithLabelValues(s.owner, name).Set(float64(ca.NotAfter().Unix()))
+		// cert-manager renews when renewBefore is left; a pass then checks it did.
 		if left := time.Until(ca.NotAfter()); left < renewBefore {
 			s.trust.problems[name] = memberTrustProblem{ReasonIntermediateExpiring,
 				fmt.Errorf("the intermediate of %s expires in %s and cert-manager has not renewed it: see the Events of Certificate %s/%s", name, left.Round(time.Second), cert.Namespace, cert.Name)}
+		} else {
+			s.requeue(left - renewBefore + renewalSlack)
 		}
 	}
 	// Intermediates of members that left go (their Secrets follow through owner references).

@@ -322,6 +322,38 @@ func TestTrustBringYourOwnIssuer(t *testing.T) {
 	}
 	// cert-manager notices the broken Secret and issues it again; trust recovers.
 	waitTrust(t, c, "corp", []*testbed.Cluster{c})
+
+	// An intermediate that enters its renewal window while its issuer cannot sign: the
+	// hub says so (renewal starts 10 s after issuance here), and the member keeps its CA.
+	must(t, c.Client.Get(ctx, client.ObjectKeyFromObject(fed), fed))
+	fed.Spec.Trust.IntermediateDuration = &metav1.Duration{Duration: time.Hour}
+	fed.Spec.Trust.IntermediateRenewBefore = &metav1.Duration{Duration: time.Hour - 10*time.Second}
+	must(t, c.Client.Update(ctx, fed))
+	testbed.Eventually(t, time.Minute, "the intermediate re-issued with a one-hour lifetime", func() error {
+		var s corev1.Secret
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: hubNS, Name: interName}, &s); err != nil {
+			return err
+		}
+		certs, err := trust.ParseCertificates(s.Data[corev1.TLSCertKey])
+		if err != nil || len(certs) == 0 || certs[0].NotAfter.Sub(certs[0].NotBefore) > 2*time.Hour {
+			return fmt.Errorf("not yet (%v)", err)
+		}
+		return nil
+	})
+	must(t, c.Client.Delete(ctx, &cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: hubNS, Name: "corp-root"}}))
+	testbed.Eventually(t, time.Minute, "TrustReady=False saying the intermediate is not renewed", func() error {
+		must(t, c.Client.Get(ctx, client.ObjectKeyFromObject(fed), fed))
+		tc := meta.FindStatusCondition(fed.Status.Conditions, meshv1.ConditionTrustReady)
+		if tc == nil || tc.Status != metav1.ConditionFalse || !strings.Contains(tc.Message, "cert-manager has not renewed it") {
+			return fmt.Errorf("TrustReady %+v", tc)
+		}
+		t.Logf("expiring intermediate reported: %s", tc.Message)
+		return nil
+	})
+	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: join.MemberNamespace, Name: trust.CACertsSecret}, &after))
+	if len(after.Data[trust.KeyKey]) == 0 {
+		t.Error("the member lost its intermediate CA")
+	}
 }
 
 func must(t *testing.T, err error) {
