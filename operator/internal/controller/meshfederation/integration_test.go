@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -21,6 +23,7 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/meshfed/meshfed/federation/join"
+	"github.com/meshfed/meshfed/federation/trust"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/testbed"
 )
@@ -576,6 +579,29 @@ func TestServiceFederation(t *testing.T) {
 		for _, m := range f.members {
 			waitNothingWritten(t, m)
 		}
+		testbed.Eventually(t, 30*time.Second, "no certificate or CA key of the federation left in the hub", func() error {
+			var certs cmapi.CertificateList
+			var secrets corev1.SecretList
+			if err := f.hub.Client.List(ctx, &certs, client.InNamespace(hubNS)); err != nil {
+				return err
+			}
+			if err := f.hub.Client.List(ctx, &secrets, client.InNamespace(hubNS)); err != nil {
+				return err
+			}
+			var left []string
+			for _, c := range certs.Items {
+				left = append(left, "Certificate "+c.Name)
+			}
+			for _, s := range secrets.Items {
+				if s.Type == corev1.SecretTypeTLS {
+					left = append(left, "Secret "+s.Name)
+				}
+			}
+			if len(left) > 0 {
+				return fmt.Errorf("left: %v", left)
+			}
+			return nil
+		})
 	})
 }
 
@@ -594,6 +620,10 @@ func waitNothingWritten(t *testing.T, m *testbed.Cluster) {
 		}
 		if n := len(imports.Items) + len(slices.Items) + len(peers.Items); n > 0 {
 			return fmt.Errorf("%d imports, %d slices, %d peers left", len(imports.Items), len(slices.Items), len(peers.Items))
+		}
+		var cacerts corev1.Secret
+		if err := m.Client.Get(context.Background(), client.ObjectKey{Namespace: join.MemberNamespace, Name: trust.CACertsSecret}, &cacerts); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("meshfed-cacerts still there (%v)", err)
 		}
 		return nil
 	})

@@ -122,7 +122,9 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (ctrl.Result
 	if err := errors.Join(errs...); err != nil {
 		return ctrl.Result{}, err
 	}
-	caExpiry.DeletePartialMatch(map[string]string{"federation": s.owner})
+	if err := r.deleteTrust(ctx, s); err != nil {
+		return ctrl.Result{}, fmt.Errorf("delete the federation's certificates: %w", err)
+	}
 	if controllerutil.RemoveFinalizer(s.fed, meshv1.FinalizerFederation) {
 		return ctrl.Result{}, r.Client.Update(ctx, s.fed)
 	}

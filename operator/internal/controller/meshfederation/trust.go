@@ -48,6 +48,7 @@ func init() { crmetrics.Registry.MustRegister(caExpiry) }
 
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates;issuers,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=cert-manager.io,resources=clusterissuers,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=delete
 
 // trustView is what one reconcile knows of the federation's certificates.
 type trustView struct {
@@ -137,6 +138,25 @@ func (r *Reconciler) reconcileTrust(ctx context.Context, s *scope) error {
 			errs = append(errs, client.IgnoreNotFound(r.Client.Delete(ctx, &secret)))
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// deleteTrust removes the federation's Certificates and then their Secrets from the hub,
+// so that no CA key outlives the federation (cert-manager leaves Secrets behind).
+// Certificates go first: a Certificate whose Secret vanished would be issued again.
+func (r *Reconciler) deleteTrust(ctx context.Context, s *scope) error {
+	var certs cmapi.CertificateList
+	if err := r.Client.List(ctx, &certs, client.InNamespace(s.fed.Namespace), client.MatchingLabels(mcs.OwnedLabels(s.label))); err != nil {
+		return err
+	}
+	var errs []error
+	for i := range certs.Items {
+		c := &certs.Items[i]
+		errs = append(errs, client.IgnoreNotFound(r.Client.Delete(ctx, c)))
+		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: c.Spec.SecretName}}
+		errs = append(errs, client.IgnoreNotFound(r.Client.Delete(ctx, secret)))
+	}
+	caExpiry.DeletePartialMatch(prometheus.Labels{"federation": s.owner})
 	return errors.Join(errs...)
 }
 
