@@ -208,10 +208,9 @@ func TestInstallFromConfigDefault(t *testing.T) {
 
 func freeAddr(t *testing.T, ip string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	port, err := testbed.FreePort(ip)
 	must(t, err)
-	defer l.Close()
-	return net.JoinHostPort(ip, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	return net.JoinHostPort(ip, strconv.Itoa(port))
 }
 
 func must(t *testing.T, err error) {

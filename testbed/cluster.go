@@ -86,7 +86,7 @@ func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
 		return err
 	}
 	ip := apiServerIP(c.Octet)
-	port, err := freePort(ip)
+	port, err := FreePort(ip)
 	if err != nil {
 		return err
 	}
@@ -281,11 +281,11 @@ func (c *Cluster) ensureNamespace(ctx context.Context, name string) error {
 
 func (c *Cluster) startOperator(ctx context.Context) error {
 	ip := apiServerIP(c.Octet)
-	metricsPort, err := freePort(ip)
+	metricsPort, err := FreePort(ip)
 	if err != nil {
 		return err
 	}
-	probePort, err := freePort(ip)
+	probePort, err := FreePort(ip)
 	if err != nil {
 		return err
 	}

@@ -127,3 +127,20 @@ func writeFiles(files map[string][]byte) error {
 	}
 	return nil
 }
+
+// WriteServingCert writes tls.crt and tls.key for a TLS server at ip into dir, signed by a
+// new CA of its own, and returns that CA's certificate (for a webhook's caBundle).
+func WriteServingCert(dir, ip string) (caPEM []byte, err error) {
+	ca, err := newPKI("meshfed-testbed serving CA")
+	if err != nil {
+		return nil, err
+	}
+	certPEM, keyPEM, err := ca.issue(ip, nil, []net.IP{net.ParseIP(ip)}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFiles(map[string][]byte{filepath.Join(dir, "tls.crt"): certPEM, filepath.Join(dir, "tls.key"): keyPEM}); err != nil {
+		return nil, err
+	}
+	return ca.certPEM(), nil
+}

@@ -122,7 +122,8 @@ func (g *processGroup) allPIDs() []int {
 }
 
 // freePort asks the kernel for a free TCP port on ip.
-func freePort(ip string) (int, error) {
+// FreePort returns a TCP port that is free on ip now.
+func FreePort(ip string) (int, error) {
 	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		return 0, err

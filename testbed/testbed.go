@@ -238,11 +238,11 @@ func (tb *Testbed) start(name, logPath string, argv []string, env ...string) (*p
 
 func (tb *Testbed) startEtcd(ctx context.Context) error {
 	ip := fmt.Sprintf("127.%d.0.2", tb.leases[0].octet)
-	clientPort, err := freePort(ip)
+	clientPort, err := FreePort(ip)
 	if err != nil {
 		return err
 	}
-	peerPort, err := freePort(ip)
+	peerPort, err := FreePort(ip)
 	if err != nil {
 		return err
 	}

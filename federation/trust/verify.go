@@ -57,7 +57,9 @@ func ParseIntermediate(s *corev1.Secret) (*IntermediateCA, error) {
 	if !ca.Chain[0].IsCA || ca.Chain[0].KeyUsage&x509.KeyUsageCertSign == 0 {
 		return nil, fmt.Errorf("%s: the certificate is not a CA (isCA with cert sign usage): set isCA: true on its Certificate", where)
 	}
-	if _, err := Verify(ca.Chain[0], ca.Chain[1:], [][]*x509.Certificate{{ca.Root}}, x509.ExtKeyUsageAny); err != nil {
+	root := x509.NewCertPool()
+	root.AddCert(ca.Root)
+	if err := VerifyChain(ca.Chain, root, x509.ExtKeyUsageAny); err != nil {
 		return nil, fmt.Errorf("%s: the intermediate does not chain to its ca.crt: %v", where, err)
 	}
 	return ca, nil
@@ -84,19 +86,14 @@ func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
 	return out, nil
 }
 
-// Verify checks cert against any of the root sets, with intermediates, for usage.
-func Verify(cert *x509.Certificate, intermediates []*x509.Certificate, rootSets [][]*x509.Certificate, usage x509.ExtKeyUsage) ([][]*x509.Certificate, error) {
-	roots := x509.NewCertPool()
-	for _, set := range rootSets {
-		for _, r := range set {
-			roots.AddCert(r)
-		}
-	}
+// VerifyChain checks that chain[0] chains to roots through the rest of chain, for usage.
+func VerifyChain(chain []*x509.Certificate, roots *x509.CertPool, usage x509.ExtKeyUsage) error {
 	inter := x509.NewCertPool()
-	for _, c := range intermediates {
+	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
-	return cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}})
+	_, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}})
+	return err
 }
 
 // Fingerprint is the SHA-256 of a certificate's DER, in hex.

@@ -131,11 +131,7 @@ func (id *Identity) TLSConfig(server bool, authorize func(peerID string) error) 
 		if server {
 			usage = x509.ExtKeyUsageClientAuth
 		}
-		inter := x509.NewCertPool()
-		for _, c := range chain[1:] {
-			inter.AddCert(c)
-		}
-		if _, err := chain[0].Verify(x509.VerifyOptions{Roots: id.Roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		if err := VerifyChain(chain, id.Roots, usage); err != nil {
 			return fmt.Errorf("peer certificate not trusted by the federation: %w", err)
 		}
 		if len(chain[0].URIs) != 1 || chain[0].URIs[0].Scheme != "spiffe" {

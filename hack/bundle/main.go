@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"sigs.k8s.io/yaml"
 
@@ -106,11 +107,11 @@ func writeCatalog(args []string) error {
 		description = csv.Annotations["description"]
 		gvks = gvks[:0]
 		for _, o := range csv.Spec.CustomResourceDefinitions.Owned {
-			_, group, _ := cut(o.Name)
+			_, group, _ := strings.Cut(o.Name, ".")
 			gvks = append(gvks, [3]string{group, o.Version, o.Kind})
 		}
 	}
-	slices.SortFunc(gvks, func(a, b [3]string) int { return cmpGVK(a, b) })
+	slices.SortFunc(gvks, func(a, b [3]string) int { return slices.Compare(a[:], b[:]) })
 	data, err := bundles.Catalog(versions, gvks, description)
 	if err != nil {
 		return err
@@ -119,25 +120,4 @@ func writeCatalog(args []string) error {
 		return err
 	}
 	return os.WriteFile(*out, data, 0o644)
-}
-
-func cut(crdName string) (plural, group string, ok bool) {
-	for i := range crdName {
-		if crdName[i] == '.' {
-			return crdName[:i], crdName[i+1:], true
-		}
-	}
-	return crdName, "", false
-}
-
-func cmpGVK(a, b [3]string) int {
-	for i := range a {
-		if a[i] != b[i] {
-			if a[i] < b[i] {
-				return -1
-			}
-			return 1
-		}
-	}
-	return 0
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
@@ -36,15 +37,7 @@ func TestCheckMesh(t *testing.T) {
 				ControlPlane:    meshv1.ControlPlaneSpec{XDSPort: 15010},
 				EastWestGateway: meshv1.GatewaySpec{Port: 15443}}}
 			tc.change(m)
-			errs := CheckMesh(m)
-			if len(errs) != len(tc.fields) {
-				t.Fatalf("errors %v, want on %v", errs, tc.fields)
-			}
-			for i, f := range tc.fields {
-				if errs[i].Field != f {
-					t.Errorf("error %d on %s, want %s", i, errs[i].Field, f)
-				}
-			}
+			wantFields(t, CheckMesh(m), tc.fields)
 		})
 	}
 }
@@ -84,15 +77,20 @@ func TestCheckFederation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := base()
 			tc.change(f)
-			errs := CheckFederation(f)
-			if len(errs) != len(tc.fields) {
-				t.Fatalf("errors %v, want on %v", errs, tc.fields)
-			}
-			for i, want := range tc.fields {
-				if errs[i].Field != want {
-					t.Errorf("error %d on %s, want %s", i, errs[i].Field, want)
-				}
-			}
+			wantFields(t, CheckFederation(f), tc.fields)
 		})
+	}
+}
+
+// wantFields checks that errs are about exactly the given fields, in order.
+func wantFields(t *testing.T, errs field.ErrorList, fields []string) {
+	t.Helper()
+	if len(errs) != len(fields) {
+		t.Fatalf("errors %v, want on %v", errs, fields)
+	}
+	for i, f := range fields {
+		if errs[i].Field != f {
+			t.Errorf("error %d on %s, want %s", i, errs[i].Field, f)
+		}
 	}
 }

@@ -5,14 +5,7 @@ package webhooktest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -38,8 +31,14 @@ import (
 func Serve(t testing.TB, c *testbed.Cluster, repoRoot string) {
 	t.Helper()
 	dir := t.TempDir()
-	caPEM := writeServingCert(t, dir, c.HostIP())
-	port := freePort(t, c.HostIP())
+	caPEM, err := testbed.WriteServingCert(dir, c.HostIP())
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := testbed.FreePort(c.HostIP())
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := webhook.NewServer(webhook.Options{Host: c.HostIP(), Port: port, CertDir: dir})
 	srv.Register(validation.MeshPath, admission.WithValidator(testbed.Scheme, validation.MeshValidator{}))
 	srv.Register(validation.MeshFederationPath, admission.WithValidator(testbed.Scheme, validation.FederationValidator{Reader: c.Client}))
@@ -82,48 +81,4 @@ func Serve(t testing.TB, c *testbed.Cluster, repoRoot string) {
 		}
 		return nil
 	})
-}
-
-func writeServingCert(t testing.TB, dir, ip string) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "meshfed-webhook-test"},
-		NotBefore:    time.Now().Add(-time.Minute),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP(ip)},
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:         true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), certPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certPEM
-}
-
-func freePort(t testing.TB, ip string) int {
-	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
