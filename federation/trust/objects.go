@@ -38,57 +38,110 @@ const (
 const (
 	DefaultIntermediateDuration    = 720 * time.Hour
 	DefaultIntermediateRenewBefore = 240 * time.Hour
+	DefaultPropagationDelay        = 60 * time.Second
 	rootDuration                   = 10 * 365 * 24 * time.Hour
 )
+
+// PropagationDelay is how long a rotation stage waits once every member reports it done.
+func PropagationDelay(f *meshv1.MeshFederation) time.Duration {
+	if d := f.Spec.Trust.Rotation.PropagationDelay; d != nil {
+		return d.Duration
+	}
+	return DefaultPropagationDelay
+}
 
 // BootstrapIssuerName is the self-signed Issuer that signs a bootstrapped root.
 func BootstrapIssuerName(fed string) string { return fed + "-selfsigned" }
 
-// RootName names a bootstrapped root's Certificate, its Secret and the CA Issuer it backs.
-func RootName(fed string) string { return fed + "-root-ca" }
-
-// IntermediateName names a member's intermediate Certificate and its Secret in the hub.
-func IntermediateName(fed, member string) string { return fed + "-" + member + "-ca" }
-
-// RootIssuer is the issuer that signs the members' intermediates.
-func RootIssuer(f *meshv1.MeshFederation) cmmeta.IssuerReference {
-	if ref := f.Spec.Trust.IssuerRef; ref != nil {
-		kind, group := ref.Kind, ref.Group
-		if kind == "" {
-			kind = cmapi.IssuerKind
-		}
-		if group == "" {
-			group = "cert-manager.io"
-		}
-		return cmmeta.IssuerReference{Name: ref.Name, Kind: kind, Group: group}
+// generationSuffix tells generations apart in names; generation 0 has none.
+func generationSuffix(gen int32) string {
+	if gen == 0 {
+		return ""
 	}
-	return cmmeta.IssuerReference{Name: RootName(f.Name), Kind: cmapi.IssuerKind, Group: "cert-manager.io"}
+	return fmt.Sprintf("-g%d", gen)
 }
 
-// Bootstrap returns the cert-manager objects of a bootstrapped root, in the order they
-// are needed: a self-signed Issuer, the root CA Certificate, and the CA Issuer it backs.
-func Bootstrap(f *meshv1.MeshFederation, labels map[string]string) (*cmapi.Issuer, *cmapi.Certificate, *cmapi.Issuer) {
+// RootName names a bootstrapped root's Certificate, its Secret and the CA Issuer it backs.
+func RootName(fed string, gen int32) string { return fed + "-root-ca" + generationSuffix(gen) }
+
+// IntermediateName names a member's intermediate Certificate and its Secret in the hub.
+func IntermediateName(fed, member string, gen int32) string {
+	return fed + "-" + member + "-ca" + generationSuffix(gen)
+}
+
+// KindSelfSigned is the RootRef issuer kind of a bootstrapped root.
+const KindSelfSigned = "SelfSigned"
+
+// DesiredRoot is the root the spec asks for; its generation and fingerprint are unset.
+func DesiredRoot(f *meshv1.MeshFederation) meshv1.RootRef {
+	want := meshv1.RootRef{IssuerKind: KindSelfSigned, Revision: f.Spec.Trust.Rotation.Revision}
+	if ref := f.Spec.Trust.IssuerRef; ref != nil {
+		want.IssuerKind, want.IssuerName = ref.Kind, ref.Name
+		if want.IssuerKind == "" {
+			want.IssuerKind = cmapi.IssuerKind
+		}
+	}
+	return want
+}
+
+// SameSource tells whether two root references name the same issuer and revision.
+func SameSource(a, b meshv1.RootRef) bool {
+	return a.IssuerKind == b.IssuerKind && a.IssuerName == b.IssuerName && a.Revision == b.Revision
+}
+
+// Describe names a root for messages: its issuer, revision and fingerprint.
+func Describe(r meshv1.RootRef) string {
+	s := "the bootstrapped root"
+	if r.IssuerKind != KindSelfSigned {
+		s = r.IssuerKind + " " + r.IssuerName
+	}
+	if r.Revision != "" {
+		s += " (revision " + r.Revision + ")"
+	}
+	if r.Fingerprint != "" {
+		s += fmt.Sprintf(" [%.16s]", r.Fingerprint)
+	}
+	return s
+}
+
+// RootIssuer is the issuer that signs the intermediates of a root generation.
+func RootIssuer(f *meshv1.MeshFederation, root meshv1.RootRef) cmmeta.IssuerReference {
+	if root.IssuerKind == KindSelfSigned {
+		return cmmeta.IssuerReference{Name: RootName(f.Name, root.Generation), Kind: cmapi.IssuerKind, Group: "cert-manager.io"}
+	}
+	group := "cert-manager.io"
+	if ref := f.Spec.Trust.IssuerRef; ref != nil && ref.Group != "" && ref.Name == root.IssuerName {
+		group = ref.Group
+	}
+	return cmmeta.IssuerReference{Name: root.IssuerName, Kind: root.IssuerKind, Group: group}
+}
+
+// Bootstrap returns the cert-manager objects of a bootstrapped root generation, in the
+// order they are needed: a self-signed Issuer, the root CA Certificate, and the CA Issuer
+// it backs.
+func Bootstrap(f *meshv1.MeshFederation, gen int32, labels map[string]string) (*cmapi.Issuer, *cmapi.Certificate, *cmapi.Issuer) {
 	meta := func(name string) metav1.ObjectMeta {
 		return metav1.ObjectMeta{Namespace: f.Namespace, Name: name, Labels: labels}
 	}
 	selfSigned := &cmapi.Issuer{ObjectMeta: meta(BootstrapIssuerName(f.Name)),
 		Spec: cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{SelfSigned: &cmapi.SelfSignedIssuer{}}}}
-	root := &cmapi.Certificate{ObjectMeta: meta(RootName(f.Name)), Spec: cmapi.CertificateSpec{
+	name := RootName(f.Name, gen)
+	root := &cmapi.Certificate{ObjectMeta: meta(name), Spec: cmapi.CertificateSpec{
 		IsCA:       true,
-		CommonName: fmt.Sprintf("meshfed root %s/%s", f.Namespace, f.Name),
-		SecretName: RootName(f.Name),
+		CommonName: fmt.Sprintf("meshfed root %s/%s%s", f.Namespace, f.Name, generationSuffix(gen)),
+		SecretName: name,
 		Duration:   &metav1.Duration{Duration: rootDuration},
 		PrivateKey: &cmapi.CertificatePrivateKey{Algorithm: cmapi.ECDSAKeyAlgorithm, Size: 256},
 		Usages:     []cmapi.KeyUsage{cmapi.UsageCertSign, cmapi.UsageCRLSign, cmapi.UsageDigitalSignature},
 		IssuerRef:  cmmeta.IssuerReference{Name: selfSigned.Name, Kind: cmapi.IssuerKind, Group: "cert-manager.io"},
 	}}
-	ca := &cmapi.Issuer{ObjectMeta: meta(RootName(f.Name)),
+	ca := &cmapi.Issuer{ObjectMeta: meta(name),
 		Spec: cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: root.Spec.SecretName}}}}
 	return selfSigned, root, ca
 }
 
-// Intermediate is the CA Certificate of one member, signed by the federation's root.
-func Intermediate(f *meshv1.MeshFederation, member string, labels map[string]string) *cmapi.Certificate {
+// Intermediate is the CA Certificate of one member under a root generation.
+func Intermediate(f *meshv1.MeshFederation, member string, root meshv1.RootRef, labels map[string]string) *cmapi.Certificate {
 	duration, renew := DefaultIntermediateDuration, DefaultIntermediateRenewBefore
 	if d := f.Spec.Trust.IntermediateDuration; d != nil {
 		duration = d.Duration
@@ -96,18 +149,18 @@ func Intermediate(f *meshv1.MeshFederation, member string, labels map[string]str
 	if r := f.Spec.Trust.IntermediateRenewBefore; r != nil {
 		renew = r.Duration
 	}
-	name := IntermediateName(f.Name, member)
+	name := IntermediateName(f.Name, member, root.Generation)
 	return &cmapi.Certificate{
 		ObjectMeta: metav1.ObjectMeta{Namespace: f.Namespace, Name: name, Labels: labels},
 		Spec: cmapi.CertificateSpec{
 			IsCA:        true,
-			CommonName:  fmt.Sprintf("meshfed intermediate %s", member),
+			CommonName:  fmt.Sprintf("meshfed intermediate %s%s", member, generationSuffix(root.Generation)),
 			SecretName:  name,
 			Duration:    &metav1.Duration{Duration: duration},
 			RenewBefore: &metav1.Duration{Duration: renew},
 			PrivateKey:  &cmapi.CertificatePrivateKey{Algorithm: cmapi.ECDSAKeyAlgorithm, Size: 256, RotationPolicy: cmapi.RotationPolicyAlways},
 			Usages:      []cmapi.KeyUsage{cmapi.UsageCertSign, cmapi.UsageCRLSign, cmapi.UsageDigitalSignature},
-			IssuerRef:   RootIssuer(f),
+			IssuerRef:   RootIssuer(f, root),
 		},
 	}
 }

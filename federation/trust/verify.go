@@ -154,3 +154,33 @@ func MemberSecretData(ca *IntermediateCA, bundle *Bundle) map[string][]byte {
 		KeyBundle: bundle.PEM(),
 	}
 }
+
+// CACerts is what a member holds of its meshfed-cacerts Secret.
+type CACerts struct {
+	Intermediate *x509.Certificate
+	Bundle       Bundle
+}
+
+// ReadCACerts reads the intermediate and the trust bundle of a member's meshfed-cacerts.
+func ReadCACerts(s *corev1.Secret) (*CACerts, error) {
+	where := fmt.Sprintf("Secret %s/%s", s.Namespace, s.Name)
+	chain, err := ParseCertificates(s.Data[KeyCert])
+	if err != nil || len(chain) == 0 {
+		return nil, fmt.Errorf("%s: %s holds no valid PEM certificate (%v): the hub rewrites it on its next pass", where, KeyCert, err)
+	}
+	roots, err := ParseCertificates(s.Data[KeyBundle])
+	if err != nil || len(roots) == 0 {
+		return nil, fmt.Errorf("%s: %s holds no valid PEM certificate (%v): the hub rewrites it on its next pass", where, KeyBundle, err)
+	}
+	held := &CACerts{Intermediate: chain[0]}
+	for _, r := range roots {
+		held.Bundle.Add(r)
+	}
+	return held, nil
+}
+
+// SignedBy tells whether the first certificate of PEM data was signed by ca.
+func SignedBy(certPEM []byte, ca *x509.Certificate) bool {
+	chain, err := ParseCertificates(certPEM)
+	return err == nil && len(chain) > 0 && chain[0].CheckSignatureFrom(ca) == nil
+}

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"sync"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -115,7 +116,22 @@ func ReadWorkload(ctx context.Context, c client.Reader, meshNamespace, namespace
 // SPIFFE certificates carry no DNS names, so the chain is verified here rather than by
 // hostname.
 func (id *Identity) TLSConfig(server bool, authorize func(peerID string) error) *tls.Config {
-	verify := func(rawCerts [][]byte, _ [][]*x509.Certificate) error {
+	cfg := &tls.Config{
+		Certificates:          []tls.Certificate{id.Certificate},
+		MinVersion:            tls.VersionTLS13,
+		InsecureSkipVerify:    true, // replaced by VerifyPeerCertificate: no hostnames in SPIFFE
+		VerifyPeerCertificate: id.verifyPeer(server, authorize),
+	}
+	if server {
+		cfg.ClientAuth = tls.RequireAnyClientCert
+		cfg.InsecureSkipVerify = false
+	}
+	return cfg
+}
+
+// verifyPeer checks a peer's chain against the trust bundle and its single SPIFFE URI.
+func (id *Identity) verifyPeer(server bool, authorize func(peerID string) error) func([][]byte, [][]*x509.Certificate) error {
+	return func(rawCerts [][]byte, _ [][]*x509.Certificate) error {
 		var chain []*x509.Certificate
 		for _, raw := range rawCerts {
 			c, err := x509.ParseCertificate(raw)
@@ -142,15 +158,70 @@ func (id *Identity) TLSConfig(server bool, authorize func(peerID string) error) 
 		}
 		return nil
 	}
-	cfg := &tls.Config{
-		Certificates:          []tls.Certificate{id.Certificate},
-		MinVersion:            tls.VersionTLS13,
-		InsecureSkipVerify:    true, // replaced by VerifyPeerCertificate: no hostnames in SPIFFE
-		VerifyPeerCertificate: verify,
+}
+
+// Source keeps a workload identity current: it re-reads the workload certificate and the
+// member's trust bundle every interval, so that connections opened after a certificate is
+// re-issued or the bundle changes use the new ones. Its TLS configurations always use
+// the latest identity it read.
+type Source struct {
+	mu  sync.RWMutex
+	id  *Identity
+	err error
+}
+
+// NewSource reads the identity of namespace/serviceAccount once (it must be issued) and
+// then every interval until ctx ends. A failed read keeps the last good identity.
+func NewSource(ctx context.Context, c client.Reader, meshNamespace, namespace, serviceAccount string, interval time.Duration) (*Source, error) {
+	id, err := ReadWorkload(ctx, c, meshNamespace, namespace, serviceAccount)
+	if err != nil {
+		return nil, err
 	}
+	s := &Source{id: id}
+	go func() {
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			id, err := ReadWorkload(ctx, c, meshNamespace, namespace, serviceAccount)
+			s.mu.Lock()
+			if s.err = err; err == nil {
+				s.id = id
+			}
+			s.mu.Unlock()
+		}
+	}()
+	return s, nil
+}
+
+// Current is the latest identity read.
+func (s *Source) Current() *Identity {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.id
+}
+
+// TLSConfig is Identity.TLSConfig for whatever identity is current when a handshake
+// begins.
+func (s *Source) TLSConfig(server bool, authorize func(peerID string) error) *tls.Config {
 	if server {
-		cfg.ClientAuth = tls.RequireAnyClientCert
-		cfg.InsecureSkipVerify = false
+		return &tls.Config{MinVersion: tls.VersionTLS13, GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return s.Current().TLSConfig(true, authorize), nil
+		}}
 	}
-	return cfg
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		InsecureSkipVerify: true, // replaced by VerifyPeerCertificate: no hostnames in SPIFFE
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c := s.Current().Certificate
+			return &c, nil
+		},
+		VerifyPeerCertificate: func(raw [][]byte, chains [][]*x509.Certificate) error {
+			return s.Current().verifyPeer(false, authorize)(raw, chains)
+		},
+	}
 }

@@ -10,6 +10,9 @@ const (
 	// federation's root (MeshFederation), or whether the member can issue workload
 	// certificates (Mesh).
 	ConditionTrustReady = "TrustReady"
+	// ConditionRootRotation is True while a MeshFederation rotates its root; its reason is
+	// the stage and its message the members' progress.
+	ConditionRootRotation = "RootRotation"
 )
 
 // Condition reasons shared by meshfed objects.

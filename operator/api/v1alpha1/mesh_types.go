@@ -156,6 +156,27 @@ type MeshStatus struct {
 	// SnapshotVersion is the version of the xDS configuration last built.
 	// +optional
 	SnapshotVersion string `json:"snapshotVersion,omitempty"`
+
+	// Trust reports the intermediate CA and trust bundle this member uses; the hub waits
+	// on it during a root rotation.
+	// +optional
+	Trust *MeshTrustStatus `json:"trust,omitempty"`
+}
+
+// MeshTrustStatus is what the member's operator has loaded of meshfed-cacerts.
+type MeshTrustStatus struct {
+	// BundleVersion identifies the trust bundle in meshfed-cacerts.
+	// +optional
+	BundleVersion string `json:"bundleVersion,omitempty"`
+	// IntermediateFingerprint is the SHA-256 fingerprint of the intermediate CA.
+	// +optional
+	IntermediateFingerprint string `json:"intermediateFingerprint,omitempty"`
+	// WorkloadCertificates counts the workload certificates the member's CA Issuer issues.
+	// +optional
+	WorkloadCertificates int32 `json:"workloadCertificates,omitempty"`
+	// WorkloadCertificatesCurrent counts those issued by the current intermediate.
+	// +optional
+	WorkloadCertificatesCurrent int32 `json:"workloadCertificatesCurrent,omitempty"`
 }
 
 // Mesh is this cluster's membership in a federated mesh. There is one per cluster, named

@@ -87,6 +87,33 @@ type TrustSpec struct {
 	// +kubebuilder:default="240h"
 	// +optional
 	IntermediateRenewBefore *metav1.Duration `json:"intermediateRenewBefore,omitempty"`
+
+	// Rotation controls root rotations. Changing issuerRef, or rotation.revision, starts one.
+	// +optional
+	Rotation RotationSpec `json:"rotation,omitempty"`
+}
+
+// RotationSpec controls how the federation moves from one root to the next: the new root
+// joins every trust bundle, the intermediates are re-issued under it, and the old root
+// leaves last. Setting issuerRef (or revision) back to what it was aborts a rotation.
+type RotationSpec struct {
+	// Revision names the root generation wanted: changing it (to any new value, a date for
+	// example) rotates to a fresh root — a new bootstrapped root, or intermediates
+	// re-issued by issuerRef (use it after the issuer's own CA changed).
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	Revision string `json:"revision,omitempty"`
+
+	// Paused holds a running rotation at its current stage; unpausing resumes it.
+	// +optional
+	Paused bool `json:"paused,omitempty"`
+
+	// PropagationDelay is how long each stage waits, once every member reports it done,
+	// before the next begins: the time workloads need to load new files (a Secret volume
+	// takes up to about a minute to refresh).
+	// +kubebuilder:default="60s"
+	// +optional
+	PropagationDelay *metav1.Duration `json:"propagationDelay,omitempty"`
 }
 
 // IssuerRef names a cert-manager issuer.
@@ -200,9 +227,13 @@ type MemberStatus struct {
 	// Imported counts the services imported into the member.
 	// +optional
 	Imported int32 `json:"imported,omitempty"`
-	// TrustBundleVersion is the version of the trust bundle the member holds.
+	// TrustBundleVersion is the version of the trust bundle the member reports holding.
 	// +optional
 	TrustBundleVersion string `json:"trustBundleVersion,omitempty"`
+	// IntermediateFingerprint is the SHA-256 fingerprint of the intermediate CA the member
+	// reports issuing with.
+	// +optional
+	IntermediateFingerprint string `json:"intermediateFingerprint,omitempty"`
 	// Message explains a failure, naming what to fix.
 	// +optional
 	Message string `json:"message,omitempty"`
@@ -249,6 +280,67 @@ type TrustStatus struct {
 	// BundleVersion identifies the trust bundle the members should hold.
 	// +optional
 	BundleVersion string `json:"bundleVersion,omitempty"`
+	// Root is the root generation the members' intermediates chain to (outside a rotation).
+	// +optional
+	Root *RootRef `json:"root,omitempty"`
+	// Rotation is the rotation in progress, if any.
+	// +optional
+	Rotation *RotationStatus `json:"rotation,omitempty"`
+	// LastGeneration is the highest root generation used so far; a new rotation takes the
+	// next one, so no name of a canceled rotation comes back.
+	// +optional
+	LastGeneration int32 `json:"lastGeneration,omitempty"`
+}
+
+// RootRef identifies one root generation: the issuer that signs its intermediates and the
+// revision asked for.
+type RootRef struct {
+	// Generation numbers the federation's roots; intermediates of generation N > 0 are
+	// named <federation>-<member>-ca-gN.
+	Generation int32 `json:"generation"`
+	// IssuerKind is Issuer, ClusterIssuer, or SelfSigned for a bootstrapped root.
+	IssuerKind string `json:"issuerKind"`
+	// IssuerName is the issuer's name (empty for a bootstrapped root).
+	// +optional
+	IssuerName string `json:"issuerName,omitempty"`
+	// Revision is spec.trust.rotation.revision when the generation began.
+	// +optional
+	Revision string `json:"revision,omitempty"`
+	// Fingerprint is the SHA-256 fingerprint of the root, once known.
+	// +optional
+	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+// Rotation stages, in order.
+const (
+	// StageAddRoot adds the new root to every member's trust bundle.
+	StageAddRoot = "AddRoot"
+	// StageReissue gives every member an intermediate under the new root and re-issues its
+	// workload certificates.
+	StageReissue = "Reissue"
+	// StageDropRoot removes the old root from every trust bundle.
+	StageDropRoot = "DropRoot"
+)
+
+// RotationStatus is the state of a root rotation; the hub resumes from it after a restart.
+type RotationStatus struct {
+	// To is the root being rotated to.
+	To RootRef `json:"to"`
+	// Stage is AddRoot, Reissue or DropRoot.
+	// +kubebuilder:validation:Enum=AddRoot;Reissue;DropRoot
+	Stage string `json:"stage"`
+	// Reversed is set once the rotation was aborted after the new root was in use: it then
+	// runs back to the old root through the same stages.
+	// +optional
+	Reversed bool `json:"reversed,omitempty"`
+	// StartTime is when the rotation began.
+	StartTime metav1.Time `json:"startTime"`
+	// StageTime is when the current stage began.
+	StageTime metav1.Time `json:"stageTime"`
+	// DoneTime is when every member first reported the current stage done; the next stage
+	// begins a propagation delay later.
+	// +optional
+	DoneTime *metav1.Time `json:"doneTime,omitempty"`
 }
 
 // MeshFederation is the hub's description of a federated mesh: its members, trust root and

@@ -51,13 +51,15 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshes/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=cert-manager.io,resources=issuers,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates/status,verbs=update;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 
-// SetupWithManager watches Meshes (status writes do not trigger a new pass), the
-// meshfed-cacerts Secret and the member's Issuer.
+// SetupWithManager watches Meshes (status writes do not trigger a new pass), and the
+// Secrets, Issuer and workload Certificates of the mesh namespace.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	toMesh := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-		if o.GetNamespace() != r.Namespace || (o.GetName() != trust.CACertsSecret && o.GetName() != trust.MemberIssuer) {
+		if o.GetNamespace() != r.Namespace {
 			return nil
 		}
 		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: meshv1.MeshSingletonName}}}
@@ -66,6 +68,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&meshv1.Mesh{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Secret{}, toMesh).
 		Watches(&cmapi.Issuer{}, toMesh).
+		Watches(&cmapi.Certificate{}, toMesh).
 		Complete(r)
 }
 
@@ -81,6 +84,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	meta.SetStatusCondition(&m.Status.Conditions, ready)
 	trustReady, err := r.reconcileIssuer(ctx, &m)
 	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if m.Status.Trust, err = r.reconcileWorkloads(ctx); err != nil {
 		return ctrl.Result{}, err
 	}
 	trustReady.ObservedGeneration = m.Generation
@@ -146,4 +152,66 @@ func Ready(m *meshv1.Mesh) metav1.Condition {
 	}
 	return metav1.Condition{Type: meshv1.ConditionReady, Status: metav1.ConditionTrue, Reason: meshv1.ReasonReconciled,
 		Message: fmt.Sprintf("cluster %s in network %s is a mesh member", m.Spec.ClusterName, m.Spec.Network)}
+}
+
+// ReasonIntermediateRotated is the reason of the Issuing condition the member sets on a
+// workload Certificate to have cert-manager re-issue it under a new intermediate.
+const ReasonIntermediateRotated = "IntermediateRotated"
+
+// reconcileWorkloads reports the intermediate and trust bundle of meshfed-cacerts, and has
+// cert-manager re-issue every workload certificate that an older intermediate signed.
+func (r *Reconciler) reconcileWorkloads(ctx context.Context) (*meshv1.MeshTrustStatus, error) {
+	var secret corev1.Secret
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: trust.CACertsSecret}, &secret); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	held, err := trust.ReadCACerts(&secret)
+	if err != nil {
+		r.Recorder.Eventf(&corev1.ObjectReference{Kind: "Secret", Namespace: secret.Namespace, Name: secret.Name, APIVersion: "v1"},
+			corev1.EventTypeWarning, "InvalidCACerts", "%v", err)
+		return nil, nil
+	}
+	status := &meshv1.MeshTrustStatus{BundleVersion: held.Bundle.Version(), IntermediateFingerprint: trust.Fingerprint(held.Intermediate)}
+	var certs cmapi.CertificateList
+	if err := r.Client.List(ctx, &certs, client.InNamespace(r.Namespace), client.MatchingLabels{meshv1.LabelManagedBy: meshv1.ManagedByValue}); err != nil {
+		return nil, err
+	}
+	for i := range certs.Items {
+		c := &certs.Items[i]
+		if c.Spec.IssuerRef.Name != trust.MemberIssuer || c.Spec.IsCA {
+			continue
+		}
+		status.WorkloadCertificates++
+		var issued corev1.Secret
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: c.Spec.SecretName}, &issued)
+		if err != nil && !apierrors.IsNotFound(err) {
+			return nil, err
+		}
+		if err == nil && trust.SignedBy(issued.Data[corev1.TLSCertKey], held.Intermediate) {
+			status.WorkloadCertificatesCurrent++
+			continue
+		}
+		if err := r.reissue(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	return status, nil
+}
+
+// reissue asks cert-manager to issue a Certificate again, as `cmctl renew` does, unless an
+// issuance is already under way.
+func (r *Reconciler) reissue(ctx context.Context, c *cmapi.Certificate) error {
+	for _, cond := range c.Status.Conditions {
+		if cond.Type == cmapi.CertificateConditionIssuing && cond.Status == cmmeta.ConditionTrue {
+			return nil
+		}
+	}
+	now := metav1.Now()
+	c.Status.Conditions = append(c.Status.Conditions, cmapi.CertificateCondition{Type: cmapi.CertificateConditionIssuing,
+		Status: cmmeta.ConditionTrue, Reason: ReasonIntermediateRotated, LastTransitionTime: &now,
+		Message: "the member's intermediate CA changed: re-issuing under the new one", ObservedGeneration: c.Generation})
+	if err := r.Client.Status().Update(ctx, c); err != nil {
+		return fmt.Errorf("re-issue Certificate %s/%s: %w", c.Namespace, c.Name, err)
+	}
+	return nil
 }

@@ -24,6 +24,7 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/meshfed/meshfed/federation/clusters"
+	"github.com/meshfed/meshfed/federation/trust"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
@@ -41,12 +42,13 @@ type Reconciler struct {
 	QPS   float32
 	Burst int
 
-	registry *clusters.Registry
-	started  time.Time
-	changes  chan event.GenericEvent
-	mu       sync.Mutex
-	dirty    map[string]bool
-	kick     chan struct{}
+	registry  *clusters.Registry
+	apiReader client.Reader
+	started   time.Time
+	changes   chan event.GenericEvent
+	mu        sync.Mutex
+	dirty     map[string]bool
+	kick      chan struct{}
 }
 
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshfederations,verbs=get;list;watch;update;patch
@@ -63,6 +65,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.GracePeriod = DefaultGracePeriod
 	}
 	r.started = time.Now()
+	r.apiReader = mgr.GetAPIReader()
 	r.changes = make(chan event.GenericEvent, 64)
 	r.dirty = map[string]bool{}
 	r.kick = make(chan struct{}, 1)
@@ -95,6 +98,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.Client.Get(ctx, req.NamespacedName, &fed); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	if rotating(&fed) {
+		// The cache may not hold this controller's last status write yet, and a rotation
+		// must decide on its latest state.
+		if err := r.apiReader.Get(ctx, req.NamespacedName, &fed); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+	}
 	s := newScope(&fed, req.String())
 	if !fed.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, s)
@@ -111,6 +121,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		err = errors.Join(err, perr)
 	}
 	return result, err
+}
+
+// rotating tells whether a root rotation is in progress or asked for.
+func rotating(fed *meshv1.MeshFederation) bool {
+	t := fed.Status.Trust
+	return t != nil && t.Root != nil && (t.Rotation != nil || !trust.SameSource(*t.Root, trust.DesiredRoot(fed)))
 }
 
 // specOrDeletion lets through spec changes and deletions, not the controller's own status

@@ -47,7 +47,6 @@ type memberView struct {
 	exports   []exportView
 
 	imported          int32
-	trustVersion      string
 	pendingNamespaces []string
 	syncErr           error
 	synced            bool

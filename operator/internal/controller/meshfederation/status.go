@@ -37,9 +37,11 @@ func (r *Reconciler) updateStatus(s *scope, reconcileErr error) {
 	var problems []string
 	for _, mv := range s.members {
 		ms := meshv1.MemberStatus{Name: mv.spec.Name, Connected: mv.usable, Imported: mv.imported,
-			LastSyncTime: previous[mv.spec.Name].LastSyncTime, TrustBundleVersion: mv.trustVersion}
-		if ms.TrustBundleVersion == "" {
-			ms.TrustBundleVersion = previous[mv.spec.Name].TrustBundleVersion
+			LastSyncTime: previous[mv.spec.Name].LastSyncTime}
+		if rep := mv.reportedTrust(); rep.BundleVersion != "" {
+			ms.TrustBundleVersion, ms.IntermediateFingerprint = rep.BundleVersion, rep.IntermediateFingerprint
+		} else {
+			ms.TrustBundleVersion, ms.IntermediateFingerprint = previous[mv.spec.Name].TrustBundleVersion, previous[mv.spec.Name].IntermediateFingerprint
 		}
 		for _, e := range mv.exports {
 			if mcs.Validate(e.export).Valid {
@@ -93,6 +95,7 @@ func (r *Reconciler) updateStatus(s *scope, reconcileErr error) {
 		r.Recorder.Event(fed, corev1.EventTypeWarning, trustCond.Reason, trustCond.Message)
 	}
 	meta.SetStatusCondition(&fed.Status.Conditions, trustCond)
+	meta.SetStatusCondition(&fed.Status.Conditions, r.rotationCondition(s))
 }
 
 // reconcileDelete cleans every member and lets the MeshFederation go. A member that cannot

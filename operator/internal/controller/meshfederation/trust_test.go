@@ -292,7 +292,7 @@ func TestTrustBringYourOwnIssuer(t *testing.T) {
 	// A malformed intermediate in the hub: reported, and the member keeps its CA.
 	var member corev1.Secret
 	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: join.MemberNamespace, Name: trust.CACertsSecret}, &member))
-	interName := trust.IntermediateName("corp", c.Name)
+	interName := trust.IntermediateName("corp", c.Name, 0)
 	var hubSecret corev1.Secret
 	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: hubNS, Name: interName}, &hubSecret))
 	hubSecret.Data[corev1.TLSCertKey] = []byte("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
