@@ -24,4 +24,12 @@ const (
 	// AnnotationTrustBundleVersion on a member's meshfed-cacerts Secret identifies the
 	// trust bundle it carries.
 	AnnotationTrustBundleVersion = "meshfed.io/trust-bundle-version"
+
+	// AnnotationTrafficPolicy on a ServiceImport carries, as JSON, the MeshFederation's
+	// TrafficPolicy for the service; the hub writes it, the member's control plane reads it.
+	AnnotationTrafficPolicy = "meshfed.io/traffic-policy"
+
+	// AnnotationServiceAccount on a Service pins the service account whose SPIFFE identity
+	// its servers must present to clients.
+	AnnotationServiceAccount = "meshfed.io/service-account"
 )

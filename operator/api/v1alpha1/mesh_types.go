@@ -77,7 +77,23 @@ type ControlPlaneSpec struct {
 	// +kubebuilder:default="100ms"
 	// +optional
 	PushDebounce *metav1.Duration `json:"pushDebounce,omitempty"`
+
+	// MTLS is Strict (every connection between workloads is SPIFFE mTLS, with the
+	// certificates of the member's intermediate CA) or Disabled (plaintext).
+	// +kubebuilder:default=Strict
+	// +optional
+	MTLS MTLSMode `json:"mtls,omitempty"`
 }
+
+// MTLSMode says whether the data plane uses mutual TLS.
+// +kubebuilder:validation:Enum=Strict;Disabled
+type MTLSMode string
+
+// mTLS modes.
+const (
+	MTLSStrict   MTLSMode = "Strict"
+	MTLSDisabled MTLSMode = "Disabled"
+)
 
 // GatewayServiceType is how the east-west gateway is exposed to other networks.
 // +kubebuilder:validation:Enum=LoadBalancer;NodePort;ClusterIP

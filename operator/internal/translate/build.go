@@ -1,0 +1,153 @@
+package translate
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+)
+
+// DefaultTrustDomain is the SPIFFE trust domain of a Mesh that names none.
+const DefaultTrustDomain = "cluster.local"
+
+// Inputs are the member's objects the model is built from.
+type Inputs struct {
+	Mesh     *meshv1.Mesh
+	Services []corev1.Service
+	// Slices are the EndpointSlices of local Services (kube's controller) and the remote
+	// ones the hub imports.
+	Slices  []discoveryv1.EndpointSlice
+	Imports []mcsv1beta1.ServiceImport
+	Peers   []meshv1.MeshPeer
+}
+
+// BuildModel builds the model from the member's objects. Problems that make part of the
+// input unusable (a traffic policy that does not parse) are returned next to the model,
+// which goes without that part.
+func BuildModel(in Inputs) (*Model, []error) {
+	m := &Model{Cluster: in.Mesh.Spec.ClusterName, Network: in.Mesh.Spec.Network, TrustDomain: in.Mesh.Spec.TrustDomain,
+		Region: in.Mesh.Spec.Locality.Region, MTLS: in.Mesh.Spec.ControlPlane.MTLS != meshv1.MTLSDisabled, Peers: map[string]Peer{}}
+	if m.TrustDomain == "" {
+		m.TrustDomain = DefaultTrustDomain
+	}
+	var problems []error
+	for _, p := range in.Peers {
+		if p.Spec.ClusterName == m.Cluster {
+			continue
+		}
+		m.Peers[p.Spec.ClusterName] = Peer{Network: p.Spec.Network, GatewayAddress: p.Spec.GatewayAddress,
+			GatewayPort: uint32(p.Spec.GatewayPort), Region: p.Spec.Locality.Region}
+	}
+	type key struct{ ns, name string }
+	byKey := map[key]*Service{}
+	get := func(ns, name string) *Service {
+		k := key{ns, name}
+		if s := byKey[k]; s != nil {
+			return s
+		}
+		s := &Service{Namespace: ns, Name: name}
+		byKey[k] = s
+		return s
+	}
+	for i := range in.Services {
+		svc := &in.Services[i]
+		if svc.Spec.Type == corev1.ServiceTypeExternalName {
+			continue
+		}
+		s := get(svc.Namespace, svc.Name)
+		s.Local = true
+		s.ServiceAccount = svc.Annotations[meshv1.AnnotationServiceAccount]
+		for _, p := range svc.Spec.Ports {
+			if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
+				s.Ports = append(s.Ports, Port{Name: p.Name, Port: uint32(p.Port)})
+			}
+		}
+	}
+	for i := range in.Imports {
+		imp := &in.Imports[i]
+		s := get(imp.Namespace, imp.Name)
+		s.Imported = true
+		for _, p := range imp.Spec.Ports {
+			if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
+				s.ImportPorts = append(s.ImportPorts, Port{Name: p.Name, Port: uint32(p.Port)})
+			}
+		}
+		if raw := imp.Annotations[meshv1.AnnotationTrafficPolicy]; raw != "" {
+			var tp meshv1.TrafficPolicy
+			if err := json.Unmarshal([]byte(raw), &tp); err != nil {
+				problems = append(problems, fmt.Errorf("ServiceImport %s/%s: annotation %s does not parse, the service goes without its traffic policy: %w", imp.Namespace, imp.Name, meshv1.AnnotationTrafficPolicy, err))
+			} else {
+				s.Policy = policyOf(&tp)
+			}
+		}
+	}
+	for i := range in.Slices {
+		sl := &in.Slices[i]
+		cluster, network := m.Cluster, m.Network
+		name := sl.Labels[discoveryv1.LabelServiceName]
+		if sl.Labels[discoveryv1.LabelManagedBy] == meshv1.EndpointSliceManager {
+			name, cluster, network = sl.Labels[mcsv1beta1.LabelServiceName], sl.Labels[mcsv1beta1.LabelSourceCluster], sl.Labels[meshv1.LabelSourceNetwork]
+			if cluster == "" || cluster == m.Cluster {
+				continue
+			}
+		}
+		s := byKey[key{sl.Namespace, name}]
+		if s == nil || name == "" {
+			continue
+		}
+		ports := map[string]uint32{}
+		for _, p := range sl.Ports {
+			if p.Port != nil && (p.Protocol == nil || *p.Protocol == corev1.ProtocolTCP) {
+				ports[ptrString(p.Name)] = uint32(*p.Port)
+			}
+		}
+		for _, e := range sl.Endpoints {
+			ready := e.Conditions.Ready == nil || *e.Conditions.Ready
+			for _, addr := range e.Addresses {
+				s.Endpoints = append(s.Endpoints, Endpoint{Cluster: cluster, Network: network, Address: addr, Ports: ports, Ready: ready})
+			}
+		}
+	}
+	for _, s := range byKey {
+		slices.SortFunc(s.Endpoints, func(a, b Endpoint) int {
+			return cmp.Or(cmp.Compare(a.Cluster, b.Cluster), cmp.Compare(a.Address, b.Address))
+		})
+		m.Services = append(m.Services, *s)
+	}
+	slices.SortFunc(m.Services, func(a, b Service) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	return m, problems
+}
+
+func policyOf(tp *meshv1.TrafficPolicy) Policy {
+	p := Policy{Failover: tp.Failover}
+	for _, w := range tp.Weights {
+		if w.Weight > 0 {
+			p.Weights = append(p.Weights, Weight{Cluster: w.Cluster, Weight: uint32(w.Weight)})
+		}
+	}
+	if o := tp.OutlierDetection; o != nil {
+		p.Outlier = &Outlier{ConsecutiveErrors: uint32(o.ConsecutiveErrors), IntervalSeconds: 10, BaseEjectionSecs: 30}
+		if o.Interval != nil {
+			p.Outlier.IntervalSeconds = o.Interval.Seconds()
+		}
+		if o.BaseEjectionTime != nil {
+			p.Outlier.BaseEjectionSecs = o.BaseEjectionTime.Seconds()
+		}
+	}
+	return p
+}
+
+func ptrString(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

@@ -1,0 +1,324 @@
+package translate
+
+import (
+	"cmp"
+	"net"
+	"slices"
+	"strconv"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// Resources are the xDS resources of one node group, each list sorted by name.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+	Endpoints []*endpointv3.ClusterLoadAssignment
+}
+
+// Translate builds the resources proxyless gRPC clients and servers of the member need:
+// per service port an api_listener for each host clients dial, its route and clusters, the
+// clusters' endpoints by priority, and a server Listener for every local endpoint.
+func Translate(m *Model) *Resources {
+	r := &Resources{}
+	servers := map[string]bool{}
+	for i := range m.Services {
+		s := &m.Services[i]
+		if s.Local {
+			for _, p := range s.Ports {
+				host := s.localHost()
+				name := ClusterName(p.Port, "", host)
+				r.addClient(host, p.Port, routeTo(name))
+				r.Clusters = append(r.Clusters, m.cluster(s, name, name))
+				r.Endpoints = append(r.Endpoints, m.loadAssignment(s, p, name, []string{m.Cluster}))
+			}
+		}
+		if s.Imported {
+			order := m.failoverOrder(s)
+			for _, p := range s.ImportPorts {
+				host := s.clustersetHost()
+				name := ClusterName(p.Port, "", host)
+				r.Clusters = append(r.Clusters, m.cluster(s, name, name))
+				r.Endpoints = append(r.Endpoints, m.loadAssignment(s, p, name, order))
+				if len(s.Policy.Weights) == 0 {
+					r.addClient(host, p.Port, routeTo(name))
+					continue
+				}
+				// A split: one leg per weighted cluster, each failing over on its own, all
+				// with the service's SNI so the gateways route them alike.
+				var legs []*routev3.WeightedCluster_ClusterWeight
+				for _, w := range s.Policy.Weights {
+					leg := ClusterName(p.Port, w.Cluster, host)
+					legs = append(legs, &routev3.WeightedCluster_ClusterWeight{Name: leg, Weight: wrapperspb.UInt32(w.Weight)})
+					r.Clusters = append(r.Clusters, m.cluster(s, leg, name))
+					legOrder := append([]string{w.Cluster}, slices.DeleteFunc(slices.Clone(order), func(c string) bool { return c == w.Cluster })...)
+					r.Endpoints = append(r.Endpoints, m.loadAssignment(s, p, leg, legOrder))
+				}
+				r.addClient(host, p.Port, &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
+					WeightedClusters: &routev3.WeightedCluster{Clusters: legs}}})
+			}
+		}
+		if s.Local {
+			for _, e := range s.Endpoints {
+				if e.Cluster != m.Cluster {
+					continue
+				}
+				for _, p := range s.Ports {
+					if port, ok := e.Ports[p.Name]; ok {
+						addr := net.JoinHostPort(e.Address, strconv.Itoa(int(port)))
+						if !servers[addr] {
+							servers[addr] = true
+							r.Listeners = append(r.Listeners, m.serverListener(e.Address, port))
+						}
+					}
+				}
+			}
+		}
+	}
+	r.sort()
+	return r
+}
+
+func routeTo(cluster string) *routev3.RouteAction {
+	return &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}
+}
+
+// addClient adds the api_listener and route of a host:port clients dial.
+func (r *Resources) addClient(host string, port uint32, action *routev3.RouteAction) {
+	name := ListenerName(host, port)
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: name,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			RouteConfigName: name,
+			ConfigSource:    adsSource(),
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
+	}
+	r.Listeners = append(r.Listeners, &listenerv3.Listener{Name: name,
+		ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(hcm)}})
+	r.Routes = append(r.Routes, &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{{
+		Name:    host,
+		Domains: []string{host, name},
+		Routes: []*routev3.Route{{
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: action},
+		}},
+	}}})
+}
+
+// cluster is an EDS cluster; sni is the name of the service port's main cluster.
+func (m *Model) cluster(s *Service, name, sni string) *clusterv3.Cluster {
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		ConnectTimeout:       durationpb.New(connectTimeout),
+	}
+	if o := s.Policy.Outlier; o != nil {
+		// consecutive_5xx is Envoy's; gRPC (gRFC A50) ejects on failure percentage.
+		c.OutlierDetection = &clusterv3.OutlierDetection{
+			Consecutive_5Xx:                wrapperspb.UInt32(o.ConsecutiveErrors),
+			Interval:                       durationFromSeconds(o.IntervalSeconds),
+			BaseEjectionTime:               durationFromSeconds(o.BaseEjectionSecs),
+			MaxEjectionPercent:             wrapperspb.UInt32(100),
+			EnforcingSuccessRate:           wrapperspb.UInt32(0),
+			FailurePercentageThreshold:     wrapperspb.UInt32(50),
+			EnforcingFailurePercentage:     wrapperspb.UInt32(100),
+			FailurePercentageMinimumHosts:  wrapperspb.UInt32(1),
+			FailurePercentageRequestVolume: wrapperspb.UInt32(o.ConsecutiveErrors),
+		}
+	}
+	if m.MTLS {
+		c.TransportSocket = transportSocket(&tlsv3.UpstreamTlsContext{
+			CommonTlsContext: m.commonTLS(m.serverIdentity(s)),
+			Sni:              sni,
+		})
+	}
+	return c
+}
+
+// serverIdentity matches the SPIFFE IDs servers of s may present.
+func (m *Model) serverIdentity(s *Service) *matcherv3.StringMatcher {
+	prefix := "spiffe://" + m.TrustDomain + "/ns/" + s.Namespace + "/sa/"
+	if s.ServiceAccount != "" {
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: prefix + s.ServiceAccount}}
+	}
+	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: prefix}}
+}
+
+// commonTLS presents the workload certificate and verifies the peer against the trust
+// bundle; san, when set, must match the peer's SPIFFE ID. grpc-go reads only the
+// deprecated match_subject_alt_names (it ignores the typed field), so that is where the
+// check goes.
+func (m *Model) commonTLS(san *matcherv3.StringMatcher) *tlsv3.CommonTlsContext {
+	vc := &tlsv3.CertificateValidationContext{
+		CaCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertProviderInstance, CertificateName: "ROOTCA"},
+	}
+	if san != nil {
+		vc.MatchSubjectAltNames = []*matcherv3.StringMatcher{san}
+	}
+	return &tlsv3.CommonTlsContext{
+		TlsCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertProviderInstance, CertificateName: "default"},
+		ValidationContextType:          &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc},
+	}
+}
+
+// failoverOrder is the priority order of clusters for a service: this cluster, then the
+// policy's failover list, then the rest by name.
+func (m *Model) failoverOrder(s *Service) []string {
+	order := []string{m.Cluster}
+	for _, c := range s.Policy.Failover {
+		if !slices.Contains(order, c) {
+			order = append(order, c)
+		}
+	}
+	var rest []string
+	for _, e := range s.Endpoints {
+		if !slices.Contains(order, e.Cluster) && !slices.Contains(rest, e.Cluster) {
+			rest = append(rest, e.Cluster)
+		}
+	}
+	slices.Sort(rest)
+	return append(order, rest...)
+}
+
+// loadAssignment gives a cluster one priority per cluster of order that has ready
+// endpoints. Endpoints in another network are replaced by that network's gateway,
+// weighted by how many ready endpoints it fronts.
+func (m *Model) loadAssignment(s *Service, p Port, name string, order []string) *endpointv3.ClusterLoadAssignment {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	for _, cluster := range order {
+		var eps []*endpointv3.LbEndpoint
+		behindGateway := uint32(0)
+		network, region := m.Network, m.Region
+		if cluster != m.Cluster {
+			peer, ok := m.Peers[cluster]
+			if !ok {
+				continue // not a member this cluster knows of
+			}
+			network, region = peer.Network, peer.Region
+		}
+		for _, e := range s.Endpoints {
+			port, ok := e.Ports[p.Name]
+			if e.Cluster != cluster || !e.Ready || !ok {
+				continue
+			}
+			if e.Cluster != m.Cluster && e.Network != m.Network {
+				behindGateway++
+				continue
+			}
+			eps = append(eps, lbEndpoint(e.Address, port, 1))
+		}
+		if behindGateway > 0 {
+			if peer := m.Peers[cluster]; peer.GatewayAddress != "" && peer.GatewayPort != 0 {
+				eps = append(eps, lbEndpoint(peer.GatewayAddress, peer.GatewayPort, behindGateway))
+			}
+		}
+		if len(eps) == 0 {
+			continue // priorities stay contiguous
+		}
+		slices.SortFunc(eps, func(a, b *endpointv3.LbEndpoint) int {
+			return cmp.Compare(a.GetEndpoint().GetAddress().GetSocketAddress().GetAddress(), b.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
+		})
+		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
+			Locality:            &corev3.Locality{Region: region, Zone: cluster, SubZone: network},
+			LbEndpoints:         eps,
+			LoadBalancingWeight: wrapperspb.UInt32(1),
+			Priority:            uint32(len(cla.Endpoints)),
+		})
+	}
+	return cla
+}
+
+func lbEndpoint(address string, port, weight uint32) *endpointv3.LbEndpoint {
+	return &endpointv3.LbEndpoint{
+		HostIdentifier:      &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress(address, port)}},
+		HealthStatus:        corev3.HealthStatus_HEALTHY,
+		LoadBalancingWeight: wrapperspb.UInt32(weight),
+	}
+}
+
+// serverListener is the Listener an xDS-enabled gRPC server on address:port receives:
+// every RPC is served (non_forwarding_action), with mTLS required when the mesh asks.
+func (m *Model) serverListener(address string, port uint32) *listenerv3.Listener {
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: "inbound",
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name: "inbound",
+			VirtualHosts: []*routev3.VirtualHost{{Name: "inbound", Domains: []string{"*"}, Routes: []*routev3.Route{{
+				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}},
+			}}}},
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
+	}
+	chain := &listenerv3.FilterChain{
+		Name:    "inbound",
+		Filters: []*listenerv3.Filter{{Name: wellknown.HTTPConnectionManager, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)}}},
+	}
+	if m.MTLS {
+		chain.TransportSocket = transportSocket(&tlsv3.DownstreamTlsContext{
+			RequireClientCertificate: wrapperspb.Bool(true),
+			CommonTlsContext:         m.commonTLS(nil),
+		})
+	}
+	addr := net.JoinHostPort(address, strconv.Itoa(int(port)))
+	return &listenerv3.Listener{
+		Name:         ServerListenerName(addr),
+		Address:      socketAddress(address, port),
+		FilterChains: []*listenerv3.FilterChain{chain},
+	}
+}
+
+func (r *Resources) sort() {
+	slices.SortFunc(r.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(r.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(r.Clusters, func(a, b *clusterv3.Cluster) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(r.Endpoints, func(a, b *endpointv3.ClusterLoadAssignment) int { return cmp.Compare(a.ClusterName, b.ClusterName) })
+}
+
+func adsSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{ResourceApiVersion: corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}
+}
+
+func routerFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{Name: wellknown.Router, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}
+}
+
+func transportSocket(m proto.Message) *corev3.TransportSocket {
+	return &corev3.TransportSocket{Name: wellknown.TransportSocketTls, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(m)}}
+}
+
+func socketAddress(address string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: address, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}}
+}
+
+func durationFromSeconds(s float64) *durationpb.Duration {
+	return durationpb.New(secondsToDuration(s))
+}
+
+// mustAny packs a message; it fails only for a nil message, a programming error.
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}

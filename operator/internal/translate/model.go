@@ -1,0 +1,142 @@
+package translate
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Model is what a member's control plane knows, built from its own API server only.
+type Model struct {
+	// Cluster, Network and TrustDomain are the member's, from its Mesh.
+	Cluster     string
+	Network     string
+	TrustDomain string
+	Region      string
+	// MTLS makes every cluster and server listener require SPIFFE mTLS.
+	MTLS bool
+	// Services are sorted by namespace and name.
+	Services []Service
+	// Peers are the other members, by cluster name.
+	Peers map[string]Peer
+}
+
+// Peer is another member, as its MeshPeer describes it.
+type Peer struct {
+	Network        string
+	GatewayAddress string
+	GatewayPort    uint32
+	Region         string
+}
+
+// Service is a service the member's workloads may call: a local Service, an imported one,
+// or both.
+type Service struct {
+	Namespace, Name string
+	// Local is set when the Service exists in this cluster (the cluster.local host);
+	// Ports are its ports.
+	Local bool
+	Ports []Port
+	// Imported is set when a ServiceImport exists (the clusterset.local host);
+	// ImportPorts are its ports.
+	Imported    bool
+	ImportPorts []Port
+	// ServiceAccount, when set, pins the SPIFFE identity the servers must present;
+	// otherwise any service account of the namespace is accepted.
+	ServiceAccount string
+	// Endpoints in every cluster, local and remote.
+	Endpoints []Endpoint
+	Policy    Policy
+}
+
+// Port is one port of a service.
+type Port struct {
+	Name string
+	Port uint32
+}
+
+// Endpoint is one backend of a service in some cluster.
+type Endpoint struct {
+	Cluster string
+	Network string
+	Address string
+	// Ports maps the service's port names to the port the backend serves them on.
+	Ports map[string]uint32
+	Ready bool
+}
+
+// Policy is the traffic policy of a service.
+type Policy struct {
+	// Failover orders the clusters that take over when the local one has no ready
+	// endpoint; clusters not listed come last, by name.
+	Failover []string
+	// Weights split traffic between clusters; empty means no split.
+	Weights []Weight
+	// Outlier ejects failing endpoints when set.
+	Outlier *Outlier
+}
+
+// Weight is one cluster's share of a split.
+type Weight struct {
+	Cluster string
+	Weight  uint32
+}
+
+// Outlier configures outlier detection.
+type Outlier struct {
+	ConsecutiveErrors uint32
+	IntervalSeconds   float64
+	BaseEjectionSecs  float64
+}
+
+// Host names of a service.
+func (s *Service) localHost() string { return s.Name + "." + s.Namespace + ".svc.cluster.local" }
+func (s *Service) clustersetHost() string {
+	return s.Name + "." + s.Namespace + ".svc.clusterset.local"
+}
+
+// ListenerName is the name of the api_listener a client dialing host:port asks for.
+func ListenerName(host string, port uint32) string { return host + ":" + strconv.Itoa(int(port)) }
+
+// ClusterName is the Istio-style name of a service port's cluster, also the SNI the
+// east-west gateways route on: outbound_.<port>_.<subset>_.<host>, so
+// outbound_.<port>_._.<host> without a subset.
+func ClusterName(port uint32, subset, host string) string {
+	return fmt.Sprintf("outbound_.%d_.%s_.%s", port, subset, host)
+}
+
+// ParseClusterName splits a cluster name (or SNI) into port, subset and host.
+func ParseClusterName(name string) (port uint32, subset, host string, err error) {
+	rest, ok := strings.CutPrefix(name, "outbound_.")
+	if !ok {
+		return 0, "", "", fmt.Errorf("%q does not start with outbound_.", name)
+	}
+	parts := strings.SplitN(rest, "_.", 3)
+	if len(parts) != 3 || parts[2] == "" {
+		return 0, "", "", fmt.Errorf("%q is not outbound_.<port>_.<subset>_.<host>", name)
+	}
+	p, err := strconv.ParseUint(parts[0], 10, 16)
+	if err != nil || p == 0 {
+		return 0, "", "", fmt.Errorf("%q has no valid port", name)
+	}
+	return uint32(p), parts[1], parts[2], nil
+}
+
+// ServerListenerTemplate is the server_listener_resource_name_template of the bootstraps
+// meshfed writes for xDS-enabled gRPC servers.
+const ServerListenerTemplate = "grpc/server?xds.resource.listening_address=%s"
+
+// ServerListenerName is the Listener an xDS gRPC server listening on address asks for.
+func ServerListenerName(address string) string {
+	return strings.Replace(ServerListenerTemplate, "%s", address, 1)
+}
+
+// CertProviderInstance is the certificate provider instance the bootstraps define; it
+// holds the workload certificate and the member's trust bundle.
+const CertProviderInstance = "default"
+
+// connectTimeout bounds TCP connect plus TLS handshake to an endpoint.
+const connectTimeout = 5 * time.Second
+
+func secondsToDuration(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

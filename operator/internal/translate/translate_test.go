@@ -1,0 +1,135 @@
+package translate
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func ep(cluster, network, addr string, port uint32, ready bool) Endpoint {
+	return Endpoint{Cluster: cluster, Network: network, Address: addr, Ports: map[string]uint32{"grpc": port}, Ready: ready}
+}
+
+// peers are two other members: b in the same network, c behind its gateway.
+func peers() map[string]Peer {
+	return map[string]Peer{
+		"b": {Network: "net-1", Region: "eu"},
+		"c": {Network: "net-2", GatewayAddress: "203.0.113.3", GatewayPort: 15443, Region: "us"},
+	}
+}
+
+func goldenModels() map[string]*Model {
+	grpcPort := []Port{{Name: "grpc", Port: 9080}}
+	return map[string]*Model{
+		"local-only": {Cluster: "a", Network: "net-1", TrustDomain: "cluster.local", Region: "eu", MTLS: true,
+			Services: []Service{{Namespace: "shop", Name: "reviews", Local: true, Ports: grpcPort, Endpoints: []Endpoint{
+				ep("a", "net-1", "10.0.0.2", 8080, true), ep("a", "net-1", "10.0.0.1", 8080, true), ep("a", "net-1", "10.0.0.3", 8080, false),
+			}}}},
+		"failover-across-networks": {Cluster: "a", Network: "net-1", TrustDomain: "cluster.local", Region: "eu", MTLS: true, Peers: peers(),
+			Services: []Service{{Namespace: "shop", Name: "reviews", Local: true, Ports: grpcPort, Imported: true, ImportPorts: grpcPort,
+				Policy: Policy{Failover: []string{"c", "b"}},
+				Endpoints: []Endpoint{
+					ep("a", "net-1", "10.0.0.1", 8080, true),
+					ep("b", "net-1", "10.1.0.1", 8080, true), ep("b", "net-1", "10.1.0.2", 8080, false),
+					ep("c", "net-2", "10.2.0.1", 8080, true), ep("c", "net-2", "10.2.0.2", 8080, true), ep("c", "net-2", "10.2.0.3", 8080, true),
+				}}}},
+		"weighted-split": {Cluster: "a", Network: "net-1", TrustDomain: "example.org", MTLS: true, Peers: peers(),
+			Services: []Service{{Namespace: "shop", Name: "ratings", Imported: true, ImportPorts: grpcPort, ServiceAccount: "ratings",
+				Policy: Policy{Weights: []Weight{{Cluster: "a", Weight: 20}, {Cluster: "c", Weight: 80}}},
+				Endpoints: []Endpoint{
+					ep("a", "net-1", "10.0.0.1", 8080, true),
+					ep("c", "net-2", "10.2.0.1", 8080, true),
+				}}}},
+		"plaintext-with-outlier-detection": {Cluster: "a", Network: "net-1", TrustDomain: "cluster.local", Peers: peers(),
+			Services: []Service{{Namespace: "shop", Name: "cart", Imported: true, ImportPorts: grpcPort,
+				Policy:    Policy{Outlier: &Outlier{ConsecutiveErrors: 5, IntervalSeconds: 10, BaseEjectionSecs: 30}},
+				Endpoints: []Endpoint{ep("b", "net-1", "10.1.0.1", 8080, true), ep("d", "net-9", "10.9.0.1", 8080, true)}}}},
+	}
+}
+
+// TestTranslateGolden: the resources for each model are valid, every reference resolves,
+// and they equal the reviewed golden file (go test -run TestTranslateGolden -update
+// rewrites them).
+func TestTranslateGolden(t *testing.T) {
+	for name, m := range goldenModels() {
+		t.Run(name, func(t *testing.T) {
+			r := Translate(m)
+			if err := Check(r); err != nil {
+				t.Fatalf("Check: %v", err)
+			}
+			got := render(t, r)
+			path := filepath.Join("testdata", name+".golden.yaml")
+			if *update {
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("resources differ from %s (run with -update after reviewing):\n%s", path, got)
+			}
+		})
+	}
+}
+
+// render writes the resources as YAML documents, one per resource, in a stable order.
+func render(t *testing.T, r *Resources) string {
+	t.Helper()
+	var docs []string
+	add := func(m proto.Message) {
+		j, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := yaml.JSONToYAML(j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, "# "+string(m.ProtoReflect().Descriptor().Name())+"\n"+string(y))
+	}
+	for _, x := range r.Listeners {
+		add(x)
+	}
+	for _, x := range r.Routes {
+		add(x)
+	}
+	for _, x := range r.Clusters {
+		add(x)
+	}
+	for _, x := range r.Endpoints {
+		add(x)
+	}
+	return strings.Join(docs, "---\n")
+}
+
+func TestClusterNames(t *testing.T) {
+	for _, tc := range []struct {
+		port         uint32
+		subset, host string
+	}{
+		{9080, "", "reviews.shop.svc.clusterset.local"},
+		{443, "cluster-2", "a.b.svc.cluster.local"},
+	} {
+		name := ClusterName(tc.port, tc.subset, tc.host)
+		port, subset, host, err := ParseClusterName(name)
+		if err != nil || port != tc.port || subset != tc.subset || host != tc.host {
+			t.Errorf("%s parsed as %d %q %q %v", name, port, subset, host, err)
+		}
+	}
+	for _, bad := range []string{"", "inbound_.80_._.x", "outbound_.x_._.h", "outbound_.0_._.h", "outbound_.80_._.", "outbound_.99999_._.h", "outbound_.80"} {
+		if _, _, _, err := ParseClusterName(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}
