@@ -151,7 +151,7 @@ func TestInstallFromConfigDefault(t *testing.T) {
 	// ServiceAccount, its namespace and the mounted certificate.
 	probeAddr := freeAddr(t, c.HostIP())
 	args := []string{"--kubeconfig=" + kubeconfig, "--leader-election-namespace=" + ns, "--webhook-cert-dir=" + certDir,
-		"--webhook-bind-host=" + c.HostIP()}
+		"--webhook-bind-host=" + c.HostIP(), "--xds-bind-host=" + c.HostIP()}
 	for _, a := range container.Args {
 		switch {
 		case strings.HasPrefix(a, "--metrics-bind-address="):

@@ -303,6 +303,7 @@ func (c *Cluster) startOperator(ctx context.Context) error {
 		// The testbed registers no webhook configurations; tests that need the webhooks
 		// serve them themselves (operator/webhook).
 		"--webhook-port=0",
+		"--xds-bind-host=" + c.XDSHost(),
 	}, c.tb.opts.OperatorArgs...))
 	if err != nil {
 		return err
@@ -358,6 +359,15 @@ func (c *Cluster) StartOperator(ctx context.Context) error {
 		return errors.New("the operator of " + c.Name + " is running")
 	}
 	return c.startOperator(ctx)
+}
+
+// XDSHost is the address the cluster's xDS server binds: the host end of the pod network,
+// which the cluster's pods reach, or the cluster's loopback address without one.
+func (c *Cluster) XDSHost() string {
+	if c.network != nil {
+		return c.network.hostIP()
+	}
+	return c.HostIP()
 }
 
 // HostIP is the loopback address of the cluster: its API server and operator listen

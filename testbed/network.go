@@ -97,7 +97,7 @@ func setupPodNetwork(o int) (*podNetwork, error) {
 		next:   10,
 	}
 	n.teardown() // a namespace left by a testbed that was killed; the lease makes it ours
-	host, ns := fmt.Sprintf("198.19.%d.1", o), fmt.Sprintf("198.19.%d.2", o)
+	host, ns := n.hostIP(), fmt.Sprintf("198.19.%d.2", o)
 	steps := [][]string{
 		{"netns", "add", n.netns},
 		{"link", "add", n.hostIf, "type", "veth", "peer", "name", n.nsIf},
@@ -124,6 +124,9 @@ func setupPodNetwork(o int) (*podNetwork, error) {
 	}
 	return n, nil
 }
+
+// hostIP is the host's address on the pod network: pods reach the host there.
+func (n *podNetwork) hostIP() string { return fmt.Sprintf("198.19.%d.1", n.octet) }
 
 // allocate adds the next pod address to the namespace and returns it.
 func (n *podNetwork) allocate() (string, error) {

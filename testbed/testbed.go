@@ -54,6 +54,7 @@ type Testbed struct {
 	etcdURL   string
 	stopOnce  sync.Once
 	built     map[string]string // binaries built from source for this testbed
+	buildMu   sync.Mutex
 }
 
 // Start starts opts.Clusters clusters and returns once every API server is ready, every
@@ -185,14 +186,35 @@ func (tb *Testbed) bin(name string) string {
 	return filepath.Join(tb.opts.BinDir, name)
 }
 
+// Binary is the path of a binary built from the project: the operator, the workload, or
+// echo (the proxyless gRPC workload, built on first use).
+func (tb *Testbed) Binary(ctx context.Context, name string) (string, error) {
+	tb.buildMu.Lock()
+	defer tb.buildMu.Unlock()
+	if p := tb.built[name]; p != "" {
+		return p, nil
+	}
+	pkg, ok := projectBinaries[name]
+	if !ok {
+		return "", fmt.Errorf("no project binary %q", name)
+	}
+	if err := tb.build(ctx, name, pkg); err != nil {
+		return "", err
+	}
+	return tb.built[name], nil
+}
+
+// projectBinaries are the project's commands the testbed runs, by name.
+var projectBinaries = map[string]string{"operator": "./operator/cmd", "workload": "./testbed/cmd/workload", "echo": "./testbed/cmd/echo"}
+
 // buildProjectBinaries builds the operator and the workload from the source tree into the
 // testbed's directory, so that a test never runs a stale bin/operator (it takes a second or
 // two with a warm build cache).
 func (tb *Testbed) buildProjectBinaries(ctx context.Context) error {
 	tb.built = map[string]string{}
-	targets := map[string]string{"workload": "./testbed/cmd/workload"}
+	targets := map[string]string{"workload": projectBinaries["workload"]}
 	if tb.opts.Operator {
-		targets["operator"] = "./operator/cmd"
+		targets["operator"] = projectBinaries["operator"]
 	}
 	for name, pkg := range targets {
 		if err := tb.build(ctx, name, pkg); err != nil {

@@ -16,7 +16,7 @@ import (
 // StartForTest starts a testbed for a test and stops it when the test ends. Without the
 // binaries it skips the test, unless MESHFED_REQUIRE_TESTBED is set (as `make test` does),
 // so that `go test ./...` on a machine without `make tools` still runs the unit tests. With
-// -short it skips.
+// -short it skips. With MESHFED_KEEP_FAILED set, a failed test keeps the processes' logs.
 func StartForTest(t testing.TB, opts Options) *Testbed {
 	t.Helper()
 	if testing.Short() {
@@ -28,7 +28,14 @@ func StartForTest(t testing.TB, opts Options) *Testbed {
 	defer cancel()
 	tb, err := Start(ctx, opts)
 	if tb != nil {
-		t.Cleanup(tb.Stop)
+		t.Cleanup(func() {
+			// A failed test keeps the logs of every process when asked to.
+			if t.Failed() && os.Getenv("MESHFED_KEEP_FAILED") != "" {
+				tb.removeDir = false
+				t.Logf("testbed logs kept in %s", tb.Dir)
+			}
+			tb.Stop()
+		})
 	}
 	if errors.Is(err, ErrMissingBinaries) && os.Getenv("MESHFED_REQUIRE_TESTBED") == "" {
 		t.Skipf("%v (set MESHFED_REQUIRE_TESTBED=1 to fail instead)", err)

@@ -65,6 +65,9 @@ type Identity struct {
 	Leaf        *x509.Certificate
 	// Roots is the member's trust bundle (meshfed-cacerts), for verifying peers.
 	Roots *x509.CertPool
+	// CertPEM (the certificate and the intermediate above it), KeyPEM and BundlePEM are
+	// the same as PEM, for workloads that read files.
+	CertPEM, KeyPEM, BundlePEM []byte
 }
 
 // IssueWorkload asks the member's cert-manager for the identity of namespace/serviceAccount
@@ -103,7 +106,8 @@ func ReadWorkload(ctx context.Context, c client.Reader, meshNamespace, namespace
 	if !roots.AppendCertsFromPEM(ca.Data[KeyBundle]) {
 		return nil, fmt.Errorf("Secret %s/%s has no trust bundle in %s", ca.Namespace, ca.Name, KeyBundle)
 	}
-	id := &Identity{Certificate: pair, Leaf: pair.Leaf, Roots: roots}
+	id := &Identity{Certificate: pair, Leaf: pair.Leaf, Roots: roots,
+		CertPEM: s.Data[corev1.TLSCertKey], KeyPEM: s.Data[corev1.TLSPrivateKeyKey], BundlePEM: ca.Data[KeyBundle]}
 	if len(pair.Leaf.URIs) == 1 {
 		id.ID = pair.Leaf.URIs[0].String()
 	}

@@ -13,6 +13,9 @@ const (
 	// ConditionRootRotation is True while a MeshFederation rotates its root; its reason is
 	// the stage and its message the members' progress.
 	ConditionRootRotation = "RootRotation"
+	// ConditionControlPlaneReady tells whether the member's xDS server serves the
+	// configuration its objects describe.
+	ConditionControlPlaneReady = "ControlPlaneReady"
 )
 
 // Condition reasons shared by meshfed objects.

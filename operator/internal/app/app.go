@@ -20,6 +20,7 @@ import (
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/operator/internal/controller/mesh"
 	"github.com/meshfed/meshfed/operator/internal/controller/meshfederation"
+	"github.com/meshfed/meshfed/operator/internal/xds"
 	admission "github.com/meshfed/meshfed/operator/webhook"
 )
 
@@ -95,10 +96,23 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	if opts.Role.Member() {
+		changed := make(chan struct{}, 1)
+		feed := &mesh.Feed{Client: mgr.GetClient(), Cache: mgr.GetCache(), BindHost: opts.XDSBindHost, Log: mgr.GetLogger().WithName("xds")}
+		feed.Server = xds.NewServer(feed.Log, feed.Build, func() {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		})
+		if err := mgr.Add(feed); err != nil {
+			return fmt.Errorf("add the xDS server: %w", err)
+		}
 		if err := (&mesh.Reconciler{
-			Client:    mgr.GetClient(),
-			Recorder:  mgr.GetEventRecorderFor("meshfed-member"),
-			Namespace: opts.MeshNamespace,
+			Client:     mgr.GetClient(),
+			Recorder:   mgr.GetEventRecorderFor("meshfed-member"),
+			Namespace:  opts.MeshNamespace,
+			XDS:        feed.Server,
+			XDSChanged: changed,
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up the Mesh controller: %w", err)
 		}

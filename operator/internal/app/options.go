@@ -66,6 +66,9 @@ type Options struct {
 	WebhookHost string
 	// WebhookCertDir holds the webhook server's tls.crt and tls.key.
 	WebhookCertDir string
+	// XDSBindHost is the address the member's xDS server binds (the port is the Mesh's);
+	// empty means every address.
+	XDSBindHost string
 }
 
 // DefaultOptions returns the options a Deployment of the operator runs with.
@@ -104,5 +107,6 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.MeshNamespace, "mesh-namespace", o.MeshNamespace, "member: namespace of the intermediate CA Secret (meshfed-cacerts), the CA Issuer and workload certificates")
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "port of the admission webhook server (TLS); 0 turns the webhooks off")
 	fs.StringVar(&o.WebhookHost, "webhook-bind-host", o.WebhookHost, "address the webhook server binds; empty means every address")
+	fs.StringVar(&o.XDSBindHost, "xds-bind-host", o.XDSBindHost, "member: address the xDS server binds (its port is the Mesh's spec.controlPlane.xdsPort); empty means every address")
 	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "directory with the webhook server's tls.crt and tls.key")
 }

@@ -36,6 +36,9 @@ type Resources struct {
 func Translate(m *Model) *Resources {
 	r := &Resources{}
 	servers := map[string]bool{}
+	// Every server listener has the same filter chain: build it once and share it (the
+	// resources are never modified once built).
+	serverChain := m.serverFilterChain()
 	for i := range m.Services {
 		s := &m.Services[i]
 		if s.Local {
@@ -82,7 +85,7 @@ func Translate(m *Model) *Resources {
 						addr := net.JoinHostPort(e.Address, strconv.Itoa(int(port)))
 						if !servers[addr] {
 							servers[addr] = true
-							r.Listeners = append(r.Listeners, m.serverListener(e.Address, port))
+							r.Listeners = append(r.Listeners, serverListener(e.Address, port, serverChain))
 						}
 					}
 				}
@@ -253,9 +256,9 @@ func lbEndpoint(address string, port, weight uint32) *endpointv3.LbEndpoint {
 	}
 }
 
-// serverListener is the Listener an xDS-enabled gRPC server on address:port receives:
-// every RPC is served (non_forwarding_action), with mTLS required when the mesh asks.
-func (m *Model) serverListener(address string, port uint32) *listenerv3.Listener {
+// serverFilterChain is what an xDS-enabled gRPC server does with a connection: every RPC
+// is served (non_forwarding_action), with mTLS required when the mesh asks.
+func (m *Model) serverFilterChain() *listenerv3.FilterChain {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: "inbound",
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
@@ -277,6 +280,11 @@ func (m *Model) serverListener(address string, port uint32) *listenerv3.Listener
 			CommonTlsContext:         m.commonTLS(nil),
 		})
 	}
+	return chain
+}
+
+// serverListener is the Listener an xDS-enabled gRPC server on address:port asks for.
+func serverListener(address string, port uint32, chain *listenerv3.FilterChain) *listenerv3.Listener {
 	addr := net.JoinHostPort(address, strconv.Itoa(int(port)))
 	return &listenerv3.Listener{
 		Name:         ServerListenerName(addr),

@@ -2,9 +2,12 @@ package translate
 
 import (
 	"fmt"
+
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshfed/meshfed/operator/bootstrap"
 )
 
 // Model is what a member's control plane knows, built from its own API server only.
@@ -123,18 +126,14 @@ func ParseClusterName(name string) (port uint32, subset, host string, err error)
 	return uint32(p), parts[1], parts[2], nil
 }
 
-// ServerListenerTemplate is the server_listener_resource_name_template of the bootstraps
-// meshfed writes for xDS-enabled gRPC servers.
-const ServerListenerTemplate = "grpc/server?xds.resource.listening_address=%s"
-
 // ServerListenerName is the Listener an xDS gRPC server listening on address asks for.
 func ServerListenerName(address string) string {
-	return strings.Replace(ServerListenerTemplate, "%s", address, 1)
+	return strings.Replace(bootstrap.ServerListenerTemplate, "%s", address, 1)
 }
 
 // CertProviderInstance is the certificate provider instance the bootstraps define; it
 // holds the workload certificate and the member's trust bundle.
-const CertProviderInstance = "default"
+const CertProviderInstance = bootstrap.CertProviderInstance
 
 // connectTimeout bounds TCP connect plus TLS handshake to an endpoint.
 const connectTimeout = 5 * time.Second

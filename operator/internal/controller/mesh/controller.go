@@ -18,13 +18,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/meshfed/meshfed/federation/trust"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+	"github.com/meshfed/meshfed/operator/internal/xds"
 	"github.com/meshfed/meshfed/operator/webhook"
 )
 
@@ -46,6 +50,10 @@ type Reconciler struct {
 	// Namespace is the mesh namespace: the hub writes meshfed-cacerts there and the
 	// workload certificates are issued there.
 	Namespace string
+	// XDS is the member's xDS server, whose state the Mesh reports; nil leaves it out.
+	XDS *xds.Server
+	// XDSChanged receives a signal when the xDS server's state changes.
+	XDSChanged <-chan struct{}
 }
 
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshes,verbs=get;list;watch
@@ -64,7 +72,18 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: meshv1.MeshSingletonName}}}
 	})
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.XDSChanged != nil {
+		events := make(chan event.GenericEvent)
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			statusEvents(ctx, r.XDSChanged, events)
+			return nil
+		})); err != nil {
+			return err
+		}
+		b = b.WatchesRawSource(source.Channel(events, &handler.EnqueueRequestForObject{}))
+	}
+	return b.
 		For(&meshv1.Mesh{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Secret{}, toMesh).
 		Watches(&cmapi.Issuer{}, toMesh).
@@ -91,6 +110,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	trustReady.ObservedGeneration = m.Generation
 	meta.SetStatusCondition(&m.Status.Conditions, trustReady)
+	if r.XDS != nil {
+		cp := r.controlPlaneStatus(&m)
+		cp.ObservedGeneration = m.Generation
+		meta.SetStatusCondition(&m.Status.Conditions, cp)
+	}
 	m.Status.ObservedGeneration = m.Generation
 	if apiequality.Semantic.DeepEqual(base.Status, m.Status) {
 		return ctrl.Result{}, nil

@@ -2,6 +2,7 @@ package meshfederation
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -164,6 +165,14 @@ func (r *Reconciler) gather(ctx context.Context, s *scope) error {
 		}
 	}
 	s.agg = mcs.Aggregate(exports)
+	s.policies = map[mcs.ServiceKey]string{}
+	for _, tp := range s.fed.Spec.TrafficPolicies {
+		raw, err := json.Marshal(tp)
+		if err != nil {
+			return fmt.Errorf("traffic policy of %s/%s: %w", tp.Service.Namespace, tp.Service.Name, err)
+		}
+		s.policies[mcs.ServiceKey{Namespace: tp.Service.Namespace, Name: tp.Service.Name}] = string(raw)
+	}
 	return nil
 }
 

@@ -26,6 +26,8 @@ type scope struct {
 	sources   map[string]mcs.Source
 	withdrawn map[string]bool
 	agg       mcs.Result
+	// policies are the traffic policies, as the JSON the members read, by service.
+	policies map[mcs.ServiceKey]string
 	trust     trustView
 	// requeueAfter asks for a pass when a grace period ends.
 	requeueAfter time.Duration

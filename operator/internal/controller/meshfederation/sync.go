@@ -74,7 +74,15 @@ func (r *Reconciler) syncImports(ctx context.Context, s *scope, mv *memberView, 
 	}
 	var mu sync.Mutex
 	errs := []error{parallel(ctx, keys, func(ctx context.Context, key mcs.ServiceKey) error {
-		si, err := ensureImport(ctx, c, mv.member, mcs.ServiceImport(s.agg.Imports[key], s.label), have[key])
+		want := mcs.ServiceImport(s.agg.Imports[key], s.label)
+		if tp, ok := s.policies[key]; ok {
+			want.Annotations = maps.Clone(want.Annotations)
+			if want.Annotations == nil {
+				want.Annotations = map[string]string{}
+			}
+			want.Annotations[meshv1.AnnotationTrafficPolicy] = tp
+		}
+		si, err := ensureImport(ctx, c, mv.member, want, have[key])
 		if err != nil {
 			return fmt.Errorf("ServiceImport %s: %w", key, err)
 		}

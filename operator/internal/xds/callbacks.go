@@ -1,0 +1,99 @@
+package xds
+
+import (
+	"context"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+)
+
+// callbacks count proxies, pushes, NACKs and convergence.
+func (s *Server) callbacks() serverv3.Callbacks {
+	return serverv3.CallbackFuncs{
+		StreamOpenFunc: func(context.Context, int64, string) error {
+			return nil
+		},
+		StreamClosedFunc: func(id int64, _ *corev3.Node) {
+			s.mu.Lock()
+			_, ok := s.streams[id]
+			delete(s.streams, id)
+			n := len(s.streams)
+			s.mu.Unlock()
+			if ok {
+				connectedProxies.Set(float64(n))
+				s.proxiesChanged()
+			}
+		},
+		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
+			s.onRequest(id, req)
+			return nil
+		},
+		StreamResponseFunc: func(_ context.Context, _ int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+			pushes.WithLabelValues(shortType(resp.TypeUrl)).Inc()
+		},
+	}
+}
+
+// onRequest tracks a stream's node and what it ACKs or NACKs.
+func (s *Server) onRequest(id int64, req *discoveryv3.DiscoveryRequest) {
+	s.mu.Lock()
+	st, ok := s.streams[id]
+	if !ok {
+		st = &stream{acked: map[string]string{}}
+		s.streams[id] = st
+	}
+	if req.Node != nil && req.Node.Id != "" {
+		st.node = req.Node.Id
+	}
+	n := len(s.streams)
+	typ := req.TypeUrl
+	version := s.versions[typ]
+	changedAt := s.changedAt[typ]
+	var converged time.Duration
+	if req.ErrorDetail == nil && req.ResponseNonce != "" && req.VersionInfo == version && st.acked[typ] != version {
+		st.acked[typ] = version
+		if !changedAt.IsZero() {
+			converged = time.Since(changedAt)
+		}
+	}
+	node := st.node
+	s.mu.Unlock()
+	if !ok {
+		connectedProxies.Set(float64(n))
+		s.proxiesChanged()
+	}
+	if req.ErrorDetail != nil {
+		nacks.WithLabelValues(shortType(typ)).Inc()
+		s.log.Info("proxy rejected xDS configuration (NACK)", "node", node, "type", shortType(typ),
+			"version", req.VersionInfo, "error", req.ErrorDetail.Message)
+		return
+	}
+	if converged > 0 {
+		convergence.WithLabelValues(shortType(typ)).Observe(converged.Seconds())
+	}
+}
+
+func (s *Server) proxiesChanged() {
+	if s.onChange != nil {
+		s.onChange()
+	}
+}
+
+// shortType is a type URL's last element: Listener, RouteConfiguration, Cluster,
+// ClusterLoadAssignment.
+func shortType(url string) string {
+	switch url {
+	case resource.ListenerType:
+		return "Listener"
+	case resource.RouteType:
+		return "RouteConfiguration"
+	case resource.ClusterType:
+		return "Cluster"
+	case resource.EndpointType:
+		return "ClusterLoadAssignment"
+	}
+	return url
+}

@@ -1,0 +1,8 @@
+// Package xds serves the member's xDS configuration over ADS (go-control-plane's snapshot
+// cache, ads=false, since proxyless gRPC asks for subsets of names).
+//
+// It owns the push pipeline: changes are coalesced for a debounce window, the
+// configuration is rebuilt and checked, and a snapshot is set only when some resource type
+// changed. A configuration that fails the checks never replaces the one being served. It
+// counts pushes, NACKs and convergence with Istio's meanings.
+package xds

@@ -1,0 +1,323 @@
+package xds
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshfed/meshfed/operator/internal/translate"
+)
+
+// GroupGRPC is the snapshot every proxyless gRPC node of the member gets.
+const GroupGRPC = "grpc"
+
+// DefaultDebounce is the push debounce window when the Mesh sets none.
+const DefaultDebounce = 100 * time.Millisecond
+
+// maxDelayFactor bounds how long a stream of changes can hold a push back: at most this
+// many debounce windows.
+const maxDelayFactor = 10
+
+// Config is what the server serves and how.
+type Config struct {
+	Resources *translate.Resources
+	// Address is where to serve ADS (host:port).
+	Address string
+	// Debounce is the push debounce window.
+	Debounce time.Duration
+}
+
+// BuildFunc reads the member's objects and returns the configuration to serve.
+type BuildFunc func(ctx context.Context) (*Config, error)
+
+// typeOrder lists the resource types in the snapshot.
+var typeOrder = []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType}
+
+// Server is the member's xDS server and push pipeline.
+type Server struct {
+	log      logr.Logger
+	build    BuildFunc
+	cache    cachev3.SnapshotCache
+	kick     chan struct{}
+	onChange func()
+
+	mu        sync.Mutex
+	debounce  time.Duration
+	firstKick time.Time
+	versions  map[resource.Type]string
+	// changedAt is when the change behind each type's current version was first seen.
+	changedAt map[resource.Type]time.Time
+	version   string
+	lastErr   error
+	streams   map[int64]*stream
+
+	lisMu    sync.Mutex
+	listener net.Listener
+	grpc     *grpc.Server
+	addr     string
+}
+
+// stream is one connected proxy.
+type stream struct {
+	node  string
+	acked map[string]string // type → version ACKed
+}
+
+// NewServer returns a server that builds its configuration with build; onChange (may be
+// nil) is called when the snapshot version or the number of proxies changes.
+func NewServer(log logr.Logger, build BuildFunc, onChange func()) *Server {
+	s := &Server{log: log, build: build, kick: make(chan struct{}, 1), onChange: onChange, debounce: DefaultDebounce,
+		versions: map[resource.Type]string{}, changedAt: map[resource.Type]time.Time{}, streams: map[int64]*stream{}}
+	s.cache = cachev3.NewSnapshotCache(false, constantHash{}, nil)
+	return s
+}
+
+// constantHash puts every node in one group: the snapshot is the same for all proxyless
+// gRPC nodes of the member.
+type constantHash struct{}
+
+func (constantHash) ID(*corev3.Node) string { return GroupGRPC }
+
+// setDebounce sets the push debounce window.
+func (s *Server) setDebounce(d time.Duration) {
+	if d <= 0 {
+		d = DefaultDebounce
+	}
+	s.mu.Lock()
+	s.debounce = d
+	s.mu.Unlock()
+}
+
+// Trigger says that something the configuration depends on changed.
+func (s *Server) Trigger() {
+	s.mu.Lock()
+	if s.firstKick.IsZero() {
+		s.firstKick = time.Now()
+	}
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Status is what the Mesh reports of the control plane.
+type Status struct {
+	Version string
+	Proxies int
+	// Err is why the latest configuration was not served (nil when it was).
+	Err error
+}
+
+// Status returns the served version, the connected proxies and the last build error.
+func (s *Server) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Status{Version: s.version, Proxies: len(s.streams), Err: s.lastErr}
+}
+
+// NeedLeaderElection is false: every replica of the operator serves xDS.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Start runs the push pipeline until ctx ends (a manager.Runnable). It pushes once at
+// start.
+func (s *Server) Start(ctx context.Context) error {
+	s.Trigger()
+	defer s.stopListening()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.kick:
+		}
+		s.mu.Lock()
+		window, first := s.debounce, s.firstKick
+		s.mu.Unlock()
+		// Coalesce: wait until no change came for a window, or the longest delay passed.
+		deadline := first.Add(window * maxDelayFactor)
+		for quiet := false; !quiet; {
+			wait := min(window, time.Until(deadline))
+			if wait <= 0 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-s.kick:
+			case <-time.After(wait):
+				quiet = true
+			}
+		}
+		s.mu.Lock()
+		changedAt := s.firstKick
+		s.firstKick = time.Time{}
+		s.mu.Unlock()
+		s.Push(ctx, changedAt)
+	}
+}
+
+// Push builds, checks and serves the configuration now; changedAt is when the change
+// behind it happened (for the convergence metric).
+func (s *Server) Push(ctx context.Context, changedAt time.Time) {
+	start := time.Now()
+	cfg, err := s.build(ctx)
+	if err == nil {
+		s.setDebounce(cfg.Debounce)
+		if cfg.Address != "" {
+			err = s.Listen(cfg.Address)
+		}
+	}
+	if err == nil {
+		err = translate.Check(cfg.Resources)
+		if err != nil {
+			configErrors.Inc()
+			err = fmt.Errorf("the new configuration fails its checks and is not served: %w", err)
+		}
+	}
+	if err != nil {
+		s.log.Error(err, "xDS configuration not updated; proxies keep the last good one")
+		s.setErr(err)
+		return
+	}
+	buildSeconds.Observe(time.Since(start).Seconds())
+	if changed := s.set(ctx, cfg.Resources, changedAt); changed && s.onChange != nil {
+		s.onChange()
+	}
+}
+
+func (s *Server) setErr(err error) {
+	s.mu.Lock()
+	changed := (s.lastErr == nil) != (err == nil)
+	s.lastErr = err
+	s.mu.Unlock()
+	if changed && s.onChange != nil {
+		s.onChange()
+	}
+}
+
+// set serves res if any type changed; versions are content hashes per type.
+func (s *Server) set(ctx context.Context, res *translate.Resources, changedAt time.Time) bool {
+	byType := map[resource.Type][]types.Resource{}
+	for _, r := range res.Listeners {
+		byType[resource.ListenerType] = append(byType[resource.ListenerType], r)
+	}
+	for _, r := range res.Routes {
+		byType[resource.RouteType] = append(byType[resource.RouteType], r)
+	}
+	for _, r := range res.Clusters {
+		byType[resource.ClusterType] = append(byType[resource.ClusterType], r)
+	}
+	for _, r := range res.Endpoints {
+		byType[resource.EndpointType] = append(byType[resource.EndpointType], r)
+	}
+	snap := &cachev3.Snapshot{}
+	all := sha256.New()
+	s.mu.Lock()
+	changed := false
+	for _, typ := range typeOrder {
+		v := hashResources(byType[typ])
+		all.Write([]byte(v))
+		if v != s.versions[typ] {
+			changed = true
+			s.versions[typ] = v
+			s.changedAt[typ] = changedAt
+		}
+		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(v, byType[typ])
+	}
+	s.lastErr = nil
+	if changed {
+		s.version = hex.EncodeToString(all.Sum(nil))[:16]
+	}
+	s.mu.Unlock()
+	if !changed {
+		return false
+	}
+	if err := s.cache.SetSnapshot(ctx, GroupGRPC, snap); err != nil {
+		s.log.Error(err, "set xDS snapshot")
+		return false
+	}
+	snapshots.Inc()
+	return true
+}
+
+// hashResources is a content version: the hash of the resources' deterministic encoding.
+func hashResources(items []types.Resource) string {
+	h := sha256.New()
+	opts := proto.MarshalOptions{Deterministic: true}
+	var buf []byte
+	for _, r := range items {
+		var err error
+		buf, err = opts.MarshalAppend(buf[:0], r)
+		if err != nil {
+			continue // an unmarshalable resource failed Check already
+		}
+		h.Write(buf)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// Listen serves ADS on addr, replacing a listener on another address.
+func (s *Server) Listen(addr string) error {
+	s.lisMu.Lock()
+	defer s.lisMu.Unlock()
+	if s.addr == addr && s.listener != nil {
+		return nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("xDS server on %s: %w", addr, err)
+	}
+	if s.grpc != nil {
+		s.grpc.Stop()
+	}
+	gs := grpc.NewServer(
+		// Proxyless clients ping every 10 s at most; allow it so they can detect dead
+		// connections without being told too_many_pings.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxConcurrentStreams(1<<20),
+	)
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, serverv3.NewServer(context.Background(), s.cache, s.callbacks()))
+	s.listener, s.grpc, s.addr = lis, gs, addr
+	go func() {
+		if err := gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			s.log.Error(err, "xDS server stopped", "address", addr)
+		}
+	}()
+	s.log.Info("serving xDS", "address", lis.Addr().String())
+	return nil
+}
+
+// Addr is the address the server listens on ("" before Listen).
+func (s *Server) Addr() string {
+	s.lisMu.Lock()
+	defer s.lisMu.Unlock()
+	if s.listener == nil {
+		return ""
+	}
+	return s.listener.Addr().String()
+}
+
+func (s *Server) stopListening() {
+	s.lisMu.Lock()
+	defer s.lisMu.Unlock()
+	if s.grpc != nil {
+		s.grpc.Stop()
+		s.grpc, s.listener, s.addr = nil, nil, ""
+	}
+}

@@ -1,0 +1,224 @@
+// Command echo is the testbed's proxyless gRPC workload.
+//
+//	echo server   serves grpc.testing.TestService as an xDS-enabled gRPC server on every
+//	              port of $PORTS at $POD_IP: UnaryCall answers with the cluster and pod that
+//	              served it and the caller's SPIFFE ID.
+//	echo client   serves an HTTP API on $POD_IP:$PORTS that makes xDS gRPC calls:
+//	              GET /call?target=xds:///host:port&n=100     n calls now, a summary back
+//	              POST /load?target=...&interval=10ms          calls at a steady rate
+//	              GET /results                                 every call of the load so far
+//
+// Both read their xDS bootstrap from GRPC_XDS_BOOTSTRAP.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/xds"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		log.Fatal("usage: echo server|client")
+	}
+	var err error
+	switch os.Args[1] {
+	case "server":
+		err = serve()
+	case "client":
+		err = clientAPI()
+	default:
+		err = fmt.Errorf("unknown mode %q", os.Args[1])
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+type echoServer struct {
+	testgrpc.UnimplementedTestServiceServer
+}
+
+func (echoServer) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	resp := &testgrpc.SimpleResponse{ServerId: os.Getenv("CLUSTER_NAME"), Hostname: os.Getenv("POD_NAME")}
+	if p, ok := peer.FromContext(ctx); ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && ti.SPIFFEID != nil {
+			resp.Username = ti.SPIFFEID.String()
+		}
+	}
+	return resp, nil
+}
+
+func serve() error {
+	creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for _, port := range strings.Split(os.Getenv("PORTS"), ",") {
+		srv, err := xds.NewGRPCServer(grpc.Creds(creds), xds.ServingModeCallback(func(addr net.Addr, args xds.ServingModeChangeArgs) {
+			log.Printf("%s: serving mode %s %v", addr, args.Mode, args.Err)
+		}))
+		if err != nil {
+			return err
+		}
+		testgrpc.RegisterTestServiceServer(srv, echoServer{})
+		lis, err := net.Listen("tcp", net.JoinHostPort(os.Getenv("POD_IP"), port))
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- srv.Serve(lis)
+		}()
+	}
+	return <-errs
+}
+
+// call is one RPC as the client saw it.
+type call struct {
+	AtMillis float64 `json:"at"`
+	OK       bool    `json:"ok"`
+	Cluster  string  `json:"cluster,omitempty"`
+	Peer     string  `json:"peer,omitempty"`
+	Caller   string  `json:"caller,omitempty"`
+	Error    string  `json:"error,omitempty"`
+}
+
+type client struct {
+	creds credentials.TransportCredentials
+	mu    sync.Mutex
+	conns map[string]testgrpc.TestServiceClient
+	// the running load
+	loadStop  context.CancelFunc
+	loadStart time.Time
+	calls     []call
+}
+
+func (c *client) conn(target string) (testgrpc.TestServiceClient, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if tc, ok := c.conns[target]; ok {
+		return tc, nil
+	}
+	cc, err := grpc.NewClient(target, grpc.WithTransportCredentials(c.creds))
+	if err != nil {
+		return nil, err
+	}
+	tc := testgrpc.NewTestServiceClient(cc)
+	c.conns[target] = tc
+	return tc, nil
+}
+
+func (c *client) one(ctx context.Context, tc testgrpc.TestServiceClient, timeout time.Duration) call {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var p peer.Peer
+	resp, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.Peer(&p))
+	if err != nil {
+		return call{Error: err.Error()}
+	}
+	out := call{OK: true, Cluster: resp.ServerId, Caller: resp.Username}
+	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && ti.SPIFFEID != nil {
+		out.Peer = ti.SPIFFEID.String()
+	}
+	return out
+}
+
+func clientAPI() error {
+	creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		return err
+	}
+	c := &client{creds: creds, conns: map[string]testgrpc.TestServiceClient{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /call", func(w http.ResponseWriter, r *http.Request) {
+		tc, err := c.conn(r.URL.Query().Get("target"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		var calls []call
+		for range max(n, 1) {
+			calls = append(calls, c.one(r.Context(), tc, 5*time.Second))
+		}
+		_ = json.NewEncoder(w).Encode(calls)
+	})
+	mux.HandleFunc("POST /load", func(w http.ResponseWriter, r *http.Request) {
+		tc, err := c.conn(r.URL.Query().Get("target"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		interval, err := time.ParseDuration(r.URL.Query().Get("interval"))
+		if err != nil || interval <= 0 {
+			http.Error(w, "interval: a positive duration", http.StatusBadRequest)
+			return
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		c.mu.Lock()
+		if c.loadStop != nil {
+			c.loadStop()
+		}
+		c.loadStop, c.loadStart, c.calls = cancel, time.Now(), nil
+		start := c.loadStart
+		c.mu.Unlock()
+		go func() {
+			tick := time.NewTicker(interval)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				go func() {
+					at := time.Since(start)
+					res := c.one(ctx, tc, time.Second)
+					if ctx.Err() != nil {
+						return
+					}
+					res.AtMillis = float64(at.Microseconds()) / 1000
+					c.mu.Lock()
+					c.calls = append(c.calls, res)
+					c.mu.Unlock()
+				}()
+			}
+		}()
+	})
+	mux.HandleFunc("GET /results", func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		calls := append([]call(nil), c.calls...)
+		c.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(calls)
+	})
+	mux.HandleFunc("POST /stop", func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		if c.loadStop != nil {
+			c.loadStop()
+			c.loadStop = nil
+		}
+		c.mu.Unlock()
+	})
+	addr := net.JoinHostPort(os.Getenv("POD_IP"), strings.Split(os.Getenv("PORTS"), ",")[0])
+	return http.ListenAndServe(addr, mux)
+}
