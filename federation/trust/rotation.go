@@ -66,7 +66,7 @@ type Step struct {
 	Desired meshv1.RootRef
 	// LastGeneration is the highest generation used so far.
 	LastGeneration int32
-	Paused  bool
+	Paused         bool
 	// Done tells whether every member reports the current stage done.
 	Done  bool
 	Delay time.Duration

@@ -33,3 +33,19 @@ func BenchmarkTranslate100x100(b *testing.B) {
 		Translate(m)
 	}
 }
+
+// BenchmarkTranslate100x100OneEndpointChange is the push pipeline's case: one endpoint of
+// one service changed readiness, the other 99 services are reused.
+func BenchmarkTranslate100x100OneEndpointChange(b *testing.B) {
+	m := benchModel(100, 100)
+	tr := NewTranslator()
+	tr.Translate(m)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		e := &m.Services[i%100].Endpoints[(i*7)%100]
+		e.Ready = !e.Ready
+		tr.Translate(m)
+		i++
+	}
+}

@@ -28,71 +28,71 @@ type Resources struct {
 	Routes    []*routev3.RouteConfiguration
 	Clusters  []*clusterv3.Cluster
 	Endpoints []*endpointv3.ClusterLoadAssignment
+	// Versions identify the content of each list (VersionListeners...).
+	Versions [4]string
 }
 
 // Translate builds the resources proxyless gRPC clients and servers of the member need:
 // per service port an api_listener for each host clients dial, its route and clusters, the
-// clusters' endpoints by priority, and a server Listener for every local endpoint.
+// clusters' endpoints by priority, and a server Listener for every local endpoint. Each
+// list is sorted by name.
 func Translate(m *Model) *Resources {
+	r := NewTranslator().Translate(m)
+	r.sort()
+	return r
+}
+
+// translateService builds the resources of one service.
+func (t *translation) translateService(s *Service) *Resources {
+	m := t.Model
 	r := &Resources{}
-	servers := map[string]bool{}
-	// Every server listener has the same filter chain: build it once and share it (the
-	// resources are never modified once built).
-	serverChain := m.serverFilterChain()
-	for i := range m.Services {
-		s := &m.Services[i]
-		if s.Local {
-			for _, p := range s.Ports {
-				host := s.localHost()
-				name := ClusterName(p.Port, "", host)
+	if s.Local {
+		for _, p := range s.Ports {
+			host := s.localHost()
+			name := ClusterName(p.Port, "", host)
+			r.addClient(host, p.Port, routeTo(name))
+			r.Clusters = append(r.Clusters, m.cluster(s, name, name))
+			r.Endpoints = append(r.Endpoints, t.loadAssignment(s, p, name, []string{m.Cluster}))
+		}
+	}
+	if s.Imported {
+		order := m.failoverOrder(s)
+		for _, p := range s.ImportPorts {
+			host := s.clustersetHost()
+			name := ClusterName(p.Port, "", host)
+			r.Clusters = append(r.Clusters, m.cluster(s, name, name))
+			r.Endpoints = append(r.Endpoints, t.loadAssignment(s, p, name, order))
+			if len(s.Policy.Weights) == 0 {
 				r.addClient(host, p.Port, routeTo(name))
-				r.Clusters = append(r.Clusters, m.cluster(s, name, name))
-				r.Endpoints = append(r.Endpoints, m.loadAssignment(s, p, name, []string{m.Cluster}))
+				continue
 			}
-		}
-		if s.Imported {
-			order := m.failoverOrder(s)
-			for _, p := range s.ImportPorts {
-				host := s.clustersetHost()
-				name := ClusterName(p.Port, "", host)
-				r.Clusters = append(r.Clusters, m.cluster(s, name, name))
-				r.Endpoints = append(r.Endpoints, m.loadAssignment(s, p, name, order))
-				if len(s.Policy.Weights) == 0 {
-					r.addClient(host, p.Port, routeTo(name))
-					continue
-				}
-				// A split: one leg per weighted cluster, each failing over on its own, all
-				// with the service's SNI so the gateways route them alike.
-				var legs []*routev3.WeightedCluster_ClusterWeight
-				for _, w := range s.Policy.Weights {
-					leg := ClusterName(p.Port, w.Cluster, host)
-					legs = append(legs, &routev3.WeightedCluster_ClusterWeight{Name: leg, Weight: wrapperspb.UInt32(w.Weight)})
-					r.Clusters = append(r.Clusters, m.cluster(s, leg, name))
-					legOrder := append([]string{w.Cluster}, slices.DeleteFunc(slices.Clone(order), func(c string) bool { return c == w.Cluster })...)
-					r.Endpoints = append(r.Endpoints, m.loadAssignment(s, p, leg, legOrder))
-				}
-				r.addClient(host, p.Port, &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
-					WeightedClusters: &routev3.WeightedCluster{Clusters: legs}}})
+			// A split: one leg per weighted cluster, each failing over on its own, all
+			// with the service's SNI so the gateways route them alike.
+			var legs []*routev3.WeightedCluster_ClusterWeight
+			for _, w := range s.Policy.Weights {
+				leg := ClusterName(p.Port, w.Cluster, host)
+				legs = append(legs, &routev3.WeightedCluster_ClusterWeight{Name: leg, Weight: wrapperspb.UInt32(w.Weight)})
+				r.Clusters = append(r.Clusters, m.cluster(s, leg, name))
+				legOrder := append([]string{w.Cluster}, slices.DeleteFunc(slices.Clone(order), func(c string) bool { return c == w.Cluster })...)
+				r.Endpoints = append(r.Endpoints, t.loadAssignment(s, p, leg, legOrder))
 			}
+			r.addClient(host, p.Port, &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
+				WeightedClusters: &routev3.WeightedCluster{Clusters: legs}}})
 		}
-		if s.Local {
-			for _, e := range s.Endpoints {
-				if e.Cluster != m.Cluster {
-					continue
-				}
-				for _, p := range s.Ports {
-					if port, ok := e.Ports[p.Name]; ok {
-						addr := net.JoinHostPort(e.Address, strconv.Itoa(int(port)))
-						if !servers[addr] {
-							servers[addr] = true
-							r.Listeners = append(r.Listeners, serverListener(e.Address, port, serverChain))
-						}
-					}
+	}
+	if s.Local {
+		for _, e := range s.Endpoints {
+			if e.Cluster != m.Cluster {
+				continue
+			}
+			for _, p := range s.Ports {
+				if port, ok := e.Ports[p.Name]; ok {
+					addr := net.JoinHostPort(e.Address, strconv.Itoa(int(port)))
+					r.Listeners = append(r.Listeners, serverListener(addr, t.address(e.Address, port), t.serverChain))
 				}
 			}
 		}
 	}
-	r.sort()
 	return r
 }
 
@@ -203,7 +203,8 @@ func (m *Model) failoverOrder(s *Service) []string {
 // loadAssignment gives a cluster one priority per cluster of order that has ready
 // endpoints. Endpoints in another network are replaced by that network's gateway,
 // weighted by how many ready endpoints it fronts.
-func (m *Model) loadAssignment(s *Service, p Port, name string, order []string) *endpointv3.ClusterLoadAssignment {
+func (t *translation) loadAssignment(s *Service, p Port, name string, order []string) *endpointv3.ClusterLoadAssignment {
+	m := t.Model
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
 	for _, cluster := range order {
 		var eps []*endpointv3.LbEndpoint
@@ -225,11 +226,11 @@ func (m *Model) loadAssignment(s *Service, p Port, name string, order []string) 
 				behindGateway++
 				continue
 			}
-			eps = append(eps, lbEndpoint(e.Address, port, 1))
+			eps = append(eps, t.lbEndpoint(e.Address, port, 1))
 		}
 		if behindGateway > 0 {
 			if peer := m.Peers[cluster]; peer.GatewayAddress != "" && peer.GatewayPort != 0 {
-				eps = append(eps, lbEndpoint(peer.GatewayAddress, peer.GatewayPort, behindGateway))
+				eps = append(eps, t.lbEndpoint(peer.GatewayAddress, peer.GatewayPort, behindGateway))
 			}
 		}
 		if len(eps) == 0 {
@@ -248,12 +249,64 @@ func (m *Model) loadAssignment(s *Service, p Port, name string, order []string) 
 	return cla
 }
 
-func lbEndpoint(address string, port, weight uint32) *endpointv3.LbEndpoint {
-	return &endpointv3.LbEndpoint{
-		HostIdentifier:      &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress(address, port)}},
-		HealthStatus:        corev3.HealthStatus_HEALTHY,
-		LoadBalancingWeight: wrapperspb.UInt32(weight),
+// translation is one run of Translate. Resources are never modified once built, so
+// identical parts are built once and shared: an endpoint's address appears in its server
+// listener and in the clusters of both hosts.
+type translation struct {
+	*Model
+	addrs       map[addrKey]*corev3.Address
+	lbs         map[addrKey]*endpointv3.LbEndpoint
+	serverChain *listenerv3.FilterChain
+}
+
+type addrKey struct {
+	address      string
+	port, weight uint32
+}
+
+// addressBlock and lbBlock allocate a message and the messages it points to at once.
+type addressBlock struct {
+	addr corev3.Address
+	wrap corev3.Address_SocketAddress
+	sock corev3.SocketAddress
+	port corev3.SocketAddress_PortValue
+}
+
+type lbBlock struct {
+	lb   endpointv3.LbEndpoint
+	wrap endpointv3.LbEndpoint_Endpoint
+	ep   endpointv3.Endpoint
+}
+
+func (t *translation) address(address string, port uint32) *corev3.Address {
+	k := addrKey{address: address, port: port}
+	if a := t.addrs[k]; a != nil {
+		return a
 	}
+	b := &addressBlock{}
+	b.port.PortValue = port
+	b.sock.Address, b.sock.PortSpecifier = address, &b.port
+	b.wrap.SocketAddress = &b.sock
+	b.addr.Address = &b.wrap
+	t.addrs[k] = &b.addr
+	return &b.addr
+}
+
+// lbEndpoint is a healthy endpoint; weight 1 is the default and left out.
+func (t *translation) lbEndpoint(address string, port, weight uint32) *endpointv3.LbEndpoint {
+	k := addrKey{address: address, port: port, weight: weight}
+	if lb := t.lbs[k]; lb != nil {
+		return lb
+	}
+	b := &lbBlock{}
+	b.ep.Address = t.address(address, port)
+	b.wrap.Endpoint = &b.ep
+	b.lb.HostIdentifier, b.lb.HealthStatus = &b.wrap, corev3.HealthStatus_HEALTHY
+	if weight != 1 {
+		b.lb.LoadBalancingWeight = wrapperspb.UInt32(weight)
+	}
+	t.lbs[k] = &b.lb
+	return &b.lb
 }
 
 // serverFilterChain is what an xDS-enabled gRPC server does with a connection: every RPC
@@ -284,11 +337,10 @@ func (m *Model) serverFilterChain() *listenerv3.FilterChain {
 }
 
 // serverListener is the Listener an xDS-enabled gRPC server on address:port asks for.
-func serverListener(address string, port uint32, chain *listenerv3.FilterChain) *listenerv3.Listener {
-	addr := net.JoinHostPort(address, strconv.Itoa(int(port)))
+func serverListener(hostPort string, address *corev3.Address, chain *listenerv3.FilterChain) *listenerv3.Listener {
 	return &listenerv3.Listener{
-		Name:         ServerListenerName(addr),
-		Address:      socketAddress(address, port),
+		Name:         ServerListenerName(hostPort),
+		Address:      address,
 		FilterChains: []*listenerv3.FilterChain{chain},
 	}
 }

@@ -133,3 +133,44 @@ func TestClusterNames(t *testing.T) {
 		}
 	}
 }
+
+// TestTranslatorReuse: after a change to one service, the incremental translator reuses
+// the other services' resources, changes only the versions of the types that changed, and
+// produces exactly what a fresh translation does.
+func TestTranslatorReuse(t *testing.T) {
+	m := benchModel(5, 6)
+	tr := NewTranslator()
+	before := tr.Translate(m)
+	// A remote endpoint of service 2 turns unready: only endpoints change.
+	for i, e := range m.Services[2].Endpoints {
+		if e.Cluster == "b" && e.Ready {
+			m.Services[2].Endpoints[i].Ready = false
+			break
+		}
+	}
+	after := tr.Translate(m)
+	if after.Versions[VersionEndpoints] == before.Versions[VersionEndpoints] {
+		t.Error("the endpoints version did not change")
+	}
+	for _, v := range []int{VersionListeners, VersionRoutes, VersionClusters} {
+		if after.Versions[v] != before.Versions[v] {
+			t.Errorf("version %d changed though its resources did not", v)
+		}
+	}
+	reused := 0
+	for i := range before.Clusters {
+		if before.Clusters[i] == after.Clusters[i] {
+			reused++
+		}
+	}
+	if reused != len(before.Clusters)-2 { // service 2 has a local and a clusterset cluster
+		t.Errorf("%d of %d clusters reused, want all but service 2's", reused, len(before.Clusters))
+	}
+	after.sort()
+	if got, want := render(t, after), render(t, Translate(m)); got != want {
+		t.Error("the incremental translation differs from a fresh one")
+	}
+	if again := tr.Translate(m); again.Versions != after.Versions {
+		t.Error("translating the same model twice changed the versions")
+	}
+}

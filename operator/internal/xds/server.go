@@ -19,7 +19,6 @@ import (
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/meshfed/meshfed/operator/internal/translate"
 )
@@ -46,7 +45,8 @@ type Config struct {
 // BuildFunc reads the member's objects and returns the configuration to serve.
 type BuildFunc func(ctx context.Context) (*Config, error)
 
-// typeOrder lists the resource types in the snapshot.
+// typeOrder lists the resource types in the snapshot, in the order of
+// translate.Resources.Versions.
 var typeOrder = []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType}
 
 // Server is the member's xDS server and push pipeline.
@@ -230,8 +230,8 @@ func (s *Server) set(ctx context.Context, res *translate.Resources, changedAt ti
 	all := sha256.New()
 	s.mu.Lock()
 	changed := false
-	for _, typ := range typeOrder {
-		v := hashResources(byType[typ])
+	for i, typ := range typeOrder {
+		v := res.Versions[i]
 		all.Write([]byte(v))
 		if v != s.versions[typ] {
 			changed = true
@@ -254,22 +254,6 @@ func (s *Server) set(ctx context.Context, res *translate.Resources, changedAt ti
 	}
 	snapshots.Inc()
 	return true
-}
-
-// hashResources is a content version: the hash of the resources' deterministic encoding.
-func hashResources(items []types.Resource) string {
-	h := sha256.New()
-	opts := proto.MarshalOptions{Deterministic: true}
-	var buf []byte
-	for _, r := range items {
-		var err error
-		buf, err = opts.MarshalAppend(buf[:0], r)
-		if err != nil {
-			continue // an unmarshalable resource failed Check already
-		}
-		h.Write(buf)
-	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // Listen serves ADS on addr, replacing a listener on another address.

@@ -39,6 +39,10 @@ type Feed struct {
 	BindHost string
 	Server   *xds.Server
 	Log      logr.Logger
+
+	// translator keeps each service's resources between builds; only the server's push
+	// loop calls Build, one build at a time.
+	translator *translate.Translator
 }
 
 // NeedLeaderElection is false: see Feed.
@@ -99,7 +103,10 @@ func (f *Feed) Build(ctx context.Context) (*xds.Config, error) {
 	for _, p := range problems {
 		f.Log.Error(p, "part of the member's configuration is left out")
 	}
-	cfg := &xds.Config{Resources: translate.Translate(model), Address: net.JoinHostPort(f.BindHost, strconv.Itoa(int(xdsPort(&m))))}
+	if f.translator == nil {
+		f.translator = translate.NewTranslator()
+	}
+	cfg := &xds.Config{Resources: f.translator.Translate(model), Address: net.JoinHostPort(f.BindHost, strconv.Itoa(int(xdsPort(&m))))}
 	if d := m.Spec.ControlPlane.PushDebounce; d != nil {
 		cfg.Debounce = d.Duration
 	}

@@ -28,7 +28,7 @@ type scope struct {
 	agg       mcs.Result
 	// policies are the traffic policies, as the JSON the members read, by service.
 	policies map[mcs.ServiceKey]string
-	trust     trustView
+	trust    trustView
 	// requeueAfter asks for a pass when a grace period ends.
 	requeueAfter time.Duration
 }

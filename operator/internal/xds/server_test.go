@@ -1,0 +1,268 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+
+	"github.com/meshfed/meshfed/operator/internal/translate"
+)
+
+// model is a member with one imported service whose endpoints a test changes.
+type model struct {
+	mu      sync.Mutex
+	m       *translate.Model
+	invalid bool
+	tr      *translate.Translator
+}
+
+func newModel(services, endpoints int) *model {
+	m := &translate.Model{Cluster: "a", Network: "net-1", TrustDomain: "cluster.local", Peers: map[string]translate.Peer{"b": {Network: "net-1"}}}
+	for i := range services {
+		s := translate.Service{Namespace: "ns", Name: fmt.Sprintf("svc-%d", i), Imported: true, ImportPorts: []translate.Port{{Name: "grpc", Port: 9080}}}
+		for j := range endpoints {
+			s.Endpoints = append(s.Endpoints, translate.Endpoint{Cluster: []string{"a", "b"}[j%2], Network: "net-1",
+				Address: fmt.Sprintf("10.%d.%d.%d", j%2, i, j), Ports: map[string]uint32{"grpc": 8080}, Ready: true})
+		}
+		m.Services = append(m.Services, s)
+	}
+	return &model{m: m, tr: translate.NewTranslator()}
+}
+
+func (md *model) build(context.Context) (*Config, error) {
+	md.mu.Lock()
+	defer md.mu.Unlock()
+	res := md.tr.Translate(md.m)
+	if md.invalid {
+		// An endpoints resource of a cluster that does not exist fails the checks.
+		res.Endpoints = append(res.Endpoints, &endpointv3.ClusterLoadAssignment{ClusterName: "outbound_.1_._.nowhere"})
+	}
+	return &Config{Resources: res, Address: "127.0.0.1:0", Debounce: 10 * time.Millisecond}, nil
+}
+
+// flip changes the readiness of one endpoint of service i.
+func (md *model) flip(i int) {
+	md.mu.Lock()
+	e := &md.m.Services[i].Endpoints[0]
+	e.Ready = !e.Ready
+	md.mu.Unlock()
+}
+
+func startServer(t testing.TB, md *model) *Server {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s := NewServer(logr.Discard(), md.build, nil)
+	go func() { _ = s.Start(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Addr() == "" || s.Status().Version == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("the xDS server did not start")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return s
+}
+
+// adsClient is a raw ADS client watching one EDS resource; it ACKs what it gets unless
+// told to NACK, and reports every version it received.
+type adsClient struct {
+	stream   discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	node     string
+	versions chan string
+	nack     bool
+}
+
+func dialADS(t testing.TB, ctx context.Context, addr, node, cluster string, nack bool) *adsClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &adsClient{stream: stream, node: node, versions: make(chan string, 64), nack: nack}
+	if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: resource.EndpointType, ResourceNames: []string{cluster}}); err != nil {
+		t.Fatal(err)
+	}
+	go c.loop(cluster)
+	return c
+}
+
+func (c *adsClient) loop(cluster string) {
+	acked := ""
+	for {
+		resp, err := c.stream.Recv()
+		if err != nil {
+			close(c.versions)
+			return
+		}
+		req := &discoveryv3.DiscoveryRequest{TypeUrl: resp.TypeUrl, ResourceNames: []string{cluster}, ResponseNonce: resp.Nonce, VersionInfo: resp.VersionInfo}
+		if c.nack {
+			req.VersionInfo = acked
+			req.ErrorDetail = &statuspb.Status{Code: 3, Message: "refused on purpose"}
+		} else {
+			acked = resp.VersionInfo
+		}
+		if c.stream.Send(req) != nil {
+			return
+		}
+		c.versions <- resp.VersionInfo
+	}
+}
+
+func (c *adsClient) next(t testing.TB, timeout time.Duration) string {
+	t.Helper()
+	select {
+	case v, ok := <-c.versions:
+		if !ok {
+			t.Fatalf("%s: stream closed", c.node)
+		}
+		return v
+	case <-time.After(timeout):
+		t.Fatalf("%s: no response within %s", c.node, timeout)
+		return ""
+	}
+}
+
+const watched = "outbound_.9080_._.svc-0.ns.svc.clusterset.local"
+
+// TestInvalidConfigIsNotServed: a configuration that fails the checks is not served (the
+// proxies keep the last good one and the status says why); the next good one is.
+func TestInvalidConfigIsNotServed(t *testing.T) {
+	md := newModel(3, 4)
+	s := startServer(t, md)
+	ctx := t.Context()
+	c := dialADS(t, ctx, s.Addr(), "proxy-1", watched, false)
+	v1 := c.next(t, 5*time.Second)
+
+	md.mu.Lock()
+	md.invalid = true
+	md.mu.Unlock()
+	md.flip(0)
+	before := testutil.ToFloat64(configErrors)
+	s.Trigger()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Status().Err == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the invalid configuration was not reported")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(configErrors) - before; got != 1 {
+		t.Errorf("config errors +%v, want +1", got)
+	}
+	t.Logf("status: %v", s.Status().Err)
+	// A proxy that connects now gets the last good configuration.
+	late := dialADS(t, ctx, s.Addr(), "proxy-2", watched, false)
+	if v := late.next(t, 5*time.Second); v != v1 {
+		t.Errorf("a new proxy got version %s, want the last good %s", v, v1)
+	}
+	select {
+	case v := <-c.versions:
+		t.Fatalf("the connected proxy was sent version %s after an invalid build", v)
+	default:
+	}
+
+	md.mu.Lock()
+	md.invalid = false
+	md.mu.Unlock()
+	s.Trigger()
+	if v := c.next(t, 5*time.Second); v == v1 {
+		t.Error("the good configuration was not pushed")
+	}
+	if s.Status().Err != nil {
+		t.Errorf("status still reports %v", s.Status().Err)
+	}
+}
+
+// TestNACKLeavesOthersAlone: one proxy refuses a version; it is counted, and another proxy
+// keeps receiving and ACKing.
+func TestNACKLeavesOthersAlone(t *testing.T) {
+	md := newModel(2, 2)
+	s := startServer(t, md)
+	ctx := t.Context()
+	before := testutil.ToFloat64(nacks.WithLabelValues("ClusterLoadAssignment"))
+	bad := dialADS(t, ctx, s.Addr(), "refuser", watched, true)
+	good := dialADS(t, ctx, s.Addr(), "accepter", watched, false)
+	bad.next(t, 5*time.Second)
+	v1 := good.next(t, 5*time.Second)
+	md.flip(0)
+	s.Trigger()
+	if v := good.next(t, 5*time.Second); v == v1 {
+		t.Error("the accepting proxy did not get the new version")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(nacks.WithLabelValues("ClusterLoadAssignment")) == before {
+		if time.Now().After(deadline) {
+			t.Fatal("the NACK was not counted")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// BenchmarkEDSPushTo1000Clients: 1000 proxies (raw ADS streams, one connection each) watch
+// one service's endpoints; an endpoint changes; the figure is the time until the last of
+// them has the new version and ACKed it, through the whole pipeline (debounce 10 ms).
+func BenchmarkEDSPushTo1000Clients(b *testing.B) {
+	const proxies = 1000
+	md := newModel(100, 100)
+	s := startServer(b, md)
+	ctx := b.Context()
+	clients := make([]*adsClient, proxies)
+	for i := range clients {
+		clients[i] = dialADS(b, ctx, s.Addr(), fmt.Sprintf("proxy-%d", i), watched, false)
+	}
+	for _, c := range clients {
+		c.next(b, 30*time.Second)
+	}
+	var lasts []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		md.flip(0)
+		s.Trigger()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var last time.Duration
+		for _, c := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.next(b, 30*time.Second)
+				d := time.Since(start)
+				mu.Lock()
+				last = max(last, d)
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		lasts = append(lasts, last)
+	}
+	p50, p99 := percentile(lasts, 0.50), percentile(lasts, 0.99)
+	b.ReportMetric(p50.Seconds()*1000, "ms-last-client-p50")
+	b.ReportMetric(p99.Seconds()*1000, "ms-last-client-p99")
+}
+
+func percentile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(ds))
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
