@@ -110,10 +110,14 @@ test-unit: ## Run only the tests that need no local clusters.
 	$(GO) test $(GO_TEST_FLAGS) -short ./...
 
 .PHONY: bench
-bench: tools build ## Run the benchmarks: testbed start, export-to-import latency and a 500-export burst.
+bench: tools build ## Run the benchmarks: testbed start, federation latency and burst, xDS builds and pushes, failover and splits.
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test -count=1 -run '^$$' -bench Start3Clusters -benchtime 3x -timeout 30m ./testbed
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test -count=1 -run '^$$' -bench ExportToImport -benchtime 200x -timeout 30m ./operator/internal/controller/meshfederation
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test -count=1 -run '^$$' -bench ExportBurst -benchtime 1x -timeout 30m ./operator/internal/controller/meshfederation
+	$(GO) test -count=1 -run '^$$' -bench 'Translate100x100$$' -benchtime 50x ./operator/internal/translate
+	$(GO) test -count=1 -run '^$$' -bench 'Translate100x100OneEndpointChange$$' -benchtime 300x ./operator/internal/translate
+	$(GO) test -count=1 -run '^$$' -bench EDSPushTo1000Clients -benchtime 50x ./operator/internal/xds
+	MESHFED_REQUIRE_TESTBED=1 $(GO) test -count=1 -run '^$$' -bench FailoverAndSplit -benchtime 5x -timeout 30m ./operator/internal/xds
 
 ##@ Tools (built from hack/tools, cached in bin/)
 

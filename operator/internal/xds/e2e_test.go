@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +46,7 @@ type mesh struct {
 	dir string
 }
 
-func startMesh(t *testing.T) *mesh {
+func startMesh(t testing.TB) *mesh {
 	tb := testbed.StartForTest(t, testbed.Options{Clusters: 3, Operator: true})
 	m := &mesh{tb: tb, hub: tb.Clusters[0], dir: t.TempDir()}
 	ctx := context.Background()
@@ -80,7 +82,7 @@ func startMesh(t *testing.T) *mesh {
 
 // identityFiles issues the SPIFFE certificate of ns/sa in c and keeps it, with the
 // member's trust bundle, in a directory as the file_watcher provider reads it.
-func (m *mesh) identityFiles(t *testing.T, c *testbed.Cluster, sa string) string {
+func (m *mesh) identityFiles(t testing.TB, c *testbed.Cluster, sa string) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -108,7 +110,7 @@ func (m *mesh) identityFiles(t *testing.T, c *testbed.Cluster, sa string) string
 }
 
 // run starts an echo workload (server or client) in c with its bootstrap.
-func (m *mesh) run(t *testing.T, c *testbed.Cluster, name, mode, sa, certDir string, port int32, labels map[string]string) *testbed.Workload {
+func (m *mesh) run(t testing.TB, c *testbed.Cluster, name, mode, sa, certDir string, port int32, labels map[string]string) *testbed.Workload {
 	t.Helper()
 	boot, err := bootstrap.JSON(bootstrap.Options{XDSAddress: c.XDSHost() + ":15010", NodeID: name + "." + ns, Cluster: c.Name, CertDir: certDir, Refresh: time.Second})
 	if err != nil {
@@ -139,12 +141,12 @@ func (m *mesh) run(t *testing.T, c *testbed.Cluster, name, mode, sa, certDir str
 	return w
 }
 
-func (m *mesh) server(t *testing.T, c *testbed.Cluster, name string) *testbed.Workload {
+func (m *mesh) server(t testing.TB, c *testbed.Cluster, name string) *testbed.Workload {
 	return m.run(t, c, name, "server", "echo", m.identityFiles(t, c, "echo"), echoPort, map[string]string{"app": "echo"})
 }
 
 // exportEcho creates the echo Service and its ServiceExport in c.
-func exportEcho(t *testing.T, c *testbed.Cluster) {
+func exportEcho(t testing.TB, c *testbed.Cluster) {
 	t.Helper()
 	ctx := context.Background()
 	testbed.MustCreate(ctx, t, c.Client, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "echo"},
@@ -161,7 +163,7 @@ type call struct {
 	Error   string  `json:"error"`
 }
 
-func httpJSON(t *testing.T, method, url string, out any) {
+func httpJSON(t testing.TB, method, url string, out any) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, nil)
 	resp, err := http.DefaultClient.Do(req)
@@ -181,7 +183,7 @@ func httpJSON(t *testing.T, method, url string, out any) {
 }
 
 // calls makes n calls from the client workload now.
-func calls(t *testing.T, client *testbed.Workload, n int) []call {
+func calls(t testing.TB, client *testbed.Workload, n int) []call {
 	t.Helper()
 	var out []call
 	httpJSON(t, http.MethodGet, fmt.Sprintf("http://%s/call?target=%s&n=%d", client.Addr(8080), target, n), &out)
@@ -201,7 +203,7 @@ func split(cs []call) map[string]int {
 	return out
 }
 
-func (m *mesh) setPolicy(t *testing.T, tp *meshv1.TrafficPolicy) time.Time {
+func (m *mesh) setPolicy(t testing.TB, tp *meshv1.TrafficPolicy) time.Time {
 	t.Helper()
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var fed meshv1.MeshFederation
@@ -221,7 +223,7 @@ func (m *mesh) setPolicy(t *testing.T, tp *meshv1.TrafficPolicy) time.Time {
 }
 
 // load runs calls every interval until the returned function stops them and returns them.
-func load(t *testing.T, client *testbed.Workload, interval time.Duration) (started time.Time, stop func() []call) {
+func load(t testing.TB, client *testbed.Workload, interval time.Duration) (started time.Time, stop func() []call) {
 	t.Helper()
 	httpJSON(t, http.MethodPost, fmt.Sprintf("http://%s/load?target=%s&interval=%s", client.Addr(8080), target, interval), nil)
 	started = time.Now()
@@ -250,7 +252,7 @@ func sinceFirstSteady(cs []call, offset float64, cluster string) float64 {
 	return steady
 }
 
-func metricValue(t *testing.T, url, prefix string) string {
+func metricValue(t testing.TB, url, prefix string) string {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -475,4 +477,89 @@ func foreignIdentity(t *testing.T, m *mesh, c *testbed.Cluster) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// BenchmarkFailoverAndSplit measures, with real proxyless gRPC clients and servers: the
+// time until every call succeeds on B after A's server is killed (and the calls lost), the
+// same when A's server turns unready, and how far a {A:20, B:80} split over 1000 calls is
+// from 20 %. One iteration is one kill, one readiness flip and one split.
+func BenchmarkFailoverAndSplit(b *testing.B) {
+	m := startMesh(b)
+	a, bb := m.tb.Clusters[0], m.tb.Clusters[1]
+	exportEcho(b, a)
+	exportEcho(b, bb)
+	serverA := m.server(b, a, "echo-a0")
+	m.server(b, bb, "echo-b")
+	client := m.run(b, a, "client", "client", "client", m.identityFiles(b, a, "client"), 8080, nil)
+	policy := func(tp *meshv1.TrafficPolicy) { m.setPolicy(b, tp) }
+	onA := func() {
+		testbed.Eventually(b, time.Minute, "all calls on A", func() error {
+			if s := split(calls(b, client, 20)); s[a.Name] != 20 {
+				return fmt.Errorf("split %v", s)
+			}
+			return nil
+		})
+	}
+	onB := func() {
+		testbed.Eventually(b, 10*time.Second, "all calls on B", func() error {
+			if s := split(calls(b, client, 20)); s[bb.Name] != 20 {
+				return fmt.Errorf("split %v", s)
+			}
+			return nil
+		})
+	}
+	measure := func(event func()) (float64, int) {
+		started, stop := load(b, client, 10*time.Millisecond)
+		time.Sleep(300 * time.Millisecond) // calls before the event
+		at := time.Now()
+		event()
+		onB()
+		time.Sleep(300 * time.Millisecond) // calls after recovery
+		cs := stop()
+		return sinceFirstSteady(cs, float64(at.Sub(started).Milliseconds()), bb.Name), split(cs)[""]
+	}
+	failover := &meshv1.TrafficPolicy{Service: meshv1.ServiceRef{Namespace: ns, Name: "echo"}, Failover: []string{bb.Name}}
+	var kills, flips, splitErr []float64
+	lost, lostFlip := 0, 0
+	i := 0
+	for b.Loop() {
+		policy(failover)
+		onA()
+		ms, failed := measure(serverA.Kill)
+		kills, lost = append(kills, ms), lost+failed
+		i++
+		serverA = m.server(b, a, fmt.Sprintf("echo-a%d", i))
+		onA()
+		ms, failed = measure(func() {
+			if err := serverA.SetReady(context.Background(), false); err != nil {
+				b.Fatal(err)
+			}
+		})
+		flips, lostFlip = append(flips, ms), lostFlip+failed
+		if err := serverA.SetReady(context.Background(), true); err != nil {
+			b.Fatal(err)
+		}
+		policy(&meshv1.TrafficPolicy{Service: meshv1.ServiceRef{Namespace: ns, Name: "echo"},
+			Weights: []meshv1.ClusterWeight{{Cluster: a.Name, Weight: 20}, {Cluster: bb.Name, Weight: 80}}})
+		testbed.Eventually(b, 30*time.Second, "the split in force", func() error {
+			if s := split(calls(b, client, 50)); s[bb.Name] == 0 {
+				return fmt.Errorf("split %v", s)
+			}
+			return nil
+		})
+		s := split(calls(b, client, 1000))
+		splitErr = append(splitErr, float64(s[a.Name])/10-20)
+	}
+	slices.Sort(kills)
+	slices.Sort(flips)
+	b.ReportMetric(kills[len(kills)/2], "ms-kill-failover-p50")
+	b.ReportMetric(kills[len(kills)-1], "ms-kill-failover-max")
+	b.ReportMetric(float64(lost)/float64(len(kills)), "calls-lost/kill")
+	b.ReportMetric(flips[len(flips)/2], "ms-unready-failover-p50")
+	b.ReportMetric(float64(lostFlip), "calls-lost-unready")
+	worst := 0.0
+	for _, e := range splitErr {
+		worst = max(worst, math.Abs(e))
+	}
+	b.ReportMetric(worst, "pct-split-error-max")
 }

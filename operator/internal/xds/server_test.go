@@ -14,9 +14,9 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 
 	"github.com/meshfed/meshfed/operator/internal/translate"
 )
