@@ -71,12 +71,18 @@ func CheckFederation(f *meshv1.MeshFederation) field.ErrorList {
 				errs = append(errs, notMember(p.Child("weights").Index(j).Child("cluster"), w.Cluster))
 			}
 		}
+		if tp.Timeout != nil && tp.Timeout.Duration <= 0 {
+			errs = append(errs, field.Invalid(p.Child("timeout"), tp.Timeout.Duration.String(), "must be positive: remove it to leave calls unbounded"))
+		}
 	}
 	t := f.Spec.Trust
 	if t.IntermediateDuration != nil && t.IntermediateRenewBefore != nil &&
 		t.IntermediateRenewBefore.Duration >= t.IntermediateDuration.Duration {
 		errs = append(errs, field.Invalid(spec.Child("trust", "intermediateRenewBefore"), t.IntermediateRenewBefore.Duration.String(),
 			fmt.Sprintf("must be shorter than intermediateDuration (%s), or cert-manager renews the intermediates without pause", t.IntermediateDuration.Duration)))
+	}
+	if d := t.Rotation.PropagationDelay; d != nil && d.Duration < 0 {
+		errs = append(errs, field.Invalid(spec.Child("trust", "rotation", "propagationDelay"), d.Duration.String(), "must not be negative"))
 	}
 	return errs
 }

@@ -72,6 +72,11 @@ func TestCheckFederation(t *testing.T) {
 			f.Spec.Trust.IntermediateDuration = &metav1.Duration{Duration: time.Hour}
 			f.Spec.Trust.IntermediateRenewBefore = &metav1.Duration{Duration: time.Hour}
 		}, []string{"spec.trust.intermediateRenewBefore"}},
+		{"a zero timeout", func(f *meshv1.MeshFederation) { f.Spec.TrafficPolicies[0].Timeout = &metav1.Duration{} },
+			[]string{"spec.trafficPolicies[0].timeout"}},
+		{"a negative propagation delay", func(f *meshv1.MeshFederation) {
+			f.Spec.Trust.Rotation.PropagationDelay = &metav1.Duration{Duration: -time.Second}
+		}, []string{"spec.trust.rotation.propagationDelay"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

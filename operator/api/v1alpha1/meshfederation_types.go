@@ -144,7 +144,7 @@ type ExportPolicy struct {
 }
 
 // TrafficPolicy steers one service's traffic across clusters.
-// +kubebuilder:validation:XValidation:rule="has(self.failover) || has(self.weights) || has(self.outlierDetection)",message="a traffic policy needs at least one of failover, weights or outlierDetection"
+// +kubebuilder:validation:XValidation:rule="has(self.failover) || has(self.weights) || has(self.outlierDetection) || has(self.timeout) || has(self.retries)",message="a traffic policy needs at least one of failover, weights, outlierDetection, timeout or retries"
 type TrafficPolicy struct {
 	// Service the policy applies to.
 	Service ServiceRef `json:"service"`
@@ -169,6 +169,31 @@ type TrafficPolicy struct {
 	// OutlierDetection ejects endpoints that keep failing.
 	// +optional
 	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+
+	// Timeout bounds every call to the service (the route's max stream duration).
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// Retries retries calls that fail with one of the given gRPC status codes.
+	// +optional
+	Retries *RetryPolicy `json:"retries,omitempty"`
+}
+
+// RetryPolicy retries failed calls.
+type RetryPolicy struct {
+	// Attempts is how many times a call is retried.
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=5
+	// +optional
+	Attempts int32 `json:"attempts,omitempty"`
+	// On lists the gRPC status codes that are retried.
+	// +kubebuilder:default={"unavailable"}
+	// +kubebuilder:validation:MaxItems=5
+	// +kubebuilder:validation:items:Enum=unavailable;cancelled;deadline-exceeded;internal;resource-exhausted
+	// +listType=set
+	// +optional
+	On []string `json:"on,omitempty"`
 }
 
 // ServiceRef names a Service by namespace sameness: the same name in every cluster.

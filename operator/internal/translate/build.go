@@ -133,6 +133,15 @@ func policyOf(tp *meshv1.TrafficPolicy) Policy {
 			p.Weights = append(p.Weights, Weight{Cluster: w.Cluster, Weight: uint32(w.Weight)})
 		}
 	}
+	if tp.Timeout != nil {
+		p.Timeout = tp.Timeout.Duration
+	}
+	if r := tp.Retries; r != nil {
+		p.Retry = &Retry{Attempts: uint32(max(r.Attempts, 1)), On: r.On}
+		if len(p.Retry.On) == 0 {
+			p.Retry.On = []string{"unavailable"}
+		}
+	}
 	if o := tp.OutlierDetection; o != nil {
 		p.Outlier = &Outlier{ConsecutiveErrors: uint32(o.ConsecutiveErrors), IntervalSeconds: 10, BaseEjectionSecs: 30}
 		if o.Interval != nil {

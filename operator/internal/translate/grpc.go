@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -63,7 +64,7 @@ func (t *translation) translateService(s *Service) *Resources {
 			r.Clusters = append(r.Clusters, m.cluster(s, name, name))
 			r.Endpoints = append(r.Endpoints, t.loadAssignment(s, p, name, order))
 			if len(s.Policy.Weights) == 0 {
-				r.addClient(host, p.Port, routeTo(name))
+				r.addClient(host, p.Port, s.Policy.apply(routeTo(name)))
 				continue
 			}
 			// A split: one leg per weighted cluster, each failing over on its own, all
@@ -76,8 +77,8 @@ func (t *translation) translateService(s *Service) *Resources {
 				legOrder := append([]string{w.Cluster}, slices.DeleteFunc(slices.Clone(order), func(c string) bool { return c == w.Cluster })...)
 				r.Endpoints = append(r.Endpoints, t.loadAssignment(s, p, leg, legOrder))
 			}
-			r.addClient(host, p.Port, &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
-				WeightedClusters: &routev3.WeightedCluster{Clusters: legs}}})
+			r.addClient(host, p.Port, s.Policy.apply(&routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
+				WeightedClusters: &routev3.WeightedCluster{Clusters: legs}}}))
 		}
 	}
 	if s.Local {
@@ -94,6 +95,18 @@ func (t *translation) translateService(s *Service) *Resources {
 		}
 	}
 	return r
+}
+
+// apply sets the policy's timeout and retries on a route to the service's clusterset host.
+// grpc-go honours max_stream_duration and retry_policy (codes, attempts, backoff).
+func (p Policy) apply(a *routev3.RouteAction) *routev3.RouteAction {
+	if p.Timeout > 0 {
+		a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(p.Timeout)}
+	}
+	if r := p.Retry; r != nil {
+		a.RetryPolicy = &routev3.RetryPolicy{RetryOn: strings.Join(r.On, ","), NumRetries: wrapperspb.UInt32(r.Attempts)}
+	}
+	return a
 }
 
 func routeTo(cluster string) *routev3.RouteAction {

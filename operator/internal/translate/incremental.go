@@ -210,6 +210,13 @@ func serviceFingerprint(shared uint64, s *Service) uint64 {
 		f.str(w.Cluster)
 		f.num(uint64(w.Weight))
 	}
+	f.num(uint64(s.Policy.Timeout))
+	if r := s.Policy.Retry; r != nil {
+		f.num(uint64(r.Attempts))
+		for _, c := range r.On {
+			f.str(c)
+		}
+	}
 	if o := s.Policy.Outlier; o != nil {
 		f.num(uint64(o.ConsecutiveErrors))
 		f.num(uint64(o.IntervalSeconds * 1000))

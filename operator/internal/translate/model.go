@@ -78,6 +78,16 @@ type Policy struct {
 	Weights []Weight
 	// Outlier ejects failing endpoints when set.
 	Outlier *Outlier
+	// Timeout bounds each call; 0 leaves it to the client.
+	Timeout time.Duration
+	// Retry retries failed calls when set.
+	Retry *Retry
+}
+
+// Retry is a retry policy: attempts, and the gRPC codes retried (grpc-go's names).
+type Retry struct {
+	Attempts uint32
+	On       []string
 }
 
 // Weight is one cluster's share of a split.

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -43,7 +44,8 @@ func goldenModels() map[string]*Model {
 				}}}},
 		"weighted-split": {Cluster: "a", Network: "net-1", TrustDomain: "example.org", MTLS: true, Peers: peers(),
 			Services: []Service{{Namespace: "shop", Name: "ratings", Imported: true, ImportPorts: grpcPort, ServiceAccount: "ratings",
-				Policy: Policy{Weights: []Weight{{Cluster: "a", Weight: 20}, {Cluster: "c", Weight: 80}}},
+				Policy: Policy{Weights: []Weight{{Cluster: "a", Weight: 20}, {Cluster: "c", Weight: 80}},
+					Timeout: 3 * time.Second, Retry: &Retry{Attempts: 2, On: []string{"unavailable", "resource-exhausted"}}},
 				Endpoints: []Endpoint{
 					ep("a", "net-1", "10.0.0.1", 8080, true),
 					ep("c", "net-2", "10.2.0.1", 8080, true),

@@ -1,0 +1,99 @@
+package translate
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+)
+
+func slice(name, service string, labels map[string]string, ready *bool, addrs ...string) discoveryv1.EndpointSlice {
+	l := map[string]string{}
+	for k, v := range labels {
+		l[k] = v
+	}
+	s := discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name, Labels: l},
+		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("grpc"), Port: ptr.To[int32](8080)}, {Name: ptr.To("dns"), Port: ptr.To[int32](53), Protocol: ptr.To(corev1.ProtocolUDP)}}}
+	for _, a := range addrs {
+		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{Addresses: []string{a}, Conditions: discoveryv1.EndpointConditions{Ready: ready}})
+	}
+	if service != "" && l[discoveryv1.LabelManagedBy] == "" {
+		s.Labels[discoveryv1.LabelServiceName] = service
+		s.Labels[discoveryv1.LabelManagedBy] = "endpointslice-controller.k8s.io"
+	}
+	return s
+}
+
+func TestBuildModel(t *testing.T) {
+	remote := func(cluster, network string) map[string]string {
+		return map[string]string{discoveryv1.LabelManagedBy: meshv1.EndpointSliceManager, mcsv1beta1.LabelServiceName: "reviews",
+			mcsv1beta1.LabelSourceCluster: cluster, meshv1.LabelSourceNetwork: network}
+	}
+	in := Inputs{
+		Mesh: &meshv1.Mesh{Spec: meshv1.MeshSpec{ClusterName: "a", Network: "net-1", Locality: meshv1.Locality{Region: "eu"}}},
+		Services: []corev1.Service{
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "reviews", Annotations: map[string]string{meshv1.AnnotationServiceAccount: "reviews"}},
+				Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "grpc", Port: 9080}, {Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}}}},
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "external"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "example.com"}},
+		},
+		Slices: []discoveryv1.EndpointSlice{
+			slice("reviews-x", "reviews", nil, nil, "10.0.0.1"),
+			slice("reviews-y", "reviews", nil, ptr.To(false), "10.0.0.2"),
+			slice("imported-b", "", remote("b", "net-1"), ptr.To(true), "10.1.0.1"),
+			slice("imported-c", "", remote("c", "net-2"), ptr.To(true), "10.2.0.1"),
+			slice("mirror-of-self", "", remote("a", "net-1"), ptr.To(true), "10.0.0.9"),
+			slice("orphan", "nothing", nil, nil, "10.0.0.7"),
+		},
+		Imports: []mcsv1beta1.ServiceImport{
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "reviews", Annotations: map[string]string{
+				meshv1.AnnotationTrafficPolicy: `{"service":{"namespace":"shop","name":"reviews"},"failover":["c"],"weights":[{"cluster":"a","weight":1},{"cluster":"b","weight":0}],"timeout":"2s","retries":{"attempts":3}}`}},
+				Spec: mcsv1beta1.ServiceImportSpec{Ports: []mcsv1beta1.ServicePort{{Name: "grpc", Port: 9080}}}},
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "broken", Annotations: map[string]string{meshv1.AnnotationTrafficPolicy: "{not json"}},
+				Spec: mcsv1beta1.ServiceImportSpec{Ports: []mcsv1beta1.ServicePort{{Name: "grpc", Port: 9080}}}},
+		},
+		Peers: []meshv1.MeshPeer{
+			{Spec: meshv1.MeshPeerSpec{ClusterName: "c", Network: "net-2", GatewayAddress: "203.0.113.3", GatewayPort: 15443, Locality: meshv1.Locality{Region: "us"}}},
+			{Spec: meshv1.MeshPeerSpec{ClusterName: "a", Network: "net-1"}},
+		},
+	}
+	m, problems := BuildModel(in)
+	if len(problems) != 1 || !strings.Contains(problems[0].Error(), "ServiceImport shop/broken") {
+		t.Errorf("problems %v, want one naming ServiceImport shop/broken", problems)
+	}
+	if m.TrustDomain != DefaultTrustDomain || !m.MTLS || m.Region != "eu" {
+		t.Errorf("model %+v: want the default trust domain, mTLS on, region eu", m)
+	}
+	if _, self := m.Peers["a"]; self || m.Peers["c"].GatewayAddress != "203.0.113.3" {
+		t.Errorf("peers %+v: want c with its gateway and not this cluster", m.Peers)
+	}
+	if len(m.Services) != 2 || m.Services[0].Name != "broken" || m.Services[1].Name != "reviews" {
+		t.Fatalf("services %+v, want broken and reviews (the ExternalName left out)", m.Services)
+	}
+	r := m.Services[1]
+	if !r.Local || !r.Imported || len(r.Ports) != 1 || len(r.ImportPorts) != 1 || r.ServiceAccount != "reviews" {
+		t.Errorf("reviews %+v: want local and imported, TCP ports only, the pinned service account", r)
+	}
+	want := []string{"a/10.0.0.1/true", "a/10.0.0.2/false", "b/10.1.0.1/true", "c/10.2.0.1/true"}
+	var got []string
+	for _, e := range r.Endpoints {
+		got = append(got, e.Cluster+"/"+e.Address+"/"+map[bool]string{true: "true", false: "false"}[e.Ready])
+		if len(e.Ports) != 1 || e.Ports["grpc"] != 8080 {
+			t.Errorf("endpoint %+v: want only the TCP port", e)
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("endpoints %v, want %v (a missing readiness is ready; a mirror of this cluster is ignored)", got, want)
+	}
+	if p := r.Policy; len(p.Failover) != 1 || len(p.Weights) != 1 || p.Timeout.Seconds() != 2 || p.Retry == nil || p.Retry.Attempts != 3 || p.Retry.On[0] != "unavailable" {
+		t.Errorf("policy %+v: want failover c, the zero weight left out, 2 s timeout, 3 retries on unavailable", p)
+	}
+	if err := Check(Translate(m)); err != nil {
+		t.Errorf("translation of the built model: %v", err)
+	}
+}
