@@ -4,10 +4,12 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
@@ -85,21 +87,25 @@ func TestTranslateGolden(t *testing.T) {
 	}
 }
 
+// renderOne writes a resource as a YAML document headed by its type.
+func renderOne(t *testing.T, m proto.Message) string {
+	t.Helper()
+	j, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := yaml.JSONToYAML(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "# " + string(m.ProtoReflect().Descriptor().Name()) + "\n" + string(y)
+}
+
 // render writes the resources as YAML documents, one per resource, in a stable order.
 func render(t *testing.T, r *Resources) string {
 	t.Helper()
 	var docs []string
-	add := func(m proto.Message) {
-		j, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		y, err := yaml.JSONToYAML(j)
-		if err != nil {
-			t.Fatal(err)
-		}
-		docs = append(docs, "# "+string(m.ProtoReflect().Descriptor().Name())+"\n"+string(y))
-	}
+	add := func(m proto.Message) { docs = append(docs, renderOne(t, m)) }
 	for _, x := range r.Listeners {
 		add(x)
 	}
@@ -174,5 +180,54 @@ func TestTranslatorReuse(t *testing.T) {
 	}
 	if again := tr.Translate(m); again.Versions != after.Versions {
 		t.Error("translating the same model twice changed the versions")
+	}
+}
+
+// TestTranslateEnvoyGolden: the Envoy sidecar configuration of a model passes ValidateAll,
+// every route, cluster, endpoint and SDS reference resolves, and it equals the reviewed
+// golden file.
+func TestTranslateEnvoyGolden(t *testing.T) {
+	for _, name := range []string{"failover-across-networks", "weighted-split"} {
+		t.Run(name, func(t *testing.T) {
+			r := TranslateEnvoy(goldenModels()[name])
+			if err := CheckEnvoy(r); err != nil {
+				t.Fatalf("CheckEnvoy: %v", err)
+			}
+			got := render(t, &r.Resources)
+			for _, s := range r.Secrets {
+				got += "---\n" + renderOne(t, s)
+			}
+			path := filepath.Join("testdata", "envoy-"+name+".golden.yaml")
+			if *update {
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("resources differ from %s (run with -update after reviewing)", path)
+			}
+		})
+	}
+}
+
+// TestCheckFindsBrokenReferences: the checks catch what ValidateAll cannot.
+func TestCheckFindsBrokenReferences(t *testing.T) {
+	r := TranslateEnvoy(goldenModels()["weighted-split"])
+	r.Secrets = slices.DeleteFunc(r.Secrets, func(s *tlsv3.Secret) bool { return s.Name == SecretRoots })
+	r.Endpoints = r.Endpoints[1:]
+	err := CheckEnvoy(r)
+	for _, want := range []string{`SDS secret "ROOTCA" does not exist`, "no endpoints resource"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckEnvoy: %v, want it to say %s", err, want)
+		}
+	}
+	g := Translate(goldenModels()["weighted-split"])
+	g.Routes = nil
+	if err := Check(g); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("Check without routes: %v", err)
 	}
 }

@@ -48,6 +48,10 @@ func (s *Server) onRequest(id int64, req *discoveryv3.DiscoveryRequest) {
 	if req.Node != nil && req.Node.Id != "" {
 		st.node = req.Node.Id
 	}
+	newEnvoy := false
+	if req.Node != nil && nodeGroup(req.Node) == GroupEnvoy && !s.envoy {
+		s.envoy, newEnvoy = true, true
+	}
 	n := len(s.streams)
 	typ := req.TypeUrl
 	version := s.versions[typ]
@@ -61,6 +65,9 @@ func (s *Server) onRequest(id int64, req *discoveryv3.DiscoveryRequest) {
 	}
 	node := st.node
 	s.mu.Unlock()
+	if newEnvoy {
+		s.Trigger() // the first Envoy node: build its configuration
+	}
 	if !ok {
 		connectedProxies.Set(float64(n))
 		s.proxiesChanged()
@@ -94,6 +101,8 @@ func shortType(url string) string {
 		return "Cluster"
 	case resource.EndpointType:
 		return "ClusterLoadAssignment"
+	case resource.SecretType:
+		return "Secret"
 	}
 	return url
 }

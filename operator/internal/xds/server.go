@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,8 +24,13 @@ import (
 	"github.com/meshfed/meshfed/operator/internal/translate"
 )
 
-// GroupGRPC is the snapshot every proxyless gRPC node of the member gets.
-const GroupGRPC = "grpc"
+// Node groups: each gets one snapshot. A node says it is an Envoy sidecar with the node
+// metadata field NodeProxyField = "envoy"; any other node is a proxyless gRPC node.
+const (
+	GroupGRPC      = "grpc"
+	GroupEnvoy     = "envoy"
+	NodeProxyField = "meshfed.io/proxy"
+)
 
 // DefaultDebounce is the push debounce window when the Mesh sets none.
 const DefaultDebounce = 100 * time.Millisecond
@@ -36,6 +42,9 @@ const maxDelayFactor = 10
 // Config is what the server serves and how.
 type Config struct {
 	Resources *translate.Resources
+	// Envoy is the Envoy sidecars' configuration; nil while no Envoy node is connected
+	// (see Server.EnvoyConnected).
+	Envoy *translate.EnvoyResources
 	// Address is where to serve ADS (host:port).
 	Address string
 	// Debounce is the push debounce window.
@@ -66,6 +75,8 @@ type Server struct {
 	version   string
 	lastErr   error
 	streams   map[int64]*stream
+	envoy     bool
+	envoyVer  [5]string
 
 	lisMu    sync.Mutex
 	listener net.Listener
@@ -84,15 +95,30 @@ type stream struct {
 func NewServer(log logr.Logger, build BuildFunc, onChange func()) *Server {
 	s := &Server{log: log, build: build, kick: make(chan struct{}, 1), onChange: onChange, debounce: DefaultDebounce,
 		versions: map[resource.Type]string{}, changedAt: map[resource.Type]time.Time{}, streams: map[int64]*stream{}}
-	s.cache = cachev3.NewSnapshotCache(false, constantHash{}, nil)
+	s.cache = cachev3.NewSnapshotCache(false, groupHash{}, nil)
 	return s
 }
 
-// constantHash puts every node in one group: the snapshot is the same for all proxyless
-// gRPC nodes of the member.
-type constantHash struct{}
+// groupHash puts every node in its group: the snapshot is the same for all nodes of a
+// group in the member.
+type groupHash struct{}
 
-func (constantHash) ID(*corev3.Node) string { return GroupGRPC }
+func (groupHash) ID(n *corev3.Node) string { return nodeGroup(n) }
+
+func nodeGroup(n *corev3.Node) string {
+	if n.GetMetadata().GetFields()[NodeProxyField].GetStringValue() == GroupEnvoy {
+		return GroupEnvoy
+	}
+	return GroupGRPC
+}
+
+// EnvoyConnected tells whether an Envoy node has connected, so that builds include the
+// Envoy configuration.
+func (s *Server) EnvoyConnected() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.envoy
+}
 
 // setDebounce sets the push debounce window.
 func (s *Server) setDebounce(d time.Duration) {
@@ -185,6 +211,9 @@ func (s *Server) Push(ctx context.Context, changedAt time.Time) {
 	}
 	if err == nil {
 		err = translate.Check(cfg.Resources)
+		if err == nil && cfg.Envoy != nil {
+			err = translate.CheckEnvoy(cfg.Envoy)
+		}
 		if err != nil {
 			configErrors.Inc()
 			err = fmt.Errorf("the new configuration fails its checks and is not served: %w", err)
@@ -196,6 +225,9 @@ func (s *Server) Push(ctx context.Context, changedAt time.Time) {
 		return
 	}
 	buildSeconds.Observe(time.Since(start).Seconds())
+	if cfg.Envoy != nil {
+		s.setEnvoy(ctx, cfg.Envoy)
+	}
 	if changed := s.set(ctx, cfg.Resources, changedAt); changed && s.onChange != nil {
 		s.onChange()
 	}
@@ -254,6 +286,34 @@ func (s *Server) set(ctx context.Context, res *translate.Resources, changedAt ti
 	}
 	snapshots.Inc()
 	return true
+}
+
+// setEnvoy serves the Envoy nodes' snapshot when it changed.
+func (s *Server) setEnvoy(ctx context.Context, r *translate.EnvoyResources) {
+	versions := [5]string{r.Versions[0], r.Versions[1], r.Versions[2], r.Versions[3], r.SecretsVersion}
+	s.mu.Lock()
+	same := versions == s.envoyVer
+	s.envoyVer = versions
+	s.mu.Unlock()
+	if same {
+		return
+	}
+	snap := &cachev3.Snapshot{}
+	lists := [][]types.Resource{listOf(r.Listeners), listOf(r.Routes), listOf(r.Clusters), listOf(r.Endpoints), listOf(r.Secrets)}
+	for i, typ := range append(slices.Clone(typeOrder), resource.SecretType) {
+		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(versions[i], lists[i])
+	}
+	if err := s.cache.SetSnapshot(ctx, GroupEnvoy, snap); err != nil {
+		s.log.Error(err, "set the Envoy xDS snapshot")
+	}
+}
+
+func listOf[T types.Resource](in []T) []types.Resource {
+	out := make([]types.Resource, len(in))
+	for i, r := range in {
+		out[i] = r
+	}
+	return out
 }
 
 // Listen serves ADS on addr, replacing a listener on another address.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -17,12 +18,14 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshfed/meshfed/operator/internal/translate"
 )
 
 // model is a member with one imported service whose endpoints a test changes.
 type model struct {
+	srv     *Server
 	mu      sync.Mutex
 	m       *translate.Model
 	invalid bool
@@ -50,7 +53,11 @@ func (md *model) build(context.Context) (*Config, error) {
 		// An endpoints resource of a cluster that does not exist fails the checks.
 		res.Endpoints = append(res.Endpoints, &endpointv3.ClusterLoadAssignment{ClusterName: "outbound_.1_._.nowhere"})
 	}
-	return &Config{Resources: res, Address: "127.0.0.1:0", Debounce: 10 * time.Millisecond}, nil
+	cfg := &Config{Resources: res, Address: "127.0.0.1:0", Debounce: 10 * time.Millisecond}
+	if md.srv.EnvoyConnected() {
+		cfg.Envoy = translate.TranslateEnvoy(md.m)
+	}
+	return cfg, nil
 }
 
 // flip changes the readiness of one endpoint of service i.
@@ -66,6 +73,7 @@ func startServer(t testing.TB, md *model) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	s := NewServer(logr.Discard(), md.build, nil)
+	md.srv = s
 	go func() { _ = s.Start(ctx) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for s.Addr() == "" || s.Status().Version == "" {
@@ -265,4 +273,47 @@ func percentile(ds []time.Duration, q float64) time.Duration {
 	}
 	s := slices.Sorted(slices.Values(ds))
 	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
+// TestEnvoyNodesGetEnvoyConfig: a node that says it is an Envoy sidecar gets the Envoy
+// configuration (SDS secrets, passthrough clusters), a proxyless node the gRPC one.
+func TestEnvoyNodesGetEnvoyConfig(t *testing.T) {
+	md := newModel(2, 2)
+	md.m.MTLS = true
+	s := startServer(t, md)
+	clusters := func(node *corev3.Node) []string {
+		conn, err := grpc.NewClient(s.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, a := range resp.Resources {
+			var c clusterv3.Cluster
+			if err := a.UnmarshalTo(&c); err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, c.Name)
+		}
+		return names
+	}
+	envoy := &corev3.Node{Id: "sidecar~10.0.0.1~pod.ns", Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+		NodeProxyField: structpb.NewStringValue(GroupEnvoy)}}}
+	if got := clusters(envoy); !slices.Contains(got, translate.PassthroughCluster) {
+		t.Errorf("the Envoy node got clusters %v, want the Envoy configuration", got)
+	}
+	if got := clusters(&corev3.Node{Id: "grpc-app"}); slices.Contains(got, translate.PassthroughCluster) || len(got) == 0 {
+		t.Errorf("the proxyless node got clusters %v, want the gRPC configuration", got)
+	}
 }

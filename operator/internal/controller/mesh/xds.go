@@ -107,6 +107,9 @@ func (f *Feed) Build(ctx context.Context) (*xds.Config, error) {
 		f.translator = translate.NewTranslator()
 	}
 	cfg := &xds.Config{Resources: f.translator.Translate(model), Address: net.JoinHostPort(f.BindHost, strconv.Itoa(int(xdsPort(&m))))}
+	if f.Server.EnvoyConnected() {
+		cfg.Envoy = translate.TranslateEnvoy(model)
+	}
 	if d := m.Spec.ControlPlane.PushDebounce; d != nil {
 		cfg.Debounce = d.Duration
 	}

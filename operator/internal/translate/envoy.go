@@ -1,0 +1,261 @@
+package translate
+
+import (
+	"cmp"
+	"encoding/hex"
+	"hash/fnv"
+	"net"
+	"slices"
+	"strconv"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshfed/meshfed/operator/bootstrap"
+)
+
+// Envoy sidecars get the same services, clusters and endpoints as proxyless gRPC, in the
+// shape of an iptables-captured sidecar: outbound traffic arrives on a virtual outbound
+// listener and is matched to a per-port listener by its original destination; inbound
+// traffic arrives on a virtual inbound listener, is TLS-terminated with the workload
+// certificate and handed to the application on localhost. Certificates come over SDS,
+// pointing at the same three files proxyless workloads read.
+const (
+	// EnvoyCertDir holds an Envoy sidecar's certificate files (bootstrap.CertFile...).
+	EnvoyCertDir = "/etc/meshfed/certs"
+	// OutboundPort and InboundPort are where iptables sends a pod's traffic.
+	OutboundPort = 15001
+	InboundPort  = 15006
+	// Secret names served over SDS.
+	SecretIdentity = "default"
+	SecretRoots    = "ROOTCA"
+	// PassthroughCluster takes outbound traffic to destinations the mesh does not know;
+	// InboundPassthroughCluster inbound traffic to ports no service uses.
+	PassthroughCluster        = "PassthroughCluster"
+	InboundPassthroughCluster = "InboundPassthroughCluster"
+)
+
+// EnvoyResources are the resources of Envoy sidecars: Resources and the SDS secrets.
+type EnvoyResources struct {
+	Resources
+	Secrets []*tlsv3.Secret
+	// SecretsVersion identifies the secrets' content.
+	SecretsVersion string
+}
+
+// TranslateEnvoy builds the configuration of the member's Envoy sidecars.
+func TranslateEnvoy(m *Model) *EnvoyResources {
+	g := Translate(m) // the routes and endpoints are the same
+	out := &EnvoyResources{}
+	out.Endpoints = g.Endpoints
+	byPort := map[uint32][]*routev3.VirtualHost{}
+	for _, rc := range g.Routes {
+		_, port, _ := splitHostPort(rc.Name)
+		byPort[port] = append(byPort[port], rc.VirtualHosts...)
+	}
+	ports := make([]uint32, 0, len(byPort))
+	for p := range byPort {
+		ports = append(ports, p)
+	}
+	slices.Sort(ports)
+	for _, p := range ports {
+		name := strconv.Itoa(int(p))
+		out.Routes = append(out.Routes, &routev3.RouteConfiguration{Name: name, VirtualHosts: byPort[p]})
+		out.Listeners = append(out.Listeners, &listenerv3.Listener{
+			Name:       "0.0.0.0_" + name,
+			Address:    socketAddress("0.0.0.0", p),
+			BindToPort: wrapperspb.Bool(false),
+			FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{httpFilter(&hcmv3.HttpConnectionManager{
+				StatPrefix:     "outbound_0.0.0.0_" + name,
+				CodecType:      hcmv3.HttpConnectionManager_AUTO,
+				RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: name, ConfigSource: adsSource()}},
+				HttpFilters:    []*hcmv3.HttpFilter{routerFilter()},
+			})}}},
+		})
+	}
+	out.Listeners = append(out.Listeners, &listenerv3.Listener{
+		Name:           "virtualOutbound",
+		Address:        socketAddress("0.0.0.0", OutboundPort),
+		UseOriginalDst: wrapperspb.Bool(true),
+		FilterChains:   []*listenerv3.FilterChain{passthrough(PassthroughCluster)},
+	})
+	for _, name := range []string{PassthroughCluster, InboundPassthroughCluster} {
+		out.Clusters = append(out.Clusters, &clusterv3.Cluster{Name: name, ConnectTimeout: durationpb.New(connectTimeout),
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}, LbPolicy: clusterv3.Cluster_CLUSTER_PROVIDED})
+	}
+	for _, c := range g.Clusters {
+		out.Clusters = append(out.Clusters, m.envoyCluster(c))
+	}
+	inbound := &listenerv3.Listener{
+		Name:               "virtualInbound",
+		Address:            socketAddress("0.0.0.0", InboundPort),
+		DefaultFilterChain: passthrough(InboundPassthroughCluster),
+		ListenerFilters: []*listenerv3.ListenerFilter{{Name: wellknown.OriginalDestination,
+			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&originaldstv3.OriginalDst{})}}},
+	}
+	for _, p := range localTargetPorts(m) {
+		cluster := "inbound|" + strconv.Itoa(int(p)) + "||"
+		chain := &listenerv3.FilterChain{
+			Name:             cluster,
+			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(p)},
+			Filters: []*listenerv3.Filter{httpFilter(&hcmv3.HttpConnectionManager{
+				StatPrefix: cluster,
+				CodecType:  hcmv3.HttpConnectionManager_AUTO,
+				RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{Name: cluster,
+					VirtualHosts: []*routev3.VirtualHost{{Name: cluster, Domains: []string{"*"}, Routes: []*routev3.Route{{
+						Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+						Action: &routev3.Route_Route{Route: routeTo(cluster)},
+					}}}}}},
+				HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
+			})},
+		}
+		if m.MTLS {
+			chain.TransportSocket = transportSocket(&tlsv3.DownstreamTlsContext{
+				RequireClientCertificate: wrapperspb.Bool(true),
+				CommonTlsContext:         sdsTLS(nil),
+			})
+		}
+		inbound.FilterChains = append(inbound.FilterChains, chain)
+		out.Clusters = append(out.Clusters, &clusterv3.Cluster{Name: cluster, ConnectTimeout: durationpb.New(connectTimeout),
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+			LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: cluster, Endpoints: []*endpointv3.LocalityLbEndpoints{{
+				LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress("127.0.0.1", p)}}}}}}}})
+	}
+	out.Listeners = append(out.Listeners, inbound)
+	out.Secrets = envoySecrets()
+	out.sort()
+	slices.SortFunc(out.Secrets, func(a, b *tlsv3.Secret) int { return cmp.Compare(a.Name, b.Name) })
+	out.Versions = envoyVersions(out)
+	out.SecretsVersion = secretsVersion(out.Secrets)
+	return out
+}
+
+// envoyCluster is a proxyless cluster with Envoy's transport security: SDS secrets, the
+// typed SAN matcher (Envoy reads it; grpc-go does not) and HTTP/2 for gRPC.
+func (m *Model) envoyCluster(c *clusterv3.Cluster) *clusterv3.Cluster {
+	e := &clusterv3.Cluster{Name: c.Name, ClusterDiscoveryType: c.ClusterDiscoveryType, EdsClusterConfig: c.EdsClusterConfig,
+		LbPolicy: c.LbPolicy, ConnectTimeout: c.ConnectTimeout, OutlierDetection: c.OutlierDetection,
+		TypedExtensionProtocolOptions: map[string]*anypb.Any{
+			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(&httpv3.HttpProtocolOptions{
+				UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+					ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}}}),
+		}}
+	if ts := c.GetTransportSocket(); ts != nil {
+		var up tlsv3.UpstreamTlsContext
+		if err := ts.GetTypedConfig().UnmarshalTo(&up); err == nil {
+			var san *tlsv3.SubjectAltNameMatcher
+			if ms := up.GetCommonTlsContext().GetValidationContext().GetMatchSubjectAltNames(); len(ms) == 1 {
+				san = &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_URI, Matcher: ms[0]}
+			}
+			e.TransportSocket = transportSocket(&tlsv3.UpstreamTlsContext{CommonTlsContext: sdsTLS(san), Sni: up.Sni})
+		}
+	}
+	return e
+}
+
+// sdsTLS presents the SDS identity and verifies peers against the SDS roots.
+func sdsTLS(san *tlsv3.SubjectAltNameMatcher) *tlsv3.CommonTlsContext {
+	sds := func(name string) *tlsv3.SdsSecretConfig {
+		return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: adsSource()}
+	}
+	ctx := &tlsv3.CommonTlsContext{TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sds(SecretIdentity)}}
+	if san == nil {
+		ctx.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{ValidationContextSdsSecretConfig: sds(SecretRoots)}
+		return ctx
+	}
+	ctx.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+		DefaultValidationContext:         &tlsv3.CertificateValidationContext{MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{san}},
+		ValidationContextSdsSecretConfig: sds(SecretRoots),
+	}}
+	return ctx
+}
+
+// envoySecrets point Envoy at the workload's certificate files, re-read when they change.
+func envoySecrets() []*tlsv3.Secret {
+	file := func(name string) *corev3.DataSource {
+		return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: EnvoyCertDir + "/" + name}}
+	}
+	watched := &corev3.WatchedDirectory{Path: EnvoyCertDir}
+	return []*tlsv3.Secret{
+		{Name: SecretIdentity, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+			CertificateChain: file(bootstrap.CertFile), PrivateKey: file(bootstrap.KeyFile), WatchedDirectory: watched}}},
+		{Name: SecretRoots, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			TrustedCa: file(bootstrap.BundleFile), WatchedDirectory: watched}}},
+	}
+}
+
+// localTargetPorts are the ports local endpoints serve services on.
+func localTargetPorts(m *Model) []uint32 {
+	seen := map[uint32]bool{}
+	for _, s := range m.Services {
+		for _, e := range s.Endpoints {
+			if e.Cluster != m.Cluster {
+				continue
+			}
+			for _, p := range s.Ports {
+				if port, ok := e.Ports[p.Name]; ok {
+					seen[port] = true
+				}
+			}
+		}
+	}
+	out := make([]uint32, 0, len(seen))
+	for p := range seen {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// passthrough sends a connection on to its original destination.
+func passthrough(cluster string) *listenerv3.FilterChain {
+	return &listenerv3.FilterChain{Name: cluster, Filters: []*listenerv3.Filter{{Name: wellknown.TCPProxy,
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(&tcpproxyv3.TcpProxy{StatPrefix: cluster,
+			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster}})}}}}
+}
+
+func httpFilter(hcm *hcmv3.HttpConnectionManager) *listenerv3.Filter {
+	return &listenerv3.Filter{Name: wellknown.HTTPConnectionManager, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)}}
+}
+
+// envoyVersions hashes each type's content (Envoy configurations are built whole).
+func envoyVersions(r *EnvoyResources) [4]string {
+	var out [4]string
+	for i, h := range contentHashes(&r.Resources) {
+		out[i] = strconv.FormatUint(h, 16)
+	}
+	return out
+}
+
+// secretsVersion is the content version of the secrets.
+func secretsVersion(secrets []*tlsv3.Secret) string {
+	h := fnv.New64a()
+	for _, s := range secrets {
+		b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(s)
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// splitHostPort splits a listener name host:port.
+func splitHostPort(name string) (string, uint32, error) {
+	host, port, err := net.SplitHostPort(name)
+	if err != nil {
+		return "", 0, err
+	}
+	p, err := strconv.ParseUint(port, 10, 32)
+	return host, uint32(p), err
+}
