@@ -93,33 +93,43 @@ const (
 	VersionEndpoints
 )
 
-// contentHashes hashes a service's resources of each type, in their deterministic
-// encoding.
+// contentHashes hashes a service's resources of each type, in their encoding (the fast
+// generated marshalers of go-control-plane's types; these resources have no map fields,
+// so the encoding is stable).
 func contentHashes(r *Resources) [4]uint64 {
 	var out [4]uint64
-	opts := proto.MarshalOptions{Deterministic: true}
-	var buf []byte
-	hashAll := func(msgs []proto.Message) uint64 {
-		h := fnv.New64a()
-		for _, m := range msgs {
-			buf, _ = opts.MarshalAppend(buf[:0], m)
-			h.Write(buf)
-		}
-		return h.Sum64()
-	}
-	out[VersionListeners] = hashAll(messages(r.Listeners))
-	out[VersionRoutes] = hashAll(messages(r.Routes))
-	out[VersionClusters] = hashAll(messages(r.Clusters))
-	out[VersionEndpoints] = hashAll(messages(r.Endpoints))
+	out[VersionListeners] = hashAll(r.Listeners)
+	out[VersionRoutes] = hashAll(r.Routes)
+	out[VersionClusters] = hashAll(r.Clusters)
+	out[VersionEndpoints] = hashAll(r.Endpoints)
 	return out
 }
 
-func messages[T proto.Message](in []T) []proto.Message {
-	out := make([]proto.Message, len(in))
-	for i, m := range in {
-		out[i] = m
+// vtMarshaler is the fast marshaler go-control-plane generates for its types.
+type vtMarshaler interface {
+	SizeVT() int
+	MarshalToSizedBufferVTStrict([]byte) (int, error)
+}
+
+func hashAll[T proto.Message](msgs []T) uint64 {
+	h := newFingerprint()
+	var buf []byte
+	for _, m := range msgs {
+		if vt, ok := any(m).(vtMarshaler); ok {
+			n := vt.SizeVT()
+			if cap(buf) < n {
+				buf = make([]byte, n)
+			}
+			buf = buf[:n]
+			if _, err := vt.MarshalToSizedBufferVTStrict(buf); err == nil {
+				h.bytes(buf)
+				continue
+			}
+		}
+		b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+		h.bytes(b)
 	}
-	return out
+	return h.h
 }
 
 // fingerprint is an FNV-1a hash of the model's inputs, written without allocating.
@@ -137,6 +147,13 @@ func (f *fingerprint) str(s string) {
 		f.h = (f.h ^ uint64(s[i])) * fnvPrime
 	}
 	f.h = (f.h ^ 0xff) * fnvPrime // ends the string, so "ab","c" differs from "a","bc"
+}
+
+func (f *fingerprint) bytes(b []byte) {
+	for _, c := range b {
+		f.h = (f.h ^ uint64(c)) * fnvPrime
+	}
+	f.h = (f.h ^ 0xff) * fnvPrime
 }
 
 func (f *fingerprint) num(n uint64) {

@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshfed/meshfed/federation/join"
@@ -325,10 +326,14 @@ func TestTrustBringYourOwnIssuer(t *testing.T) {
 
 	// An intermediate that enters its renewal window while its issuer cannot sign: the
 	// hub says so (renewal starts 10 s after issuance here), and the member keeps its CA.
-	must(t, c.Client.Get(ctx, client.ObjectKeyFromObject(fed), fed))
-	fed.Spec.Trust.IntermediateDuration = &metav1.Duration{Duration: time.Hour}
-	fed.Spec.Trust.IntermediateRenewBefore = &metav1.Duration{Duration: time.Hour - 10*time.Second}
-	must(t, c.Client.Update(ctx, fed))
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(fed), fed); err != nil {
+			return err
+		}
+		fed.Spec.Trust.IntermediateDuration = &metav1.Duration{Duration: time.Hour}
+		fed.Spec.Trust.IntermediateRenewBefore = &metav1.Duration{Duration: time.Hour - 10*time.Second}
+		return c.Client.Update(ctx, fed)
+	}))
 	testbed.Eventually(t, time.Minute, "the intermediate re-issued with a one-hour lifetime", func() error {
 		var s corev1.Secret
 		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: hubNS, Name: interName}, &s); err != nil {
