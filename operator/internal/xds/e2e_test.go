@@ -288,6 +288,17 @@ func TestProxylessGRPC(t *testing.T) {
 		}
 		return nil
 	})
+	testbed.Eventually(t, 10*time.Second, "A's Mesh reports its proxies and snapshot", func() error {
+		mesh, err := getMesh(a)
+		if err != nil {
+			return err
+		}
+		// The server and the client in A hold an ADS stream each.
+		if mesh.Status.ConnectedProxies < 2 || mesh.Status.SnapshotVersion == "" {
+			return fmt.Errorf("connected proxies %d, snapshot %q", mesh.Status.ConnectedProxies, mesh.Status.SnapshotVersion)
+		}
+		return nil
+	})
 	t.Run("calls are mutually authenticated with SPIFFE identities", func(t *testing.T) {
 		for _, c := range calls(t, client, 10) {
 			if c.Peer != "spiffe://cluster.local/ns/shop/sa/echo" || c.Caller != "spiffe://cluster.local/ns/shop/sa/client" {
@@ -455,6 +466,12 @@ func TestProxylessGRPC(t *testing.T) {
 			t.Errorf("the other client: %v", s)
 		}
 	})
+}
+
+func getMesh(c *testbed.Cluster) (*meshv1.Mesh, error) {
+	var mesh meshv1.Mesh
+	err := c.Client.Get(context.Background(), client.ObjectKey{Name: meshv1.MeshSingletonName}, &mesh)
+	return &mesh, err
 }
 
 // foreignIdentity writes a SPIFFE certificate from a self-signed CA outside the federation.
