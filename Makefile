@@ -35,8 +35,8 @@ help: ## Show this help.
 ##@ Front door
 
 .PHONY: demo
-demo: tools build ## Start 3 local clusters with the operator, print how to use them, stop on Ctrl-C.
-	$(BIN)/testbed up --clusters 3 $(DEMO_FLAGS)
+demo: tools build ## Federate 3 local clusters and show export/import, trust, cross-cluster calls, a split and a failover (DEMO_FLAGS=--keep keeps them up).
+	$(BIN)/testbed demo $(DEMO_FLAGS)
 
 .PHONY: test
 test: tools build verify-generated verify-bundle vet fmt-check ## Run unit and integration tests (starts local clusters), vet and gofmt checks.

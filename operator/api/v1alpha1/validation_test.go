@@ -165,7 +165,7 @@ func TestAPIServerValidation(t *testing.T) {
 		}, `spec.trafficPolicies[0].failover[2]: Duplicate value: "west-1"`},
 		{"a traffic policy that sets nothing is refused", func(f *meshv1.MeshFederation) {
 			f.Spec.TrafficPolicies[0].Failover, f.Spec.TrafficPolicies[0].Weights = nil, nil
-		}, "a traffic policy needs at least one of failover, weights or outlierDetection"},
+		}, "a traffic policy needs at least one of failover, weights, outlierDetection, timeout or retries"},
 	}
 	for i, tc := range fedCases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,5 +1,6 @@
-// Command testbed starts local meshfed clusters (see package testbed) and keeps them up
-// until Ctrl-C or for a fixed time: `make demo` runs `testbed up --clusters 3`.
+// Command testbed starts local meshfed clusters (see package testbed): `testbed up` keeps
+// them up until Ctrl-C, `testbed run` runs a command against them (`make kuttl`), and
+// `testbed demo` federates them and shows meshfed at work (`make demo`).
 package main
 
 import (
@@ -29,7 +30,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(newUpCommand(), newRunCommand())
+	root.AddCommand(newUpCommand(), newRunCommand(), newDemoCommand())
 	return root
 }
 
@@ -106,7 +107,7 @@ func newUpCommand() *cobra.Command {
 				tb.Stop()
 				fmt.Println("stopped; logs and kubeconfigs stay in", dir)
 			}()
-			printWelcome(tb, time.Since(start))
+			printWelcome(tb, fmt.Sprintf("%d clusters ready in %s.", len(tb.Clusters), time.Since(start).Round(100*time.Millisecond)))
 			if duration > 0 {
 				select {
 				case <-ctx.Done():
@@ -126,8 +127,8 @@ func newUpCommand() *cobra.Command {
 	return cmd
 }
 
-func printWelcome(tb *testbed.Testbed, took time.Duration) {
-	fmt.Printf("\n%d clusters ready in %s.\n\n", len(tb.Clusters), took.Round(100*time.Millisecond))
+func printWelcome(tb *testbed.Testbed, headline string) {
+	fmt.Printf("\n%s\n\n", headline)
 	fmt.Printf("%-10s %-34s %s\n", "CLUSTER", "API SERVER", "KUBECONFIG")
 	for _, c := range tb.Clusters {
 		fmt.Printf("%-10s %-34s %s\n", c.Name, c.Server, c.KubeconfigPath)

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+	"github.com/meshfed/meshfed/testbed"
+	sc "github.com/meshfed/meshfed/testbed/scenario"
+)
+
+// newDemoCommand is `make demo`: three clusters federated by meshfed, and the story told
+// with numbers measured on the spot.
+func newDemoCommand() *cobra.Command {
+	var keep bool
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Federate 3 local clusters and show export/import, trust, cross-cluster calls, a split and a failover",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			root, err := testbed.RepoRoot()
+			if err != nil {
+				return err
+			}
+			dir := filepath.Join(root, ".testbed")
+			if err := os.RemoveAll(dir); err != nil {
+				return err
+			}
+			d := &demo{start: time.Now()}
+			d.step("Starting 3 clusters (etcd, kube-apiserver, kube-controller-manager, cert-manager and the meshfed operator each)")
+			tb, err := testbed.Start(ctx, testbed.Options{Clusters: 3, Dir: dir, Operator: true, Progress: os.Stdout})
+			if err != nil {
+				return err
+			}
+			defer func() {
+				fmt.Println("\nstopping the clusters…")
+				tb.Stop()
+				fmt.Println("stopped; logs and kubeconfigs stay in", dir)
+			}()
+			if !testbed.CanRunWorkloads(tb) {
+				printWelcome(tb, "The clusters are up, without workloads.")
+				return errors.New("the demo's workloads run in network namespaces, which needs root: run it as root, or use `testbed up` for the clusters alone")
+			}
+			if err := d.run(ctx, tb, dir); err != nil {
+				return err
+			}
+			d.report()
+			printWelcome(tb, "Look around (the clusters stop when the demo exits; DEMO_FLAGS=--keep keeps them):")
+			if keep {
+				fmt.Println("Press Ctrl-C to stop.")
+				<-ctx.Done()
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&keep, "keep", false, "keep the clusters up until Ctrl-C")
+	return cmd
+}
+
+type demo struct {
+	start time.Time
+	rows  [][2]string
+}
+
+func (d *demo) step(format string, args ...any) {
+	fmt.Printf("\n[%5.1fs] ▶ %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func (d *demo) say(format string, args ...any) { fmt.Printf("          %s\n", fmt.Sprintf(format, args...)) }
+
+func (d *demo) record(what, value string) {
+	d.rows = append(d.rows, [2]string{what, value})
+	d.say("%s: %s", what, value)
+}
+
+func (d *demo) run(ctx context.Context, tb *testbed.Testbed, dir string) error {
+	c1, c2, c3 := tb.Clusters[0], tb.Clusters[1], tb.Clusters[2]
+	d.step("Federating: %s is the hub; every cluster joins (meshfedctl join), gets a Mesh, and MeshFederation %s/%s bootstraps one root CA", c1.Name, sc.HubNamespace, sc.Federation)
+	m, err := sc.Federate(ctx, tb, filepath.Join(dir, "workloads"))
+	if err != nil {
+		return err
+	}
+	var fed meshv1.MeshFederation
+	if err := c1.Client.Get(ctx, client.ObjectKey{Namespace: sc.HubNamespace, Name: sc.Federation}, &fed); err != nil {
+		return err
+	}
+	d.record("root CA (SHA-256)", fmt.Sprintf("%.16s…, an intermediate CA per member, bundle %s", fed.Status.Trust.RootFingerprint, fed.Status.Trust.BundleVersion))
+
+	d.step("Exporting shop/echo from %s and %s (Service + ServiceExport)", c1.Name, c2.Name)
+	exported := time.Now()
+	for _, c := range []*testbed.Cluster{c1, c2} {
+		if err := m.ExportEcho(ctx, c); err != nil {
+			return err
+		}
+	}
+	err = sc.Eventually(ctx, time.Minute, "ServiceImport shop/echo in every cluster", func() error {
+		for _, c := range tb.Clusters {
+			var si mcsv1beta1.ServiceImport
+			if err := c.Client.Get(ctx, client.ObjectKey{Namespace: sc.Namespace, Name: "echo"}, &si); err != nil {
+				return fmt.Errorf("%s: %v", c.Name, err)
+			}
+			if len(si.Status.Clusters) != 2 {
+				return fmt.Errorf("%s: status.clusters %v", c.Name, si.Status.Clusters)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	d.record("export → ServiceImport in all 3 clusters", time.Since(exported).Round(time.Millisecond).String())
+
+	d.step("Starting echo servers in %s and %s, and a client in %s (proxyless gRPC, SPIFFE certificates from each member's cert-manager)", c1.Name, c2.Name, c1.Name)
+	server1, err := m.Server(ctx, c1, "echo-1")
+	if err != nil {
+		return err
+	}
+	if _, err := m.Server(ctx, c2, "echo-2"); err != nil {
+		return err
+	}
+	cl, err := m.Client(ctx, c1, "client")
+	if err != nil {
+		return err
+	}
+	if err := sc.AllOn(ctx, cl, c1.Name, 20, time.Minute); err != nil {
+		return err
+	}
+	cs, err := sc.Calls(ctx, cl, 1)
+	if err != nil {
+		return err
+	}
+	d.say("%s → %s: answered by %s", c1.Name, sc.Target, cs[0].Cluster)
+	d.record("identities in the mTLS handshake", fmt.Sprintf("client %s, server %s", cs[0].Caller, cs[0].Peer))
+
+	d.step("A cross-cluster call: all of shop/echo's traffic to %s (weights {%s: 0, %s: 100})", c2.Name, c1.Name, c2.Name)
+	if _, err := m.SetPolicy(ctx, weightsPolicy(c1.Name, c2.Name, 0, 100)); err != nil {
+		return err
+	}
+	if err := sc.AllOn(ctx, cl, c2.Name, 20, 30*time.Second); err != nil {
+		return err
+	}
+	cs, err = sc.Calls(ctx, cl, 1)
+	if err != nil {
+		return err
+	}
+	d.record("call from "+c1.Name, fmt.Sprintf("answered by %s, server identity %s", cs[0].Cluster, cs[0].Peer))
+
+	d.step("A weighted split {%s: 20, %s: 80}, 1000 calls", c1.Name, c2.Name)
+	if _, err := m.SetPolicy(ctx, weightsPolicy(c1.Name, c2.Name, 20, 80)); err != nil {
+		return err
+	}
+	err = sc.Eventually(ctx, 30*time.Second, "the split in force", func() error {
+		cs, err := sc.Calls(ctx, cl, 50)
+		if err == nil && sc.Split(cs)[c1.Name] == 0 {
+			err = errors.New("no call on " + c1.Name + " yet")
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if cs, err = sc.Calls(ctx, cl, 1000); err != nil {
+		return err
+	}
+	s := sc.Split(cs)
+	d.record("split over 1000 calls", fmt.Sprintf("%s %.1f %%, %s %.1f %%, failed %d", c1.Name, float64(s[c1.Name])/10, c2.Name, float64(s[c2.Name])/10, s[""]))
+
+	d.step("Failover: a call every 10 ms; the server in %s is killed", c1.Name)
+	tp := sc.Policy()
+	tp.Failover = []string{c2.Name, c3.Name}
+	if _, err := m.SetPolicy(ctx, tp); err != nil {
+		return err
+	}
+	if err := sc.AllOn(ctx, cl, c1.Name, 20, 30*time.Second); err != nil {
+		return err
+	}
+	load, err := sc.StartLoad(ctx, cl, 10*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	if err := sc.Eventually(ctx, 10*time.Second, "calls before the kill", func() error {
+		cs, err := load.Results(ctx)
+		if err == nil && len(cs) < 30 {
+			err = fmt.Errorf("%d calls", len(cs))
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	killed := time.Now()
+	server1.Kill()
+	if err := sc.AllOn(ctx, cl, c2.Name, 20, 10*time.Second); err != nil {
+		return err
+	}
+	after := load.Offset(time.Now())
+	if err := sc.Eventually(ctx, 10*time.Second, "calls after the failover", func() error {
+		cs, err := load.Results(ctx)
+		if err == nil && (len(cs) == 0 || cs[len(cs)-1].At < after+300) {
+			err = errors.New("not yet")
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	if cs, err = load.Stop(ctx); err != nil {
+		return err
+	}
+	d.record("failover after the kill", fmt.Sprintf("every call succeeds on %s %.0f ms later; %d of %d calls lost (in flight)",
+		c2.Name, sc.SteadyAfter(cs, load.Offset(killed), c2.Name), sc.Split(cs)[""], len(cs)))
+	d.step("Bringing %s back", c1.Name)
+	if _, err := m.Server(ctx, c1, "echo-1b"); err != nil {
+		return err
+	}
+	back := time.Now()
+	if err := sc.AllOn(ctx, cl, c1.Name, 20, 30*time.Second); err != nil {
+		return err
+	}
+	d.record("traffic back on "+c1.Name, time.Since(back).Round(time.Millisecond).String()+" after its new server was ready")
+	return nil
+}
+
+func weightsPolicy(a, b string, wa, wb int32) *meshv1.TrafficPolicy {
+	tp := sc.Policy()
+	tp.Weights = []meshv1.ClusterWeight{{Cluster: a, Weight: wa}, {Cluster: b, Weight: wb}}
+	return tp
+}
+
+func (d *demo) report() {
+	fmt.Printf("\n══ meshfed demo: measured in this run (%s) ══\n", time.Since(d.start).Round(time.Second))
+	width := 0
+	for _, r := range d.rows {
+		width = max(width, len(r[0]))
+	}
+	for _, r := range d.rows {
+		fmt.Printf("  %-*s  %s\n", width, r[0], r[1])
+	}
+}

@@ -1,0 +1,348 @@
+// Package scenario builds a federated mesh on a testbed and drives proxyless gRPC traffic
+// through it: the steps the end-to-end tests and `make demo` share. Every step checks its
+// outcome and returns an error that says what did not happen.
+package scenario
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"github.com/meshfed/meshfed/federation/join"
+	"github.com/meshfed/meshfed/federation/trust"
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+	"github.com/meshfed/meshfed/operator/bootstrap"
+	"github.com/meshfed/meshfed/testbed"
+)
+
+// Names the scenario uses.
+const (
+	HubNamespace = "meshfed-system"
+	Federation   = "global"
+	Namespace    = "shop"
+	EchoPort     = 9000
+	ClientPort   = 8080
+	// Target is what clients dial: the echo service across the clusterset.
+	Target = "xds:///echo.shop.svc.clusterset.local:9000"
+)
+
+// Mesh is a federation of every cluster of a testbed, the first one the hub.
+type Mesh struct {
+	TB  *testbed.Testbed
+	Hub *testbed.Cluster
+	// Dir holds bootstraps and certificate files of the workloads.
+	Dir string
+}
+
+// Federate joins every cluster to a MeshFederation in the first one (all in one network,
+// trust bootstrapped by meshfed), creates the shop namespace everywhere, and waits until
+// every member can issue workload certificates and serves xDS.
+func Federate(ctx context.Context, tb *testbed.Testbed, dir string) (*Mesh, error) {
+	m := &Mesh{TB: tb, Hub: tb.Clusters[0], Dir: dir}
+	if err := create(ctx, m.Hub.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: HubNamespace}}); err != nil {
+		return nil, err
+	}
+	fed := &meshv1.MeshFederation{ObjectMeta: metav1.ObjectMeta{Namespace: HubNamespace, Name: Federation},
+		Spec: meshv1.MeshFederationSpec{Trust: meshv1.TrustSpec{Bootstrap: meshv1.BootstrapSelfSigned}}}
+	for _, c := range tb.Clusters {
+		if _, err := join.Join(ctx, join.Options{Name: c.Name, Member: c.Client, MemberConfig: c.Config, Hub: m.Hub.Client, HubNamespace: HubNamespace}); err != nil {
+			return nil, fmt.Errorf("join %s: %w", c.Name, err)
+		}
+		for _, obj := range []client.Object{
+			&meshv1.Mesh{ObjectMeta: metav1.ObjectMeta{Name: meshv1.MeshSingletonName}, Spec: meshv1.MeshSpec{ClusterName: c.Name, Network: "net-1"}},
+			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}},
+		} {
+			if err := create(ctx, c.Client, obj); err != nil {
+				return nil, err
+			}
+		}
+		fed.Spec.Members = append(fed.Spec.Members, meshv1.Member{Name: c.Name, KubeconfigSecretRef: meshv1.SecretKeyRef{Name: join.SecretName(c.Name)}})
+	}
+	if err := create(ctx, m.Hub.Client, fed); err != nil {
+		return nil, err
+	}
+	for _, c := range tb.Clusters {
+		err := Eventually(ctx, 2*time.Minute, c.Name+": Mesh TrustReady and ControlPlaneReady", func() error {
+			mesh, err := GetMesh(ctx, c)
+			if err != nil {
+				return err
+			}
+			for _, typ := range []string{meshv1.ConditionTrustReady, meshv1.ConditionControlPlaneReady} {
+				if cond := meta.FindStatusCondition(mesh.Status.Conditions, typ); cond == nil || cond.Status != metav1.ConditionTrue {
+					return fmt.Errorf("%s %+v", typ, cond)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func create(ctx context.Context, c client.Client, obj client.Object) error {
+	if err := c.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create %T %s: %w", obj, obj.GetName(), err)
+	}
+	return nil
+}
+
+// GetMesh reads a cluster's Mesh.
+func GetMesh(ctx context.Context, c *testbed.Cluster) (*meshv1.Mesh, error) {
+	var mesh meshv1.Mesh
+	err := c.Client.Get(ctx, client.ObjectKey{Name: meshv1.MeshSingletonName}, &mesh)
+	return &mesh, err
+}
+
+// Eventually polls check until it returns nil, or returns its last error after timeout.
+func Eventually(ctx context.Context, timeout time.Duration, what string, check func() error) error {
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		last = check()
+		return last == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s: not done after %s: %v", what, timeout, last)
+	}
+	return nil
+}
+
+// ExportEcho creates the echo Service and its ServiceExport in c.
+func (m *Mesh) ExportEcho(ctx context.Context, c *testbed.Cluster) error {
+	if err := create(ctx, c.Client, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "echo"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "echo"},
+			Ports: []corev1.ServicePort{{Name: "grpc", Port: EchoPort, TargetPort: intstr.FromInt32(EchoPort)}}}}); err != nil {
+		return err
+	}
+	return create(ctx, c.Client, &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "echo"}})
+}
+
+// IdentityFiles has c's cert-manager issue the SPIFFE certificate of shop/sa and keeps it,
+// with the member's trust bundle, in a directory as grpc-go's file_watcher reads it, until
+// ctx ends (a stand-in for a node agent).
+func (m *Mesh) IdentityFiles(ctx context.Context, c *testbed.Cluster, sa string) (string, error) {
+	if _, err := trust.IssueWorkload(ctx, c.Client, join.MemberNamespace, "cluster.local", Namespace, sa, time.Minute); err != nil {
+		return "", err
+	}
+	dir := filepath.Join(m.Dir, c.Name, sa)
+	write := func() error {
+		id, err := trust.ReadWorkload(ctx, c.Client, join.MemberNamespace, Namespace, sa)
+		if err != nil {
+			return err
+		}
+		return bootstrap.WriteCertFiles(dir, id.CertPEM, id.KeyPEM, id.BundlePEM)
+	}
+	if err := write(); err != nil {
+		return "", err
+	}
+	go func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				_ = write()
+			}
+		}
+	}()
+	return dir, nil
+}
+
+// RunEcho starts the echo workload (mode "server" or "client") in c under service account
+// sa, with a bootstrap pointing at c's xDS server and the certificate files in certDir
+// (none when empty), and waits until it is ready.
+func (m *Mesh) RunEcho(ctx context.Context, c *testbed.Cluster, name, mode, sa, certDir string, port int32, labels map[string]string) (*testbed.Workload, error) {
+	if err := create(ctx, c.Client, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: sa}}); err != nil {
+		return nil, err
+	}
+	boot, err := bootstrap.JSON(bootstrap.Options{XDSAddress: c.XDSHost() + ":15010", NodeID: name + "." + Namespace, Cluster: c.Name, CertDir: certDir, Refresh: time.Second})
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(m.Dir, c.Name+"-"+name+".json")
+	if err := os.MkdirAll(m.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, boot, 0o600); err != nil {
+		return nil, err
+	}
+	echo, err := m.TB.Binary(ctx, "echo")
+	if err != nil {
+		return nil, err
+	}
+	w, err := c.RunWorkload(ctx, testbed.WorkloadSpec{Namespace: Namespace, Name: name, Labels: labels, ServiceAccount: sa,
+		Ports:   []corev1.ContainerPort{{ContainerPort: port}},
+		Command: []string{echo, mode},
+		Env:     map[string]string{"GRPC_XDS_BOOTSTRAP": path, "GRPC_EXPERIMENTAL_XDS_SNI": "true", "GRPC_GO_LOG_SEVERITY_LEVEL": "warning"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return w, w.WaitReady(ctx, true)
+}
+
+// Server starts an echo server (service account echo) behind the echo Service of c.
+func (m *Mesh) Server(ctx context.Context, c *testbed.Cluster, name string) (*testbed.Workload, error) {
+	dir, err := m.IdentityFiles(ctx, c, "echo")
+	if err != nil {
+		return nil, err
+	}
+	return m.RunEcho(ctx, c, name, "server", "echo", dir, EchoPort, map[string]string{"app": "echo"})
+}
+
+// Client starts an echo client (service account client) in c.
+func (m *Mesh) Client(ctx context.Context, c *testbed.Cluster, name string) (*testbed.Workload, error) {
+	dir, err := m.IdentityFiles(ctx, c, "client")
+	if err != nil {
+		return nil, err
+	}
+	return m.RunEcho(ctx, c, name, "client", "client", dir, ClientPort, nil)
+}
+
+// SetPolicy makes tp the federation's only traffic policy (nil: none) and returns when the
+// hub has it.
+func (m *Mesh) SetPolicy(ctx context.Context, tp *meshv1.TrafficPolicy) (time.Time, error) {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var fed meshv1.MeshFederation
+		if err := m.Hub.Client.Get(ctx, client.ObjectKey{Namespace: HubNamespace, Name: Federation}, &fed); err != nil {
+			return err
+		}
+		fed.Spec.TrafficPolicies = nil
+		if tp != nil {
+			fed.Spec.TrafficPolicies = []meshv1.TrafficPolicy{*tp}
+		}
+		return m.Hub.Client.Update(ctx, &fed)
+	})
+	return time.Now(), err
+}
+
+// Policy is a traffic policy for the echo service.
+func Policy() *meshv1.TrafficPolicy {
+	return &meshv1.TrafficPolicy{Service: meshv1.ServiceRef{Namespace: Namespace, Name: "echo"}}
+}
+
+// Call is one RPC as the client saw it.
+type Call struct {
+	// At is when it started, in milliseconds since the load began.
+	At      float64 `json:"at"`
+	OK      bool    `json:"ok"`
+	Cluster string  `json:"cluster"`
+	Peer    string  `json:"peer"`
+	Caller  string  `json:"caller"`
+	Error   string  `json:"error"`
+}
+
+func httpJSON(ctx context.Context, method, url string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s %s: %s %s", method, url, resp.Status, body)
+	}
+	if out != nil {
+		return json.Unmarshal(body, out)
+	}
+	return nil
+}
+
+// Calls makes n calls to Target from a client workload now.
+func Calls(ctx context.Context, client *testbed.Workload, n int) ([]Call, error) {
+	var out []Call
+	err := httpJSON(ctx, http.MethodGet, fmt.Sprintf("http://%s/call?target=%s&n=%d", client.Addr(ClientPort), Target, n), &out)
+	return out, err
+}
+
+// Split counts calls by the cluster that answered; failures count under "".
+func Split(cs []Call) map[string]int {
+	out := map[string]int{}
+	for _, c := range cs {
+		if c.OK {
+			out[c.Cluster]++
+		} else {
+			out[""]++
+		}
+	}
+	return out
+}
+
+// Load is a steady stream of calls from a client workload.
+type Load struct {
+	client  *testbed.Workload
+	Started time.Time
+}
+
+// StartLoad starts a call every interval.
+func StartLoad(ctx context.Context, client *testbed.Workload, interval time.Duration) (*Load, error) {
+	err := httpJSON(ctx, http.MethodPost, fmt.Sprintf("http://%s/load?target=%s&interval=%s", client.Addr(ClientPort), Target, interval), nil)
+	return &Load{client: client, Started: time.Now()}, err
+}
+
+// Results are the calls of the load so far.
+func (l *Load) Results(ctx context.Context) ([]Call, error) {
+	var out []Call
+	err := httpJSON(ctx, http.MethodGet, "http://"+l.client.Addr(ClientPort)+"/results", &out)
+	return out, err
+}
+
+// Stop ends the load and returns its calls.
+func (l *Load) Stop(ctx context.Context) ([]Call, error) {
+	cs, err := l.Results(ctx)
+	return cs, errors.Join(err, httpJSON(ctx, http.MethodPost, "http://"+l.client.Addr(ClientPort)+"/stop", nil))
+}
+
+// Offset is t in milliseconds since the load began, the unit of Call.At.
+func (l *Load) Offset(t time.Time) float64 { return float64(t.Sub(l.Started).Microseconds()) / 1000 }
+
+// SteadyAfter is how long after offset every later call succeeded on cluster; -1 if the
+// calls never settled there.
+func SteadyAfter(cs []Call, offset float64, cluster string) float64 {
+	steady := -1.0
+	for i := len(cs) - 1; i >= 0; i-- {
+		c := cs[i]
+		if c.At < offset || !c.OK || c.Cluster != cluster {
+			break
+		}
+		steady = c.At - offset
+	}
+	return steady
+}
+
+// AllOn waits until n calls in a row are answered by cluster.
+func AllOn(ctx context.Context, client *testbed.Workload, cluster string, n int, timeout time.Duration) error {
+	return Eventually(ctx, timeout, "every call answered by "+cluster, func() error {
+		cs, err := Calls(ctx, client, n)
+		if err != nil {
+			return err
+		}
+		if s := Split(cs); s[cluster] != n {
+			return fmt.Errorf("split %v", s)
+		}
+		return nil
+	})
+}
