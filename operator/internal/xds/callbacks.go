@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -46,16 +47,22 @@ func (s *Server) onRequest(id int64, req *discoveryv3.DiscoveryRequest) {
 		s.streams[id] = st
 	}
 	if req.Node != nil && req.Node.Id != "" {
-		st.node = req.Node.Id
+		st.node, st.group = req.Node.Id, nodeGroup(req.Node)
 	}
 	newEnvoy := false
-	if req.Node != nil && nodeGroup(req.Node) == GroupEnvoy && !s.envoy {
+	if st.group == GroupEnvoy && !s.envoy {
 		s.envoy, newEnvoy = true, true
 	}
 	n := len(s.streams)
 	typ := req.TypeUrl
-	version := s.versions[typ]
+	version := s.versionOf(st.group, typ)
 	changedAt := s.changedAt[typ]
+	if req.ErrorDetail != nil && req.ResponseNonce != "" {
+		// The proxy refused the version it was sent, which is the current one. Recording
+		// it as held keeps the snapshot cache from sending it again at once, in a loop;
+		// the proxy gets the next version when there is one.
+		req.VersionInfo = version
+	}
 	var converged time.Duration
 	if req.ErrorDetail == nil && req.ResponseNonce != "" && req.VersionInfo == version && st.acked[typ] != version {
 		st.acked[typ] = version
@@ -81,6 +88,19 @@ func (s *Server) onRequest(id int64, req *discoveryv3.DiscoveryRequest) {
 	if converged > 0 {
 		convergence.WithLabelValues(shortType(typ)).Observe(converged.Seconds())
 	}
+}
+
+// versionOf is the version of a resource type in a group's snapshot (s.mu held).
+func (s *Server) versionOf(group, typ string) string {
+	if group == GroupEnvoy {
+		for i, t := range append(slices.Clone(typeOrder), resource.SecretType) {
+			if t == typ {
+				return s.envoyVer[i]
+			}
+		}
+		return ""
+	}
+	return s.versions[typ]
 }
 
 func (s *Server) proxiesChanged() {

@@ -87,6 +87,7 @@ type Server struct {
 // stream is one connected proxy.
 type stream struct {
 	node  string
+	group string
 	acked map[string]string // type → version ACKed
 }
 

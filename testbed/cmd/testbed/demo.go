@@ -77,7 +77,9 @@ func (d *demo) step(format string, args ...any) {
 	fmt.Printf("\n[%5.1fs] ▶ %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
-func (d *demo) say(format string, args ...any) { fmt.Printf("          %s\n", fmt.Sprintf(format, args...)) }
+func (d *demo) say(format string, args ...any) {
+	fmt.Printf("          %s\n", fmt.Sprintf(format, args...))
+}
 
 func (d *demo) record(what, value string) {
 	d.rows = append(d.rows, [2]string{what, value})

@@ -1,0 +1,333 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+const echoSNI = "outbound_.9000_._.echo.shop.svc.clusterset.local"
+
+// backend is a TLS echo server: it answers each line with its name and the line.
+type backend struct {
+	addr string
+	cert *x509.Certificate
+}
+
+func startBackend(t *testing.T, name string) *backend {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					fmt.Fprintf(c, "%s:%s", name, line)
+				}
+			}()
+		}
+	}()
+	return &backend{addr: ln.Addr().String(), cert: cert}
+}
+
+// controlPlane serves the gateway's resources over ADS (go-control-plane, as meshfed's
+// member does).
+type controlPlane struct {
+	cache   cachev3.SnapshotCache
+	addr    string
+	server  *grpc.Server
+	version int
+}
+
+func startControlPlane(t *testing.T) *controlPlane {
+	t.Helper()
+	cp := &controlPlane{cache: cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp.addr = ln.Addr().String()
+	cp.server = grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(cp.server, serverv3.NewServer(context.Background(), cp.cache, nil))
+	go func() { _ = cp.server.Serve(ln) }()
+	t.Cleanup(cp.server.Stop)
+	return cp
+}
+
+func sockAddr(hostPort string) *corev3.Address {
+	host, port, _ := net.SplitHostPort(hostPort)
+	p, _ := strconv.Atoi(port)
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: host,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)}}}}
+}
+
+// set serves a gateway listener routing sni to backends; a chain without server names is
+// something the gateway must refuse.
+func (cp *controlPlane) set(t *testing.T, withNames bool, backends ...string) {
+	t.Helper()
+	tcp, _ := anypb.New(&tcpproxyv3.TcpProxy{StatPrefix: echoSNI, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: echoSNI}})
+	chain := &listenerv3.FilterChain{Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tcp}}}}
+	if withNames {
+		chain.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: []string{echoSNI}}
+	}
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: echoSNI, Endpoints: []*endpointv3.LocalityLbEndpoints{{}}}
+	for _, b := range backends {
+		cla.Endpoints[0].LbEndpoints = append(cla.Endpoints[0].LbEndpoints, &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: sockAddr(b)}}})
+	}
+	cp.version++
+	snap, err := cachev3.NewSnapshot(strconv.Itoa(cp.version), map[resource.Type][]types.Resource{
+		resource.ListenerType: {&listenerv3.Listener{Name: "eastwest", Address: sockAddr("0.0.0.0:15443"), FilterChains: []*listenerv3.FilterChain{chain}}},
+		resource.ClusterType: {&clusterv3.Cluster{Name: echoSNI, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+			EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}}}},
+		resource.EndpointType: {cla},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.cache.SetSnapshot(context.Background(), "gw", snap); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func eventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// call makes a TLS connection through the gateway with serverName, checks that the TLS
+// peer is one of the backends (TLS is not terminated on the way), and returns the name of
+// the backend that answered.
+func call(gw, serverName string, backends ...*backend) (string, error) {
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", gw, &tls.Config{ServerName: serverName, InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			for _, b := range backends {
+				if cs.PeerCertificates[0].Equal(b.cert) {
+					return nil
+				}
+			}
+			return errors.New("the peer is not a backend")
+		}})
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	fmt.Fprintf(conn, "hi\n")
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	name, _, _ := bytes.Cut([]byte(line), []byte(":"))
+	return string(name), nil
+}
+
+func TestGateway(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b := startBackend(t, "a"), startBackend(t, "b")
+	cp := startControlPlane(t)
+	cp.set(t, true, a.addr)
+
+	reg := prometheus.NewRegistry()
+	g := New(logr.Discard(), reg)
+	g.HelloTimeout = 300 * time.Millisecond
+	client := &Client{Address: cp.addr, Node: GatewayNode("gw", "cluster-1"), OnTable: g.SetTable, OnReject: g.Rejected, Log: logr.Discard()}
+	go func() { _ = client.Run(ctx) }()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ctx, ln, time.Second) }()
+	gw := ln.Addr().String()
+	eventually(t, "the gateway routes to a", func() error {
+		name, err := call(gw, echoSNI, a)
+		if err == nil && name != "a" {
+			err = fmt.Errorf("answered by %q", name)
+		}
+		return err
+	})
+
+	refusals := func(reason string) float64 { return testutil.ToFloat64(g.metrics.refusals.WithLabelValues(reason)) }
+	t.Run("an unknown server name is refused", func(t *testing.T) {
+		if _, err := call(gw, "outbound_.9000_._.billing.shop.svc.clusterset.local", a); err == nil {
+			t.Fatal("routed")
+		}
+		if refusals(ReasonUnknownSNI) != 1 {
+			t.Errorf("unknown_sni refusals %v", refusals(ReasonUnknownSNI))
+		}
+	})
+	t.Run("plain TCP and HTTP are refused", func(t *testing.T) {
+		c, err := net.Dial("tcp", gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if n, _ := c.Read(make([]byte, 10)); n != 0 {
+			t.Error("the gateway answered plain HTTP")
+		}
+		c.Close()
+		eventually(t, "not_tls counted", func() error {
+			if refusals(ReasonNotTLS) != 1 {
+				return fmt.Errorf("%v", refusals(ReasonNotTLS))
+			}
+			return nil
+		})
+	})
+	t.Run("a client that sends nothing is timed out", func(t *testing.T) {
+		c, err := net.Dial("tcp", gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		start := time.Now()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Error("the gateway sent something")
+		}
+		if waited := time.Since(start); waited > 2*time.Second {
+			t.Errorf("closed after %s, want about the 300 ms hello timeout", waited)
+		}
+		eventually(t, "hello_timeout counted", func() error {
+			if refusals(ReasonTimeout) != 1 {
+				return fmt.Errorf("%v", refusals(ReasonTimeout))
+			}
+			return nil
+		})
+	})
+	t.Run("new endpoints take effect", func(t *testing.T) {
+		cp.set(t, true, a.addr, b.addr)
+		eventually(t, "both backends used", func() error {
+			seen := map[string]bool{}
+			for range 4 {
+				name, err := call(gw, echoSNI, a, b)
+				if err != nil {
+					return err
+				}
+				seen[name] = true
+			}
+			if !seen["a"] || !seen["b"] {
+				return fmt.Errorf("seen %v", seen)
+			}
+			return nil
+		})
+	})
+	t.Run("a configuration it cannot serve is refused and the last good one stays", func(t *testing.T) {
+		cp.set(t, false, a.addr, b.addr)
+		eventually(t, "the listener refused", func() error {
+			if v := testutil.ToFloat64(g.metrics.rejected); v < 1 {
+				return fmt.Errorf("rejected %v", v)
+			}
+			return nil
+		})
+		eventually(t, "the gateway still routes with the last good listener", func() error {
+			seen := map[string]bool{}
+			for range 4 {
+				name, err := call(gw, echoSNI, a, b)
+				if err != nil {
+					return err
+				}
+				seen[name] = true
+			}
+			if !seen["a"] {
+				return fmt.Errorf("seen %v", seen)
+			}
+			return nil
+		})
+	})
+	// go-control-plane sends a refused version again at once; the client slows that loop
+	// to one refusal a second.
+	if v := testutil.ToFloat64(g.metrics.rejected); v > 20 {
+		t.Errorf("%v refusals of one listener: the client loops with the control plane", v)
+	}
+	t.Run("the control plane goes away: routing goes on", func(t *testing.T) {
+		cp.server.Stop()
+		for range 4 {
+			if _, err := call(gw, echoSNI, a, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	t.Run("shutdown drains", func(t *testing.T) {
+		conn, err := tls.Dial("tcp", gw, &tls.Config{ServerName: echoSNI, InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		cancel()
+		// The open connection keeps working during the drain.
+		fmt.Fprintf(conn, "still there\n")
+		if _, err := bufio.NewReader(conn).ReadString('\n'); err != nil {
+			t.Errorf("an open connection broke at shutdown: %v", err)
+		}
+		conn.Close()
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Error(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("Serve did not return")
+		}
+	})
+}

@@ -1,0 +1,44 @@
+package gateway
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	connections *prometheus.CounterVec
+	refusals    *prometheus.CounterVec
+	perSNI      *prometheus.CounterVec
+	active      prometheus.Gauge
+	routes      prometheus.Gauge
+	bytesIn     prometheus.Counter
+	bytesOut    prometheus.Counter
+	rejected    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		connections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshfed_gateway_connections_total",
+			Help: "Connections accepted, by result (routed, refused)."}, []string{"result"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshfed_gateway_refusals_total",
+			Help: "Connections refused, by reason."}, []string{"reason"}),
+		perSNI: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshfed_gateway_sni_connections_total",
+			Help: "Connections routed, by server name (only routed names appear)."}, []string{"sni"}),
+		active:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "meshfed_gateway_active_connections", Help: "Connections open now."}),
+		routes:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "meshfed_gateway_routes", Help: "Server names the gateway routes."}),
+		bytesIn:  prometheus.NewCounter(prometheus.CounterOpts{Name: "meshfed_gateway_received_bytes_total", Help: "Bytes from clients to backends."}),
+		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshfed_gateway_sent_bytes_total", Help: "Bytes from backends to clients."}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshfed_gateway_config_rejected_total", Help: "xDS configurations the gateway refused (NACK)."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.connections, m.refusals, m.perSNI, m.active, m.routes, m.bytesIn, m.bytesOut, m.rejected)
+	}
+	return m
+}
+
+func (m *metrics) refused(reason string) {
+	m.connections.WithLabelValues("refused").Inc()
+	m.refusals.WithLabelValues(reason).Inc()
+}
+
+func (m *metrics) routed(sni string) {
+	m.connections.WithLabelValues("routed").Inc()
+	m.perSNI.WithLabelValues(sni).Inc()
+}
