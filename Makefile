@@ -46,9 +46,10 @@ test: tools build verify-generated verify-bundle vet fmt-check ## Run unit and i
 ##@ Development
 
 .PHONY: build
-build: ## Build operator, meshfedctl, testbed and workload into bin/.
+build: ## Build operator, meshfedctl, eastwest-gateway, testbed and workload into bin/.
 	$(GO) build -ldflags "-X github.com/meshfed/meshfed/operator/internal/app.Version=$(VERSION)" -o $(BIN)/operator ./operator/cmd
 	$(GO) build -o $(BIN)/meshfedctl ./operator/cmd/meshfedctl
+	$(GO) build -o $(BIN)/eastwest-gateway ./eastwest-gateway/cmd/eastwest-gateway
 	$(GO) build -o $(BIN)/testbed ./testbed/cmd/testbed
 	$(GO) build -o $(BIN)/workload ./testbed/cmd/workload
 

@@ -13,8 +13,11 @@ import (
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
-// DefaultTrustDomain is the SPIFFE trust domain of a Mesh that names none.
-const DefaultTrustDomain = "cluster.local"
+// Defaults of a Mesh that leaves them out.
+const (
+	DefaultTrustDomain = "cluster.local"
+	DefaultGatewayPort = 15443
+)
 
 // Inputs are the member's objects the model is built from.
 type Inputs struct {
@@ -35,6 +38,10 @@ func BuildModel(in Inputs) (*Model, []error) {
 		Region: in.Mesh.Spec.Locality.Region, MTLS: in.Mesh.Spec.ControlPlane.MTLS != meshv1.MTLSDisabled, Peers: map[string]Peer{}}
 	if m.TrustDomain == "" {
 		m.TrustDomain = DefaultTrustDomain
+	}
+	m.GatewayPort = uint32(in.Mesh.Spec.EastWestGateway.Port)
+	if m.GatewayPort == 0 {
+		m.GatewayPort = DefaultGatewayPort
 	}
 	var problems []error
 	for _, p := range in.Peers {
@@ -73,6 +80,9 @@ func BuildModel(in Inputs) (*Model, []error) {
 		imp := &in.Imports[i]
 		s := get(imp.Namespace, imp.Name)
 		s.Imported = true
+		for _, c := range imp.Status.Clusters {
+			s.ExportedHere = s.ExportedHere || c.Cluster == m.Cluster
+		}
 		for _, p := range imp.Spec.Ports {
 			if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
 				s.ImportPorts = append(s.ImportPorts, Port{Name: p.Name, Port: uint32(p.Port)})

@@ -272,6 +272,10 @@ type translation struct {
 	serverChain *listenerv3.FilterChain
 }
 
+func newTranslation(m *Model) *translation {
+	return &translation{Model: m, addrs: map[addrKey]*corev3.Address{}, lbs: map[addrKey]*endpointv3.LbEndpoint{}}
+}
+
 type addrKey struct {
 	address      string
 	port, weight uint32

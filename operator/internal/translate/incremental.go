@@ -7,8 +7,6 @@ import (
 	"hash/fnv"
 	"slices"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -36,7 +34,7 @@ func NewTranslator() *Translator { return &Translator{services: map[string]*tran
 // services, and the per-type content versions in Versions.
 func (tr *Translator) Translate(m *Model) *Resources {
 	tr.run++
-	t := &translation{Model: m, addrs: map[addrKey]*corev3.Address{}, lbs: map[addrKey]*endpointv3.LbEndpoint{}}
+	t := newTranslation(m)
 	t.serverChain = m.serverFilterChain()
 	shared := modelFingerprint(m)
 	out := &Resources{}
@@ -171,6 +169,7 @@ func modelFingerprint(m *Model) uint64 {
 	f.str(m.TrustDomain)
 	f.str(m.Region)
 	f.num(boolNum(m.MTLS))
+	f.num(uint64(m.GatewayPort))
 	names := make([]string, 0, len(m.Peers))
 	for n := range m.Peers {
 		names = append(names, n)
@@ -195,6 +194,7 @@ func serviceFingerprint(shared uint64, s *Service) uint64 {
 	f.str(s.Name)
 	f.num(boolNum(s.Local))
 	f.num(boolNum(s.Imported))
+	f.num(boolNum(s.ExportedHere))
 	f.str(s.ServiceAccount)
 	for _, ports := range [][]Port{s.Ports, s.ImportPorts} {
 		f.num(uint64(len(ports)))

@@ -19,6 +19,8 @@ type Model struct {
 	Region      string
 	// MTLS makes every cluster and server listener require SPIFFE mTLS.
 	MTLS bool
+	// GatewayPort is where this cluster's east-west gateway listens.
+	GatewayPort uint32
 	// Services are sorted by namespace and name.
 	Services []Service
 	// Peers are the other members, by cluster name.
@@ -45,6 +47,9 @@ type Service struct {
 	// ImportPorts are its ports.
 	Imported    bool
 	ImportPorts []Port
+	// ExportedHere is set when this cluster is one of the exporters (the ServiceImport's
+	// status.clusters): only then does its east-west gateway let other clusters in.
+	ExportedHere bool
 	// ServiceAccount, when set, pins the SPIFFE identity the servers must present;
 	// otherwise any service account of the namespace is accepted.
 	ServiceAccount string

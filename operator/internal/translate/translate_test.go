@@ -231,3 +231,34 @@ func TestCheckFindsBrokenReferences(t *testing.T) {
 		t.Errorf("Check without routes: %v", err)
 	}
 }
+
+// TestTranslateGatewayGolden: the gateway gets a chain only for what this cluster exports,
+// with its ready local endpoints; the configuration is valid and references resolve.
+func TestTranslateGatewayGolden(t *testing.T) {
+	m := goldenModels()["failover-across-networks"]
+	m.GatewayPort = 15443
+	m.Services = append(m.Services, Service{Namespace: "shop", Name: "internal", Local: true, Ports: m.Services[0].Ports,
+		Imported: true, ImportPorts: m.Services[0].Ports, Endpoints: []Endpoint{ep("a", "net-1", "10.0.0.9", 8080, true)}})
+	m.Services[0].ExportedHere = true // reviews is exported from here; internal is only imported
+	r := TranslateGateway(m)
+	if err := Check(r); err != nil {
+		t.Fatal(err)
+	}
+	got := render(t, r)
+	path := filepath.Join("testdata", "gateway.golden.yaml")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("resources differ from %s (run with -update after reviewing):\n%s", path, got)
+	}
+	if strings.Contains(got, "internal.shop") {
+		t.Error("a service this cluster does not export is reachable through its gateway")
+	}
+}

@@ -49,9 +49,9 @@ func (s *Server) onRequest(id int64, req *discoveryv3.DiscoveryRequest) {
 	if req.Node != nil && req.Node.Id != "" {
 		st.node, st.group = req.Node.Id, nodeGroup(req.Node)
 	}
-	newEnvoy := false
-	if st.group == GroupEnvoy && !s.envoy {
-		s.envoy, newEnvoy = true, true
+	newGroup := false
+	if st.group != "" && st.group != GroupGRPC && !s.seen[st.group] {
+		s.seen[st.group], newGroup = true, true
 	}
 	n := len(s.streams)
 	typ := req.TypeUrl
@@ -72,8 +72,8 @@ func (s *Server) onRequest(id int64, req *discoveryv3.DiscoveryRequest) {
 	}
 	node := st.node
 	s.mu.Unlock()
-	if newEnvoy {
-		s.Trigger() // the first Envoy node: build its configuration
+	if newGroup {
+		s.Trigger() // the first node of its group: build its configuration
 	}
 	if !ok {
 		connectedProxies.Set(float64(n))
@@ -92,10 +92,10 @@ func (s *Server) onRequest(id int64, req *discoveryv3.DiscoveryRequest) {
 
 // versionOf is the version of a resource type in a group's snapshot (s.mu held).
 func (s *Server) versionOf(group, typ string) string {
-	if group == GroupEnvoy {
+	if group != GroupGRPC && group != "" {
 		for i, t := range append(slices.Clone(typeOrder), resource.SecretType) {
 			if t == typ {
-				return s.envoyVer[i]
+				return s.groupVer[group][i]
 			}
 		}
 		return ""

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -29,6 +30,7 @@ import (
 const (
 	GroupGRPC      = "grpc"
 	GroupEnvoy     = "envoy"
+	GroupGateway   = "gateway"
 	NodeProxyField = "meshfed.io/proxy"
 )
 
@@ -45,6 +47,8 @@ type Config struct {
 	// Envoy is the Envoy sidecars' configuration; nil while no Envoy node is connected
 	// (see Server.EnvoyConnected).
 	Envoy *translate.EnvoyResources
+	// Gateway is the east-west gateways' configuration; nil while none is connected.
+	Gateway *translate.Resources
 	// Address is where to serve ADS (host:port).
 	Address string
 	// Debounce is the push debounce window.
@@ -75,8 +79,10 @@ type Server struct {
 	version   string
 	lastErr   error
 	streams   map[int64]*stream
-	envoy     bool
-	envoyVer  [5]string
+	// seen are the groups other than gRPC that a node of has connected; groupVer their
+	// served versions by type (typeOrder, then secrets).
+	seen     map[string]bool
+	groupVer map[string][5]string
 
 	lisMu    sync.Mutex
 	listener net.Listener
@@ -95,7 +101,8 @@ type stream struct {
 // nil) is called when the snapshot version or the number of proxies changes.
 func NewServer(log logr.Logger, build BuildFunc, onChange func()) *Server {
 	s := &Server{log: log, build: build, kick: make(chan struct{}, 1), onChange: onChange, debounce: DefaultDebounce,
-		versions: map[resource.Type]string{}, changedAt: map[resource.Type]time.Time{}, streams: map[int64]*stream{}}
+		versions: map[resource.Type]string{}, changedAt: map[resource.Type]time.Time{}, streams: map[int64]*stream{},
+		seen: map[string]bool{}, groupVer: map[string][5]string{}}
 	s.cache = cachev3.NewSnapshotCache(false, groupHash{}, nil)
 	return s
 }
@@ -107,8 +114,9 @@ type groupHash struct{}
 func (groupHash) ID(n *corev3.Node) string { return nodeGroup(n) }
 
 func nodeGroup(n *corev3.Node) string {
-	if n.GetMetadata().GetFields()[NodeProxyField].GetStringValue() == GroupEnvoy {
-		return GroupEnvoy
+	switch g := n.GetMetadata().GetFields()[NodeProxyField].GetStringValue(); g {
+	case GroupEnvoy, GroupGateway:
+		return g
 	}
 	return GroupGRPC
 }
@@ -118,7 +126,15 @@ func nodeGroup(n *corev3.Node) string {
 func (s *Server) EnvoyConnected() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.envoy
+	return s.seen[GroupEnvoy]
+}
+
+// GatewayConnected tells whether an east-west gateway has connected, so that builds
+// include its configuration.
+func (s *Server) GatewayConnected() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seen[GroupGateway]
 }
 
 // setDebounce sets the push debounce window.
@@ -215,6 +231,9 @@ func (s *Server) Push(ctx context.Context, changedAt time.Time) {
 		if err == nil && cfg.Envoy != nil {
 			err = translate.CheckEnvoy(cfg.Envoy)
 		}
+		if err == nil && cfg.Gateway != nil {
+			err = translate.Check(cfg.Gateway)
+		}
 		if err != nil {
 			configErrors.Inc()
 			err = fmt.Errorf("the new configuration fails its checks and is not served: %w", err)
@@ -226,8 +245,11 @@ func (s *Server) Push(ctx context.Context, changedAt time.Time) {
 		return
 	}
 	buildSeconds.Observe(time.Since(start).Seconds())
-	if cfg.Envoy != nil {
-		s.setEnvoy(ctx, cfg.Envoy)
+	if e := cfg.Envoy; e != nil {
+		s.setGroup(ctx, GroupEnvoy, &e.Resources, e.Secrets, e.SecretsVersion)
+	}
+	if cfg.Gateway != nil {
+		s.setGroup(ctx, GroupGateway, cfg.Gateway, nil, "")
 	}
 	if changed := s.set(ctx, cfg.Resources, changedAt); changed && s.onChange != nil {
 		s.onChange()
@@ -289,23 +311,23 @@ func (s *Server) set(ctx context.Context, res *translate.Resources, changedAt ti
 	return true
 }
 
-// setEnvoy serves the Envoy nodes' snapshot when it changed.
-func (s *Server) setEnvoy(ctx context.Context, r *translate.EnvoyResources) {
-	versions := [5]string{r.Versions[0], r.Versions[1], r.Versions[2], r.Versions[3], r.SecretsVersion}
+// setGroup serves a node group's snapshot when it changed.
+func (s *Server) setGroup(ctx context.Context, group string, r *translate.Resources, secrets []*tlsv3.Secret, secretsVersion string) {
+	versions := [5]string{r.Versions[0], r.Versions[1], r.Versions[2], r.Versions[3], secretsVersion}
 	s.mu.Lock()
-	same := versions == s.envoyVer
-	s.envoyVer = versions
+	same := versions == s.groupVer[group]
+	s.groupVer[group] = versions
 	s.mu.Unlock()
 	if same {
 		return
 	}
 	snap := &cachev3.Snapshot{}
-	lists := [][]types.Resource{listOf(r.Listeners), listOf(r.Routes), listOf(r.Clusters), listOf(r.Endpoints), listOf(r.Secrets)}
+	lists := [][]types.Resource{listOf(r.Listeners), listOf(r.Routes), listOf(r.Clusters), listOf(r.Endpoints), listOf(secrets)}
 	for i, typ := range append(slices.Clone(typeOrder), resource.SecretType) {
 		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(versions[i], lists[i])
 	}
-	if err := s.cache.SetSnapshot(ctx, GroupEnvoy, snap); err != nil {
-		s.log.Error(err, "set the Envoy xDS snapshot")
+	if err := s.cache.SetSnapshot(ctx, group, snap); err != nil {
+		s.log.Error(err, "set an xDS snapshot", "group", group)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/meshfed/meshfed/eastwest-gateway/gateway"
 	"github.com/meshfed/meshfed/operator/internal/translate"
 )
 
@@ -56,6 +57,9 @@ func (md *model) build(context.Context) (*Config, error) {
 	cfg := &Config{Resources: res, Address: "127.0.0.1:0", Debounce: 10 * time.Millisecond}
 	if md.srv.EnvoyConnected() {
 		cfg.Envoy = translate.TranslateEnvoy(md.m)
+	}
+	if md.srv.GatewayConnected() {
+		cfg.Gateway = translate.TranslateGateway(md.m)
 	}
 	return cfg, nil
 }
@@ -332,5 +336,45 @@ func TestEnvoyNodesGetEnvoyConfig(t *testing.T) {
 	}
 	if got := clusters(&corev3.Node{Id: "grpc-app"}); slices.Contains(got, translate.PassthroughCluster) || len(got) == 0 {
 		t.Errorf("the proxyless node got clusters %v, want the gRPC configuration", got)
+	}
+}
+
+// TestGatewayGetsExportedServices: meshfed's own east-west gateway (its ADS client and
+// routing table) takes the gateway configuration: the SNI of a service this cluster
+// exports routes to its ready local endpoints; a service it only imports is not routed.
+func TestGatewayGetsExportedServices(t *testing.T) {
+	md := newModel(2, 4)
+	md.m.GatewayPort = 15443
+	for i := range md.m.Services {
+		md.m.Services[i].Local, md.m.Services[i].Ports = true, md.m.Services[i].ImportPorts
+	}
+	md.m.Services[0].ExportedHere = true
+	s := startServer(t, md)
+	tables := make(chan *gateway.Table, 16)
+	c := &gateway.Client{Address: s.Addr(), Node: gateway.GatewayNode("gw-1", "a"), Log: logr.Discard(),
+		OnTable: func(tb *gateway.Table) { tables <- tb }}
+	go func() { _ = c.Run(t.Context()) }()
+	exported := translate.ClusterName(9080, "", "svc-0.ns.svc.clusterset.local")
+	imported := translate.ClusterName(9080, "", "svc-1.ns.svc.clusterset.local")
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case tb := <-tables:
+			got := map[string]bool{}
+			for range 4 {
+				if b, ok := tb.Lookup(exported); ok {
+					got[b] = true
+				}
+			}
+			// svc-0's local endpoints are 10.0.0.0 and 10.0.0.2 (the others are in b).
+			if len(got) == 2 && got["10.0.0.0:8080"] && got["10.0.0.2:8080"] {
+				if tb.Routed(imported) {
+					t.Errorf("%s, which this cluster does not export, is routed", imported)
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatal("the gateway never routed the exported service to its local endpoints")
+		}
 	}
 }

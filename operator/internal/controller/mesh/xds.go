@@ -110,6 +110,9 @@ func (f *Feed) Build(ctx context.Context) (*xds.Config, error) {
 	if f.Server.EnvoyConnected() {
 		cfg.Envoy = translate.TranslateEnvoy(model)
 	}
+	if f.Server.GatewayConnected() {
+		cfg.Gateway = translate.TranslateGateway(model)
+	}
 	if d := m.Spec.ControlPlane.PushDebounce; d != nil {
 		cfg.Debounce = d.Duration
 	}
