@@ -149,10 +149,39 @@ func (n *podNetwork) wrap(argv []string) []string {
 	return append([]string{"ip", "netns", "exec", n.netns}, argv...)
 }
 
-// teardown deletes the namespace; the veth pair and routes go with it.
+// teardown deletes the namespace (the veth pair and routes go with it) and the policy
+// rules of isolate.
 func (n *podNetwork) teardown() {
 	_ = runIP("netns", "delete", n.netns)
 	_ = runIP("link", "delete", n.hostIf)
+	for runIP("rule", "del", "iif", n.hostIf) == nil {
+	}
+}
+
+// Priorities of the isolation rules: the exceptions come first.
+const (
+	rulePriorityAllow = "900"
+	rulePriorityBlock = "901"
+)
+
+// isolate stops this namespace's pods from reaching other's pods through the host, except
+// to the addresses in reachable; pods at the addresses in answering may still send to
+// anyone (a gateway answers what it was sent). The rules are the host's policy routing
+// (`ip rule`) on the veth the traffic comes in on, so the host itself still reaches every
+// pod.
+func (n *podNetwork) isolate(other *podNetwork, reachable, answering []string) error {
+	for _, ip := range answering {
+		// The same for every other namespace: added once.
+		if err := runIP("rule", "add", "iif", n.hostIf, "from", ip+"/32", "lookup", "main", "priority", rulePriorityAllow); err != nil && !strings.Contains(err.Error(), "File exists") {
+			return err
+		}
+	}
+	for _, ip := range reachable {
+		if err := runIP("rule", "add", "iif", n.hostIf, "to", ip+"/32", "lookup", "main", "priority", rulePriorityAllow); err != nil {
+			return err
+		}
+	}
+	return runIP("rule", "add", "iif", n.hostIf, "to", fmt.Sprintf("198.18.%d.0/24", other.octet), "blackhole", "priority", rulePriorityBlock)
 }
 
 func runIP(args ...string) error {

@@ -186,6 +186,26 @@ func (tb *Testbed) bin(name string) string {
 	return filepath.Join(tb.opts.BinDir, name)
 }
 
+// IsolateNetworks puts every cluster in a network of its own: a pod can no longer reach
+// the pods of another cluster, except that cluster's gateways (addresses by cluster name),
+// and a gateway may answer anyone. Without it, pods of all clusters reach each other.
+func (tb *Testbed) IsolateNetworks(gateways map[string][]string) error {
+	for _, c := range tb.Clusters {
+		if c.network == nil {
+			return ErrNeedsRoot
+		}
+		for _, o := range tb.Clusters {
+			if o == c {
+				continue
+			}
+			if err := c.network.isolate(o.network, gateways[o.Name], gateways[c.Name]); err != nil {
+				return fmt.Errorf("isolate %s from %s: %w", c.Name, o.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
 // Binary is the path of a binary built from the project: the operator, the workload, or
 // echo (the proxyless gRPC workload, built on first use).
 func (tb *Testbed) Binary(ctx context.Context, name string) (string, error) {
@@ -205,7 +225,8 @@ func (tb *Testbed) Binary(ctx context.Context, name string) (string, error) {
 }
 
 // projectBinaries are the project's commands the testbed runs, by name.
-var projectBinaries = map[string]string{"operator": "./operator/cmd", "workload": "./testbed/cmd/workload", "echo": "./testbed/cmd/echo"}
+var projectBinaries = map[string]string{"operator": "./operator/cmd", "workload": "./testbed/cmd/workload", "echo": "./testbed/cmd/echo",
+	"eastwest-gateway": "./eastwest-gateway/cmd/eastwest-gateway"}
 
 // buildProjectBinaries builds the operator and the workload from the source tree into the
 // testbed's directory, so that a test never runs a stale bin/operator (it takes a second or

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -54,6 +55,12 @@ type Mesh struct {
 // trust bootstrapped by meshfed), creates the shop namespace everywhere, and waits until
 // every member can issue workload certificates and serves xDS.
 func Federate(ctx context.Context, tb *testbed.Testbed, dir string) (*Mesh, error) {
+	return FederateNetworks(ctx, tb, dir, nil)
+}
+
+// FederateNetworks is Federate with the network of each cluster (by cluster name; "net-1"
+// for those not listed).
+func FederateNetworks(ctx context.Context, tb *testbed.Testbed, dir string, networks map[string]string) (*Mesh, error) {
 	m := &Mesh{TB: tb, Hub: tb.Clusters[0], Dir: dir}
 	if err := create(ctx, m.Hub.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: HubNamespace}}); err != nil {
 		return nil, err
@@ -65,7 +72,7 @@ func Federate(ctx context.Context, tb *testbed.Testbed, dir string) (*Mesh, erro
 			return nil, fmt.Errorf("join %s: %w", c.Name, err)
 		}
 		for _, obj := range []client.Object{
-			&meshv1.Mesh{ObjectMeta: metav1.ObjectMeta{Name: meshv1.MeshSingletonName}, Spec: meshv1.MeshSpec{ClusterName: c.Name, Network: "net-1"}},
+			&meshv1.Mesh{ObjectMeta: metav1.ObjectMeta{Name: meshv1.MeshSingletonName}, Spec: meshv1.MeshSpec{ClusterName: c.Name, Network: cmpOr(networks[c.Name], "net-1")}},
 			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}},
 		} {
 			if err := create(ctx, c.Client, obj); err != nil {
@@ -345,4 +352,70 @@ func AllOn(ctx context.Context, client *testbed.Workload, cluster string, n int,
 		}
 		return nil
 	})
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// GatewayPort is where the scenario's east-west gateways listen.
+const GatewayPort = 15443
+
+// Gateway starts the east-west gateway of c as a pod, and advertises its address in c's
+// Mesh, so that the hub tells the other members to reach c's network through it.
+func (m *Mesh) Gateway(ctx context.Context, c *testbed.Cluster) (*testbed.Workload, error) {
+	bin, err := m.TB.Binary(ctx, "eastwest-gateway")
+	if err != nil {
+		return nil, err
+	}
+	w, err := c.RunWorkload(ctx, testbed.WorkloadSpec{Namespace: "kube-system", Name: "eastwest-gateway",
+		Ports: []corev1.ContainerPort{{ContainerPort: GatewayPort}},
+		Command: []string{bin, "--xds-address", c.XDSHost() + ":15010", "--cluster", c.Name, "--node-id", "eastwest-gateway." + c.Name,
+			"--listen", fmt.Sprintf(":%d", GatewayPort), "--admin", ":15021", "--drain", "2s"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := w.WaitReady(ctx, true); err != nil {
+		return nil, err
+	}
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		mesh, err := GetMesh(ctx, c)
+		if err != nil {
+			return err
+		}
+		mesh.Spec.EastWestGateway.AdvertisedAddress, mesh.Spec.EastWestGateway.Port = w.IP, GatewayPort
+		return c.Client.Update(ctx, mesh)
+	})
+	return w, err
+}
+
+// GatewayMetric reads one line of a gateway's metrics (by its prefix); "" when absent.
+func GatewayMetric(ctx context.Context, gw *testbed.Workload, prefix string) string {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+gw.Addr(15021)+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			return strings.TrimSpace(strings.TrimPrefix(line, prefix))
+		}
+	}
+	return ""
+}
+
+// Dial tells whether a plain TCP connection from a client workload's pod to addr opens.
+func Dial(ctx context.Context, client *testbed.Workload, addr string) (bool, string, error) {
+	var out struct {
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	}
+	err := httpJSON(ctx, http.MethodGet, fmt.Sprintf("http://%s/dial?addr=%s", client.Addr(ClientPort), addr), &out)
+	return out.OK, out.Error, err
 }

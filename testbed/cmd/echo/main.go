@@ -163,6 +163,17 @@ func clientAPI() error {
 		}
 		_ = json.NewEncoder(w).Encode(calls)
 	})
+	mux.HandleFunc("GET /dial", func(w http.ResponseWriter, r *http.Request) {
+		// A plain TCP connection from this pod, to show what the network lets through.
+		conn, err := net.DialTimeout("tcp", r.URL.Query().Get("addr"), time.Second)
+		out := map[string]any{"ok": err == nil}
+		if err != nil {
+			out["error"] = err.Error()
+		} else {
+			conn.Close()
+		}
+		_ = json.NewEncoder(w).Encode(out)
+	})
 	mux.HandleFunc("POST /load", func(w http.ResponseWriter, r *http.Request) {
 		tc, err := c.conn(r.URL.Query().Get("target"))
 		if err != nil {

@@ -1,0 +1,147 @@
+package xds_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+	"github.com/meshfed/meshfed/testbed"
+	sc "github.com/meshfed/meshfed/testbed/scenario"
+)
+
+// TestMultiNetwork: three clusters in three networks that reach each other only through
+// their east-west gateways. A client in cluster-1 calls the echo service exported by
+// cluster-2 and cluster-3: the direct path is proven blocked, calls go sidecar → remote
+// gateway → server with end-to-end mTLS (both ends see each other's SPIFFE identity), fail
+// over from cluster-2 to cluster-3, and split between them; a gateway refuses what its
+// cluster does not export.
+func TestMultiNetwork(t *testing.T) {
+	tb := testbed.StartForTest(t, testbed.Options{Clusters: 3, Operator: true})
+	testbed.RequireWorkloads(t, tb)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c1, c2, c3 := tb.Clusters[0], tb.Clusters[1], tb.Clusters[2]
+	m, err := sc.FederateNetworks(ctx, tb, t.TempDir(), map[string]string{c1.Name: "net-1", c2.Name: "net-2", c3.Name: "net-3"})
+	must(t, err)
+	gateways := map[string][]string{}
+	gws := map[string]*testbed.Workload{}
+	for _, c := range tb.Clusters {
+		gw, err := m.Gateway(ctx, c)
+		must(t, err)
+		gws[c.Name], gateways[c.Name] = gw, []string{gw.IP}
+	}
+	must(t, tb.IsolateNetworks(gateways))
+	for _, c := range []*testbed.Cluster{c2, c3} {
+		must(t, m.ExportEcho(ctx, c))
+	}
+	echo2, err := m.Server(ctx, c2, "echo-2")
+	must(t, err)
+	_, err = m.Server(ctx, c3, "echo-3")
+	must(t, err)
+	client, err := m.Client(ctx, c1, "client")
+	must(t, err)
+	tp := sc.Policy()
+	tp.Failover = []string{c2.Name, c3.Name}
+	_, err = m.SetPolicy(ctx, tp)
+	must(t, err)
+
+	t.Run("the only path between networks is the gateway", func(t *testing.T) {
+		ok, why, err := sc.Dial(ctx, client, echo2.Addr(sc.EchoPort))
+		must(t, err)
+		if ok {
+			t.Fatalf("a pod of %s opened a connection straight to a pod of %s", c1.Name, c2.Name)
+		}
+		t.Logf("direct %s → %s refused: %s", c1.Name, echo2.Addr(sc.EchoPort), why)
+		ok, why, err = sc.Dial(ctx, client, gws[c2.Name].Addr(sc.GatewayPort))
+		must(t, err)
+		if !ok {
+			t.Fatalf("%s's gateway is not reachable from %s: %s", c2.Name, c1.Name, why)
+		}
+	})
+
+	must(t, sc.AllOn(ctx, client, c2.Name, 20, time.Minute))
+	t.Run("calls go through the gateway with end-to-end mTLS", func(t *testing.T) {
+		cs, err := sc.Calls(ctx, client, 20)
+		must(t, err)
+		for _, c := range cs {
+			if c.Peer != "spiffe://cluster.local/ns/shop/sa/echo" || c.Caller != "spiffe://cluster.local/ns/shop/sa/client" {
+				t.Fatalf("the client saw %q, the server saw %q: identities are not end to end", c.Peer, c.Caller)
+			}
+		}
+		sni := `meshfed_gateway_sni_connections_total{sni="outbound_.9000_._.echo.shop.svc.clusterset.local"} `
+		if v := sc.GatewayMetric(ctx, gws[c2.Name], sni); v == "" || v == "0" {
+			t.Errorf("%s's gateway routed no connection for the service (metric %q)", c2.Name, v)
+		}
+	})
+
+	t.Run("failover across networks", func(t *testing.T) {
+		load, err := sc.StartLoad(ctx, client, 10*time.Millisecond)
+		must(t, err)
+		must(t, sc.Eventually(ctx, 10*time.Second, "calls before the kill", func() error {
+			cs, err := load.Results(ctx)
+			if err == nil && len(cs) < 20 {
+				err = fmt.Errorf("%d calls", len(cs))
+			}
+			return err
+		}))
+		echo2.Kill()
+		dead := time.Now()
+		must(t, sc.AllOn(ctx, client, c3.Name, 20, 20*time.Second))
+		cs, err := load.Stop(ctx)
+		must(t, err)
+		failed := 0
+		for _, c := range cs {
+			if !c.OK {
+				failed++
+				if c.At > load.Offset(dead)+20 {
+					t.Errorf("a call started %.0f ms after the server was gone failed: %s", c.At-load.Offset(dead), c.Error)
+				}
+			}
+		}
+		t.Logf("CROSS-NETWORK FAILOVER: %d calls, %d failed (in flight); every call on %s %.0f ms after the kill",
+			len(cs), failed, c3.Name, sc.SteadyAfter(cs, load.Offset(dead), c3.Name))
+	})
+
+	t.Run("a split across networks", func(t *testing.T) {
+		_, err := m.Server(ctx, c2, "echo-2b")
+		must(t, err)
+		tp := sc.Policy()
+		tp.Weights = []meshv1.ClusterWeight{{Cluster: c2.Name, Weight: 20}, {Cluster: c3.Name, Weight: 80}}
+		_, err = m.SetPolicy(ctx, tp)
+		must(t, err)
+		must(t, sc.Eventually(ctx, 30*time.Second, "both networks in the split", func() error {
+			cs, err := sc.Calls(ctx, client, 50)
+			if s := sc.Split(cs); err == nil && (s[c2.Name] == 0 || s[c3.Name] == 0) {
+				err = fmt.Errorf("split %v", s)
+			}
+			return err
+		}))
+		cs, err := sc.Calls(ctx, client, 1000)
+		must(t, err)
+		s := sc.Split(cs)
+		t.Logf("CROSS-NETWORK SPLIT {%s:20, %s:80} over 1000 calls: %d / %d, failed %d", c2.Name, c3.Name, s[c2.Name], s[c3.Name], s[""])
+		if s[""] > 0 || s[c2.Name] < 170 || s[c2.Name] > 230 {
+			t.Errorf("split %v, want %s 200±30 and no failure", s, c2.Name)
+		}
+	})
+
+	t.Run("a gateway refuses what its cluster does not export", func(t *testing.T) {
+		gw := gws[c2.Name]
+		addr := net.JoinHostPort(gw.IP, strconv.Itoa(sc.GatewayPort))
+		for _, sni := range []string{"outbound_.9000_._.billing.shop.svc.clusterset.local", "kubernetes.default.svc.cluster.local"} {
+			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+			if err == nil {
+				conn.Close()
+				t.Errorf("the gateway let %q through", sni)
+			}
+		}
+		if v := sc.GatewayMetric(ctx, gw, `meshfed_gateway_refusals_total{reason="unknown_sni"} `); v != "2" {
+			t.Errorf("unknown_sni refusals %q, want 2", v)
+		}
+	})
+}
