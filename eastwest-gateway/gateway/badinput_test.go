@@ -1,0 +1,212 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// helloBytes is a real ClientHello for echoSNI, taken from a Go TLS client.
+func helloBytes(t *testing.T) []byte {
+	t.Helper()
+	srv, cli := net.Pipe()
+	go func() {
+		c := tls.Client(cli, &tls.Config{ServerName: echoSNI, InsecureSkipVerify: true})
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		_ = c.Handshake()
+	}()
+	buf := make([]byte, 4096)
+	_ = srv.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, _ := io.ReadAtLeast(srv, buf, 5)
+	want := 5 + (int(buf[3])<<8 | int(buf[4]))
+	for n < want {
+		m, err := srv.Read(buf[n:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += m
+	}
+	srv.Close()
+	return buf[:want]
+}
+
+// TestBadInputIsRefusedWithAReason: truncated and oversized ClientHellos are refused and
+// counted by reason, and good traffic goes on.
+func TestBadInputIsRefusedWithAReason(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a := startBackend(t, "a")
+	g := New(logr.Discard(), prometheus.NewRegistry())
+	g.HelloTimeout = 500 * time.Millisecond
+	g.SetTable(&Table{routes: map[string]*route{echoSNI: {cluster: echoSNI, backends: []string{a.addr}}}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(ctx, ln, time.Second) }()
+	hello := helloBytes(t)
+	oversized := append([]byte{}, hello...)
+	oversized[6], oversized[7], oversized[8] = 0x01, 0x00, 0x00
+	cases := []struct {
+		name   string
+		send   []byte
+		reason string
+	}{
+		{"a ClientHello cut short", hello[:len(hello)/2], ReasonTruncated},
+		{"a ClientHello larger than allowed", oversized, ReasonTooLarge},
+		{"random bytes", []byte("\x16\x03\x01\x00\x05hello"), ReasonNotClientHello},
+		{"an SSH banner", []byte("SSH-2.0-OpenSSH_9.2\r\n"), ReasonNotTLS},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := testutil.ToFloat64(g.metrics.refusals.WithLabelValues(tc.reason))
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = c.Write(tc.send)
+			if tcp, ok := c.(*net.TCPConn); ok {
+				_ = tcp.CloseWrite()
+			}
+			_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			if n, _ := c.Read(make([]byte, 1)); n != 0 {
+				t.Error("the gateway answered")
+			}
+			c.Close()
+			eventually(t, tc.reason+" counted", func() error {
+				if testutil.ToFloat64(g.metrics.refusals.WithLabelValues(tc.reason)) != before+1 {
+					return fmt.Errorf("not yet")
+				}
+				return nil
+			})
+			if name, err := call(ln.Addr().String(), echoSNI, a); err != nil || name != "a" {
+				t.Errorf("good traffic after bad input: %q %v", name, err)
+			}
+		})
+	}
+}
+
+// TestTenThousandIdleConnections: the gateway binary holds 10,000 connections that send
+// nothing, keeps serving good traffic meanwhile, and times every one of them out.
+func TestTenThousandIdleConnections(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens 10,000 connections")
+	}
+	const idle = 10000
+	bin := filepath.Join(t.TempDir(), "eastwest-gateway")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/eastwest-gateway").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	a := startBackend(t, "a")
+	cp := startControlPlane(t)
+	cp.set(t, true, a.addr)
+	ports := freePorts(t, 2)
+	listen, admin := "127.0.0.1:"+ports[0], "127.0.0.1:"+ports[1]
+	cmd := exec.Command(bin, "--xds-address", cp.addr, "--cluster", "c", "--node-id", "gw", "--listen", listen, "--admin", admin,
+		"--hello-timeout", "3s", "--drain", "1s")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	eventually(t, "the gateway ready", func() error {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s", resp.Status)
+		}
+		return nil
+	})
+
+	conns := make([]net.Conn, 0, idle)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	start := time.Now()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range idle / 20 {
+				c, err := net.DialTimeout("tcp", listen, 5*time.Second)
+				if err != nil {
+					t.Errorf("connection from worker %d: %v", w, err)
+					return
+				}
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d idle connections open in %s", len(conns), time.Since(start).Round(time.Millisecond))
+	if name, err := call(listen, echoSNI, a); err != nil || name != "a" {
+		t.Fatalf("good traffic beside %d idle connections: %q %v", len(conns), name, err)
+	}
+	eventually30 := func(what string, check func() error) {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			err := check()
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %v", what, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	eventually30("every idle connection timed out and counted", func() error {
+		resp, err := http.Get("http://" + admin + "/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		want := fmt.Sprintf(`meshfed_gateway_refusals_total{reason="hello_timeout"} %d`, idle)
+		if !strings.Contains(string(body), want) {
+			return fmt.Errorf("no %q yet", want)
+		}
+		return nil
+	})
+	if name, err := call(listen, echoSNI, a); err != nil || name != "a" {
+		t.Errorf("good traffic afterwards: %q %v", name, err)
+	}
+}
+
+func freePorts(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, port, _ := net.SplitHostPort(l.Addr().String())
+		out = append(out, port)
+		l.Close()
+	}
+	return out
+}
