@@ -25,7 +25,7 @@ func newDemoCommand() *cobra.Command {
 	var keep bool
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Federate 3 local clusters and show export/import, trust, cross-cluster calls, a split and a failover",
+		Short: "Federate 3 local clusters in 3 networks and show export/import, trust, calls through the gateways, a split and a failover",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -88,8 +88,9 @@ func (d *demo) record(what, value string) {
 
 func (d *demo) run(ctx context.Context, tb *testbed.Testbed, dir string) error {
 	c1, c2, c3 := tb.Clusters[0], tb.Clusters[1], tb.Clusters[2]
-	d.step("Federating: %s is the hub; every cluster joins (meshfedctl join), gets a Mesh, and MeshFederation %s/%s bootstraps one root CA", c1.Name, sc.HubNamespace, sc.Federation)
-	m, err := sc.Federate(ctx, tb, filepath.Join(dir, "workloads"))
+	d.step("Federating: %s is the hub; each cluster joins (meshfedctl join) in a network of its own, and MeshFederation %s/%s bootstraps one root CA", c1.Name, sc.HubNamespace, sc.Federation)
+	networks := map[string]string{c1.Name: "net-1", c2.Name: "net-2", c3.Name: "net-3"}
+	m, err := sc.FederateNetworks(ctx, tb, filepath.Join(dir, "workloads"), networks)
 	if err != nil {
 		return err
 	}
@@ -99,9 +100,24 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed, dir string) error {
 	}
 	d.record("root CA (SHA-256)", fmt.Sprintf("%.16s…, an intermediate CA per member, bundle %s", fed.Status.Trust.RootFingerprint, fed.Status.Trust.BundleVersion))
 
-	d.step("Exporting shop/echo from %s and %s (Service + ServiceExport)", c1.Name, c2.Name)
+	d.step("Starting an east-west gateway in each cluster, then cutting every path between the networks except the gateways")
+	gws := map[string]*testbed.Workload{}
+	gateways := map[string][]string{}
+	for _, c := range tb.Clusters {
+		gw, err := m.Gateway(ctx, c)
+		if err != nil {
+			return err
+		}
+		gws[c.Name], gateways[c.Name] = gw, []string{gw.IP}
+		d.say("%s (%s): gateway at %s", c.Name, networks[c.Name], gw.Addr(sc.GatewayPort))
+	}
+	if err := tb.IsolateNetworks(gateways); err != nil {
+		return err
+	}
+
+	d.step("Exporting shop/echo from %s and %s (Service + ServiceExport)", c2.Name, c3.Name)
 	exported := time.Now()
-	for _, c := range []*testbed.Cluster{c1, c2} {
+	for _, c := range []*testbed.Cluster{c2, c3} {
 		if err := m.ExportEcho(ctx, c); err != nil {
 			return err
 		}
@@ -123,49 +139,52 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed, dir string) error {
 	}
 	d.record("export → ServiceImport in all 3 clusters", time.Since(exported).Round(time.Millisecond).String())
 
-	d.step("Starting echo servers in %s and %s, and a client in %s (proxyless gRPC, SPIFFE certificates from each member's cert-manager)", c1.Name, c2.Name, c1.Name)
-	server1, err := m.Server(ctx, c1, "echo-1")
+	d.step("Starting echo servers in %s and %s, and a client in %s (proxyless gRPC; SPIFFE certificates from each member's cert-manager)", c2.Name, c3.Name, c1.Name)
+	server2, err := m.Server(ctx, c2, "echo-2")
 	if err != nil {
 		return err
 	}
-	if _, err := m.Server(ctx, c2, "echo-2"); err != nil {
+	if _, err := m.Server(ctx, c3, "echo-3"); err != nil {
 		return err
 	}
 	cl, err := m.Client(ctx, c1, "client")
 	if err != nil {
 		return err
 	}
-	if err := sc.AllOn(ctx, cl, c1.Name, 20, time.Minute); err != nil {
+	tp := sc.Policy()
+	tp.Failover = []string{c2.Name, c3.Name}
+	if _, err := m.SetPolicy(ctx, tp); err != nil {
+		return err
+	}
+	direct, why, err := sc.Dial(ctx, cl, server2.Addr(sc.EchoPort))
+	if err != nil {
+		return err
+	}
+	if direct {
+		return fmt.Errorf("a pod of %s reached a pod of %s directly: the networks are not isolated", c1.Name, c2.Name)
+	}
+	d.record("direct path "+c1.Name+" → "+c2.Name+" pod", "blocked ("+why+")")
+
+	d.step("A cross-network call: %s → %s, through %s's gateway", c1.Name, sc.Target, c2.Name)
+	if err := sc.AllOn(ctx, cl, c2.Name, 20, time.Minute); err != nil {
 		return err
 	}
 	cs, err := sc.Calls(ctx, cl, 1)
 	if err != nil {
 		return err
 	}
-	d.say("%s → %s: answered by %s", c1.Name, sc.Target, cs[0].Cluster)
-	d.record("identities in the mTLS handshake", fmt.Sprintf("client %s, server %s", cs[0].Caller, cs[0].Peer))
+	d.record("call from "+c1.Name, fmt.Sprintf("answered by %s via its gateway (%s routed connections)", cs[0].Cluster,
+		sc.GatewayMetric(ctx, gws[c2.Name], `meshfed_gateway_sni_connections_total{sni="outbound_.9000_._.echo.shop.svc.clusterset.local"} `)))
+	d.record("identities, end to end through the gateway", fmt.Sprintf("client %s, server %s", cs[0].Caller, cs[0].Peer))
 
-	d.step("A cross-cluster call: all of shop/echo's traffic to %s (weights {%s: 0, %s: 100})", c2.Name, c1.Name, c2.Name)
-	if _, err := m.SetPolicy(ctx, weightsPolicy(c1.Name, c2.Name, 0, 100)); err != nil {
-		return err
-	}
-	if err := sc.AllOn(ctx, cl, c2.Name, 20, 30*time.Second); err != nil {
-		return err
-	}
-	cs, err = sc.Calls(ctx, cl, 1)
-	if err != nil {
-		return err
-	}
-	d.record("call from "+c1.Name, fmt.Sprintf("answered by %s, server identity %s", cs[0].Cluster, cs[0].Peer))
-
-	d.step("A weighted split {%s: 20, %s: 80}, 1000 calls", c1.Name, c2.Name)
-	if _, err := m.SetPolicy(ctx, weightsPolicy(c1.Name, c2.Name, 20, 80)); err != nil {
+	d.step("A weighted split {%s: 20, %s: 80}, 1000 calls", c2.Name, c3.Name)
+	if _, err := m.SetPolicy(ctx, weightsPolicy(c2.Name, c3.Name, 20, 80)); err != nil {
 		return err
 	}
 	err = sc.Eventually(ctx, 30*time.Second, "the split in force", func() error {
 		cs, err := sc.Calls(ctx, cl, 50)
-		if err == nil && sc.Split(cs)[c1.Name] == 0 {
-			err = errors.New("no call on " + c1.Name + " yet")
+		if err == nil && sc.Split(cs)[c3.Name] == 0 {
+			err = errors.New("no call on " + c3.Name + " yet")
 		}
 		return err
 	})
@@ -176,15 +195,13 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed, dir string) error {
 		return err
 	}
 	s := sc.Split(cs)
-	d.record("split over 1000 calls", fmt.Sprintf("%s %.1f %%, %s %.1f %%, failed %d", c1.Name, float64(s[c1.Name])/10, c2.Name, float64(s[c2.Name])/10, s[""]))
+	d.record("split over 1000 calls", fmt.Sprintf("%s %.1f %%, %s %.1f %%, failed %d", c2.Name, float64(s[c2.Name])/10, c3.Name, float64(s[c3.Name])/10, s[""]))
 
-	d.step("Failover: a call every 10 ms; the server in %s is killed", c1.Name)
-	tp := sc.Policy()
-	tp.Failover = []string{c2.Name, c3.Name}
+	d.step("Failover: a call every 10 ms; the server in %s is killed", c2.Name)
 	if _, err := m.SetPolicy(ctx, tp); err != nil {
 		return err
 	}
-	if err := sc.AllOn(ctx, cl, c1.Name, 20, 30*time.Second); err != nil {
+	if err := sc.AllOn(ctx, cl, c2.Name, 20, 30*time.Second); err != nil {
 		return err
 	}
 	load, err := sc.StartLoad(ctx, cl, 10*time.Millisecond)
@@ -201,8 +218,8 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed, dir string) error {
 		return err
 	}
 	killed := time.Now()
-	server1.Kill()
-	if err := sc.AllOn(ctx, cl, c2.Name, 20, 10*time.Second); err != nil {
+	server2.Kill()
+	if err := sc.AllOn(ctx, cl, c3.Name, 20, 10*time.Second); err != nil {
 		return err
 	}
 	after := load.Offset(time.Now())
@@ -219,16 +236,16 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed, dir string) error {
 		return err
 	}
 	d.record("failover after the kill", fmt.Sprintf("every call succeeds on %s %.0f ms later; %d of %d calls lost (in flight)",
-		c2.Name, sc.SteadyAfter(cs, load.Offset(killed), c2.Name), sc.Split(cs)[""], len(cs)))
-	d.step("Bringing %s back", c1.Name)
-	if _, err := m.Server(ctx, c1, "echo-1b"); err != nil {
+		c3.Name, sc.SteadyAfter(cs, load.Offset(killed), c3.Name), sc.Split(cs)[""], len(cs)))
+	d.step("Bringing %s back", c2.Name)
+	if _, err := m.Server(ctx, c2, "echo-2b"); err != nil {
 		return err
 	}
 	back := time.Now()
-	if err := sc.AllOn(ctx, cl, c1.Name, 20, 30*time.Second); err != nil {
+	if err := sc.AllOn(ctx, cl, c2.Name, 20, 30*time.Second); err != nil {
 		return err
 	}
-	d.record("traffic back on "+c1.Name, time.Since(back).Round(time.Millisecond).String()+" after its new server was ready")
+	d.record("traffic back on "+c2.Name, time.Since(back).Round(time.Millisecond).String()+" after its new server was ready")
 	return nil
 }
 
