@@ -141,6 +141,13 @@ func Generate(in Input) (map[string][]byte, error) {
 	}
 	csv.Spec.InstallStrategy = operatorsv1alpha1.NamedInstallStrategy{StrategyName: operatorsv1alpha1.InstallStrategyNameDeployment, StrategySpec: strategy}
 	csv.Spec.RelatedImages = []operatorsv1alpha1.RelatedImage{{Name: "meshfed-operator", Image: image}}
+	// The gateway image the operator deploys, from its --gateway-image argument, so that
+	// disconnected installs mirror it too.
+	for _, arg := range d.Spec.Template.Spec.Containers[0].Args {
+		if gw, ok := strings.CutPrefix(arg, "--gateway-image="); ok {
+			csv.Spec.RelatedImages = append(csv.Spec.RelatedImages, operatorsv1alpha1.RelatedImage{Name: "eastwest-gateway", Image: gw})
+		}
+	}
 	csv.Spec.Icon = []operatorsv1alpha1.Icon{{Data: base64.StdEncoding.EncodeToString(in.Icon), MediaType: "image/svg+xml"}}
 	csv.Annotations["containerImage"] = image
 	alm, err := json.MarshalIndent(examples, "", "  ")

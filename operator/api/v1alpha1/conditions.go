@@ -16,6 +16,9 @@ const (
 	// ConditionControlPlaneReady tells whether the member's xDS server serves the
 	// configuration its objects describe.
 	ConditionControlPlaneReady = "ControlPlaneReady"
+	// ConditionGatewayReady tells whether the member's east-west gateway runs and has an
+	// address other clusters can use.
+	ConditionGatewayReady = "GatewayReady"
 )
 
 // Condition reasons shared by meshfed objects.

@@ -108,11 +108,12 @@ func Run(ctx context.Context, opts Options) error {
 			return fmt.Errorf("add the xDS server: %w", err)
 		}
 		if err := (&mesh.Reconciler{
-			Client:     mgr.GetClient(),
-			Recorder:   mgr.GetEventRecorderFor("meshfed-member"),
-			Namespace:  opts.MeshNamespace,
-			XDS:        feed.Server,
-			XDSChanged: changed,
+			Client:       mgr.GetClient(),
+			Recorder:     mgr.GetEventRecorderFor("meshfed-member"),
+			Namespace:    opts.MeshNamespace,
+			XDS:          feed.Server,
+			XDSChanged:   changed,
+			GatewayImage: opts.GatewayImage,
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up the Mesh controller: %w", err)
 		}

@@ -69,7 +69,12 @@ type Options struct {
 	// XDSBindHost is the address the member's xDS server binds (the port is the Mesh's);
 	// empty means every address.
 	XDSBindHost string
+	// GatewayImage is the container image of the east-west gateway the member deploys.
+	GatewayImage string
 }
+
+// DefaultGatewayImage is the east-west gateway image of this release.
+const DefaultGatewayImage = "ghcr.io/meshfed/eastwest-gateway:v0.1.0"
 
 // DefaultOptions returns the options a Deployment of the operator runs with.
 func DefaultOptions() Options {
@@ -87,6 +92,7 @@ func DefaultOptions() Options {
 		MeshNamespace:     "meshfed-system",
 		WebhookPort:       9443,
 		WebhookCertDir:    "/tmp/k8s-webhook-server/serving-certs",
+		GatewayImage:      DefaultGatewayImage,
 	}
 }
 
@@ -107,6 +113,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.MeshNamespace, "mesh-namespace", o.MeshNamespace, "member: namespace of the intermediate CA Secret (meshfed-cacerts), the CA Issuer and workload certificates")
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "port of the admission webhook server (TLS); 0 turns the webhooks off")
 	fs.StringVar(&o.WebhookHost, "webhook-bind-host", o.WebhookHost, "address the webhook server binds; empty means every address")
+	fs.StringVar(&o.GatewayImage, "gateway-image", o.GatewayImage, "member: container image of the east-west gateway")
 	fs.StringVar(&o.XDSBindHost, "xds-bind-host", o.XDSBindHost, "member: address the xDS server binds (its port is the Mesh's spec.controlPlane.xdsPort); empty means every address")
 	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "directory with the webhook server's tls.crt and tls.key")
 }

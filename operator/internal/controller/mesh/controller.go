@@ -8,6 +8,7 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -54,6 +55,8 @@ type Reconciler struct {
 	XDS *xds.Server
 	// XDSChanged receives a signal when the xDS server's state changes.
 	XDSChanged <-chan struct{}
+	// GatewayImage is the east-west gateway's container image.
+	GatewayImage string
 }
 
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshes,verbs=get;list;watch
@@ -88,6 +91,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, toMesh).
 		Watches(&cmapi.Issuer{}, toMesh).
 		Watches(&cmapi.Certificate{}, toMesh).
+		Owns(&appsv1.Deployment{}).
+		Owns(&corev1.Service{}).
 		Complete(r)
 }
 
@@ -110,6 +115,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	trustReady.ObservedGeneration = m.Generation
 	meta.SetStatusCondition(&m.Status.Conditions, trustReady)
+	gwReady, err := r.reconcileGateway(ctx, &m)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	gwReady.ObservedGeneration = m.Generation
+	meta.SetStatusCondition(&m.Status.Conditions, gwReady)
 	if r.XDS != nil {
 		cp := r.controlPlaneStatus(&m)
 		cp.ObservedGeneration = m.Generation

@@ -1,0 +1,175 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+)
+
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+
+// Names of the gateway's objects in the mesh namespace, and of the xDS Service its pods
+// reach the control plane through.
+const (
+	GatewayName    = "meshfed-eastwest-gateway"
+	XDSServiceName = "meshfed-xds"
+	gatewayAdmin   = 15021
+)
+
+// Reasons of the Mesh's GatewayReady condition.
+const (
+	ReasonGatewayDisabled    = "Disabled"
+	ReasonGatewayUnavailable = "Unavailable"
+	ReasonNoAddress          = "NoAddress"
+)
+
+// gatewayLabels select the gateway's pods.
+func gatewayLabels() map[string]string {
+	return map[string]string{"app.kubernetes.io/name": GatewayName, meshv1.LabelManagedBy: meshv1.ManagedByValue}
+}
+
+// GatewayObjects are the Deployment, Service and PodDisruptionBudget of a Mesh's gateway.
+func GatewayObjects(m *meshv1.Mesh, namespace, image string) (*appsv1.Deployment, *corev1.Service, *policyv1.PodDisruptionBudget) {
+	gw := m.Spec.EastWestGateway
+	port := gw.Port
+	if port == 0 {
+		port = 15443
+	}
+	replicas := ptr.Deref(gw.Replicas, 2)
+	meta := metav1.ObjectMeta{Namespace: namespace, Name: GatewayName, Labels: gatewayLabels()}
+	probe := func(path string) *corev1.Probe {
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("admin")}},
+			PeriodSeconds: 5}
+	}
+	dep := &appsv1.Deployment{ObjectMeta: meta, Spec: appsv1.DeploymentSpec{
+		Replicas: &replicas,
+		Selector: &metav1.LabelSelector{MatchLabels: gatewayLabels()},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: gatewayLabels()}, Spec: corev1.PodSpec{
+			// Long enough for the gateway's drain: open connections finish or move.
+			TerminationGracePeriodSeconds: ptr.To[int64](40),
+			SecurityContext:               &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			Containers: []corev1.Container{{
+				Name:  "gateway",
+				Image: image,
+				Args: []string{
+					"--xds-address=" + XDSServiceName + "." + namespace + ".svc:" + strconv.Itoa(int(xdsPort(m))),
+					"--cluster=" + m.Spec.ClusterName,
+					"--listen=:" + strconv.Itoa(int(port)),
+					"--admin=:" + strconv.Itoa(gatewayAdmin),
+					"--drain=30s",
+				},
+				Ports: []corev1.ContainerPort{{Name: "tls", ContainerPort: port, Protocol: corev1.ProtocolTCP},
+					{Name: "admin", ContainerPort: gatewayAdmin, Protocol: corev1.ProtocolTCP}},
+				ReadinessProbe: probe("/readyz"),
+				LivenessProbe:  probe("/healthz"),
+				Resources: corev1.ResourceRequirements{
+					Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+					Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
+				},
+				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+					RunAsNonRoot: ptr.To(true), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
+			}},
+		}},
+	}}
+	svcType := corev1.ServiceType(gw.ServiceType)
+	if svcType == "" {
+		svcType = corev1.ServiceTypeLoadBalancer
+	}
+	svc := &corev1.Service{ObjectMeta: meta, Spec: corev1.ServiceSpec{
+		Type:     svcType,
+		Selector: gatewayLabels(),
+		Ports:    []corev1.ServicePort{{Name: "tls", Port: port, TargetPort: intstr.FromString("tls"), Protocol: corev1.ProtocolTCP}},
+	}}
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: meta, Spec: policyv1.PodDisruptionBudgetSpec{
+		MinAvailable: ptr.To(intstr.FromInt32(1)),
+		Selector:     &metav1.LabelSelector{MatchLabels: gatewayLabels()},
+	}}
+	return dep, svc, pdb
+}
+
+// reconcileGateway keeps (or removes) the gateway's objects and reports its address in
+// the Mesh status and the GatewayReady condition.
+func (r *Reconciler) reconcileGateway(ctx context.Context, m *meshv1.Mesh) (metav1.Condition, error) {
+	cond := metav1.Condition{Type: meshv1.ConditionGatewayReady, Status: metav1.ConditionFalse}
+	dep, svc, pdb := GatewayObjects(m, r.Namespace, r.GatewayImage)
+	if !ptr.Deref(m.Spec.EastWestGateway.Enabled, true) {
+		for _, obj := range []client.Object{dep, svc, pdb} {
+			if err := client.IgnoreNotFound(r.Client.Delete(ctx, obj)); err != nil {
+				return cond, err
+			}
+		}
+		m.Status.GatewayAddress = ""
+		cond.Reason, cond.Message = ReasonGatewayDisabled, "spec.eastWestGateway.enabled is false: other networks cannot reach this cluster's services"
+		return cond, nil
+	}
+	for _, obj := range []client.Object{dep, svc, pdb} {
+		desired := obj.DeepCopyObject().(client.Object)
+		if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, obj, func() error {
+			switch o := obj.(type) {
+			case *appsv1.Deployment:
+				o.Spec = desired.(*appsv1.Deployment).Spec
+			case *corev1.Service:
+				d := desired.(*corev1.Service)
+				o.Spec.Type, o.Spec.Selector, o.Spec.Ports = d.Spec.Type, d.Spec.Selector, mergePorts(o.Spec.Ports, d.Spec.Ports)
+			case *policyv1.PodDisruptionBudget:
+				o.Spec = desired.(*policyv1.PodDisruptionBudget).Spec
+			}
+			obj.SetLabels(desired.GetLabels())
+			return controllerutil.SetControllerReference(m, obj, r.Client.Scheme())
+		}); err != nil {
+			return cond, fmt.Errorf("%T %s/%s: %w", obj, obj.GetNamespace(), obj.GetName(), err)
+		}
+	}
+	m.Status.GatewayAddress = m.Spec.EastWestGateway.AdvertisedAddress
+	if m.Status.GatewayAddress == "" {
+		for _, in := range svc.Status.LoadBalancer.Ingress {
+			if m.Status.GatewayAddress = in.IP; in.IP == "" {
+				m.Status.GatewayAddress = in.Hostname
+			}
+			if m.Status.GatewayAddress != "" {
+				break
+			}
+		}
+	}
+	switch {
+	case dep.Status.AvailableReplicas == 0:
+		cond.Reason = ReasonGatewayUnavailable
+		cond.Message = fmt.Sprintf("Deployment %s/%s has no available replica yet", r.Namespace, GatewayName)
+	case m.Status.GatewayAddress == "":
+		cond.Reason = ReasonNoAddress
+		cond.Message = fmt.Sprintf("Service %s/%s has no load-balancer address yet: wait for it, or set spec.eastWestGateway.advertisedAddress", r.Namespace, GatewayName)
+	default:
+		cond.Status, cond.Reason = metav1.ConditionTrue, meshv1.ReasonReconciled
+		cond.Message = fmt.Sprintf("%d gateway replicas available at %s", dep.Status.AvailableReplicas, m.Status.GatewayAddress)
+	}
+	return cond, nil
+}
+
+// mergePorts keeps what the API server set on existing ports (a NodePort) while taking the
+// wanted ports.
+func mergePorts(have, want []corev1.ServicePort) []corev1.ServicePort {
+	out := make([]corev1.ServicePort, len(want))
+	for i, p := range want {
+		out[i] = p
+		for _, h := range have {
+			if h.Name == p.Name && h.Port == p.Port {
+				out[i].NodePort = h.NodePort
+			}
+		}
+	}
+	return out
+}
