@@ -119,6 +119,9 @@ bench: tools build ## Run the benchmarks: testbed start, federation latency and 
 	$(GO) test -count=1 -run '^$$' -bench 'Translate100x100OneEndpointChange$$' -benchtime 300x ./operator/internal/translate
 	$(GO) test -count=1 -run '^$$' -bench EDSPushTo1000Clients -benchtime 50x ./operator/internal/xds
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test -count=1 -run '^$$' -bench FailoverAndSplit -benchtime 5x -timeout 30m ./operator/internal/xds
+	@command -v nginx >/dev/null && command -v haproxy >/dev/null || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light libnginx-mod-stream haproxy
+	$(GO) test -count=1 -run '^$$' -bench CompareProxies -benchtime 2s -timeout 30m ./eastwest-gateway/gateway
 
 ##@ Tools (built from hack/tools, cached in bin/)
 

@@ -196,7 +196,7 @@ func TestTenThousandIdleConnections(t *testing.T) {
 	}
 }
 
-func freePorts(t *testing.T, n int) []string {
+func freePorts(t testing.TB, n int) []string {
 	t.Helper()
 	var out []string
 	for range n {

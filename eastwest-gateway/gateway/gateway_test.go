@@ -42,7 +42,7 @@ type backend struct {
 	cert *x509.Certificate
 }
 
-func startBackend(t *testing.T, name string) *backend {
+func startBackend(t testing.TB, name string) *backend {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
@@ -87,7 +87,7 @@ type controlPlane struct {
 	version int
 }
 
-func startControlPlane(t *testing.T) *controlPlane {
+func startControlPlane(t testing.TB) *controlPlane {
 	t.Helper()
 	cp := &controlPlane{cache: cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -111,7 +111,7 @@ func sockAddr(hostPort string) *corev3.Address {
 
 // set serves a gateway listener routing sni to backends; a chain without server names is
 // something the gateway must refuse.
-func (cp *controlPlane) set(t *testing.T, withNames bool, backends ...string) {
+func (cp *controlPlane) set(t testing.TB, withNames bool, backends ...string) {
 	t.Helper()
 	tcp, _ := anypb.New(&tcpproxyv3.TcpProxy{StatPrefix: echoSNI, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: echoSNI}})
 	chain := &listenerv3.FilterChain{Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tcp}}}}
@@ -138,7 +138,7 @@ func (cp *controlPlane) set(t *testing.T, withNames bool, backends ...string) {
 	}
 }
 
-func eventually(t *testing.T, what string, check func() error) {
+func eventually(t testing.TB, what string, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
