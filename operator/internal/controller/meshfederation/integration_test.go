@@ -609,7 +609,9 @@ func TestServiceFederation(t *testing.T) {
 func waitNothingWritten(t *testing.T, m *testbed.Cluster) {
 	t.Helper()
 	testbed.Eventually(t, 30*time.Second, "nothing meshfed wrote left in "+m.Name, func() error {
-		sel := client.MatchingLabels{meshv1.LabelManagedBy: meshv1.ManagedByValue}
+		// What the hub writes carries its federation label (the member's own objects, such as
+		// its gateway, do not).
+		sel := client.HasLabels{meshv1.LabelFederation}
 		var imports mcsv1beta1.ServiceImportList
 		var slices discoveryv1.EndpointSliceList
 		var peers meshv1.MeshPeerList
