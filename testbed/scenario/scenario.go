@@ -4,6 +4,7 @@
 package scenario
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -72,7 +73,7 @@ func FederateNetworks(ctx context.Context, tb *testbed.Testbed, dir string, netw
 			return nil, fmt.Errorf("join %s: %w", c.Name, err)
 		}
 		for _, obj := range []client.Object{
-			&meshv1.Mesh{ObjectMeta: metav1.ObjectMeta{Name: meshv1.MeshSingletonName}, Spec: meshv1.MeshSpec{ClusterName: c.Name, Network: cmpOr(networks[c.Name], "net-1")}},
+			&meshv1.Mesh{ObjectMeta: metav1.ObjectMeta{Name: meshv1.MeshSingletonName}, Spec: meshv1.MeshSpec{ClusterName: c.Name, Network: cmp.Or(networks[c.Name], "net-1")}},
 			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}},
 		} {
 			if err := create(ctx, c.Client, obj); err != nil {
@@ -352,13 +353,6 @@ func AllOn(ctx context.Context, client *testbed.Workload, cluster string, n int,
 		}
 		return nil
 	})
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // GatewayPort is where the scenario's east-west gateways listen.
