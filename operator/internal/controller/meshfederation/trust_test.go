@@ -1,6 +1,7 @@
 package meshfederation_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -176,6 +177,55 @@ func TestTrustBootstrap(t *testing.T) {
 	} else {
 		t.Logf("unrelated client refused: %v", err)
 	}
+
+	// A malformed intermediate of one member: reported for that member, which keeps its
+	// CA; the other members are not disturbed (their CA and TrustReady stay).
+	t.Run("a malformed intermediate of one member leaves the others alone", func(t *testing.T) {
+		before := map[string][]byte{}
+		for _, m := range f.members {
+			var s corev1.Secret
+			must(t, m.Client.Get(ctx, client.ObjectKey{Namespace: join.MemberNamespace, Name: trust.CACertsSecret}, &s))
+			before[m.Name] = s.Data[trust.KeyCert]
+		}
+		broken := trust.IntermediateName("global", b.Name, 0)
+		var hubSecret corev1.Secret
+		must(t, f.hub.Client.Get(ctx, client.ObjectKey{Namespace: hubNS, Name: broken}, &hubSecret))
+		hubSecret.Data[corev1.TLSCertKey] = []byte("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+		must(t, f.hub.Client.Update(ctx, &hubSecret))
+		testbed.Eventually(t, time.Minute, "an InvalidCertificate Event naming the Secret", func() error {
+			var events corev1.EventList
+			if err := f.hub.Client.List(ctx, &events, client.InNamespace(hubNS)); err != nil {
+				return err
+			}
+			for _, e := range events.Items {
+				if e.Reason == "InvalidCertificate" && strings.Contains(e.Message, "Secret meshfed-system/"+broken) && strings.Contains(e.Message, b.Name) {
+					return nil
+				}
+			}
+			return errors.New("none yet")
+		})
+		for _, m := range f.members {
+			var s corev1.Secret
+			must(t, m.Client.Get(ctx, client.ObjectKey{Namespace: join.MemberNamespace, Name: trust.CACertsSecret}, &s))
+			if _, err := trust.ParseCertificates(s.Data[trust.KeyCert]); err != nil || len(s.Data[trust.KeyKey]) == 0 {
+				t.Errorf("%s lost its intermediate CA (%v)", m.Name, err)
+			}
+			if m.Name != b.Name && !bytes.Equal(s.Data[trust.KeyCert], before[m.Name]) {
+				t.Errorf("%s's intermediate changed because of %s's broken Secret", m.Name, b.Name)
+			}
+			mesh := &meshv1.Mesh{}
+			must(t, m.Client.Get(ctx, client.ObjectKey{Name: meshv1.MeshSingletonName}, mesh))
+			if c := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionTrustReady); c == nil || c.Status != metav1.ConditionTrue {
+				t.Errorf("%s: TrustReady %+v", m.Name, c)
+			}
+		}
+		// A handshake between the undisturbed members still works.
+		if _, _, err := handshake(t, idA, idC); err != nil {
+			t.Errorf("mTLS A → C after B's broken Secret: %v", err)
+		}
+		// cert-manager issues the broken Secret again; trust recovers.
+		waitTrust(t, f.hub, "global", f.members)
+	})
 
 	// The Events and status carry no key material.
 	var events corev1.EventList
