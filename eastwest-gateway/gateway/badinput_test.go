@@ -165,20 +165,7 @@ func TestTenThousandIdleConnections(t *testing.T) {
 	if name, err := call(listen, echoSNI, a); err != nil || name != "a" {
 		t.Fatalf("good traffic beside %d idle connections: %q %v", len(conns), name, err)
 	}
-	eventually30 := func(what string, check func() error) {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			err := check()
-			if err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %v", what, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	eventually30("every idle connection timed out and counted", func() error {
+	eventuallyWithin(t, 30*time.Second, "every idle connection timed out and counted", func() error {
 		resp, err := http.Get("http://" + admin + "/metrics")
 		if err != nil {
 			return err

@@ -42,7 +42,8 @@ type backend struct {
 	cert *x509.Certificate
 }
 
-func startBackend(t testing.TB, name string) *backend {
+// selfSigned is a throwaway TLS certificate for test backends.
+func selfSigned(t testing.TB) (tls.Certificate, *x509.Certificate) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
@@ -51,7 +52,13 @@ func startBackend(t testing.TB, name string) *backend {
 		t.Fatal(err)
 	}
 	cert, _ := x509.ParseCertificate(der)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, cert
+}
+
+func startBackend(t testing.TB, name string) *backend {
+	t.Helper()
+	pair, cert := selfSigned(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +147,12 @@ func (cp *controlPlane) set(t testing.TB, withNames bool, backends ...string) {
 
 func eventually(t testing.TB, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	eventuallyWithin(t, 10*time.Second, what, check)
+}
+
+func eventuallyWithin(t testing.TB, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for {
 		err := check()
 		if err == nil {

@@ -389,7 +389,13 @@ func (m *Mesh) Gateway(ctx context.Context, c *testbed.Cluster) (*testbed.Worklo
 
 // GatewayMetric reads one line of a gateway's metrics (by its prefix); "" when absent.
 func GatewayMetric(ctx context.Context, gw *testbed.Workload, prefix string) string {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+gw.Addr(15021)+"/metrics", nil)
+	return Metric(ctx, "http://"+gw.Addr(15021)+"/metrics", prefix)
+}
+
+// Metric reads the value of the line of a Prometheus endpoint that starts with prefix; ""
+// when absent.
+func Metric(ctx context.Context, url, prefix string) string {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return ""

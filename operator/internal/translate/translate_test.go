@@ -70,19 +70,7 @@ func TestTranslateGolden(t *testing.T) {
 				t.Fatalf("Check: %v", err)
 			}
 			got := render(t, r)
-			path := filepath.Join("testdata", name+".golden.yaml")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("resources differ from %s (run with -update after reviewing):\n%s", path, got)
-			}
+			checkGolden(t, name+".golden.yaml", got)
 		})
 	}
 }
@@ -197,19 +185,7 @@ func TestTranslateEnvoyGolden(t *testing.T) {
 			for _, s := range r.Secrets {
 				got += "---\n" + renderOne(t, s)
 			}
-			path := filepath.Join("testdata", "envoy-"+name+".golden.yaml")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("resources differ from %s (run with -update after reviewing)", path)
-			}
+			checkGolden(t, "envoy-"+name+".golden.yaml", got)
 		})
 	}
 }
@@ -245,7 +221,16 @@ func TestTranslateGatewayGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := render(t, r)
-	path := filepath.Join("testdata", "gateway.golden.yaml")
+	checkGolden(t, "gateway.golden.yaml", got)
+	if strings.Contains(got, "internal.shop") {
+		t.Error("a service this cluster does not export is reachable through its gateway")
+	}
+}
+
+// checkGolden compares got with testdata/file, or rewrites the file with -update.
+func checkGolden(t *testing.T, file, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", file)
 	if *update {
 		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
@@ -257,8 +242,5 @@ func TestTranslateGatewayGolden(t *testing.T) {
 	}
 	if got != string(want) {
 		t.Errorf("resources differ from %s (run with -update after reviewing):\n%s", path, got)
-	}
-	if strings.Contains(got, "internal.shop") {
-		t.Error("a service this cluster does not export is reachable through its gateway")
 	}
 }

@@ -3,9 +3,7 @@ package xds_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"math"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -123,21 +121,6 @@ func (f *fixture) failover(t testing.TB, event func()) (steady float64, failed [
 		}
 	}
 	return sc.SteadyAfter(cs, load.Offset(at), f.b.Name), failed, load, at, cs
-}
-
-func metricValue(url, prefix string) string {
-	resp, err := http.Get(url)
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(line, prefix) {
-			return strings.TrimSpace(strings.TrimPrefix(line, prefix))
-		}
-	}
-	return ""
 }
 
 // TestProxylessGRPC: real grpc-go xDS clients and servers on the testbed, configured by the
@@ -273,7 +256,7 @@ func TestProxylessGRPC(t *testing.T) {
 			t.Fatalf("a client without certificates was served: %+v", cs[0])
 		}
 		must(t, sc.Eventually(ctx, 10*time.Second, "the NACK counted", func() error {
-			if v := metricValue(a.OperatorMetricsURL, `meshfed_xds_nacks_total{type="Cluster"} `); v == "" || v == "0" {
+			if v := sc.Metric(ctx, a.OperatorMetricsURL, `meshfed_xds_nacks_total{type="Cluster"} `); v == "" || v == "0" {
 				return fmt.Errorf("nacks %q", v)
 			}
 			return nil

@@ -70,7 +70,6 @@ type trustView struct {
 	root           meshv1.RootRef
 	rotation       *meshv1.RotationStatus
 	lastGeneration int32
-	plan           trust.Plan
 	// transition is the rotation step this pass took; waiting lists what a rotation
 	// stage still waits for, per member.
 	transition trust.Transition
@@ -152,9 +151,9 @@ func (r *Reconciler) reconcileTrust(ctx context.Context, s *scope) error {
 	}
 
 	// What the members get in the new state.
-	t.plan = trust.PlanFor(t.root, t.rotation)
-	t.bundle = bundleOf(t.plan, load)
-	serve := load(t.plan.Serve)
+	plan := trust.PlanFor(t.root, t.rotation)
+	t.bundle = bundleOf(plan, load)
+	serve := load(plan.Serve)
 	t.cas, t.problems, t.rootCert = serve.cas, serve.problems, serve.root
 	for name, ca := range t.cas {
 		caExpiry.WithLabelValues(s.owner, name).Set(float64(ca.NotAfter().Unix()))
@@ -168,7 +167,7 @@ func (r *Reconciler) reconcileTrust(ctx context.Context, s *scope) error {
 	case trust.ReasonRotationAborted:
 		rotations.WithLabelValues(s.owner, "aborted").Inc()
 	}
-	for _, ref := range t.plan.Trust {
+	for _, ref := range plan.Trust {
 		if g := load(ref); g.issuer != nil && t.issuer == nil {
 			t.issuer, t.issuerReason = g.issuer, g.issuerReason
 		}
