@@ -180,19 +180,7 @@ func issueCAAndLeaf(ctx context.Context, t *testing.T, c *testbed.Cluster) (caPE
 			IssuerRef:  cmmeta.IssuerReference{Name: "selfsigned", Kind: "Issuer"},
 		},
 	})
-	testbed.MustCreate(ctx, t, c.Client, &cmapi.Issuer{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "root"},
-		Spec:       cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: "root-ca"}}},
-	})
-	testbed.MustCreate(ctx, t, c.Client, &cmapi.Certificate{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "leaf"},
-		Spec: cmapi.CertificateSpec{
-			DNSNames: []string{"echo.demo.svc"}, SecretName: "leaf-tls",
-			PrivateKey: &cmapi.CertificatePrivateKey{Algorithm: cmapi.ECDSAKeyAlgorithm, Size: 256},
-			IssuerRef:  cmmeta.IssuerReference{Name: "root", Kind: "Issuer"},
-		},
-	})
-	for _, name := range []string{"root", "leaf"} {
+	waitReady := func(name string) {
 		testbed.Eventually(t, 60*time.Second, c.Name+" Certificate "+name+" Ready", func() error {
 			var cert cmapi.Certificate
 			if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &cert); err != nil {
@@ -208,6 +196,29 @@ func issueCAAndLeaf(ctx context.Context, t *testing.T, c *testbed.Cluster) (caPE
 			}
 			return fmt.Errorf("no Ready condition yet")
 		})
+	}
+	// The CA Issuer and the leaf come once the root is issued, so the leaf is signed by the
+	// key in root-ca and nothing else (CI once saw a leaf that did not verify against it).
+	waitReady("root")
+	testbed.MustCreate(ctx, t, c.Client, &cmapi.Issuer{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "root"},
+		Spec:       cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: "root-ca"}}},
+	})
+	testbed.MustCreate(ctx, t, c.Client, &cmapi.Certificate{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "leaf"},
+		Spec: cmapi.CertificateSpec{
+			DNSNames: []string{"echo.demo.svc"}, SecretName: "leaf-tls",
+			PrivateKey: &cmapi.CertificatePrivateKey{Algorithm: cmapi.ECDSAKeyAlgorithm, Size: 256},
+			IssuerRef:  cmmeta.IssuerReference{Name: "root", Kind: "Issuer"},
+		},
+	})
+	waitReady("leaf")
+	var root cmapi.Certificate
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "root"}, &root); err != nil {
+		t.Fatal(err)
+	}
+	if r := root.Status.Revision; r == nil || *r != 1 {
+		t.Errorf("%s: the root was issued %v times, want once", c.Name, r)
 	}
 	var ca, leaf corev1.Secret
 	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "root-ca"}, &ca); err != nil {

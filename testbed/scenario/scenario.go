@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -284,6 +285,20 @@ func Calls(ctx context.Context, client *testbed.Workload, n int) ([]Call, error)
 	var out []Call
 	err := httpJSON(ctx, http.MethodGet, fmt.Sprintf("http://%s/call?target=%s&n=%d", client.Addr(ClientPort), Target, n), &out)
 	return out, err
+}
+
+// CheckSplit says whether calls picked at random with the given weight (percent) could
+// have sent got of n calls to a cluster: within five standard deviations of the binomial
+// distribution, so a correct split fails about once in two million runs, while over 1000
+// calls a weight off by 15 points or more is caught.
+func CheckSplit(got, n int, weight float64) error {
+	p := weight / 100
+	want := float64(n) * p
+	bound := 5 * math.Sqrt(float64(n)*p*(1-p))
+	if math.Abs(float64(got)-want) > bound {
+		return fmt.Errorf("%d of %d calls, want %.0f±%.0f for weight %.0f", got, n, want, bound, weight)
+	}
+	return nil
 }
 
 // Split counts calls by the cluster that answered; failures count under "".
