@@ -8,13 +8,13 @@ func TestCheckSplit(t *testing.T) {
 		weight float64
 		ok     bool
 	}{
-		{200, 1000, 20, true},
-		{531, 1000, 50, true}, // what CI once saw: two standard deviations off
-		{250, 1000, 20, true},
-		{350, 1000, 20, false}, // the weight of 35 served for 20
-		{650, 1000, 50, false},
-		{0, 1000, 20, false},
-		{1000, 1000, 100, true},
+		{600, 3000, 20, true},
+		{680, 3000, 20, true},
+		{700, 3000, 20, false},
+		{1590, 3000, 50, true},
+		{1600, 3000, 50, false},
+		{0, 3000, 20, false},
+		{3000, 3000, 100, true},
 	} {
 		if err := CheckSplit(tc.got, tc.n, tc.weight); (err == nil) != tc.ok {
 			t.Errorf("CheckSplit(%d, %d, %v) = %v, want ok=%v", tc.got, tc.n, tc.weight, err, tc.ok)

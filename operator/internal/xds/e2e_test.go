@@ -158,9 +158,9 @@ func TestProxylessGRPC(t *testing.T) {
 			}
 			return nil
 		}))
-		s := sc.Split(f.calls(t, 1000))
-		t.Logf("SPLIT {A:20, B:80} over 1000 calls: A %d, B %d, failed %d", s[a.Name], s[b.Name], s[""])
-		if err := sc.CheckSplit(s[a.Name], 1000, 20); err != nil || s[""] > 0 {
+		s := sc.Split(f.calls(t, sc.SplitCalls))
+		t.Logf("SPLIT {A:20, B:80} over %d calls: A %d, B %d, failed %d", sc.SplitCalls, s[a.Name], s[b.Name], s[""])
+		if err := sc.CheckSplit(s[a.Name], sc.SplitCalls, 20); err != nil || s[""] > 0 {
 			t.Errorf("split %v: A %v, %d failed", s, err, s[""])
 		}
 
@@ -191,9 +191,9 @@ func TestProxylessGRPC(t *testing.T) {
 			}
 			return nil
 		}))
-		s = sc.Split(f.calls(t, 1000))
-		t.Logf("SPLIT {A:50, B:50} over 1000 calls: A %d, B %d, failed %d", s[a.Name], s[b.Name], s[""])
-		if err := sc.CheckSplit(s[a.Name], 1000, 50); err != nil || s[""] > 0 {
+		s = sc.Split(f.calls(t, sc.SplitCalls))
+		t.Logf("SPLIT {A:50, B:50} over %d calls: A %d, B %d, failed %d", sc.SplitCalls, s[a.Name], s[b.Name], s[""])
+		if err := sc.CheckSplit(s[a.Name], sc.SplitCalls, 50); err != nil || s[""] > 0 {
 			t.Errorf("split %v: A %v, %d failed", s, err, s[""])
 		}
 	})

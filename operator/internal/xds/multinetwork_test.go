@@ -121,11 +121,11 @@ func TestMultiNetwork(t *testing.T) {
 			}
 			return err
 		}))
-		cs, err := sc.Calls(ctx, client, 1000)
+		cs, err := sc.Calls(ctx, client, sc.SplitCalls)
 		must(t, err)
 		s := sc.Split(cs)
-		t.Logf("CROSS-NETWORK SPLIT {%s:20, %s:80} over 1000 calls: %d / %d, failed %d", c2.Name, c3.Name, s[c2.Name], s[c3.Name], s[""])
-		if err := sc.CheckSplit(s[c2.Name], 1000, 20); err != nil || s[""] > 0 {
+		t.Logf("CROSS-NETWORK SPLIT {%s:20, %s:80} over %d calls: %d / %d, failed %d", c2.Name, c3.Name, sc.SplitCalls, s[c2.Name], s[c3.Name], s[""])
+		if err := sc.CheckSplit(s[c2.Name], sc.SplitCalls, 20); err != nil || s[""] > 0 {
 			t.Errorf("split %v: %s %v, %d failed", s, c2.Name, err, s[""])
 		}
 	})
