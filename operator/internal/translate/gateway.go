@@ -34,6 +34,7 @@ func TranslateGateway(m *Model) *Resources {
 		if !s.ExportedHere || !s.Local {
 			continue
 		}
+		e := newEndpoints(s)
 		for _, p := range s.ImportPorts {
 			name := ClusterName(p.Port, "", s.clustersetHost())
 			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
@@ -45,12 +46,12 @@ func TranslateGateway(m *Model) *Resources {
 			r.Clusters = append(r.Clusters, &clusterv3.Cluster{Name: name, ConnectTimeout: durationpb.New(connectTimeout),
 				ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 				EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()}})
-			r.Endpoints = append(r.Endpoints, t.loadAssignment(s, p, name, []string{m.Cluster}))
+			r.Endpoints = append(r.Endpoints, t.loadAssignment(e, p, name, []string{m.Cluster}))
 		}
 	}
 	r.Listeners = []*listenerv3.Listener{l}
 	r.sort()
-	for i, h := range contentHashes(r) {
+	for i, h := range contentHashes(r, nil) {
 		r.Versions[i] = strconv.FormatUint(h, 16)
 	}
 	return r

@@ -43,17 +43,19 @@ func Translate(m *Model) *Resources {
 	return r
 }
 
-// translateService builds the resources of one service.
+// translateService builds the resources of one service. It only reads t, so services
+// can be translated in parallel.
 func (t *translation) translateService(s *Service) *Resources {
 	m := t.Model
 	r := &Resources{}
+	e := newEndpoints(s)
 	if s.Local {
 		for _, p := range s.Ports {
 			host := s.localHost()
 			name := ClusterName(p.Port, "", host)
 			r.addClient(host, p.Port, routeTo(name))
 			r.Clusters = append(r.Clusters, m.cluster(s, name, name))
-			r.Endpoints = append(r.Endpoints, t.loadAssignment(s, p, name, []string{m.Cluster}))
+			r.Endpoints = append(r.Endpoints, t.loadAssignment(e, p, name, []string{m.Cluster}))
 		}
 	}
 	if s.Imported {
@@ -62,7 +64,7 @@ func (t *translation) translateService(s *Service) *Resources {
 			host := s.clustersetHost()
 			name := ClusterName(p.Port, "", host)
 			r.Clusters = append(r.Clusters, m.cluster(s, name, name))
-			r.Endpoints = append(r.Endpoints, t.loadAssignment(s, p, name, order))
+			r.Endpoints = append(r.Endpoints, t.loadAssignment(e, p, name, order))
 			if len(s.Policy.Weights) == 0 {
 				r.addClient(host, p.Port, s.Policy.apply(routeTo(name)))
 				continue
@@ -75,22 +77,33 @@ func (t *translation) translateService(s *Service) *Resources {
 				legs = append(legs, &routev3.WeightedCluster_ClusterWeight{Name: leg, Weight: wrapperspb.UInt32(w.Weight)})
 				r.Clusters = append(r.Clusters, m.cluster(s, leg, name))
 				legOrder := append([]string{w.Cluster}, slices.DeleteFunc(slices.Clone(order), func(c string) bool { return c == w.Cluster })...)
-				r.Endpoints = append(r.Endpoints, t.loadAssignment(s, p, leg, legOrder))
+				r.Endpoints = append(r.Endpoints, t.loadAssignment(e, p, leg, legOrder))
 			}
 			r.addClient(host, p.Port, s.Policy.apply(&routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
 				WeightedClusters: &routev3.WeightedCluster{Clusters: legs}}}))
 		}
 	}
 	if s.Local {
-		for _, e := range s.Endpoints {
-			if e.Cluster != m.Cluster {
+		n := 0
+		for _, ep := range s.Endpoints {
+			if ep.Cluster == m.Cluster {
+				n += len(ep.Ports)
+			}
+		}
+		blocks := make([]listenerBlock, n) // the server listeners in one allocation
+		for i, ep := range s.Endpoints {
+			if ep.Cluster != m.Cluster {
 				continue
 			}
 			for _, p := range s.Ports {
-				if port, ok := e.Ports[p.Name]; ok {
-					addr := net.JoinHostPort(e.Address, strconv.Itoa(int(port)))
-					r.Listeners = append(r.Listeners, serverListener(addr, t.address(e.Address, port), t.serverChain))
+				port, ok := ep.Ports[p.Name]
+				if !ok {
+					continue
 				}
+				b := &blocks[0]
+				blocks = blocks[1:]
+				addr := net.JoinHostPort(ep.Address, strconv.Itoa(int(port)))
+				r.Listeners = append(r.Listeners, b.server(addr, e.lb(i, p.Name).GetEndpoint().Address, t.serverChain))
 			}
 		}
 	}
@@ -216,7 +229,7 @@ func (m *Model) failoverOrder(s *Service) []string {
 // loadAssignment gives a cluster one priority per cluster of order that has ready
 // endpoints. Endpoints in another network are replaced by that network's gateway,
 // weighted by how many ready endpoints it fronts.
-func (t *translation) loadAssignment(s *Service, p Port, name string, order []string) *endpointv3.ClusterLoadAssignment {
+func (t *translation) loadAssignment(e *endpoints, p Port, name string, order []string) *endpointv3.ClusterLoadAssignment {
 	m := t.Model
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
 	for _, cluster := range order {
@@ -230,28 +243,28 @@ func (t *translation) loadAssignment(s *Service, p Port, name string, order []st
 			}
 			network, region = peer.Network, peer.Region
 		}
-		for _, e := range s.Endpoints {
-			port, ok := e.Ports[p.Name]
-			if e.Cluster != cluster || !e.Ready || !ok {
+		for _, i := range e.byAddress {
+			ep := &e.s.Endpoints[i]
+			if _, ok := ep.Ports[p.Name]; ep.Cluster != cluster || !ep.Ready || !ok {
 				continue
 			}
-			if e.Cluster != m.Cluster && e.Network != m.Network {
+			if ep.Cluster != m.Cluster && ep.Network != m.Network {
 				behindGateway++
 				continue
 			}
-			eps = append(eps, t.lbEndpoint(e.Address, port, 1))
+			eps = append(eps, e.lb(i, p.Name))
 		}
 		if behindGateway > 0 {
 			if peer := m.Peers[cluster]; peer.GatewayAddress != "" && peer.GatewayPort != 0 {
-				eps = append(eps, t.lbEndpoint(peer.GatewayAddress, peer.GatewayPort, behindGateway))
+				eps = append(eps, lbEndpoint(&lbBlock{}, socketAddress(peer.GatewayAddress, peer.GatewayPort), behindGateway))
+				slices.SortStableFunc(eps, func(a, b *endpointv3.LbEndpoint) int {
+					return cmp.Compare(a.GetEndpoint().GetAddress().GetSocketAddress().GetAddress(), b.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
+				})
 			}
 		}
 		if len(eps) == 0 {
 			continue // priorities stay contiguous
 		}
-		slices.SortFunc(eps, func(a, b *endpointv3.LbEndpoint) int {
-			return cmp.Compare(a.GetEndpoint().GetAddress().GetSocketAddress().GetAddress(), b.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
-		})
 		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
 			Locality:            &corev3.Locality{Region: region, Zone: cluster, SubZone: network},
 			LbEndpoints:         eps,
@@ -262,23 +275,52 @@ func (t *translation) loadAssignment(s *Service, p Port, name string, order []st
 	return cla
 }
 
-// translation is one run of Translate. Resources are never modified once built, so
-// identical parts are built once and shared: an endpoint's address appears in its server
-// listener and in the clusters of both hosts.
+// translation is one run of Translate: the model and what every service shares.
 type translation struct {
 	*Model
-	addrs       map[addrKey]*corev3.Address
-	lbs         map[addrKey]*endpointv3.LbEndpoint
 	serverChain *listenerv3.FilterChain
 }
 
 func newTranslation(m *Model) *translation {
-	return &translation{Model: m, addrs: map[addrKey]*corev3.Address{}, lbs: map[addrKey]*endpointv3.LbEndpoint{}}
+	return &translation{Model: m, serverChain: m.serverFilterChain()}
 }
 
-type addrKey struct {
-	address      string
-	port, weight uint32
+// endpoints builds the LbEndpoints of one service's endpoints, once per endpoint and port
+// name: an endpoint appears in the clusters of both hosts and of every split leg, and its
+// address in its server listener. Resources are never modified once built, so they share
+// these.
+type endpoints struct {
+	s *Service
+	// byAddress are the indexes of s.Endpoints sorted by address: the order of an
+	// LbEndpoints list.
+	byAddress []int
+	built     map[string][]*endpointv3.LbEndpoint // by port name, then endpoint index
+}
+
+func newEndpoints(s *Service) *endpoints {
+	e := &endpoints{s: s, byAddress: make([]int, len(s.Endpoints)), built: map[string][]*endpointv3.LbEndpoint{}}
+	for i := range e.byAddress {
+		e.byAddress[i] = i
+	}
+	slices.SortStableFunc(e.byAddress, func(a, b int) int { return cmp.Compare(s.Endpoints[a].Address, s.Endpoints[b].Address) })
+	return e
+}
+
+// lb is the LbEndpoint of endpoint i for the port named port, which it must have.
+func (e *endpoints) lb(i int, port string) *endpointv3.LbEndpoint {
+	lbs, ok := e.built[port]
+	if !ok {
+		// Every endpoint's messages for this port, in three allocations.
+		lbs = make([]*endpointv3.LbEndpoint, len(e.s.Endpoints))
+		blocks, addrs := make([]lbBlock, len(lbs)), make([]addressBlock, len(lbs))
+		for j, ep := range e.s.Endpoints {
+			if p, ok := ep.Ports[port]; ok {
+				lbs[j] = lbEndpoint(&blocks[j], addrs[j].init(ep.Address, p), 1)
+			}
+		}
+		e.built[port] = lbs
+	}
+	return lbs[i]
 }
 
 // addressBlock and lbBlock allocate a message and the messages it points to at once.
@@ -289,40 +331,28 @@ type addressBlock struct {
 	port corev3.SocketAddress_PortValue
 }
 
+func (b *addressBlock) init(address string, port uint32) *corev3.Address {
+	b.port.PortValue = port
+	b.sock.Address, b.sock.PortSpecifier = address, &b.port
+	b.wrap.SocketAddress = &b.sock
+	b.addr.Address = &b.wrap
+	return &b.addr
+}
+
 type lbBlock struct {
 	lb   endpointv3.LbEndpoint
 	wrap endpointv3.LbEndpoint_Endpoint
 	ep   endpointv3.Endpoint
 }
 
-func (t *translation) address(address string, port uint32) *corev3.Address {
-	k := addrKey{address: address, port: port}
-	if a := t.addrs[k]; a != nil {
-		return a
-	}
-	b := &addressBlock{}
-	b.port.PortValue = port
-	b.sock.Address, b.sock.PortSpecifier = address, &b.port
-	b.wrap.SocketAddress = &b.sock
-	b.addr.Address = &b.wrap
-	t.addrs[k] = &b.addr
-	return &b.addr
-}
-
-// lbEndpoint is a healthy endpoint; weight 1 is the default and left out.
-func (t *translation) lbEndpoint(address string, port, weight uint32) *endpointv3.LbEndpoint {
-	k := addrKey{address: address, port: port, weight: weight}
-	if lb := t.lbs[k]; lb != nil {
-		return lb
-	}
-	b := &lbBlock{}
-	b.ep.Address = t.address(address, port)
+// lbEndpoint makes b a healthy endpoint at address; weight 1 is the default and left out.
+func lbEndpoint(b *lbBlock, address *corev3.Address, weight uint32) *endpointv3.LbEndpoint {
+	b.ep.Address = address
 	b.wrap.Endpoint = &b.ep
 	b.lb.HostIdentifier, b.lb.HealthStatus = &b.wrap, corev3.HealthStatus_HEALTHY
 	if weight != 1 {
 		b.lb.LoadBalancingWeight = wrapperspb.UInt32(weight)
 	}
-	t.lbs[k] = &b.lb
 	return &b.lb
 }
 
@@ -353,13 +383,17 @@ func (m *Model) serverFilterChain() *listenerv3.FilterChain {
 	return chain
 }
 
-// serverListener is the Listener an xDS-enabled gRPC server on address:port asks for.
-func serverListener(hostPort string, address *corev3.Address, chain *listenerv3.FilterChain) *listenerv3.Listener {
-	return &listenerv3.Listener{
-		Name:         ServerListenerName(hostPort),
-		Address:      address,
-		FilterChains: []*listenerv3.FilterChain{chain},
-	}
+// listenerBlock allocates a server listener with its list of filter chains.
+type listenerBlock struct {
+	l      listenerv3.Listener
+	chains [1]*listenerv3.FilterChain
+}
+
+// server makes b the Listener an xDS-enabled gRPC server on address:port asks for.
+func (b *listenerBlock) server(hostPort string, address *corev3.Address, chain *listenerv3.FilterChain) *listenerv3.Listener {
+	b.chains[0] = chain
+	b.l.Name, b.l.Address, b.l.FilterChains = ServerListenerName(hostPort), address, b.chains[:]
+	return &b.l
 }
 
 func (r *Resources) sort() {

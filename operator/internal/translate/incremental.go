@@ -5,8 +5,12 @@ import (
 	"encoding/hex"
 	"hash"
 	"hash/fnv"
+	"runtime"
 	"slices"
+	"sync"
 
+	"github.com/cespare/xxhash/v2"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -35,22 +39,34 @@ func NewTranslator() *Translator { return &Translator{services: map[string]*tran
 func (tr *Translator) Translate(m *Model) *Resources {
 	tr.run++
 	t := newTranslation(m)
-	t.serverChain = m.serverFilterChain()
 	shared := modelFingerprint(m)
 	out := &Resources{}
 	types := [4]hash.Hash64{fnv.New64a(), fnv.New64a(), fnv.New64a(), fnv.New64a()}
 	servers := map[string]bool{}
 	var buf [8]byte
+	// The services whose input changed are translated anew, in parallel when many did
+	// (at start, or when something every service depends on changed).
+	cached := make([]*translated, len(m.Services))
+	var changed []int
 	for i := range m.Services {
 		s := &m.Services[i]
-		key := s.Namespace + "/" + s.Name
 		fp := serviceFingerprint(shared, s)
-		c := tr.services[key]
-		if c == nil || c.input != fp {
-			res := t.translateService(s)
-			c = &translated{input: fp, res: res, hashes: contentHashes(res)}
-			tr.services[key] = c
+		if c := tr.services[s.Namespace+"/"+s.Name]; c != nil && c.input == fp {
+			cached[i] = c
+			continue
 		}
+		cached[i] = &translated{input: fp}
+		changed = append(changed, i)
+	}
+	chains := map[*listenerv3.FilterChain]uint64{t.serverChain: hashChain(t.serverChain)}
+	parallel(changed, func(i int) {
+		res := t.translateService(&m.Services[i])
+		cached[i].res, cached[i].hashes = res, contentHashes(res, chains)
+	})
+	for i := range m.Services {
+		s := &m.Services[i]
+		c := cached[i]
+		tr.services[s.Namespace+"/"+s.Name] = c
 		c.seen = tr.run
 		out.Routes = append(out.Routes, c.res.Routes...)
 		out.Clusters = append(out.Clusters, c.res.Clusters...)
@@ -91,17 +107,59 @@ const (
 	VersionEndpoints
 )
 
+// parallel calls f for each of items, on as many goroutines as there are processors
+// when the items are many.
+func parallel(items []int, f func(int)) {
+	workers := min(runtime.GOMAXPROCS(0), len(items)/8+1)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for j := w; j < len(items); j += workers {
+				f(items[j])
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // contentHashes hashes a service's resources of each type, in their encoding (the fast
 // generated marshalers of go-control-plane's types; these resources have no map fields,
-// so the encoding is stable).
-func contentHashes(r *Resources) [4]uint64 {
+// so the encoding is stable). chains holds the hash of filter chains that many listeners
+// share (every server listener has the same one); it is only read.
+func contentHashes(r *Resources, chains map[*listenerv3.FilterChain]uint64) [4]uint64 {
 	var out [4]uint64
-	out[VersionListeners] = hashAll(r.Listeners)
+	out[VersionListeners] = hashListeners(r.Listeners, chains)
 	out[VersionRoutes] = hashAll(r.Routes)
 	out[VersionClusters] = hashAll(r.Clusters)
 	out[VersionEndpoints] = hashAll(r.Endpoints)
 	return out
 }
+
+// hashListeners hashes each listener without its filter chains, then the hash of each
+// chain, computed once per chain. The listeners are fresh from a translation, not yet
+// shared with anything, so taking their chains off for a moment is safe.
+func hashListeners(ls []*listenerv3.Listener, chains map[*listenerv3.FilterChain]uint64) uint64 {
+	h := xxhash.New()
+	var buf []byte
+	for _, l := range ls {
+		fcs := l.FilterChains
+		l.FilterChains = nil
+		buf = appendEncoding(buf[:0], l)
+		l.FilterChains = fcs
+		_, _ = h.Write(buf)
+		for _, fc := range fcs {
+			sum, ok := chains[fc]
+			if !ok {
+				sum = hashChain(fc)
+			}
+			_, _ = h.Write(binary.LittleEndian.AppendUint64(buf[:0], sum))
+		}
+		_, _ = h.Write([]byte{0xff}) // ends the listener
+	}
+	return h.Sum64()
+}
+
+func hashChain(fc *listenerv3.FilterChain) uint64 { return xxhash.Sum64(appendEncoding(nil, fc)) }
 
 // vtMarshaler is the fast marshaler go-control-plane generates for its types.
 type vtMarshaler interface {
@@ -109,25 +167,32 @@ type vtMarshaler interface {
 	MarshalToSizedBufferVTStrict([]byte) (int, error)
 }
 
+// appendEncoding appends the encoding of m to buf (reused when large enough) and returns it.
+func appendEncoding(buf []byte, m proto.Message) []byte {
+	if vt, ok := m.(vtMarshaler); ok {
+		n := vt.SizeVT()
+		if cap(buf) < n {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		if _, err := vt.MarshalToSizedBufferVTStrict(buf); err == nil {
+			return buf
+		}
+	}
+	b, _ := proto.MarshalOptions{Deterministic: true}.MarshalAppend(buf[:0], m)
+	return b
+}
+
 func hashAll[T proto.Message](msgs []T) uint64 {
-	h := newFingerprint()
+	h := xxhash.New()
 	var buf []byte
 	for _, m := range msgs {
-		if vt, ok := any(m).(vtMarshaler); ok {
-			n := vt.SizeVT()
-			if cap(buf) < n {
-				buf = make([]byte, n)
-			}
-			buf = buf[:n]
-			if _, err := vt.MarshalToSizedBufferVTStrict(buf); err == nil {
-				h.bytes(buf)
-				continue
-			}
-		}
-		b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(m)
-		h.bytes(b)
+		buf = appendEncoding(buf[:0], m)
+		_, _ = h.Write(buf)
+		// Lengths keep the boundaries: encodings of a, b and of a', b' differ when a+b = a'+b'.
+		_, _ = h.Write(binary.LittleEndian.AppendUint64(buf[:0], uint64(len(buf))))
 	}
-	return h.h
+	return h.Sum64()
 }
 
 // fingerprint is an FNV-1a hash of the model's inputs, written without allocating.
