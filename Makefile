@@ -124,7 +124,7 @@ bench: tools build ## Run the benchmarks: testbed start, federation latency and 
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench FailoverAndSplit -benchtime 5x -timeout 30m ./operator/internal/xds
 	@command -v nginx >/dev/null && command -v haproxy >/dev/null || \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light libnginx-mod-stream haproxy
-	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench CompareProxies -benchtime 2s -timeout 30m ./eastwest-gateway/gateway
+	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench CompareProxies -benchtime 30x -timeout 30m ./eastwest-gateway/gateway
 
 ##@ Tools (built from hack/tools, cached in bin/)
 

@@ -11,9 +11,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -312,6 +315,65 @@ func TestGateway(t *testing.T) {
 	if v := testutil.ToFloat64(g.metrics.rejected); v > 20 {
 		t.Errorf("%v refusals of one listener: the client loops with the control plane", v)
 	}
+	t.Run("a transfer larger than the buffers arrives whole, both ways", func(t *testing.T) {
+		conn, err := tls.Dial("tcp", gw, &tls.Config{ServerName: echoSNI, InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+		line := strings.Repeat("0123456789abcdef", 256<<10) + "\n" // 4 MiB
+		go func() { _, _ = io.WriteString(conn, line) }()
+		got, err := bufio.NewReaderSize(conn, 64<<10).ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, rest, _ := strings.Cut(got, ":"); rest != line {
+			t.Errorf("got %d bytes back, want the %d sent", len(rest), len(line))
+		}
+	})
+	t.Run("a client that is done sending still gets its answer (half-close)", func(t *testing.T) {
+		conn, err := tls.Dial("tcp", gw, &tls.Config{ServerName: echoSNI, InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(conn, "last words\n")
+		if err := conn.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := bufio.NewReader(conn).ReadString('\n'); err != nil || !strings.HasSuffix(got, ":last words\n") {
+			t.Errorf("got %q, %v", got, err)
+		}
+	})
+	t.Run("many clients at once, among clients that leave mid-ClientHello: every call is answered", func(t *testing.T) {
+		// Connections open and close all the time, so descriptor numbers are reused
+		// while events of their former connections may still be pending.
+		var wg sync.WaitGroup
+		failed := make(chan error, 400)
+		for i := range 24 {
+			wg.Go(func() {
+				for range 20 {
+					if i%3 == 2 {
+						if c, err := net.Dial("tcp", gw); err == nil {
+							_, _ = c.Write([]byte{22, 3, 1})
+							c.Close()
+						}
+						continue
+					}
+					if _, err := call(gw, echoSNI, a, b); err != nil {
+						failed <- err
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(failed)
+		for err := range failed {
+			t.Error(err)
+		}
+	})
 	t.Run("the control plane goes away: routing goes on", func(t *testing.T) {
 		cp.server.Stop()
 		for range 4 {

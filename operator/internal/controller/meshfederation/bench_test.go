@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
@@ -227,6 +230,7 @@ func BenchmarkExportBurst(b *testing.B) {
 		exports := watchFirst(b, ctx, ns, f.members[:1], &mcsv1beta1.ServiceExportList{}, func(o client.Object) bool {
 			return meta.IsStatusConditionTrue(o.(*mcsv1beta1.ServiceExport).Status.Conditions, string(mcsv1beta1.ServiceExportConditionReady))
 		})
+		before := apiRequests(b, ctx, f.members)
 		b.ResetTimer()
 		start := time.Now()
 		work := make(chan string)
@@ -251,6 +255,12 @@ func BenchmarkExportBurst(b *testing.B) {
 		imported := imports.wait(b, names, len(f.members), 2*time.Minute)
 		ready := exports.wait(b, names, 1, 2*time.Minute)
 		b.StopTimer()
+		after := apiRequests(b, ctx, f.members)
+		for k, v := range after {
+			if d := v - before[k]; d >= 50 {
+				b.Logf("API requests during the burst: %-40s %6.0f", k, d)
+			}
+		}
 		totalCreated += created
 		totalImported += imported.Sub(start)
 		totalReady += ready.Sub(start)
@@ -260,4 +270,36 @@ func BenchmarkExportBurst(b *testing.B) {
 	b.ReportMetric(totalImported.Seconds()/float64(b.N), "s-imported")
 	b.ReportMetric(totalReady.Seconds()/float64(b.N), "s-exports-ready")
 	b.ReportMetric(totalCreated.Seconds()/float64(b.N), "s-created")
+}
+
+// apiRequests sums apiserver_request_total of the clusters' API servers by verb, resource
+// and subresource.
+func apiRequests(b *testing.B, ctx context.Context, cs []*testbed.Cluster) map[string]float64 {
+	out := map[string]float64{}
+	for _, c := range cs {
+		kc, err := kubernetes.NewForConfig(c.Config)
+		if err != nil {
+			b.Fatal(err)
+		}
+		raw, err := kc.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if !strings.HasPrefix(line, "apiserver_request_total{") {
+				continue
+			}
+			labels, value, _ := strings.Cut(line[len("apiserver_request_total{"):], "} ")
+			key := ""
+			for _, l := range []string{"verb", "resource", "subresource"} {
+				if _, v, ok := strings.Cut(labels, l+"=\""); ok {
+					v, _, _ = strings.Cut(v, "\"")
+					key += v + " "
+				}
+			}
+			n, _ := strconv.ParseFloat(value, 64)
+			out[key] += n
+		}
+	}
+	return out
 }

@@ -1,0 +1,632 @@
+//go:build linux
+
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/meshfed/meshfed/eastwest-gateway/sni"
+)
+
+// The data path is one event loop per processor over epoll, as nginx and HAProxy do it,
+// rather than goroutines over Go's net package: a gateway connection is short work spread
+// over many small events (accept, ClientHello, connect, a few handshake records each way,
+// close), and waking goroutines for each of them cost about three times the CPU nginx
+// spends per connection. The loops share the listening socket (EPOLLEXCLUSIVE wakes one),
+// keep each connection pair they accept, and make only non-blocking system calls besides
+// epoll_wait, as raw system calls, so that the Go scheduler stays out of the way. A loop
+// waits in Go's own poller, on its epoll descriptor becoming readable: a goroutine blocked
+// in epoll_wait would hold its thread in a system call, which the runtime's monitor keeps
+// checking and taking the processor back from.
+
+const (
+	// sweepEvery is how often a loop looks for ClientHello and connect deadlines.
+	sweepEvery = 50 * time.Millisecond
+	// chunk is how much one read moves.
+	chunk = 64 << 10
+)
+
+// chunks holds the buffers of directions whose destination is slower than their source.
+var chunks = sync.Pool{New: func() any { b := make([]byte, chunk); return &b }}
+
+// Serve accepts connections on ln (a TCP listener) until ctx ends; then it stops
+// accepting and lets the connections in progress finish for up to drain, and closes what
+// is left.
+func (g *Gateway) Serve(ctx context.Context, ln net.Listener, drain time.Duration) error {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return fmt.Errorf("the gateway serves TCP listeners, not %T", ln)
+	}
+	f, err := tl.File() // our own descriptor of the listening socket
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	lfd := int(f.Fd())
+	if err := unix.SetNonblock(lfd, true); err != nil {
+		return err
+	}
+	setNoDelay(lfd) // accepted connections inherit it
+	loops := make([]*loop, runtime.GOMAXPROCS(0))
+	for i := range loops {
+		l, err := newLoop(g, lfd)
+		if err != nil {
+			for _, l := range loops[:i] {
+				l.close()
+			}
+			return err
+		}
+		loops[i] = l
+	}
+	stopped := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(stopped)
+		// Stop listening now (new connections are refused), while the loops may still be
+		// in accept on our descriptor of the socket.
+		_ = unix.Shutdown(lfd, unix.SHUT_RD)
+		ln.Close()
+		for _, l := range loops {
+			l.signal()
+		}
+	})
+	errs := make(chan error, len(loops))
+	for _, l := range loops {
+		go func() { errs <- l.run(ctx, drain) }()
+	}
+	var all []error
+	for range loops {
+		all = append(all, <-errs)
+	}
+	// The descriptors are closed once nothing can use them any more.
+	if !stop() {
+		<-stopped
+	}
+	for _, l := range loops {
+		l.close()
+	}
+	return errors.Join(all...)
+}
+
+// loop is one event loop and the connections it accepted.
+type loop struct {
+	g       *Gateway
+	epfd    int
+	ep      *os.File // epfd, for Go's poller to wait on
+	lfd     int // the shared listening socket; -1 once the loop stopped accepting
+	wake    int // eventfd: Serve asks the loop to drain
+	pairs   map[int]*pair
+	waiting map[*pair]struct{} // reading a ClientHello or connecting: they have a deadline
+	events  []unix.EpollEvent
+	scratch []byte
+	// acceptAgain is when accepting resumes after the process ran out of descriptors.
+	acceptAgain time.Time
+	// closing are descriptors of finished pairs, closed once the batch of events is
+	// handled: a number closed earlier could be reused by an accept in the same batch and
+	// get the old connection's remaining events.
+	closing []int
+}
+
+func newLoop(g *Gateway, lfd int) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	l := &loop{g: g, epfd: epfd, ep: os.NewFile(uintptr(epfd), "epoll"), lfd: lfd, wake: wake, pairs: map[int]*pair{},
+		waiting: map[*pair]struct{}{}, events: make([]unix.EpollEvent, 256), scratch: make([]byte, chunk)}
+	for _, reg := range []struct {
+		fd     int
+		events uint32
+	}{{lfd, unix.EPOLLIN | unix.EPOLLEXCLUSIVE}, {wake, unix.EPOLLIN}} {
+		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, reg.fd, &unix.EpollEvent{Events: reg.events, Fd: int32(reg.fd)}); err != nil {
+			l.close()
+			return nil, fmt.Errorf("epoll_ctl: %w", err)
+		}
+	}
+	return l, nil
+}
+
+func (l *loop) close() {
+	unix.Close(l.wake)
+	l.ep.Close()
+}
+
+func (l *loop) signal() {
+	one := uint64(1)
+	_, _ = unix.Write(l.wake, (*[8]byte)(unsafe.Pointer(&one))[:])
+}
+
+// run serves events until ctx ends and the connections are drained.
+func (l *loop) run(ctx context.Context, drain time.Duration) error {
+	rc, err := l.ep.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var drainUntil, armed time.Time
+	lastSweep := time.Now()
+	for {
+		// Wake for the next sweep when something waits for one; the deadline is moved at
+		// most once a sweep, not at every wake.
+		if len(l.waiting) > 0 || !drainUntil.IsZero() || !l.acceptAgain.IsZero() {
+			if now := time.Now(); !armed.After(now) {
+				armed = now.Add(sweepEvery)
+				_ = l.ep.SetReadDeadline(armed)
+			}
+		} else if !armed.IsZero() {
+			armed = time.Time{}
+			_ = l.ep.SetReadDeadline(armed)
+		}
+		n, errno := 0, unix.Errno(0)
+		err := rc.Read(func(fd uintptr) bool {
+			var r uintptr
+			r, _, errno = unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
+			n = int(r)
+			return errno != 0 || n > 0 // nothing ready: wait in Go's poller
+		})
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			l.finishAll()
+			return fmt.Errorf("waiting on epoll: %w", err)
+		}
+		if errno != 0 && errno != unix.EINTR {
+			l.finishAll()
+			return fmt.Errorf("epoll_wait: %w", errno)
+		}
+		for _, ev := range l.events[:max(n, 0)] {
+			switch fd := int(ev.Fd); {
+			case fd == l.lfd:
+				l.accept()
+			case fd == l.wake:
+				var b [8]byte
+				_, _ = unix.Read(l.wake, b[:])
+			default:
+				if p := l.pairs[fd]; p != nil {
+					l.serve(p, fd, ev.Events)
+				}
+			}
+		}
+		l.closeFinished()
+		if ctx.Err() != nil && drainUntil.IsZero() {
+			drainUntil = time.Now().Add(drain)
+			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.lfd, nil)
+			l.lfd = -1
+		}
+		if !l.acceptAgain.IsZero() && time.Now().After(l.acceptAgain) && l.lfd >= 0 {
+			l.acceptAgain = time.Time{}
+			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.lfd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(l.lfd)})
+		}
+		if now := time.Now(); len(l.waiting) > 0 && now.Sub(lastSweep) >= sweepEvery {
+			l.sweep(now)
+			l.closeFinished()
+			lastSweep = now
+		}
+		if !drainUntil.IsZero() && (len(l.pairs) == 0 || time.Now().After(drainUntil)) {
+			l.finishAll()
+			return nil
+		}
+	}
+}
+
+// pair is a client connection and, once routed, its backend connection.
+type pair struct {
+	client, backend int // -1: none
+	phase           phase
+	deadline        time.Time
+	hello           []byte // what the client sent before it was routed
+	helloEOF        bool
+	name            string
+	up, down        direction // client → backend, backend → client
+}
+
+type phase int
+
+const (
+	readingHello phase = iota
+	connecting
+	proxying
+)
+
+// direction is one way of a pair: bytes read from one side not yet written to the other,
+// and whether the source ended and the end was passed on.
+type direction struct {
+	pending []byte
+	owned   *[]byte // the pooled buffer pending lives in, if any
+	// readable: the source may have bytes to read (it had an event since the last read
+	// that left its buffer empty); hangup: the source's peer finished sending.
+	readable, hangup bool
+	eof, shut        bool
+	bytes            int64
+}
+
+func (d *direction) done() bool { return d.eof && d.shut && len(d.pending) == 0 }
+
+// readableOn notes what an event on the direction's source says.
+func (d *direction) readableOn(events uint32) {
+	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		d.readable = true
+	}
+	if events&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
+		d.hangup = true
+	}
+}
+
+// accept takes one connection per event, as nginx does by default: the listening socket
+// is level-triggered, so the next one comes with the next event (possibly in another
+// loop), and no accept is spent learning that there is none.
+func (l *loop) accept() {
+	fd, _, errno := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(l.lfd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	switch errno {
+	case 0:
+	case unix.EAGAIN, unix.ECONNABORTED, unix.EINTR, unix.EBADF, unix.EINVAL:
+		return // another loop took it, the client left, or the listener is closed
+	default:
+		// Out of descriptors or memory: the socket stays readable, so pause accepting
+		// rather than spin, and let connections finish meanwhile.
+		l.g.Log.Error(errno, "accept: pausing new connections for a second")
+		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.lfd, nil)
+		l.acceptAgain = time.Now().Add(time.Second)
+		return
+	}
+	p := &pair{client: int(fd), backend: -1, deadline: time.Now().Add(l.g.HelloTimeout)}
+	p.up.readable = true // usually the ClientHello is already there
+	if err := l.add(p.client, p); err != nil {
+		closeFD(p.client)
+		l.g.Log.Error(err, "epoll_ctl")
+		return
+	}
+	l.waiting[p] = struct{}{}
+	l.g.metrics.active.Inc()
+	l.readHello(p)
+}
+
+func (l *loop) add(fd int, p *pair) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return err
+	}
+	l.pairs[fd] = p
+	return nil
+}
+
+func (l *loop) serve(p *pair, fd int, events uint32) {
+	switch p.phase {
+	case readingHello:
+		p.up.readableOn(events)
+		l.readHello(p)
+	case connecting:
+		if fd == p.client {
+			p.up.readableOn(events) // read once connected
+		} else {
+			p.down.readableOn(events)
+		}
+		switch {
+		case fd != p.backend:
+		case events&(unix.EPOLLERR|unix.EPOLLHUP) != 0: // the connect failed
+			l.refuse(p, ReasonDialFailed, socketError(fd))
+		case events&unix.EPOLLOUT != 0:
+			l.connected(p)
+		}
+	case proxying:
+		// Only the ways this event can move: what fd has to read, and what waits to be
+		// written to fd once it takes more.
+		from, to := &p.up, &p.down // from reads fd, to writes to fd
+		src, dst := p.client, p.backend
+		if fd == p.backend {
+			from, to, src, dst = to, from, dst, src
+		}
+		from.readableOn(events)
+		var errs [2]error
+		if from.readable || len(from.pending) > 0 {
+			errs[0] = l.move(src, dst, from, to)
+		}
+		if events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 && len(to.pending) > 0 {
+			errs[1] = l.move(dst, src, to, from)
+		}
+		l.check(p, errs[0], errs[1])
+	}
+}
+
+// helloLimit bounds what is read before routing: the ClientHello and its record headers.
+func (l *loop) helloLimit() int { return l.g.MaxHello + 1024 }
+
+// readHello reads what the client sent and routes it once it holds a whole ClientHello.
+func (l *loop) readHello(p *pair) {
+	for p.up.readable && !p.helloEOF && len(p.hello) < l.helloLimit() {
+		want := min(len(l.scratch), l.helloLimit()-len(p.hello))
+		n, errno := read(p.client, l.scratch[:want])
+		if errno == unix.EAGAIN {
+			p.up.readable = false
+			break
+		}
+		if errno != 0 {
+			l.refuse(p, ReasonReadFailed, errno)
+			return
+		}
+		if n == 0 {
+			p.helloEOF = true
+			break
+		}
+		p.hello = append(p.hello, l.scratch[:n]...)
+		if n < want { // a short read empties the socket: the next bytes come with an event
+			p.up.readable = false
+		}
+	}
+	name, _, err := sni.Read(bytes.NewReader(p.hello), l.g.MaxHello)
+	more := errors.Is(err, sni.ErrTruncated) || errors.Is(err, io.EOF)
+	switch {
+	case more && !p.helloEOF && len(p.hello) < l.helloLimit():
+		return // wait for the rest
+	case more && !p.helloEOF:
+		l.refuse(p, ReasonTooLarge, err)
+	case err != nil:
+		l.refuse(p, helloReason(err), err)
+	default:
+		p.name = name
+		l.route(p)
+	}
+}
+
+// route connects the pair to a backend of its server name.
+func (l *loop) route(p *pair) {
+	t := l.g.table.Load()
+	backend, ok := t.Lookup(p.name)
+	switch {
+	case t == nil:
+		l.refuse(p, ReasonNoConfig, nil)
+		return
+	case !ok && t.Routed(p.name):
+		l.refuse(p, ReasonNoEndpoints, nil)
+		return
+	case !ok:
+		l.refuse(p, ReasonUnknownSNI, nil)
+		return
+	}
+	ap, err := netip.ParseAddrPort(backend)
+	if err != nil {
+		l.refuse(p, ReasonDialFailed, err)
+		return
+	}
+	fd, errno := connect(ap)
+	if errno != 0 && errno != unix.EINPROGRESS {
+		l.refuse(p, ReasonDialFailed, errno)
+		return
+	}
+	if err := l.add(fd, p); err != nil {
+		closeFD(fd)
+		l.refuse(p, ReasonDialFailed, err)
+		return
+	}
+	p.backend, p.phase, p.deadline = fd, connecting, time.Now().Add(l.g.DialTimeout)
+	// The ClientHello, and anything the client sent after it, go to the backend first.
+	p.up.pending, p.hello = p.hello, nil
+	p.up.eof = p.helloEOF
+	if errno == 0 {
+		l.connected(p)
+	}
+}
+
+func (l *loop) connected(p *pair) {
+	p.phase = proxying
+	delete(l.waiting, p)
+	l.g.metrics.routed(p.name)
+	l.check(p, l.move(p.client, p.backend, &p.up, &p.down), l.move(p.backend, p.client, &p.down, &p.up))
+}
+
+// check ends the pair when a way failed or both ended.
+func (l *loop) check(p *pair, errUp, errDown error) {
+	if errUp != nil || errDown != nil || (p.up.done() && p.down.done()) {
+		l.finish(p)
+	}
+}
+
+// move copies from src to dst while src has bytes and dst takes them (edge-triggered: the
+// next event on either resumes it). When src ends, dst is shut for writing, so that a
+// half-closed connection stays half-closed through the gateway, unless the other way
+// ended already and the pair is about to close.
+func (l *loop) move(src, dst int, d, other *direction) error {
+	for {
+		for len(d.pending) > 0 {
+			n, errno := send(dst, d.pending)
+			if errno == unix.EAGAIN {
+				return nil
+			}
+			if errno != 0 {
+				return errno
+			}
+			d.pending = d.pending[n:]
+		}
+		if d.owned != nil {
+			chunks.Put(d.owned)
+			d.owned = nil
+		}
+		if d.eof {
+			if !d.shut {
+				d.shut = true
+				if !other.done() {
+					if errno := shutdownWrite(dst); errno != 0 && errno != unix.ENOTCONN {
+						return errno
+					}
+				}
+			}
+			return nil
+		}
+		if !d.readable {
+			return nil
+		}
+		n, errno := read(src, l.scratch)
+		switch {
+		case errno == unix.EAGAIN:
+			d.readable = false
+			return nil
+		case errno != 0:
+			return errno
+		case n == 0:
+			d.eof = true
+			continue
+		case n < len(l.scratch):
+			// A short read empties the socket: more comes with an event, or, if the peer
+			// hung up, never.
+			d.readable, d.eof = false, d.hangup
+		}
+		d.bytes += int64(n)
+		w, errno := send(dst, l.scratch[:n])
+		if errno != 0 && errno != unix.EAGAIN {
+			return errno
+		}
+		if w < n { // dst is full: keep the rest until it drains
+			d.owned = chunks.Get().(*[]byte)
+			d.pending = append((*d.owned)[:0], l.scratch[max(w, 0):n]...)
+		}
+	}
+}
+
+func (l *loop) refuse(p *pair, reason string, err error) {
+	l.g.metrics.refused(reason)
+	l.g.Log.V(1).Info("connection refused", "reason", reason, "serverName", p.name, "error", err)
+	l.finish(p)
+}
+
+// finish closes both connections of a pair.
+func (l *loop) finish(p *pair) {
+	for _, fd := range []int{p.client, p.backend} {
+		if fd >= 0 {
+			delete(l.pairs, fd)
+			l.closing = append(l.closing, fd)
+		}
+	}
+	for _, d := range []*direction{&p.up, &p.down} {
+		if d.owned != nil {
+			chunks.Put(d.owned)
+			d.owned, d.pending = nil, nil
+		}
+	}
+	p.client, p.backend = -1, -1
+	delete(l.waiting, p)
+	l.g.metrics.active.Dec()
+	l.g.metrics.bytesIn.Add(float64(p.up.bytes))
+	l.g.metrics.bytesOut.Add(float64(p.down.bytes))
+}
+
+func (l *loop) closeFinished() {
+	for _, fd := range l.closing {
+		closeFD(fd) // also leaves the epoll set
+	}
+	l.closing = l.closing[:0]
+}
+
+func (l *loop) finishAll() {
+	seen := map[*pair]bool{}
+	for _, p := range l.pairs {
+		if !seen[p] {
+			seen[p] = true
+			l.finish(p)
+		}
+	}
+	l.closeFinished()
+}
+
+// sweep refuses the pairs whose ClientHello or connect took too long.
+func (l *loop) sweep(now time.Time) {
+	for p := range l.waiting {
+		if now.Before(p.deadline) {
+			continue
+		}
+		if p.phase == readingHello {
+			l.refuse(p, ReasonTimeout, os.ErrDeadlineExceeded)
+		} else {
+			l.refuse(p, ReasonDialFailed, os.ErrDeadlineExceeded)
+		}
+	}
+}
+
+// The system calls of the data path never block (every socket is non-blocking), so they
+// are made raw: no scheduler hand-off around them.
+
+func read(fd int, b []byte) (int, unix.Errno) {
+	n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+	return int(n), errno
+}
+
+func send(fd int, b []byte) (int, unix.Errno) {
+	n, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)),
+		unix.MSG_NOSIGNAL, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), 0
+}
+
+func shutdownWrite(fd int) unix.Errno {
+	_, _, errno := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0)
+	return errno
+}
+
+func setNoDelay(fd int) {
+	one := int32(1)
+	_, _, _ = unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
+}
+
+// socketError is the outcome of a non-blocking connect.
+func socketError(fd int) unix.Errno {
+	var v int32
+	size := uint32(4)
+	_, _, errno := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_ERROR,
+		uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&size)), 0)
+	if errno != 0 {
+		return errno
+	}
+	return unix.Errno(v)
+}
+
+// connect opens a non-blocking TCP socket to ap and starts connecting (EINPROGRESS).
+func connect(ap netip.AddrPort) (int, unix.Errno) {
+	family := unix.AF_INET6
+	if ap.Addr().Unmap().Is4() {
+		family = unix.AF_INET
+	}
+	fd, _, errno := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if errno != 0 {
+		return -1, errno
+	}
+	setNoDelay(int(fd))
+	var sa unsafe.Pointer
+	var size uintptr
+	port := [2]byte{byte(ap.Port() >> 8), byte(ap.Port())} // network order
+	if family == unix.AF_INET {
+		raw := &unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: ap.Addr().Unmap().As4()}
+		raw.Port = *(*uint16)(unsafe.Pointer(&port))
+		sa, size = unsafe.Pointer(raw), unsafe.Sizeof(*raw)
+	} else {
+		raw := &unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ap.Addr().As16()}
+		raw.Port = *(*uint16)(unsafe.Pointer(&port))
+		sa, size = unsafe.Pointer(raw), unsafe.Sizeof(*raw)
+	}
+	_, _, errno = unix.RawSyscall(unix.SYS_CONNECT, fd, uintptr(sa), size)
+	if errno != 0 && errno != unix.EINPROGRESS {
+		closeFD(int(fd))
+		return -1, errno
+	}
+	return int(fd), errno
+}
+
+func closeFD(fd int) { _, _, _ = unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0) }
