@@ -105,8 +105,8 @@ type loop struct {
 	g       *Gateway
 	epfd    int
 	ep      *os.File // epfd, for Go's poller to wait on
-	lfd     int // the shared listening socket; -1 once the loop stopped accepting
-	wake    int // eventfd: Serve asks the loop to drain
+	lfd     int      // the shared listening socket; -1 once the loop stopped accepting
+	wake    int      // eventfd: Serve asks the loop to drain
 	pairs   map[int]*pair
 	waiting map[*pair]struct{} // reading a ClientHello or connecting: they have a deadline
 	events  []unix.EpollEvent
