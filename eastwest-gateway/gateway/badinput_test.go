@@ -21,11 +21,14 @@ import (
 )
 
 // helloBytes is a real ClientHello for echoSNI, taken from a Go TLS client.
-func helloBytes(t *testing.T) []byte {
+func helloBytes(t *testing.T) []byte { return helloFor(t, echoSNI) }
+
+// helloFor is a real ClientHello for serverName.
+func helloFor(t *testing.T, serverName string) []byte {
 	t.Helper()
 	srv, cli := net.Pipe()
 	go func() {
-		c := tls.Client(cli, &tls.Config{ServerName: echoSNI, InsecureSkipVerify: true})
+		c := tls.Client(cli, &tls.Config{ServerName: serverName, InsecureSkipVerify: true})
 		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
 		_ = c.Handshake()
 	}()
@@ -44,15 +47,20 @@ func helloBytes(t *testing.T) []byte {
 	return buf[:want]
 }
 
-// TestBadInputIsRefusedWithAReason: truncated and oversized ClientHellos are refused and
-// counted by reason, and good traffic goes on.
+// TestBadInputIsRefusedWithAReason: truncated and oversized ClientHellos, and names that
+// cannot be served, are refused and counted by reason, and good traffic goes on.
 func TestBadInputIsRefusedWithAReason(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a := startBackend(t, "a")
 	g := New(logr.Discard(), prometheus.NewRegistry())
 	g.HelloTimeout = 500 * time.Millisecond
-	g.SetTable(&Table{routes: map[string]*route{echoSNI: {cluster: echoSNI, backends: []string{a.addr}}}})
+	down := freePorts(t, 1)[0] // nothing listens there
+	g.SetTable(&Table{routes: map[string]*route{
+		echoSNI:         {cluster: echoSNI, backends: []string{a.addr}},
+		"down.example":  {cluster: "down", backends: []string{"127.0.0.1:" + down}},
+		"empty.example": {cluster: "empty"},
+	}})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -70,6 +78,8 @@ func TestBadInputIsRefusedWithAReason(t *testing.T) {
 		{"a ClientHello larger than allowed", oversized, ReasonTooLarge},
 		{"random bytes", []byte("\x16\x03\x01\x00\x05hello"), ReasonNotClientHello},
 		{"an SSH banner", []byte("SSH-2.0-OpenSSH_9.2\r\n"), ReasonNotTLS},
+		{"a name whose backend refuses connections", helloFor(t, "down.example"), ReasonDialFailed},
+		{"a name without ready endpoints", helloFor(t, "empty.example"), ReasonNoEndpoints},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -196,4 +206,31 @@ func freePorts(t testing.TB, n int) []string {
 		l.Close()
 	}
 	return out
+}
+
+// TestBeforeTheFirstConfiguration: until the control plane has sent a table, connections
+// are refused as no_config; the first table routes them.
+func TestBeforeTheFirstConfiguration(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a := startBackend(t, "a")
+	g := New(logr.Discard(), prometheus.NewRegistry())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(ctx, ln, time.Second) }()
+	if _, err := call(ln.Addr().String(), echoSNI, a); err == nil {
+		t.Fatal("routed without a configuration")
+	}
+	eventually(t, "no_config counted", func() error {
+		if v := testutil.ToFloat64(g.metrics.refusals.WithLabelValues(ReasonNoConfig)); v != 1 {
+			return fmt.Errorf("no_config refusals %v", v)
+		}
+		return nil
+	})
+	g.SetTable(&Table{routes: map[string]*route{echoSNI: {cluster: echoSNI, backends: []string{a.addr}}}})
+	if name, err := call(ln.Addr().String(), echoSNI, a); err != nil || name != "a" {
+		t.Errorf("after the first table: %q %v", name, err)
+	}
 }
