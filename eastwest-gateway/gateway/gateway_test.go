@@ -347,6 +347,31 @@ func TestGateway(t *testing.T) {
 			t.Errorf("got %q, %v", got, err)
 		}
 	})
+	t.Run("a client that sends its ClientHello and hangs up at once is let go", func(t *testing.T) {
+		// The ClientHello and the FIN arrive together: the backend gets both, gives up on
+		// the handshake, and the gateway closes the pair instead of keeping it open.
+		hello := helloFor(t, echoSNI)
+		for range 5 {
+			c, err := net.Dial("tcp", gw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = c.Write(hello)
+			_ = c.(*net.TCPConn).CloseWrite()
+			_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			_, err = io.Copy(io.Discard, c)
+			c.Close()
+			if err != nil {
+				t.Fatalf("the gateway kept the connection: %v", err)
+			}
+		}
+		eventually(t, "no connection left open", func() error {
+			if v := testutil.ToFloat64(g.metrics.active); v != 0 {
+				return fmt.Errorf("%v active connections", v)
+			}
+			return nil
+		})
+	})
 	t.Run("many clients at once, among clients that leave mid-ClientHello: every call is answered", func(t *testing.T) {
 		// Connections open and close all the time, so descriptor numbers are reused
 		// while events of their former connections may still be pending.

@@ -367,8 +367,10 @@ func (l *loop) readHello(p *pair) {
 			break
 		}
 		p.hello = append(p.hello, l.scratch[:n]...)
-		if n < want { // a short read empties the socket: the next bytes come with an event
-			p.up.readable = false
+		if n < want {
+			// A short read empties the socket: more comes with an event, or, if the client
+			// hung up, never.
+			p.up.readable, p.helloEOF = false, p.up.hangup
 		}
 	}
 	name, _, err := sni.Read(bytes.NewReader(p.hello), l.g.MaxHello)
