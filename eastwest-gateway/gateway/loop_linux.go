@@ -319,13 +319,18 @@ func (l *loop) serve(p *pair, fd int, events uint32) {
 		} else {
 			p.down.readableOn(events)
 		}
-		switch {
-		case fd != p.backend:
-		case events&(unix.EPOLLERR|unix.EPOLLHUP) != 0: // the connect failed
-			l.refuse(p, ReasonDialFailed, socketError(fd))
-		case events&unix.EPOLLOUT != 0:
-			l.connected(p)
+		if fd != p.backend || events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+			return
 		}
+		// EPOLLOUT alone is a connection made; an error or hang-up may be a connect that
+		// failed, or a backend that accepted and closed at once (which moving shows).
+		if events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			if errno := socketError(fd); errno != 0 {
+				l.refuse(p, ReasonDialFailed, errno)
+				return
+			}
+		}
+		l.connected(p)
 	case proxying:
 		// Only the ways this event can move: what fd has to read, and what waits to be
 		// written to fd once it takes more.
