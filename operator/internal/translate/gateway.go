@@ -34,7 +34,7 @@ func TranslateGateway(m *Model) *Resources {
 		if !s.ExportedHere || !s.Local {
 			continue
 		}
-		e := newEndpoints(s)
+		e := newEndpoints(m, s)
 		for _, p := range s.ImportPorts {
 			name := ClusterName(p.Port, "", s.clustersetHost())
 			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{

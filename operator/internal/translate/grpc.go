@@ -48,7 +48,7 @@ func Translate(m *Model) *Resources {
 func (t *translation) translateService(s *Service) *Resources {
 	m := t.Model
 	r := &Resources{}
-	e := newEndpoints(s)
+	e := newEndpoints(m, s)
 	if s.Local {
 		for _, p := range s.Ports {
 			host := s.localHost()
@@ -295,30 +295,42 @@ type endpoints struct {
 	// LbEndpoints list.
 	byAddress []int
 	built     map[string][]*endpointv3.LbEndpoint // by port name, then endpoint index
+	// blocks hold the messages of the endpoints that can be needed (local ones, and ready
+	// ones in this network), allocated together; endpoints behind a gateway never are.
+	blocks []endpointBlock
 }
 
-func newEndpoints(s *Service) *endpoints {
+type endpointBlock struct {
+	lb   lbBlock
+	addr addressBlock
+}
+
+func newEndpoints(m *Model, s *Service) *endpoints {
 	e := &endpoints{s: s, byAddress: make([]int, len(s.Endpoints)), built: map[string][]*endpointv3.LbEndpoint{}}
-	for i := range e.byAddress {
+	needed := 0
+	for i, ep := range s.Endpoints {
 		e.byAddress[i] = i
+		if ep.Cluster == m.Cluster || (ep.Ready && ep.Network == m.Network) {
+			needed += len(ep.Ports)
+		}
 	}
+	e.blocks = make([]endpointBlock, 0, needed)
 	slices.SortStableFunc(e.byAddress, func(a, b int) int { return cmp.Compare(s.Endpoints[a].Address, s.Endpoints[b].Address) })
 	return e
 }
 
 // lb is the LbEndpoint of endpoint i for the port named port, which it must have.
 func (e *endpoints) lb(i int, port string) *endpointv3.LbEndpoint {
-	lbs, ok := e.built[port]
-	if !ok {
-		// Every endpoint's messages for this port, in three allocations.
+	lbs := e.built[port]
+	if lbs == nil {
 		lbs = make([]*endpointv3.LbEndpoint, len(e.s.Endpoints))
-		blocks, addrs := make([]lbBlock, len(lbs)), make([]addressBlock, len(lbs))
-		for j, ep := range e.s.Endpoints {
-			if p, ok := ep.Ports[port]; ok {
-				lbs[j] = lbEndpoint(&blocks[j], addrs[j].init(ep.Address, p), 1)
-			}
-		}
 		e.built[port] = lbs
+	}
+	if lbs[i] == nil {
+		ep := &e.s.Endpoints[i]
+		e.blocks = append(e.blocks, endpointBlock{}) // within the capacity counted, but safe beyond it
+		b := &e.blocks[len(e.blocks)-1]
+		lbs[i] = lbEndpoint(&b.lb, b.addr.init(ep.Address, ep.Ports[port]), 1)
 	}
 	return lbs[i]
 }
