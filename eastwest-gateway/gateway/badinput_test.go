@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/meshfed/meshfed/testbed"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -175,7 +176,7 @@ func TestTenThousandIdleConnections(t *testing.T) {
 	if name, err := call(listen, echoSNI, a); err != nil || name != "a" {
 		t.Fatalf("good traffic beside %d idle connections: %q %v", len(conns), name, err)
 	}
-	eventuallyWithin(t, 30*time.Second, "every idle connection timed out and counted", func() error {
+	testbed.Eventually(t, 30*time.Second, "every idle connection timed out and counted", func() error {
 		resp, err := http.Get("http://" + admin + "/metrics")
 		if err != nil {
 			return err

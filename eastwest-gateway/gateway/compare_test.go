@@ -18,52 +18,6 @@ import (
 	"time"
 )
 
-// benchBackend is a TLS server: a first line "bulk N" gets N bytes back and the
-// connection closes; any other line is echoed, line after line.
-func benchBackend(b *testing.B) string {
-	b.Helper()
-	pair, _ := selfSigned(b)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	chunk := make([]byte, 256<<10)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if n, ok := strings.CutPrefix(strings.TrimSpace(line), "bulk "); ok {
-						left, _ := strconv.Atoi(n)
-						for left > 0 {
-							w, err := c.Write(chunk[:min(left, len(chunk))])
-							if err != nil {
-								return
-							}
-							left -= w
-						}
-						return
-					}
-					if _, err := io.WriteString(c, line); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // startProcess runs a proxy and waits until addr accepts connections; it returns the
 // process group of the proxy's processes.
 func startProcess(b *testing.B, addr string, name string, args ...string) int {
@@ -190,7 +144,7 @@ func BenchmarkCompareProxies(b *testing.B) {
 			b.Skipf("%s is not installed (Debian packages nginx-light, libnginx-mod-stream and haproxy)", cmd)
 		}
 	}
-	backend := benchBackend(b)
+	backend := startBackend(b, "bench").addr
 	proxies := []proxy{{name: "direct", addr: backend}, startMeshfed(b, backend), startNginx(b, backend), startHAProxy(b, backend)}
 	const bulk = 64 << 20
 	b.Run("throughput", func(b *testing.B) {

@@ -31,6 +31,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/go-logr/logr"
+	"github.com/meshfed/meshfed/testbed"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
@@ -58,6 +59,8 @@ func selfSigned(t testing.TB) (tls.Certificate, *x509.Certificate) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, cert
 }
 
+// startBackend is a TLS server that answers each line with "<name>:<line>", and a line
+// "bulk N" with N bytes and the end of the connection.
 func startBackend(t testing.TB, name string) *backend {
 	t.Helper()
 	pair, cert := selfSigned(t)
@@ -66,6 +69,7 @@ func startBackend(t testing.TB, name string) *backend {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	chunk := make([]byte, 256<<10)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -78,6 +82,18 @@ func startBackend(t testing.TB, name string) *backend {
 				for {
 					line, err := r.ReadString('\n')
 					if err != nil {
+						return
+					}
+					if n, ok := strings.CutPrefix(strings.TrimSpace(line), "bulk "); ok {
+						// A bulk transfer for the benchmark: N bytes, then the end.
+						left, _ := strconv.Atoi(n)
+						for left > 0 {
+							w, err := c.Write(chunk[:min(left, len(chunk))])
+							if err != nil {
+								return
+							}
+							left -= w
+						}
 						return
 					}
 					fmt.Fprintf(c, "%s:%s", name, line)
@@ -150,22 +166,20 @@ func (cp *controlPlane) set(t testing.TB, withNames bool, backends ...string) {
 
 func eventually(t testing.TB, what string, check func() error) {
 	t.Helper()
-	eventuallyWithin(t, 10*time.Second, what, check)
+	testbed.Eventually(t, 10*time.Second, what, check)
 }
 
-func eventuallyWithin(t testing.TB, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
+// answered makes n calls through the gateway and tells which backends answered.
+func answered(gw string, n int, backends ...*backend) (map[string]bool, error) {
+	seen := map[string]bool{}
+	for range n {
+		name, err := call(gw, echoSNI, backends...)
+		if err != nil {
+			return nil, err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		seen[name] = true
 	}
+	return seen, nil
 }
 
 // call makes a TLS connection through the gateway with serverName, checks that the TLS
@@ -273,18 +287,11 @@ func TestGateway(t *testing.T) {
 	t.Run("new endpoints take effect", func(t *testing.T) {
 		cp.set(t, true, a.addr, b.addr)
 		eventually(t, "both backends used", func() error {
-			seen := map[string]bool{}
-			for range 4 {
-				name, err := call(gw, echoSNI, a, b)
-				if err != nil {
-					return err
-				}
-				seen[name] = true
+			seen, err := answered(gw, 4, a, b)
+			if err == nil && (!seen["a"] || !seen["b"]) {
+				err = fmt.Errorf("seen %v", seen)
 			}
-			if !seen["a"] || !seen["b"] {
-				return fmt.Errorf("seen %v", seen)
-			}
-			return nil
+			return err
 		})
 	})
 	t.Run("a configuration it cannot serve is refused and the last good one stays", func(t *testing.T) {
@@ -296,18 +303,11 @@ func TestGateway(t *testing.T) {
 			return nil
 		})
 		eventually(t, "the gateway still routes with the last good listener", func() error {
-			seen := map[string]bool{}
-			for range 4 {
-				name, err := call(gw, echoSNI, a, b)
-				if err != nil {
-					return err
-				}
-				seen[name] = true
+			seen, err := answered(gw, 4, a, b)
+			if err == nil && !seen["a"] {
+				err = fmt.Errorf("seen %v", seen)
 			}
-			if !seen["a"] {
-				return fmt.Errorf("seen %v", seen)
-			}
-			return nil
+			return err
 		})
 	})
 	// go-control-plane sends a refused version again at once; the client slows that loop

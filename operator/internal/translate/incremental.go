@@ -3,8 +3,6 @@ package translate
 import (
 	"encoding/binary"
 	"encoding/hex"
-	"hash"
-	"hash/fnv"
 	"runtime"
 	"slices"
 	"sync"
@@ -41,7 +39,7 @@ func (tr *Translator) Translate(m *Model) *Resources {
 	t := newTranslation(m)
 	shared := modelFingerprint(m)
 	out := &Resources{}
-	types := [4]hash.Hash64{fnv.New64a(), fnv.New64a(), fnv.New64a(), fnv.New64a()}
+	types := [4]*xxhash.Digest{xxhash.New(), xxhash.New(), xxhash.New(), xxhash.New()}
 	servers := map[string]bool{}
 	var buf [8]byte
 	// The services whose input changed are translated anew, in parallel when many did

@@ -1,11 +1,10 @@
 package meshfederation_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +20,8 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/meshfed/meshfed/testbed"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // firstSeen records, from watch events, when each object first satisfies a condition in
@@ -285,20 +286,17 @@ func apiRequests(b *testing.B, ctx context.Context, cs []*testbed.Cluster) map[s
 		if err != nil {
 			b.Fatal(err)
 		}
-		for _, line := range strings.Split(string(raw), "\n") {
-			if !strings.HasPrefix(line, "apiserver_request_total{") {
-				continue
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, m := range families["apiserver_request_total"].GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
 			}
-			labels, value, _ := strings.Cut(line[len("apiserver_request_total{"):], "} ")
-			key := ""
-			for _, l := range []string{"verb", "resource", "subresource"} {
-				if _, v, ok := strings.Cut(labels, l+"=\""); ok {
-					v, _, _ = strings.Cut(v, "\"")
-					key += v + " "
-				}
-			}
-			n, _ := strconv.ParseFloat(value, 64)
-			out[key] += n
+			out[labels["verb"]+" "+labels["resource"]+" "+labels["subresource"]] += m.GetCounter().GetValue()
 		}
 	}
 	return out
