@@ -111,12 +111,13 @@ func BuildModel(in Inputs) (*Model, []error) {
 		if s == nil || name == "" {
 			continue
 		}
-		ports := map[string]uint32{}
+		var ports []Port // shared by the slice's endpoints
 		for _, p := range sl.Ports {
 			if p.Port != nil && (p.Protocol == nil || *p.Protocol == corev1.ProtocolTCP) {
-				ports[ptrString(p.Name)] = uint32(*p.Port)
+				ports = append(ports, Port{Name: ptrString(p.Name), Port: uint32(*p.Port)})
 			}
 		}
+		slices.SortFunc(ports, func(a, b Port) int { return cmp.Compare(a.Name, b.Name) })
 		for _, e := range sl.Endpoints {
 			ready := e.Conditions.Ready == nil || *e.Conditions.Ready
 			for _, addr := range e.Addresses {
@@ -125,15 +126,22 @@ func BuildModel(in Inputs) (*Model, []error) {
 		}
 	}
 	for _, s := range byKey {
-		slices.SortFunc(s.Endpoints, func(a, b Endpoint) int {
-			return cmp.Or(cmp.Compare(a.Cluster, b.Cluster), cmp.Compare(a.Address, b.Address))
-		})
+		sortEndpoints(s.Endpoints)
 		m.Services = append(m.Services, *s)
 	}
 	slices.SortFunc(m.Services, func(a, b Service) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 	return m, problems
+}
+
+// sortEndpoints puts endpoints in the model's order: by cluster, then address.
+func sortEndpoints(eps []Endpoint) {
+	slices.SortFunc(eps, compareEndpoints)
+}
+
+func compareEndpoints(a, b Endpoint) int {
+	return cmp.Or(cmp.Compare(a.Cluster, b.Cluster), cmp.Compare(a.Address, b.Address))
 }
 
 func policyOf(tp *meshv1.TrafficPolicy) Policy {

@@ -83,7 +83,7 @@ func TestBuildModel(t *testing.T) {
 	var got []string
 	for _, e := range r.Endpoints {
 		got = append(got, e.Cluster+"/"+e.Address+"/"+map[bool]string{true: "true", false: "false"}[e.Ready])
-		if len(e.Ports) != 1 || e.Ports["grpc"] != 8080 {
+		if len(e.Ports) != 1 || e.Ports[0] != (Port{Name: "grpc", Port: 8080}) {
 			t.Errorf("endpoint %+v: want only the TCP port", e)
 		}
 	}

@@ -2,9 +2,7 @@ package translate
 
 import (
 	"cmp"
-	"net"
 	"slices"
-	"strconv"
 	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -47,6 +45,12 @@ func Translate(m *Model) *Resources {
 // can be translated in parallel.
 func (t *translation) translateService(s *Service) *Resources {
 	m := t.Model
+	if !slices.IsSortedFunc(s.Endpoints, compareEndpoints) { // a model BuildModel did not make
+		sorted := *s
+		sorted.Endpoints = slices.Clone(s.Endpoints)
+		sortEndpoints(sorted.Endpoints)
+		s = &sorted
+	}
 	r := &Resources{}
 	e := newEndpoints(m, s)
 	if s.Local {
@@ -96,14 +100,13 @@ func (t *translation) translateService(s *Service) *Resources {
 				continue
 			}
 			for _, p := range s.Ports {
-				port, ok := ep.Ports[p.Name]
+				port, ok := ep.port(p.Name)
 				if !ok {
 					continue
 				}
 				b := &blocks[0]
 				blocks = blocks[1:]
-				addr := net.JoinHostPort(ep.Address, strconv.Itoa(int(port)))
-				r.Listeners = append(r.Listeners, b.server(addr, e.lb(i, p.Name).GetEndpoint().Address, t.serverChain))
+				r.Listeners = append(r.Listeners, b.server(ServerListenerName(ep.Address, port), e.lb(i, p.Name).GetEndpoint().Address, t.serverChain))
 			}
 		}
 	}
@@ -129,24 +132,45 @@ func routeTo(cluster string) *routev3.RouteAction {
 // addClient adds the api_listener and route of a host:port clients dial.
 func (r *Resources) addClient(host string, port uint32, action *routev3.RouteAction) {
 	name := ListenerName(host, port)
-	hcm := &hcmv3.HttpConnectionManager{
-		StatPrefix: name,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
-			RouteConfigName: name,
-			ConfigSource:    adsSource(),
-		}},
-		HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
-	}
-	r.Listeners = append(r.Listeners, &listenerv3.Listener{Name: name,
-		ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(hcm)}})
-	r.Routes = append(r.Routes, &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{{
-		Name:    host,
-		Domains: []string{host, name},
-		Routes: []*routev3.Route{{
-			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-			Action: &routev3.Route_Route{Route: action},
-		}},
-	}}})
+	b := &clientBlock{}
+	b.hcm.StatPrefix = name
+	b.rds.Rds = &b.rdsConfig
+	b.rdsConfig.RouteConfigName, b.rdsConfig.ConfigSource = name, adsSource()
+	b.hcm.RouteSpecifier = &b.rds
+	b.filters[0] = routerFilter()
+	b.hcm.HttpFilters = b.filters[:]
+	b.api.ApiListener = mustAny(&b.hcm)
+	b.listener.Name, b.listener.ApiListener = name, &b.api
+	b.prefix.Prefix = "/"
+	b.match.PathSpecifier = &b.prefix
+	b.action.Route = action
+	b.route.Match, b.route.Action = &b.match, &b.action
+	b.routes[0] = &b.route
+	b.domains = [2]string{host, name}
+	b.vh.Name, b.vh.Domains, b.vh.Routes = host, b.domains[:], b.routes[:]
+	b.vhs[0] = &b.vh
+	b.config.Name, b.config.VirtualHosts = name, b.vhs[:]
+	r.Listeners = append(r.Listeners, &b.listener)
+	r.Routes = append(r.Routes, &b.config)
+}
+
+// clientBlock allocates the messages of a client's api_listener and route together.
+type clientBlock struct {
+	listener  listenerv3.Listener
+	api       listenerv3.ApiListener
+	hcm       hcmv3.HttpConnectionManager
+	rds       hcmv3.HttpConnectionManager_Rds
+	rdsConfig hcmv3.Rds
+	filters   [1]*hcmv3.HttpFilter
+	config    routev3.RouteConfiguration
+	vhs       [1]*routev3.VirtualHost
+	vh        routev3.VirtualHost
+	domains   [2]string
+	routes    [1]*routev3.Route
+	route     routev3.Route
+	match     routev3.RouteMatch
+	prefix    routev3.RouteMatch_Prefix
+	action    routev3.Route_Route
 }
 
 // cluster is an EDS cluster; sni is the name of the service port's main cluster.
@@ -233,7 +257,6 @@ func (t *translation) loadAssignment(e *endpoints, p Port, name string, order []
 	m := t.Model
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
 	for _, cluster := range order {
-		var eps []*endpointv3.LbEndpoint
 		behindGateway := uint32(0)
 		network, region := m.Network, m.Region
 		if cluster != m.Cluster {
@@ -243,9 +266,15 @@ func (t *translation) loadAssignment(e *endpoints, p Port, name string, order []
 			}
 			network, region = peer.Network, peer.Region
 		}
-		for _, i := range e.byAddress {
+		lo, hi := e.of(cluster)
+		size := hi - lo
+		if network != m.Network {
+			size = 1 // its gateway
+		}
+		eps := make([]*endpointv3.LbEndpoint, 0, size)
+		for i := lo; i < hi; i++ {
 			ep := &e.s.Endpoints[i]
-			if _, ok := ep.Ports[p.Name]; ep.Cluster != cluster || !ep.Ready || !ok {
+			if _, ok := ep.port(p.Name); !ep.Ready || !ok {
 				continue
 			}
 			if ep.Cluster != m.Cluster && ep.Network != m.Network {
@@ -291,10 +320,9 @@ func newTranslation(m *Model) *translation {
 // these.
 type endpoints struct {
 	s *Service
-	// byAddress are the indexes of s.Endpoints sorted by address: the order of an
-	// LbEndpoints list.
-	byAddress []int
-	built     map[string][]*endpointv3.LbEndpoint // by port name, then endpoint index
+	// runs are where each cluster's endpoints are in s.Endpoints (sorted by cluster).
+	runs  []run
+	built map[string][]*endpointv3.LbEndpoint // by port name, then endpoint index
 	// blocks hold the messages of the endpoints that can be needed (local ones, and ready
 	// ones in this network), allocated together; endpoints behind a gateway never are.
 	blocks []endpointBlock
@@ -306,17 +334,34 @@ type endpointBlock struct {
 }
 
 func newEndpoints(m *Model, s *Service) *endpoints {
-	e := &endpoints{s: s, byAddress: make([]int, len(s.Endpoints)), built: map[string][]*endpointv3.LbEndpoint{}}
+	e := &endpoints{s: s, built: map[string][]*endpointv3.LbEndpoint{}}
 	needed := 0
 	for i, ep := range s.Endpoints {
-		e.byAddress[i] = i
+		if n := len(e.runs); n == 0 || e.runs[n-1].cluster != ep.Cluster {
+			e.runs = append(e.runs, run{cluster: ep.Cluster, lo: i})
+		}
+		e.runs[len(e.runs)-1].hi = i + 1
 		if ep.Cluster == m.Cluster || (ep.Ready && ep.Network == m.Network) {
 			needed += len(ep.Ports)
 		}
 	}
 	e.blocks = make([]endpointBlock, 0, needed)
-	slices.SortStableFunc(e.byAddress, func(a, b int) int { return cmp.Compare(s.Endpoints[a].Address, s.Endpoints[b].Address) })
 	return e
+}
+
+type run struct {
+	cluster string
+	lo, hi  int
+}
+
+// of is the range of s.Endpoints in cluster.
+func (e *endpoints) of(cluster string) (lo, hi int) {
+	for _, r := range e.runs {
+		if r.cluster == cluster {
+			return r.lo, r.hi
+		}
+	}
+	return 0, 0
 }
 
 // lb is the LbEndpoint of endpoint i for the port named port, which it must have.
@@ -330,7 +375,8 @@ func (e *endpoints) lb(i int, port string) *endpointv3.LbEndpoint {
 		ep := &e.s.Endpoints[i]
 		e.blocks = append(e.blocks, endpointBlock{}) // within the capacity counted, but safe beyond it
 		b := &e.blocks[len(e.blocks)-1]
-		lbs[i] = lbEndpoint(&b.lb, b.addr.init(ep.Address, ep.Ports[port]), 1)
+		n, _ := ep.port(port)
+		lbs[i] = lbEndpoint(&b.lb, b.addr.init(ep.Address, n), 1)
 	}
 	return lbs[i]
 }
@@ -401,10 +447,10 @@ type listenerBlock struct {
 	chains [1]*listenerv3.FilterChain
 }
 
-// server makes b the Listener an xDS-enabled gRPC server on address:port asks for.
-func (b *listenerBlock) server(hostPort string, address *corev3.Address, chain *listenerv3.FilterChain) *listenerv3.Listener {
+// server makes b the Listener named name an xDS-enabled gRPC server on address asks for.
+func (b *listenerBlock) server(name string, address *corev3.Address, chain *listenerv3.FilterChain) *listenerv3.Listener {
 	b.chains[0] = chain
-	b.l.Name, b.l.Address, b.l.FilterChains = ServerListenerName(hostPort), address, b.chains[:]
+	b.l.Name, b.l.Address, b.l.FilterChains = name, address, b.chains[:]
 	return &b.l
 }
 
@@ -415,14 +461,17 @@ func (r *Resources) sort() {
 	slices.SortFunc(r.Endpoints, func(a, b *endpointv3.ClusterLoadAssignment) int { return cmp.Compare(a.ClusterName, b.ClusterName) })
 }
 
-func adsSource() *corev3.ConfigSource {
-	return &corev3.ConfigSource{ResourceApiVersion: corev3.ApiVersion_V3,
-		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}
-}
+// adsSource and routerFilter return messages that every resource shares: resources are
+// never modified once built.
+func adsSource() *corev3.ConfigSource { return sharedADS }
 
-func routerFilter() *hcmv3.HttpFilter {
-	return &hcmv3.HttpFilter{Name: wellknown.Router, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}
-}
+func routerFilter() *hcmv3.HttpFilter { return sharedRouter }
+
+var (
+	sharedADS = &corev3.ConfigSource{ResourceApiVersion: corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}
+	sharedRouter = &hcmv3.HttpFilter{Name: wellknown.Router, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}
+)
 
 func transportSocket(m proto.Message) *corev3.TransportSocket {
 	return &corev3.TransportSocket{Name: wellknown.TransportSocketTls, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(m)}}
@@ -437,11 +486,10 @@ func durationFromSeconds(s float64) *durationpb.Duration {
 	return durationpb.New(secondsToDuration(s))
 }
 
-// mustAny packs a message; it fails only for a nil message, a programming error.
+// mustAny packs a message, encoded like hashes encode it (go-control-plane's generated
+// marshalers when built with them); it fails only for a nil message, a programming error.
 func mustAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
-	if err != nil {
-		panic(err)
-	}
-	return a
+	return &anypb.Any{TypeUrl: anyPrefix + string(m.ProtoReflect().Descriptor().FullName()), Value: appendEncoding(nil, m)}
 }
+
+const anyPrefix = "type.googleapis.com/"

@@ -8,7 +8,10 @@ import (
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -38,29 +41,31 @@ func (tr *Translator) Translate(m *Model) *Resources {
 	tr.run++
 	t := newTranslation(m)
 	shared := modelFingerprint(m)
-	out := &Resources{}
 	types := [4]*xxhash.Digest{xxhash.New(), xxhash.New(), xxhash.New(), xxhash.New()}
-	servers := map[string]bool{}
 	var buf [8]byte
-	// The services whose input changed are translated anew, in parallel when many did
-	// (at start, or when something every service depends on changed).
+	// The services whose input changed are translated anew, in parallel (at start, or when
+	// something every service depends on changed, they are many).
+	chains := map[*listenerv3.FilterChain]uint64{t.serverChain: hashChain(t.serverChain)}
 	cached := make([]*translated, len(m.Services))
-	var changed []int
-	for i := range m.Services {
+	parallel(len(m.Services), func(i int) {
 		s := &m.Services[i]
-		fp := serviceFingerprint(shared, s)
+		buf := scratch.Get().(*[]byte)
+		defer scratch.Put(buf)
+		fp := serviceFingerprint(buf, shared, s)
 		if c := tr.services[s.Namespace+"/"+s.Name]; c != nil && c.input == fp {
 			cached[i] = c
-			continue
+			return
 		}
-		cached[i] = &translated{input: fp}
-		changed = append(changed, i)
-	}
-	chains := map[*listenerv3.FilterChain]uint64{t.serverChain: hashChain(t.serverChain)}
-	parallel(changed, func(i int) {
-		res := t.translateService(&m.Services[i])
-		cached[i].res, cached[i].hashes = res, contentHashes(res, chains)
+		res := t.translateService(s)
+		cached[i] = &translated{input: fp, res: res, hashes: contentHashes(buf, res, chains)}
 	})
+	var n [4]int
+	for _, c := range cached {
+		n[0], n[1], n[2], n[3] = n[0]+len(c.res.Listeners), n[1]+len(c.res.Routes), n[2]+len(c.res.Clusters), n[3]+len(c.res.Endpoints)
+	}
+	out := &Resources{Listeners: make([]*listenerv3.Listener, 0, n[0]), Routes: make([]*routev3.RouteConfiguration, 0, n[1]),
+		Clusters: make([]*clusterv3.Cluster, 0, n[2]), Endpoints: make([]*endpointv3.ClusterLoadAssignment, 0, n[3])}
+	servers := make(map[string]bool, n[0])
 	for i := range m.Services {
 		s := &m.Services[i]
 		c := cached[i]
@@ -105,40 +110,44 @@ const (
 	VersionEndpoints
 )
 
-// parallel calls f for each of items, on as many goroutines as there are processors
-// when the items are many.
-func parallel(items []int, f func(int)) {
-	workers := min(runtime.GOMAXPROCS(0), len(items)/8+1)
+// parallel calls f(i) for i from 0 to n-1, on as many goroutines as there are processors.
+// f may read shared state but must write only what belongs to i.
+func parallel(n int, f func(int)) {
+	workers := min(runtime.GOMAXPROCS(0), n/8+1)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
-			for j := w; j < len(items); j += workers {
-				f(items[j])
+			for i := w; i < n; i += workers {
+				f(i)
 			}
 		})
 	}
 	wg.Wait()
 }
 
+// scratch holds the buffers that fingerprints and hashes are written in.
+var scratch = sync.Pool{New: func() any { return new([]byte) }}
+
 // contentHashes hashes a service's resources of each type, in their encoding (the fast
 // generated marshalers of go-control-plane's types; these resources have no map fields,
-// so the encoding is stable). chains holds the hash of filter chains that many listeners
-// share (every server listener has the same one); it is only read.
-func contentHashes(r *Resources, chains map[*listenerv3.FilterChain]uint64) [4]uint64 {
+// so the encoding is stable), written in buf. chains holds the hash of filter chains that
+// many listeners share (every server listener has the same one); it is only read.
+func contentHashes(buf *[]byte, r *Resources, chains map[*listenerv3.FilterChain]uint64) [4]uint64 {
 	var out [4]uint64
-	out[VersionListeners] = hashListeners(r.Listeners, chains)
-	out[VersionRoutes] = hashAll(r.Routes)
-	out[VersionClusters] = hashAll(r.Clusters)
-	out[VersionEndpoints] = hashAll(r.Endpoints)
+	out[VersionListeners] = hashListeners(buf, r.Listeners, chains)
+	out[VersionRoutes] = hashAll(buf, r.Routes)
+	out[VersionClusters] = hashAll(buf, r.Clusters)
+	out[VersionEndpoints] = hashAll(buf, r.Endpoints)
 	return out
 }
 
 // hashListeners hashes each listener without its filter chains, then the hash of each
 // chain, computed once per chain. The listeners are fresh from a translation, not yet
 // shared with anything, so taking their chains off for a moment is safe.
-func hashListeners(ls []*listenerv3.Listener, chains map[*listenerv3.FilterChain]uint64) uint64 {
+func hashListeners(scratch *[]byte, ls []*listenerv3.Listener, chains map[*listenerv3.FilterChain]uint64) uint64 {
 	h := xxhash.New()
-	var buf []byte
+	buf := *scratch
+	defer func() { *scratch = buf }()
 	for _, l := range ls {
 		fcs := l.FilterChains
 		l.FilterChains = nil
@@ -181,9 +190,10 @@ func appendEncoding(buf []byte, m proto.Message) []byte {
 	return b
 }
 
-func hashAll[T proto.Message](msgs []T) uint64 {
+func hashAll[T proto.Message](scratch *[]byte, msgs []T) uint64 {
 	h := xxhash.New()
-	var buf []byte
+	buf := *scratch
+	defer func() { *scratch = buf }()
 	for _, m := range msgs {
 		buf = appendEncoding(buf[:0], m)
 		_, _ = h.Write(buf)
@@ -193,40 +203,22 @@ func hashAll[T proto.Message](msgs []T) uint64 {
 	return h.Sum64()
 }
 
-// fingerprint is an FNV-1a hash of the model's inputs, written without allocating.
-type fingerprint struct{ h uint64 }
-
-const (
-	fnvOffset = 14695981039346656037
-	fnvPrime  = 1099511628211
-)
-
-func newFingerprint() *fingerprint { return &fingerprint{h: fnvOffset} }
+// fingerprint collects the model's inputs as bytes, each string with its length so that
+// ("ab", "c") and ("a", "bc") differ, and hashes them at the end.
+type fingerprint struct{ b []byte }
 
 func (f *fingerprint) str(s string) {
-	for i := 0; i < len(s); i++ {
-		f.h = (f.h ^ uint64(s[i])) * fnvPrime
-	}
-	f.h = (f.h ^ 0xff) * fnvPrime // ends the string, so "ab","c" differs from "a","bc"
+	f.b = binary.AppendUvarint(f.b, uint64(len(s)))
+	f.b = append(f.b, s...)
 }
 
-func (f *fingerprint) bytes(b []byte) {
-	for _, c := range b {
-		f.h = (f.h ^ uint64(c)) * fnvPrime
-	}
-	f.h = (f.h ^ 0xff) * fnvPrime
-}
+func (f *fingerprint) num(n uint64) { f.b = binary.LittleEndian.AppendUint64(f.b, n) }
 
-func (f *fingerprint) num(n uint64) {
-	for range 8 {
-		f.h = (f.h ^ (n & 0xff)) * fnvPrime
-		n >>= 8
-	}
-}
+func (f *fingerprint) sum() uint64 { return xxhash.Sum64(f.b) }
 
 // modelFingerprint covers what every service's translation depends on besides the service.
 func modelFingerprint(m *Model) uint64 {
-	f := newFingerprint()
+	f := &fingerprint{}
 	f.str(m.Cluster)
 	f.str(m.Network)
 	f.str(m.TrustDomain)
@@ -246,12 +238,13 @@ func modelFingerprint(m *Model) uint64 {
 		f.num(uint64(p.GatewayPort))
 		f.str(p.Region)
 	}
-	return f.h
+	return f.sum()
 }
 
-// serviceFingerprint covers one service's part of the model.
-func serviceFingerprint(shared uint64, s *Service) uint64 {
-	f := newFingerprint()
+// serviceFingerprint covers one service's part of the model, written in buf.
+func serviceFingerprint(buf *[]byte, shared uint64, s *Service) uint64 {
+	f := &fingerprint{b: (*buf)[:0]}
+	defer func() { *buf = f.b }()
 	f.num(shared)
 	f.str(s.Namespace)
 	f.str(s.Name)
@@ -272,15 +265,11 @@ func serviceFingerprint(shared uint64, s *Service) uint64 {
 		f.str(e.Network)
 		f.str(e.Address)
 		f.num(boolNum(e.Ready))
-		// Map order varies: combine the ports' own hashes with a sum, which ignores it.
-		var ports uint64
-		for n, p := range e.Ports {
-			pf := newFingerprint()
-			pf.str(n)
-			pf.num(uint64(p))
-			ports += pf.h
+		f.num(uint64(len(e.Ports)))
+		for _, p := range e.Ports {
+			f.str(p.Name)
+			f.num(uint64(p.Port))
 		}
-		f.num(ports)
 	}
 	for _, c := range s.Policy.Failover {
 		f.str(c)
@@ -302,7 +291,7 @@ func serviceFingerprint(shared uint64, s *Service) uint64 {
 		f.num(uint64(o.IntervalSeconds * 1000))
 		f.num(uint64(o.BaseEjectionSecs * 1000))
 	}
-	return f.h
+	return f.sum()
 }
 
 func boolNum(b bool) uint64 {

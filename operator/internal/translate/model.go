@@ -53,7 +53,7 @@ type Service struct {
 	// ServiceAccount, when set, pins the SPIFFE identity the servers must present;
 	// otherwise any service account of the namespace is accepted.
 	ServiceAccount string
-	// Endpoints in every cluster, local and remote.
+	// Endpoints in every cluster, local and remote, sorted by cluster and then address.
 	Endpoints []Endpoint
 	Policy    Policy
 }
@@ -69,9 +69,20 @@ type Endpoint struct {
 	Cluster string
 	Network string
 	Address string
-	// Ports maps the service's port names to the port the backend serves them on.
-	Ports map[string]uint32
+	// Ports are the ports the backend serves the service's ports on, by the service port's
+	// name, sorted by name.
+	Ports []Port
 	Ready bool
+}
+
+// port is the port the endpoint serves the service port named name on.
+func (e *Endpoint) port(name string) (uint32, bool) {
+	for _, p := range e.Ports {
+		if p.Name == name {
+			return p.Port, true
+		}
+	}
+	return 0, false
 }
 
 // Policy is the traffic policy of a service.
@@ -141,9 +152,25 @@ func ParseClusterName(name string) (port uint32, subset, host string, err error)
 	return uint32(p), parts[1], parts[2], nil
 }
 
-// ServerListenerName is the Listener an xDS gRPC server listening on address asks for.
-func ServerListenerName(address string) string {
-	return strings.Replace(bootstrap.ServerListenerTemplate, "%s", address, 1)
+// ServerListenerName is the Listener an xDS gRPC server listening on host:port asks for
+// (the name is built in one allocation: there is one per local endpoint).
+func ServerListenerName(host string, port uint32) string {
+	prefix, suffix, _ := strings.Cut(bootstrap.ServerListenerTemplate, "%s")
+	var b strings.Builder
+	b.Grow(len(prefix) + len(host) + len("[]:65535") + len(suffix))
+	b.WriteString(prefix)
+	if strings.IndexByte(host, ':') >= 0 { // IPv6, as net.JoinHostPort writes it
+		b.WriteByte('[')
+		b.WriteString(host)
+		b.WriteByte(']')
+	} else {
+		b.WriteString(host)
+	}
+	b.WriteByte(':')
+	var digits [10]byte
+	b.Write(strconv.AppendUint(digits[:0], uint64(port), 10))
+	b.WriteString(suffix)
+	return b.String()
 }
 
 // CertProviderInstance is the certificate provider instance the bootstraps define; it

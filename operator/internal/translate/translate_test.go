@@ -2,9 +2,11 @@ package translate
 
 import (
 	"flag"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,12 +15,14 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
+
+	"github.com/meshfed/meshfed/operator/bootstrap"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
 func ep(cluster, network, addr string, port uint32, ready bool) Endpoint {
-	return Endpoint{Cluster: cluster, Network: network, Address: addr, Ports: map[string]uint32{"grpc": port}, Ready: ready}
+	return Endpoint{Cluster: cluster, Network: network, Address: addr, Ports: []Port{{Name: "grpc", Port: port}}, Ready: ready}
 }
 
 // peers are two other members: b in the same network, c behind its gateway.
@@ -130,11 +134,25 @@ func TestClusterNames(t *testing.T) {
 	}
 }
 
+// TestServerListenerName: the name is the one an xDS gRPC server asks for, the bootstrap's
+// template filled with the address it listens on.
+func TestServerListenerName(t *testing.T) {
+	for _, tc := range []struct {
+		host string
+		port uint32
+	}{{"10.0.0.1", 8080}, {"fd00::1", 443}, {"127.0.0.1", 65535}} {
+		want := strings.Replace(bootstrap.ServerListenerTemplate, "%s", net.JoinHostPort(tc.host, strconv.Itoa(int(tc.port))), 1)
+		if got := ServerListenerName(tc.host, tc.port); got != want {
+			t.Errorf("ServerListenerName(%s, %d) = %q, want %q", tc.host, tc.port, got, want)
+		}
+	}
+}
+
 // TestTranslatorReuse: after a change to one service, the incremental translator reuses
 // the other services' resources, changes only the versions of the types that changed, and
 // produces exactly what a fresh translation does.
 func TestTranslatorReuse(t *testing.T) {
-	m := benchModel(5, 6)
+	m, _ := benchModel(5, 6)
 	tr := NewTranslator()
 	before := tr.Translate(m)
 	// A remote endpoint of service 2 turns unready: only endpoints change.

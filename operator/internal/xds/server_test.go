@@ -39,7 +39,7 @@ func newModel(services, endpoints int) *model {
 		s := translate.Service{Namespace: "ns", Name: fmt.Sprintf("svc-%d", i), Imported: true, ImportPorts: []translate.Port{{Name: "grpc", Port: 9080}}}
 		for j := range endpoints {
 			s.Endpoints = append(s.Endpoints, translate.Endpoint{Cluster: []string{"a", "b"}[j%2], Network: "net-1",
-				Address: fmt.Sprintf("10.%d.%d.%d", j%2, i, j), Ports: map[string]uint32{"grpc": 8080}, Ready: true})
+				Address: fmt.Sprintf("10.%d.%d.%d", j%2, i, j), Ports: []translate.Port{{Name: "grpc", Port: 8080}}, Ready: true})
 		}
 		m.Services = append(m.Services, s)
 	}
