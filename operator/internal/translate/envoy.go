@@ -104,7 +104,7 @@ func TranslateEnvoy(m *Model) *EnvoyResources {
 		Address:            socketAddress("0.0.0.0", InboundPort),
 		DefaultFilterChain: passthrough(InboundPassthroughCluster),
 		ListenerFilters: []*listenerv3.ListenerFilter{{Name: wellknown.OriginalDestination,
-			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&originaldstv3.OriginalDst{})}}},
+			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: packAny(&originaldstv3.OriginalDst{})}}},
 	}
 	for _, p := range localTargetPorts(m) {
 		cluster := "inbound|" + strconv.Itoa(int(p)) + "||"
@@ -149,7 +149,7 @@ func (m *Model) envoyCluster(c *clusterv3.Cluster) *clusterv3.Cluster {
 	e := &clusterv3.Cluster{Name: c.Name, ClusterDiscoveryType: c.ClusterDiscoveryType, EdsClusterConfig: c.EdsClusterConfig,
 		LbPolicy: c.LbPolicy, ConnectTimeout: c.ConnectTimeout, OutlierDetection: c.OutlierDetection,
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{
-			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(&httpv3.HttpProtocolOptions{
+			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": packAny(&httpv3.HttpProtocolOptions{
 				UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
 					ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}}}),
 		}}
@@ -223,12 +223,12 @@ func localTargetPorts(m *Model) []uint32 {
 // passthrough sends a connection on to its original destination.
 func passthrough(cluster string) *listenerv3.FilterChain {
 	return &listenerv3.FilterChain{Name: cluster, Filters: []*listenerv3.Filter{{Name: wellknown.TCPProxy,
-		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(&tcpproxyv3.TcpProxy{StatPrefix: cluster,
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: packAny(&tcpproxyv3.TcpProxy{StatPrefix: cluster,
 			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster}})}}}}
 }
 
 func httpFilter(hcm *hcmv3.HttpConnectionManager) *listenerv3.Filter {
-	return &listenerv3.Filter{Name: wellknown.HTTPConnectionManager, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)}}
+	return &listenerv3.Filter{Name: wellknown.HTTPConnectionManager, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: packAny(hcm)}}
 }
 
 // envoyVersions hashes each type's content (Envoy configurations are built whole).

@@ -26,7 +26,7 @@ func TranslateGateway(m *Model) *Resources {
 		Name:    GatewayListener,
 		Address: socketAddress("0.0.0.0", m.GatewayPort),
 		ListenerFilters: []*listenerv3.ListenerFilter{{Name: wellknown.TlsInspector,
-			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspectorv3.TlsInspector{})}}},
+			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: packAny(&tlsinspectorv3.TlsInspector{})}}},
 	}
 	t := newTranslation(m)
 	for i := range m.Services {
@@ -41,7 +41,7 @@ func TranslateGateway(m *Model) *Resources {
 				Name:             name,
 				FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: []string{name}},
 				Filters: []*listenerv3.Filter{{Name: wellknown.TCPProxy, ConfigType: &listenerv3.Filter_TypedConfig{
-					TypedConfig: mustAny(&tcpproxyv3.TcpProxy{StatPrefix: name, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: name}})}}},
+					TypedConfig: packAny(&tcpproxyv3.TcpProxy{StatPrefix: name, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: name}})}}},
 			})
 			r.Clusters = append(r.Clusters, &clusterv3.Cluster{Name: name, ConnectTimeout: durationpb.New(connectTimeout),
 				ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},

@@ -139,7 +139,7 @@ func (r *Resources) addClient(host string, port uint32, action *routev3.RouteAct
 	b.hcm.RouteSpecifier = &b.rds
 	b.filters[0] = routerFilter()
 	b.hcm.HttpFilters = b.filters[:]
-	b.api.ApiListener = mustAny(&b.hcm)
+	b.api.ApiListener = packAny(&b.hcm)
 	b.listener.Name, b.listener.ApiListener = name, &b.api
 	b.prefix.Prefix = "/"
 	b.match.PathSpecifier = &b.prefix
@@ -430,7 +430,7 @@ func (m *Model) serverFilterChain() *listenerv3.FilterChain {
 	}
 	chain := &listenerv3.FilterChain{
 		Name:    "inbound",
-		Filters: []*listenerv3.Filter{{Name: wellknown.HTTPConnectionManager, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)}}},
+		Filters: []*listenerv3.Filter{{Name: wellknown.HTTPConnectionManager, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: packAny(hcm)}}},
 	}
 	if m.MTLS {
 		chain.TransportSocket = transportSocket(&tlsv3.DownstreamTlsContext{
@@ -470,11 +470,11 @@ func routerFilter() *hcmv3.HttpFilter { return sharedRouter }
 var (
 	sharedADS = &corev3.ConfigSource{ResourceApiVersion: corev3.ApiVersion_V3,
 		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}
-	sharedRouter = &hcmv3.HttpFilter{Name: wellknown.Router, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}
+	sharedRouter = &hcmv3.HttpFilter{Name: wellknown.Router, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: packAny(&routerv3.Router{})}}
 )
 
 func transportSocket(m proto.Message) *corev3.TransportSocket {
-	return &corev3.TransportSocket{Name: wellknown.TransportSocketTls, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(m)}}
+	return &corev3.TransportSocket{Name: wellknown.TransportSocketTls, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: packAny(m)}}
 }
 
 func socketAddress(address string, port uint32) *corev3.Address {
@@ -486,9 +486,9 @@ func durationFromSeconds(s float64) *durationpb.Duration {
 	return durationpb.New(secondsToDuration(s))
 }
 
-// mustAny packs a message, encoded like hashes encode it (go-control-plane's generated
-// marshalers when built with them); it fails only for a nil message, a programming error.
-func mustAny(m proto.Message) *anypb.Any {
+// packAny packs a message into an Any, encoded as the content hashes encode it (with
+// go-control-plane's generated marshalers when built with them).
+func packAny(m proto.Message) *anypb.Any {
 	return &anypb.Any{TypeUrl: anyPrefix + string(m.ProtoReflect().Descriptor().FullName()), Value: appendEncoding(nil, m)}
 }
 

@@ -49,8 +49,8 @@ func (tr *Translator) Translate(m *Model) *Resources {
 	cached := make([]*translated, len(m.Services))
 	parallel(len(m.Services), func(i int) {
 		s := &m.Services[i]
-		buf := scratch.Get().(*[]byte)
-		defer scratch.Put(buf)
+		buf := buffers.Get().(*[]byte)
+		defer buffers.Put(buf)
 		fp := serviceFingerprint(buf, shared, s)
 		if c := tr.services[s.Namespace+"/"+s.Name]; c != nil && c.input == fp {
 			cached[i] = c
@@ -125,8 +125,9 @@ func parallel(n int, f func(int)) {
 	wg.Wait()
 }
 
-// scratch holds the buffers that fingerprints and hashes are written in.
-var scratch = sync.Pool{New: func() any { return new([]byte) }}
+// buffers hold what fingerprints and hashes are written in, one per service being
+// translated.
+var buffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // contentHashes hashes a service's resources of each type, in their encoding (the fast
 // generated marshalers of go-control-plane's types; these resources have no map fields,
