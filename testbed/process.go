@@ -1,12 +1,14 @@
 package testbed
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -119,6 +121,45 @@ func (g *processGroup) allPIDs() []int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return append([]int(nil), g.pids...)
+}
+
+// cpuTimes returns the processor time each running process used so far, by name.
+func (g *processGroup) cpuTimes() map[string]time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := map[string]time.Duration{}
+	for _, p := range g.procs {
+		if !p.exited() {
+			if d, ok := cpuTime(p.pid()); ok {
+				out[p.name] = d
+			}
+		}
+	}
+	return out
+}
+
+// cpuTime reads a process's user and system time from /proc (in the kernel's clock ticks,
+// 100 per second on Linux).
+func cpuTime(pid int) (time.Duration, bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	// The command name may hold spaces: the fields start after its closing parenthesis.
+	end := bytes.LastIndexByte(data, ')')
+	if end < 0 {
+		return 0, false
+	}
+	fields := strings.Fields(string(data[end+1:]))
+	if len(fields) < 13 { // state is field 3 of stat; utime and stime are 14 and 15
+		return 0, false
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(utime+stime) * (time.Second / 100), true
 }
 
 // freePort asks the kernel for a free TCP port on ip.

@@ -164,6 +164,10 @@ func (tb *Testbed) Stop() {
 // left after Stop.
 func (tb *Testbed) PIDs() []int { return tb.procs.allPIDs() }
 
+// CPUTime returns the processor time (user and system) each running process of the
+// testbed has used so far, by process name ("etcd", "cluster-1/kube-apiserver", ...).
+func (tb *Testbed) CPUTime() map[string]time.Duration { return tb.procs.cpuTimes() }
+
 // LeftoverPIDs returns the started processes that are still alive.
 func (tb *Testbed) LeftoverPIDs() []int {
 	var alive []int

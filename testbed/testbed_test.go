@@ -135,6 +135,15 @@ func TestThreeClusters(t *testing.T) {
 		waitEndpoint(ctx, t, c, w.IP, true)
 	})
 
+	t.Run("the processor time of each process is known by name", func(t *testing.T) {
+		cpu := tb.CPUTime()
+		for _, name := range []string{"etcd", "cluster-1/kube-apiserver", "cluster-3/kube-controller-manager", "cluster-2/operator"} {
+			if cpu[name] <= 0 {
+				t.Errorf("no processor time for %s: %v", name, cpu)
+			}
+		}
+	})
+
 	t.Run("the operator serves health and metrics and exits cleanly on SIGTERM", func(t *testing.T) {
 		c := tb.Clusters[0]
 		if body := httpGet(ctx, t, c.OperatorProbeURL+"/healthz"); body != "ok" {

@@ -45,14 +45,9 @@ func Translate(m *Model) *Resources {
 // can be translated in parallel.
 func (t *translation) translateService(s *Service) *Resources {
 	m := t.Model
-	if !slices.IsSortedFunc(s.Endpoints, compareEndpoints) { // a model BuildModel did not make
-		sorted := *s
-		sorted.Endpoints = slices.Clone(s.Endpoints)
-		sortEndpoints(sorted.Endpoints)
-		s = &sorted
-	}
 	r := &Resources{}
 	e := newEndpoints(m, s)
+	s = e.s // its endpoints in the model's order
 	if s.Local {
 		for _, p := range s.Ports {
 			host := s.localHost()
@@ -333,7 +328,15 @@ type endpointBlock struct {
 	addr addressBlock
 }
 
+// newEndpoints prepares the endpoints of s; e.s is s with its endpoints in the model's
+// order (a copy when they were not, in a model that BuildModel did not make).
 func newEndpoints(m *Model, s *Service) *endpoints {
+	if !slices.IsSortedFunc(s.Endpoints, compareEndpoints) {
+		sorted := *s
+		sorted.Endpoints = slices.Clone(s.Endpoints)
+		sortEndpoints(sorted.Endpoints)
+		s = &sorted
+	}
 	e := &endpoints{s: s, built: map[string][]*endpointv3.LbEndpoint{}}
 	needed := 0
 	for i, ep := range s.Endpoints {

@@ -245,6 +245,35 @@ func TestTranslateGatewayGolden(t *testing.T) {
 	}
 }
 
+// TestEndpointOrderDoesNotMatter: a model whose endpoints are not in BuildModel's order
+// (cluster, then address) gives the same configuration, for clients and servers, the
+// gateway and Envoy.
+func TestEndpointOrderDoesNotMatter(t *testing.T) {
+	m, _ := benchModel(3, 9)
+	m.GatewayPort = 15443
+	m.Services[0].ExportedHere = true
+	shuffled := *m
+	shuffled.Services = slices.Clone(m.Services)
+	for i := range shuffled.Services {
+		eps := slices.Clone(m.Services[i].Endpoints)
+		slices.Reverse(eps)
+		eps[0], eps[len(eps)/2] = eps[len(eps)/2], eps[0]
+		shuffled.Services[i].Endpoints = eps
+	}
+	for _, tc := range []struct {
+		name      string
+		translate func(*Model) *Resources
+	}{
+		{"proxyless gRPC", Translate},
+		{"gateway", TranslateGateway},
+		{"Envoy", func(m *Model) *Resources { return &TranslateEnvoy(m).Resources }},
+	} {
+		if want, got := render(t, tc.translate(m)), render(t, tc.translate(&shuffled)); got != want {
+			t.Errorf("%s: the configuration depends on the order of the endpoints in the model", tc.name)
+		}
+	}
+}
+
 // checkGolden compares got with testdata/file, or rewrites the file with -update.
 func checkGolden(t *testing.T, file, got string) {
 	t.Helper()

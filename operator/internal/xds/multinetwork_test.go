@@ -127,6 +127,7 @@ func TestMultiNetwork(t *testing.T) {
 		t.Logf("CROSS-NETWORK SPLIT {%s:20, %s:80} over %d calls: %d / %d, failed %d", c2.Name, c3.Name, sc.SplitCalls, s[c2.Name], s[c3.Name], s[""])
 		if err := sc.CheckSplit(s[c2.Name], sc.SplitCalls, 20); err != nil || s[""] > 0 {
 			t.Errorf("split %v: %s %v, %d failed", s, c2.Name, err, s[""])
+			logFailures(ctx, t, cs, gws)
 		}
 	})
 
@@ -144,4 +145,23 @@ func TestMultiNetwork(t *testing.T) {
 			t.Errorf("unknown_sni refusals %q, want 2", v)
 		}
 	})
+}
+
+// logFailures logs why calls failed: the first errors the client saw, and what each
+// gateway refused.
+func logFailures(ctx context.Context, t *testing.T, cs []sc.Call, gws map[string]*testbed.Workload) {
+	logged := 0
+	for i, c := range cs {
+		if !c.OK && logged < 5 {
+			logged++
+			t.Logf("call %d, %.0f ms into the run, failed: %s", i, c.At, c.Error)
+		}
+	}
+	for name, gw := range gws {
+		for _, reason := range []string{"no_endpoints", "dial_failed", "unknown_sni", "no_config", "hello_timeout"} {
+			if v := sc.GatewayMetric(ctx, gw, `meshfed_gateway_refusals_total{reason="`+reason+`"} `); v != "" {
+				t.Logf("%s's gateway refused %s connections: %s", name, reason, v)
+			}
+		}
+	}
 }

@@ -2,10 +2,15 @@ package meshfederation_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
+	goruntime "runtime"
 	"slices"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -232,6 +237,7 @@ func BenchmarkExportBurst(b *testing.B) {
 			return meta.IsStatusConditionTrue(o.(*mcsv1beta1.ServiceExport).Status.Conditions, string(mcsv1beta1.ServiceExportConditionReady))
 		})
 		before := apiRequests(b, ctx, f.members)
+		cpuBefore, selfBefore := f.tb.CPUTime(), selfCPU()
 		b.ResetTimer()
 		start := time.Now()
 		work := make(chan string)
@@ -256,6 +262,7 @@ func BenchmarkExportBurst(b *testing.B) {
 		imported := imports.wait(b, names, len(f.members), 2*time.Minute)
 		ready := exports.wait(b, names, 1, 2*time.Minute)
 		b.StopTimer()
+		logCPU(b, time.Since(start), cpuBefore, f.tb.CPUTime(), selfCPU()-selfBefore)
 		after := apiRequests(b, ctx, f.members)
 		for k, v := range after {
 			if d := v - before[k]; d >= 50 {
@@ -271,6 +278,37 @@ func BenchmarkExportBurst(b *testing.B) {
 	b.ReportMetric(totalImported.Seconds()/float64(b.N), "s-imported")
 	b.ReportMetric(totalReady.Seconds()/float64(b.N), "s-exports-ready")
 	b.ReportMetric(totalCreated.Seconds()/float64(b.N), "s-created")
+}
+
+// logCPU logs the processor time each kind of testbed process (summed over the clusters)
+// and the benchmark process itself used during a run of wall time.
+func logCPU(b *testing.B, wall time.Duration, before, after map[string]time.Duration, self time.Duration) {
+	byKind := map[string]time.Duration{}
+	for name, t := range after {
+		kind := name[strings.LastIndexByte(name, '/')+1:]
+		if strings.Contains(name, "/pod/") {
+			kind = "workloads"
+		}
+		byKind[kind] += t - before[name]
+	}
+	byKind["benchmark process (clients, watches)"] = self
+	kinds := slices.Collect(maps.Keys(byKind))
+	slices.SortFunc(kinds, func(x, y string) int { return cmp.Compare(byKind[y], byKind[x]) })
+	var total time.Duration
+	for _, k := range kinds {
+		total += byKind[k]
+		b.Logf("CPU during the burst: %-38s %6.2f s", k, byKind[k].Seconds())
+	}
+	b.Logf("CPU during the burst: %.2f s in all over %.2f s of wall time (%d processors)", total.Seconds(), wall.Seconds(), goruntime.NumCPU())
+}
+
+// selfCPU is the processor time this process used so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // apiRequests sums apiserver_request_total of the clusters' API servers by verb, resource
