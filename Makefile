@@ -120,6 +120,8 @@ bench: tools build ## Run the benchmarks: testbed start, federation latency and 
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench ExportBurst -benchtime 1x -timeout 30m ./operator/internal/controller/meshfederation
 	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'Translate100x100$$' -benchtime 50x ./operator/internal/translate
 	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'Translate100x100OneEndpointChange$$' -benchtime 300x ./operator/internal/translate
+	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'Check100x100$$' -benchtime 50x ./operator/internal/translate
+	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'Push100x100OneEndpointChange$$' -benchtime 300x ./operator/internal/translate
 	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench EDSPushTo1000Clients -benchtime 50x ./operator/internal/xds
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench FailoverAndSplit -benchtime 5x -timeout 30m ./operator/internal/xds
 	@command -v nginx >/dev/null && command -v haproxy >/dev/null || \

@@ -95,3 +95,37 @@ func BenchmarkTranslate100x100OneEndpointChange(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkCheck100x100 checks the whole configuration of 100 services of 100 endpoints
+// the first time (every resource validated).
+func BenchmarkCheck100x100(b *testing.B) {
+	m, _ := benchModel(100, 100)
+	r := NewTranslator().Translate(m)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := (&Checker{}).Check(r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPush100x100OneEndpointChange is what the push pipeline does for a change of one
+// endpoint's readiness: translate, then check (only the changed service's resources are
+// validated again; every reference is resolved).
+func BenchmarkPush100x100OneEndpointChange(b *testing.B) {
+	m, _ := benchModel(100, 100)
+	tr, c := NewTranslator(), &Checker{}
+	if err := c.Check(tr.Translate(m)); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		e := &m.Services[i%100].Endpoints[(i*7)%100]
+		e.Ready = !e.Ready
+		if err := c.Check(tr.Translate(m)); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}

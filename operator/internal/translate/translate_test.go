@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -223,6 +225,57 @@ func TestCheckFindsBrokenReferences(t *testing.T) {
 	g.Routes = nil
 	if err := Check(g); err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Errorf("Check without routes: %v", err)
+	}
+}
+
+// TestCheckerRemembersOnlyWhatStillHolds: a Checker validates a resource once, but what
+// it remembers never hides a problem: an invalid resource stays an error at every check,
+// a reference that breaks later (its cluster gone) is found, and a valid configuration
+// after that passes again.
+func TestCheckerRemembersOnlyWhatStillHolds(t *testing.T) {
+	m, _ := benchModel(3, 6)
+	r := NewTranslator().Translate(m)
+	c := &Checker{}
+	if err := c.Check(r); err != nil {
+		t.Fatal(err)
+	}
+	// A cluster disappears: the routes and endpoints that referred to it, remembered as
+	// valid, now point to nothing.
+	broken := *r
+	broken.Clusters = r.Clusters[1:]
+	err := c.Check(&broken)
+	if err == nil || !strings.Contains(err.Error(), `cluster "`+r.Clusters[0].Name+`" does not exist`) ||
+		!strings.Contains(err.Error(), "endpoints "+r.Clusters[0].Name+": no such cluster") {
+		t.Errorf("after a cluster was removed: %v", err)
+	}
+	// An invalid resource (a cluster without a name) fails its first check and every later one.
+	invalid := *r
+	invalid.Clusters = append(slices.Clone(r.Clusters), &clusterv3.Cluster{})
+	for range 2 {
+		if err := c.Check(&invalid); err == nil || !strings.Contains(err.Error(), "invalid Cluster.Name") {
+			t.Errorf("a cluster without a name: %v", err)
+		}
+	}
+	if err := c.Check(r); err != nil {
+		t.Errorf("the valid configuration again: %v", err)
+	}
+	// A server listener's shared filter chain with an invalid typed config: the error names
+	// every listener that uses it.
+	bad := *r
+	bad.Listeners = nil
+	var servers int
+	for _, l := range r.Listeners {
+		if l.Address == nil {
+			bad.Listeners = append(bad.Listeners, l)
+			continue
+		}
+		servers++
+		fc := proto.Clone(l.FilterChains[0]).(*listenerv3.FilterChain)
+		fc.Filters[0].GetTypedConfig().Value = []byte{0xff}
+		bad.Listeners = append(bad.Listeners, &listenerv3.Listener{Name: l.Name, Address: l.Address, FilterChains: []*listenerv3.FilterChain{fc}})
+	}
+	if err := c.Check(&bad); err == nil || strings.Count(err.Error(), "filter chain inbound") != servers {
+		t.Errorf("%d server listeners with a broken filter chain: %v", servers, err)
 	}
 }
 

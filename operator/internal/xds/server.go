@@ -64,8 +64,11 @@ var typeOrder = []resource.Type{resource.ListenerType, resource.RouteType, resou
 
 // Server is the member's xDS server and push pipeline.
 type Server struct {
-	log      logr.Logger
-	build    BuildFunc
+	log   logr.Logger
+	build BuildFunc
+	// checker checks the gRPC configurations, validating only the resources new since
+	// the last push.
+	checker  translate.Checker
 	cache    cachev3.SnapshotCache
 	kick     chan struct{}
 	onChange func()
@@ -227,7 +230,7 @@ func (s *Server) Push(ctx context.Context, changedAt time.Time) {
 		}
 	}
 	if err == nil {
-		err = translate.Check(cfg.Resources)
+		err = s.checker.Check(cfg.Resources)
 		if err == nil && cfg.Envoy != nil {
 			err = translate.CheckEnvoy(cfg.Envoy)
 		}
