@@ -64,8 +64,13 @@ func (c *Checker) Check(r *Resources) error {
 	for _, cla := range r.Endpoints {
 		all = append(all, cla)
 	}
-	// What is new is inspected, in parallel when it is much (the first check); a filter
-	// chain that many new listeners share (every server listener's) is inspected once.
+	return resolve(r, all, c.factsOf(all))
+}
+
+// factsOf returns the facts of each resource: remembered, or inspected if new (in parallel
+// when they are many, as at the first check); a filter chain that many new listeners share
+// (every server listener's) is inspected once. It forgets the resources not in all.
+func (c *Checker) factsOf(all []proto.Message) []*facts {
 	c.run++
 	if c.facts == nil {
 		c.facts = map[proto.Message]*facts{}
@@ -101,7 +106,11 @@ func (c *Checker) Check(r *Resources) error {
 			delete(c.facts, m)
 		}
 	}
+	return known
+}
 
+// resolve reports the resources' own errors and every reference that does not resolve in r.
+func resolve(r *Resources, all []proto.Message, known []*facts) error {
 	routes, clusters, assignments := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, rc := range r.Routes {
 		routes[rc.Name] = true
