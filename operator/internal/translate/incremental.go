@@ -49,15 +49,15 @@ func (tr *Translator) Translate(m *Model) *Resources {
 	cached := make([]*translated, len(m.Services))
 	parallel(len(m.Services), func(i int) {
 		s := &m.Services[i]
-		buf := buffers.Get().(*[]byte)
-		defer buffers.Put(buf)
-		fp := serviceFingerprint(buf, shared, s)
+		scratch := buffers.Get().(*[]byte)
+		defer buffers.Put(scratch)
+		fp := serviceFingerprint(scratch, shared, s)
 		if c := tr.services[s.Namespace+"/"+s.Name]; c != nil && c.input == fp {
 			cached[i] = c
 			return
 		}
 		res := t.translateService(s)
-		cached[i] = &translated{input: fp, res: res, hashes: contentHashes(buf, res, chains)}
+		cached[i] = &translated{input: fp, res: res, hashes: contentHashes(scratch, res, chains)}
 	})
 	var n [4]int
 	for _, c := range cached {
