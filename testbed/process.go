@@ -89,17 +89,23 @@ func killGroup(pgid int, sig syscall.Signal) {
 
 // processAlive reports whether a process with this pid exists and is not a zombie.
 func processAlive(pid int) bool {
+	fields, ok := statFields(pid)
+	return ok && fields[0] != "Z"
+}
+
+// statFields are the fields of /proc/<pid>/stat after the command name, from the state
+// (field 3) on; the name is left out since it may hold spaces.
+func statFields(pid int) ([]string, bool) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return false
+		return nil, false
 	}
-	// The state follows the command name in parentheses: "pid (comm) S ...".
-	for i := len(data) - 1; i > 0; i-- {
-		if data[i] == ')' && i+2 < len(data) {
-			return data[i+2] != 'Z'
-		}
+	end := bytes.LastIndexByte(data, ')')
+	if end < 0 {
+		return nil, false
 	}
-	return true
+	fields := strings.Fields(string(data[end+1:]))
+	return fields, len(fields) > 0
 }
 
 // processGroup tracks every process the testbed started.
@@ -138,20 +144,11 @@ func (g *processGroup) cpuTimes() map[string]time.Duration {
 	return out
 }
 
-// cpuTime reads a process's user and system time from /proc (in the kernel's clock ticks,
-// 100 per second on Linux).
+// cpuTime reads a process's user and system time (fields 14 and 15 of /proc/<pid>/stat,
+// in the kernel's clock ticks, 100 per second on Linux).
 func cpuTime(pid int) (time.Duration, bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	// The command name may hold spaces: the fields start after its closing parenthesis.
-	end := bytes.LastIndexByte(data, ')')
-	if end < 0 {
-		return 0, false
-	}
-	fields := strings.Fields(string(data[end+1:]))
-	if len(fields) < 13 { // state is field 3 of stat; utime and stime are 14 and 15
+	fields, ok := statFields(pid)
+	if !ok || len(fields) < 13 {
 		return 0, false
 	}
 	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
