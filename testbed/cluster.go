@@ -62,9 +62,9 @@ type Cluster struct {
 	Client client.Client
 	// Kube is a client-go clientset.
 	Kube kubernetes.Interface
-	// OperatorMetricsURL and OperatorProbeURL point at the operator's endpoints when the
-	// testbed runs it.
-	OperatorMetricsURL, OperatorProbeURL string
+	// OperatorMetricsURL, OperatorProbeURL and OperatorPprofURL point at the operator's
+	// endpoints when the testbed runs it (profiles under OperatorPprofURL+"/debug/pprof/").
+	OperatorMetricsURL, OperatorProbeURL, OperatorPprofURL string
 
 	tb            *Testbed
 	apiserverArgs []string
@@ -289,8 +289,13 @@ func (c *Cluster) startOperator(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	pprofPort, err := FreePort(ip)
+	if err != nil {
+		return err
+	}
 	c.OperatorMetricsURL = fmt.Sprintf("http://%s:%d/metrics", ip, metricsPort)
 	c.OperatorProbeURL = fmt.Sprintf("http://%s:%d", ip, probePort)
+	c.OperatorPprofURL = fmt.Sprintf("http://%s:%d", ip, pprofPort)
 	role := c.tb.opts.OperatorRole(c.Index)
 	c.tb.progress("%s: starting operator (role %s)", c.Name, role)
 	c.operator, err = c.tb.start(c.Name+"/operator", filepath.Join(c.Dir, "operator.log"), append([]string{
@@ -300,6 +305,7 @@ func (c *Cluster) startOperator(ctx context.Context) error {
 		"--leader-elect=false",
 		fmt.Sprintf("--metrics-bind-address=%s:%d", ip, metricsPort),
 		fmt.Sprintf("--health-probe-bind-address=%s:%d", ip, probePort),
+		fmt.Sprintf("--pprof-bind-address=%s:%d", ip, pprofPort),
 		// The testbed registers no webhook configurations; tests that need the webhooks
 		// serve them themselves (operator/webhook).
 		"--webhook-port=0",

@@ -144,7 +144,7 @@ func TestThreeClusters(t *testing.T) {
 		}
 	})
 
-	t.Run("the operator serves health and metrics and exits cleanly on SIGTERM", func(t *testing.T) {
+	t.Run("the operator serves health, metrics and profiles and exits cleanly on SIGTERM", func(t *testing.T) {
 		c := tb.Clusters[0]
 		if body := httpGet(ctx, t, c.OperatorProbeURL+"/healthz"); body != "ok" {
 			t.Errorf("/healthz answered %q", body)
@@ -152,6 +152,9 @@ func TestThreeClusters(t *testing.T) {
 		metrics := httpGet(ctx, t, c.OperatorMetricsURL)
 		if !strings.Contains(metrics, `meshfed_build_info{role="both"`) {
 			t.Errorf("/metrics has no meshfed_build_info for role both:\n%.500s", metrics)
+		}
+		if index := httpGet(ctx, t, c.OperatorPprofURL+"/debug/pprof/"); !strings.Contains(index, "goroutine") {
+			t.Errorf("/debug/pprof/ lists no goroutine profile:\n%.500s", index)
 		}
 		if err := c.StopOperator(); err != nil {
 			t.Errorf("operator did not exit cleanly on SIGTERM: %v", err)

@@ -43,6 +43,8 @@ type Options struct {
 	MetricsAddr string
 	// ProbeAddr is where /healthz and /readyz are served.
 	ProbeAddr string
+	// PprofAddr serves Go's /debug/pprof profiles; empty or "0" (the default) turns it off.
+	PprofAddr string
 	// LeaderElect turns on leader election so that only one replica reconciles.
 	LeaderElect bool
 	// LeaderElectionNamespace holds the election Lease; empty means the pod's namespace.
@@ -101,6 +103,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.Var(&o.Role, "role", "controllers to run: hub, member or both")
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "address of the Prometheus metrics endpoint; 0 disables it")
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of the /healthz and /readyz endpoints")
+	fs.StringVar(&o.PprofAddr, "pprof-bind-address", o.PprofAddr, "address of Go's /debug/pprof profiling endpoints; empty or 0 turns them off")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader so that only one replica reconciles")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", o.LeaderElectionNamespace, "namespace of the leader election Lease; empty means the operator's own namespace")
 	fs.DurationVar(&o.ShutdownTimeout, "graceful-shutdown-timeout", o.ShutdownTimeout, "how long running reconciles may take to finish on SIGTERM")
