@@ -83,29 +83,46 @@ func (t *translation) translateService(s *Service) *Resources {
 		}
 	}
 	if s.Local {
-		n := 0
-		for _, ep := range s.Endpoints {
-			if ep.Cluster == m.Cluster {
-				n += len(ep.Ports)
-			}
+		r.addServers(t, e)
+	}
+	return r
+}
+
+// addServers adds the server listeners of the service's local endpoints, one per endpoint
+// and service port; their messages are allocated together, and so are their names.
+func (r *Resources) addServers(t *translation, e *endpoints) {
+	type server struct {
+		i    int    // endpoint
+		port string // name
+		end  int    // of its name in names
+	}
+	n := 0
+	for _, ep := range e.s.Endpoints {
+		if ep.Cluster == t.Cluster {
+			n += len(ep.Ports)
 		}
-		blocks := make([]listenerBlock, n) // the server listeners in one allocation
-		for i, ep := range s.Endpoints {
-			if ep.Cluster != m.Cluster {
-				continue
-			}
-			for _, p := range s.Ports {
-				port, ok := ep.port(p.Name)
-				if !ok {
-					continue
-				}
-				b := &blocks[0]
-				blocks = blocks[1:]
-				r.Listeners = append(r.Listeners, b.server(ServerListenerName(ep.Address, port), e.lb(i, p.Name).GetEndpoint().Address, t.serverChain))
+	}
+	list := make([]server, 0, n)
+	var names strings.Builder
+	names.Grow(n * (len(serverListenerPrefix) + len("[]:65535") + len(serverListenerSuffix) + 16))
+	for i, ep := range e.s.Endpoints {
+		if ep.Cluster != t.Cluster {
+			continue
+		}
+		for _, p := range e.s.Ports {
+			if port, ok := ep.port(p.Name); ok {
+				writeServerListenerName(&names, ep.Address, port)
+				list = append(list, server{i: i, port: p.Name, end: names.Len()})
 			}
 		}
 	}
-	return r
+	all := names.String()
+	blocks := make([]listenerBlock, len(list))
+	start := 0
+	for k, srv := range list {
+		r.Listeners = append(r.Listeners, blocks[k].server(all[start:srv.end], e.lb(srv.i, srv.port).GetEndpoint().Address, t.serverChain))
+		start = srv.end
+	}
 }
 
 // apply sets the policy's timeout and retries on a route to the service's clusterset host.
@@ -376,7 +393,11 @@ func (e *endpoints) lb(i int, port string) *endpointv3.LbEndpoint {
 	}
 	if lbs[i] == nil {
 		ep := &e.s.Endpoints[i]
-		e.blocks = append(e.blocks, endpointBlock{}) // within the capacity counted, but safe beyond it
+		if len(e.blocks) == cap(e.blocks) { // beyond the capacity counted: safe, not expected
+			e.blocks = make([]endpointBlock, 0, max(16, len(e.s.Endpoints)))
+		}
+		// The new block is already zero: reslicing does not copy a zero value over it.
+		e.blocks = e.blocks[:len(e.blocks)+1]
 		b := &e.blocks[len(e.blocks)-1]
 		n, _ := ep.port(port)
 		lbs[i] = lbEndpoint(&b.lb, b.addr.init(ep.Address, n), 1)

@@ -152,13 +152,17 @@ func ParseClusterName(name string) (port uint32, subset, host string, err error)
 	return uint32(p), parts[1], parts[2], nil
 }
 
-// ServerListenerName is the Listener an xDS gRPC server listening on host:port asks for
-// (the name is built in one allocation: there is one per local endpoint).
+// ServerListenerName is the Listener an xDS gRPC server listening on host:port asks for.
 func ServerListenerName(host string, port uint32) string {
-	prefix, suffix, _ := strings.Cut(bootstrap.ServerListenerTemplate, "%s")
 	var b strings.Builder
-	b.Grow(len(prefix) + len(host) + len("[]:65535") + len(suffix))
-	b.WriteString(prefix)
+	writeServerListenerName(&b, host, port)
+	return b.String()
+}
+
+// writeServerListenerName writes ServerListenerName(host, port) to b: a service's server
+// listeners (one per local endpoint) have their names written in one string.
+func writeServerListenerName(b *strings.Builder, host string, port uint32) {
+	b.WriteString(serverListenerPrefix)
 	if strings.IndexByte(host, ':') >= 0 { // IPv6, as net.JoinHostPort writes it
 		b.WriteByte('[')
 		b.WriteString(host)
@@ -169,9 +173,10 @@ func ServerListenerName(host string, port uint32) string {
 	b.WriteByte(':')
 	var digits [10]byte
 	b.Write(strconv.AppendUint(digits[:0], uint64(port), 10))
-	b.WriteString(suffix)
-	return b.String()
+	b.WriteString(serverListenerSuffix)
 }
+
+var serverListenerPrefix, serverListenerSuffix, _ = strings.Cut(bootstrap.ServerListenerTemplate, "%s")
 
 // CertProviderInstance is the certificate provider instance the bootstraps define; it
 // holds the workload certificate and the member's trust bundle.
