@@ -89,39 +89,34 @@ func (t *translation) translateService(s *Service) *Resources {
 }
 
 // addServers adds the server listeners of the service's local endpoints, one per endpoint
-// and service port; their messages are allocated together, and so are their names.
+// and service port; their messages are allocated together, and so are their names (a
+// strings.Builder never changes what it holds, so each name can be taken as it is written).
 func (r *Resources) addServers(t *translation, e *endpoints) {
-	type server struct {
-		i    int    // endpoint
-		port string // name
-		end  int    // of its name in names
-	}
-	n := 0
+	n, size := 0, 0
 	for _, ep := range e.s.Endpoints {
 		if ep.Cluster == t.Cluster {
 			n += len(ep.Ports)
+			size += len(ep.Ports) * (len(serverListenerPrefix) + len(ep.Address) + len("[]:65535") + len(serverListenerSuffix))
 		}
 	}
-	list := make([]server, 0, n)
+	blocks := make([]listenerBlock, 0, n)
 	var names strings.Builder
-	names.Grow(n * (len(serverListenerPrefix) + len("[]:65535") + len(serverListenerSuffix) + 16))
+	names.Grow(size)
 	for i, ep := range e.s.Endpoints {
 		if ep.Cluster != t.Cluster {
 			continue
 		}
 		for _, p := range e.s.Ports {
-			if port, ok := ep.port(p.Name); ok {
-				writeServerListenerName(&names, ep.Address, port)
-				list = append(list, server{i: i, port: p.Name, end: names.Len()})
+			port, ok := ep.port(p.Name)
+			if !ok {
+				continue
 			}
+			start := names.Len()
+			writeServerListenerName(&names, ep.Address, port)
+			blocks = blocks[:len(blocks)+1]
+			l := blocks[len(blocks)-1].server(names.String()[start:], e.lb(i, p.Name).GetEndpoint().Address, t.serverChain)
+			r.Listeners = append(r.Listeners, l)
 		}
-	}
-	all := names.String()
-	blocks := make([]listenerBlock, len(list))
-	start := 0
-	for k, srv := range list {
-		r.Listeners = append(r.Listeners, blocks[k].server(all[start:srv.end], e.lb(srv.i, srv.port).GetEndpoint().Address, t.serverChain))
-		start = srv.end
 	}
 }
 
