@@ -96,7 +96,7 @@ func (r *Resources) addServers(t *translation, e *endpoints) {
 	for _, ep := range e.s.Endpoints {
 		if ep.Cluster == t.Cluster {
 			n += len(ep.Ports)
-			size += len(ep.Ports) * (len(serverListenerPrefix) + len(ep.Address) + len("[]:65535") + len(serverListenerSuffix))
+			size += len(ep.Ports) * maxServerListenerName(ep.Address)
 		}
 	}
 	blocks := make([]listenerBlock, 0, n)

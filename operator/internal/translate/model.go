@@ -155,8 +155,14 @@ func ParseClusterName(name string) (port uint32, subset, host string, err error)
 // ServerListenerName is the Listener an xDS gRPC server listening on host:port asks for.
 func ServerListenerName(host string, port uint32) string {
 	var b strings.Builder
+	b.Grow(maxServerListenerName(host))
 	writeServerListenerName(&b, host, port)
 	return b.String()
+}
+
+// maxServerListenerName bounds the length of the server listener names of host.
+func maxServerListenerName(host string) int {
+	return len(serverListenerPrefix) + len(host) + len("[]:65535") + len(serverListenerSuffix)
 }
 
 // writeServerListenerName writes ServerListenerName(host, port) to b: a service's server
