@@ -3,7 +3,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -378,7 +377,7 @@ func (l *loop) readHello(p *pair) {
 			p.up.readable, p.helloEOF = false, p.up.hangup
 		}
 	}
-	name, _, err := sni.Read(bytes.NewReader(p.hello), l.g.MaxHello)
+	name, err := sni.Parse(p.hello, l.g.MaxHello)
 	more := errors.Is(err, sni.ErrTruncated) || errors.Is(err, io.EOF)
 	switch {
 	case more && !p.helloEOF && len(p.hello) < l.helloLimit():

@@ -1,5 +1,6 @@
 // Package sni reads the server name of a TLS connection from its ClientHello without
-// terminating TLS, and keeps the bytes it read so that they can be replayed to the backend.
+// terminating TLS: the gateway parses what the client sent so far and, once routed,
+// passes those bytes on to the backend unchanged.
 //
 // It must never trust what it reads: every length is checked against what is left, the
 // whole ClientHello is bounded, and each failure has its own error so that a gateway can
@@ -36,62 +37,57 @@ const (
 	DefaultMaxHello = 16 << 10
 )
 
-// Read reads TLS records from r until it has the whole ClientHello (which may span
-// records), and returns its server name and every byte read. maxHello bounds the
-// ClientHello message (0: DefaultMaxHello).
-func Read(r io.Reader, maxHello int) (serverName string, raw []byte, err error) {
+// Parse reads the server name from the start of what a client sent: TLS records up to the
+// whole ClientHello (which may span records); bytes after it are not looked at. An empty
+// b gives io.EOF, a ClientHello not yet whole ErrTruncated. maxHello bounds the
+// ClientHello message (0: DefaultMaxHello). b is only read: a ClientHello in one record
+// (the usual case) is parsed where it is.
+func Parse(b []byte, maxHello int) (serverName string, err error) {
 	if maxHello <= 0 {
 		maxHello = DefaultMaxHello
 	}
-	var msg []byte // the handshake message, reassembled from record payloads
+	if len(b) == 0 {
+		return "", io.EOF // the client sent nothing
+	}
+	var msg []byte // the handshake message; copied only when it spans records
 	for {
-		var hdr [recordHeader]byte
-		got, err := io.ReadFull(r, hdr[:])
-		raw = append(raw, hdr[:got]...)
-		if err != nil {
-			return "", raw, readErr(err, len(raw) == 0)
+		if (len(b) > 0 && b[0] != typeHandshake) || (len(b) > 1 && b[1] != 3) {
+			return "", ErrNotTLS // known from the first byte, to refuse plain text at once
 		}
-		if hdr[0] != typeHandshake || hdr[1] != 3 {
-			return "", raw, ErrNotTLS
+		if len(b) < recordHeader {
+			return "", ErrTruncated
 		}
-		n := int(binary.BigEndian.Uint16(hdr[3:]))
+		n := int(binary.BigEndian.Uint16(b[3:recordHeader]))
 		if n == 0 || n > maxRecordPayload {
-			return "", raw, fmt.Errorf("%w: record of %d bytes", ErrMalformed, n)
+			return "", fmt.Errorf("%w: record of %d bytes", ErrMalformed, n)
 		}
 		if len(msg)+n > maxHello+4 {
-			return "", raw, ErrTooLarge
+			return "", ErrTooLarge
 		}
-		start := len(raw)
-		raw = append(raw, make([]byte, n)...)
-		if got, err := io.ReadFull(r, raw[start:]); err != nil {
-			return "", raw[:start+got], readErr(err, false)
+		if len(b) < recordHeader+n {
+			return "", ErrTruncated
 		}
-		msg = append(msg, raw[start:]...)
+		payload := b[recordHeader : recordHeader+n]
+		b = b[recordHeader+n:]
+		if msg == nil {
+			msg = payload[:len(payload):len(payload)] // a later append copies
+		} else {
+			msg = append(msg, payload...)
+		}
 		if len(msg) < 4 {
 			continue
 		}
 		if msg[0] != typeClientHello {
-			return "", raw, ErrNotClientHello
+			return "", ErrNotClientHello
 		}
 		want := int(msg[1])<<16 | int(msg[2])<<8 | int(msg[3])
 		if want > maxHello {
-			return "", raw, ErrTooLarge
+			return "", ErrTooLarge
 		}
 		if len(msg)-4 >= want {
-			name, err := ServerName(msg[4 : 4+want])
-			return name, raw, err
+			return ServerName(msg[4 : 4+want])
 		}
 	}
-}
-
-func readErr(err error, nothing bool) error {
-	if nothing && errors.Is(err, io.EOF) {
-		return io.EOF // the client sent nothing and left
-	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return ErrTruncated
-	}
-	return err
 }
 
 // ServerName parses the body of a ClientHello handshake message and returns the host name

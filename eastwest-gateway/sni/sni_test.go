@@ -52,46 +52,59 @@ func fragment(hello []byte, size int) []byte {
 	return out
 }
 
-func TestRead(t *testing.T) {
+func TestParse(t *testing.T) {
 	hello := clientHello(t, sniName)
 	t.Logf("a Go client's ClientHello: %d bytes", len(hello))
 	withTail := append(append([]byte{}, hello...), "application data"...)
 	oversized := append([]byte{}, hello...)
 	oversized[recordHeader+1], oversized[recordHeader+2], oversized[recordHeader+3] = 0x01, 0x00, 0x00 // 64 KiB message
 	cases := []struct {
-		name    string
-		in      []byte
-		want    string
-		err     error
-		rawSize int // bytes Read may consume; -1 for all of in
+		name string
+		in   []byte
+		want string
+		err  error
 	}{
-		{"a Go client", hello, sniName, nil, -1},
-		{"bytes after the hello are left unread", withTail, sniName, nil, len(hello)},
-		{"the hello in 100-byte records", fragment(hello, 100), sniName, nil, -1},
-		{"the hello in 1-byte records", fragment(hello, 1), sniName, nil, -1},
-		{"no server name", clientHello(t, ""), "", ErrNoSNI, -1},
-		{"plain HTTP", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "", ErrNotTLS, recordHeader},
-		{"nothing at all", nil, "", io.EOF, 0},
-		{"cut in the record header", hello[:3], "", ErrTruncated, 3},
-		{"cut in the hello", hello[:200], "", ErrTruncated, 200},
-		{"a message larger than allowed", oversized, "", ErrTooLarge, -1},
-		{"an empty record", []byte{typeHandshake, 3, 1, 0, 0}, "", ErrMalformed, recordHeader},
-		{"not a ClientHello", append([]byte{typeHandshake, 3, 1, 0, 4}, 2, 0, 0, 0), "", ErrNotClientHello, -1},
+		{"a Go client", hello, sniName, nil},
+		{"bytes after the hello are not looked at", withTail, sniName, nil},
+		{"the hello in 100-byte records", fragment(hello, 100), sniName, nil},
+		{"the hello in 1-byte records", fragment(hello, 1), sniName, nil},
+		{"no server name", clientHello(t, ""), "", ErrNoSNI},
+		{"plain HTTP", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "", ErrNotTLS},
+		{"one byte of plain text", []byte("G"), "", ErrNotTLS},
+		{"nothing at all", nil, "", io.EOF},
+		{"cut in the record header", hello[:3], "", ErrTruncated},
+		{"cut in the hello", hello[:200], "", ErrTruncated},
+		{"a message larger than allowed", oversized, "", ErrTooLarge},
+		{"an empty record", []byte{typeHandshake, 3, 1, 0, 0}, "", ErrMalformed},
+		{"not a ClientHello", append([]byte{typeHandshake, 3, 1, 0, 4}, 2, 0, 0, 0), "", ErrNotClientHello},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			name, raw, err := Read(bytes.NewReader(tc.in), 0)
+			in := bytes.Clone(tc.in)
+			name, err := Parse(in, 0)
 			if !errors.Is(err, tc.err) || name != tc.want {
-				t.Fatalf("Read = %q, %v; want %q, %v", name, err, tc.want, tc.err)
+				t.Fatalf("Parse = %q, %v; want %q, %v", name, err, tc.want, tc.err)
 			}
-			size := tc.rawSize
-			if size < 0 {
-				size = len(tc.in)
-			}
-			if !bytes.Equal(raw, tc.in[:min(size, len(tc.in))]) {
-				t.Errorf("raw is %d bytes, want the first %d bytes of the input", len(raw), size)
+			if !bytes.Equal(in, tc.in) {
+				t.Error("Parse changed its input")
 			}
 		})
+	}
+}
+
+// TestParseWaitsForTheWholeHello: what a gateway has read of a ClientHello, up to the last
+// byte, is reported as truncated (so it reads on), whatever the records.
+func TestParseWaitsForTheWholeHello(t *testing.T) {
+	hello := clientHello(t, sniName)
+	for _, in := range [][]byte{hello, fragment(hello, 100), fragment(hello, 1)} {
+		for n := 1; n < len(in); n++ {
+			if _, err := Parse(in[:n], 0); !errors.Is(err, ErrTruncated) {
+				t.Fatalf("the first %d of %d bytes: %v, want ErrTruncated", n, len(in), err)
+			}
+		}
+		if name, err := Parse(in, 0); err != nil || name != sniName {
+			t.Fatalf("all %d bytes: %q, %v", len(in), name, err)
+		}
 	}
 }
 
@@ -101,24 +114,25 @@ func TestServerNameRejectsOddNames(t *testing.T) {
 	for _, bad := range []byte{0, '/', ' ', 0xff} {
 		h := append([]byte{}, hello...)
 		h[i+3] = bad
-		if _, _, err := Read(bytes.NewReader(h), 0); !errors.Is(err, ErrMalformed) {
+		if _, err := Parse(h, 0); !errors.Is(err, ErrMalformed) {
 			t.Errorf("byte %#x in the name: %v, want ErrMalformed", bad, err)
 		}
 	}
 }
 
-// FuzzRead: no input makes Read panic or read past the ClientHello; what it accepts is a
-// host name, and raw is always a prefix of the input.
-func FuzzRead(f *testing.F) {
+// FuzzParse: no input makes Parse panic or change its input, and what it accepts is a
+// host name.
+func FuzzParse(f *testing.F) {
 	hello := clientHello(f, sniName)
 	f.Add(hello)
 	f.Add(fragment(hello, 7))
 	f.Add(clientHello(f, ""))
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		name, raw, err := Read(bytes.NewReader(in), 4096)
-		if !bytes.HasPrefix(in, raw) {
-			t.Fatalf("raw (%d bytes) is not a prefix of the input", len(raw))
+		before := bytes.Clone(in)
+		name, err := Parse(in, 4096)
+		if !bytes.Equal(in, before) {
+			t.Fatal("Parse changed its input")
 		}
 		if err == nil {
 			if checkHostName([]byte(name)) != nil || strings.ContainsAny(name, "\x00/ ") {
