@@ -316,6 +316,9 @@ func BenchmarkFailoverAndSplit(b *testing.B) {
 		ms, failed, _, _, _ = f.failover(b, func() { must(b, f.serverA.SetReady(ctx, false)) })
 		flips, lostFlip = append(flips, ms), lostFlip+len(failed)
 		must(b, f.serverA.SetReady(ctx, true))
+		// Traffic back on A first: calls reaching B must come from the split, not from the
+		// failover that A's return ends.
+		must(b, sc.AllOn(ctx, f.client, f.a.Name, 20, time.Minute))
 		f.policy(b, weights(f.a.Name, f.b.Name, 20, 80))
 		must(b, sc.Eventually(ctx, 30*time.Second, "the split in force", func() error {
 			if s := sc.Split(f.calls(b, 50)); s[f.b.Name] == 0 {
