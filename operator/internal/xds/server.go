@@ -106,7 +106,7 @@ func NewServer(log logr.Logger, build BuildFunc, onChange func()) *Server {
 	s := &Server{log: log, build: build, kick: make(chan struct{}, 1), onChange: onChange, debounce: DefaultDebounce,
 		versions: map[resource.Type]string{}, changedAt: map[resource.Type]time.Time{}, streams: map[int64]*stream{},
 		seen: map[string]bool{}, groupVer: map[string][5]string{}}
-	s.cache = cachev3.NewSnapshotCache(false, groupHash{}, nil)
+	s.cache = newSharedCache(cachev3.NewSnapshotCache(false, groupHash{}, nil))
 	return s
 }
 
