@@ -59,13 +59,14 @@ func (c *sharedCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription
 		case <-done:
 		}
 	}()
-	return func() {
+	// The server may cancel a watch twice (when a new watch for its type fails).
+	return sync.OnceFunc(func() {
 		if cancel != nil {
 			cancel()
 		}
 		close(done)
 		<-exited
-	}, nil
+	}), nil
 }
 
 // share returns resp with its resources' shared encodings. A response it cannot match

@@ -11,6 +11,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
@@ -117,5 +118,31 @@ func TestSharedEncodingsAreForgotten(t *testing.T) {
 	defer c.mu.Unlock()
 	if n := len(c.encoded); n > 2*c.live+257 {
 		t.Errorf("%d encodings kept after 5,000 snapshots of one resource each", n)
+	}
+}
+
+// TestSharedWatchCancelsOnce: cancelling a watch twice, as go-control-plane's server may,
+// is harmless, and a cancelled watch sends nothing.
+func TestSharedWatchCancelsOnce(t *testing.T) {
+	c := newSharedCache(cachev3.NewSnapshotCache(false, groupHash{}, nil))
+	out := make(chan cachev3.Response, 1)
+	req := &cachev3.Request{Node: &corev3.Node{Id: "p"}, TypeUrl: resource.EndpointType, ResourceNames: []string{watched}}
+	cancel, err := c.CreateWatch(req, streamv3.NewSotwSubscription(req.ResourceNames, false), out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	cancel()
+	snap, err := cachev3.NewSnapshot("1", map[resource.Type][]types.Resource{resource.EndpointType: {&endpointv3.ClusterLoadAssignment{ClusterName: watched}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetSnapshot(context.Background(), GroupGRPC, snap); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case resp := <-out:
+		t.Fatalf("a cancelled watch sent %v", resp)
+	default:
 	}
 }
