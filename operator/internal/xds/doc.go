@@ -1,5 +1,6 @@
 // Package xds serves the member's xDS configuration over ADS (go-control-plane's snapshot
-// cache, ads=false, since proxyless gRPC asks for subsets of names).
+// cache, ads=false, since proxyless gRPC asks for subsets of names), with each resource
+// encoded once for all the proxies it is sent to.
 //
 // It owns the push pipeline: changes are coalesced for a debounce window, the
 // configuration is rebuilt and checked, and a snapshot is set only when some resource type
