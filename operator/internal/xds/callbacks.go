@@ -2,7 +2,6 @@ package xds
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -93,7 +92,7 @@ func (s *Server) onRequest(id int64, req *discoveryv3.DiscoveryRequest) {
 // versionOf is the version of a resource type in a group's snapshot (s.mu held).
 func (s *Server) versionOf(group, typ string) string {
 	if group != GroupGRPC && group != "" {
-		for i, t := range append(slices.Clone(typeOrder), resource.SecretType) {
+		for i, t := range groupTypes {
 			if t == typ {
 				return s.groupVer[group][i]
 			}

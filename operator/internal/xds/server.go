@@ -62,6 +62,9 @@ type BuildFunc func(ctx context.Context) (*Config, error)
 // translate.Resources.Versions.
 var typeOrder = []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType}
 
+// groupTypes are the types of a group's snapshot: typeOrder, then the Envoy nodes' secrets.
+var groupTypes = append(slices.Clone(typeOrder), resource.SecretType)
+
 // Server is the member's xDS server and push pipeline.
 type Server struct {
 	log   logr.Logger
@@ -326,7 +329,7 @@ func (s *Server) setGroup(ctx context.Context, group string, r *translate.Resour
 	}
 	snap := &cachev3.Snapshot{}
 	lists := [][]types.Resource{listOf(r.Listeners), listOf(r.Routes), listOf(r.Clusters), listOf(r.Endpoints), listOf(secrets)}
-	for i, typ := range append(slices.Clone(typeOrder), resource.SecretType) {
+	for i, typ := range groupTypes {
 		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(versions[i], lists[i])
 	}
 	if err := s.cache.SetSnapshot(ctx, group, snap); err != nil {

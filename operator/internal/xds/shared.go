@@ -2,13 +2,11 @@ package xds
 
 import (
 	"context"
-	"slices"
 	"sync"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -136,7 +134,7 @@ func (c *sharedCache) SetSnapshot(ctx context.Context, group string, snap cachev
 		if err != nil {
 			continue
 		}
-		for _, typeURL := range append(slices.Clone(typeOrder), resource.SecretType) {
+		for _, typeURL := range groupTypes {
 			for _, r := range s.GetResources(typeURL) {
 				held[r] = true
 			}
