@@ -2,11 +2,18 @@ package testbed_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/meshfed/meshfed/testbed"
 )
@@ -50,4 +57,79 @@ func residentBytes(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkServiceImportWrites measures what one API server of the testbed spends on the
+// two writes every imported service costs in every member (a ServiceImport create, then
+// its status, a subresource the create leaves out), with nothing else running: one cluster,
+// no operator, 500 of each per iteration from 8 writers, as the hub writes them. It is the
+// floor under the hub's burst benchmark, which needs 1,500 of each besides the exports'.
+// `go test -run '^$' -bench ServiceImportWrites -benchtime 3x ./testbed`
+func BenchmarkServiceImportWrites(b *testing.B) {
+	const n = 500
+	tb := testbed.StartForTest(b, testbed.Options{Clusters: 1})
+	c := tb.Clusters[0]
+	ctx := context.Background()
+	var createCPU, statusCPU, createWall, statusWall time.Duration
+	iter := 0
+	for b.Loop() {
+		ns := fmt.Sprintf("writes-%d", iter)
+		iter++
+		testbed.MustCreate(ctx, b, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+		sis := make([]*mcsv1beta1.ServiceImport, n)
+		for i := range sis {
+			sis[i] = &mcsv1beta1.ServiceImport{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("svc-%d", i),
+					Labels: map[string]string{"app.kubernetes.io/managed-by": "meshfed", "meshfed.io/federation": "global"}},
+				Spec: mcsv1beta1.ServiceImportSpec{Type: mcsv1beta1.ClusterSetIP,
+					Ports: []mcsv1beta1.ServicePort{{Name: "grpc", Port: 9080, Protocol: corev1.ProtocolTCP}}},
+			}
+		}
+		cpu, wall := apiServerWrites(b, tb, sis, func(si *mcsv1beta1.ServiceImport) error { return c.Client.Create(ctx, si) })
+		createCPU, createWall = createCPU+cpu, createWall+wall
+		cpu, wall = apiServerWrites(b, tb, sis, func(si *mcsv1beta1.ServiceImport) error {
+			have := si.DeepCopy()
+			si.Status.Clusters = []mcsv1beta1.ClusterStatus{{Cluster: "cluster-1"}, {Cluster: "cluster-2"}, {Cluster: "cluster-3"}}
+			return c.Client.Status().Patch(ctx, si, client.MergeFrom(have))
+		})
+		statusCPU, statusWall = statusCPU+cpu, statusWall+wall
+	}
+	writes := float64(n * iter)
+	b.ReportMetric(float64(createCPU.Microseconds())/1e3/writes, "apiserver-cpu-ms/create")
+	b.ReportMetric(float64(statusCPU.Microseconds())/1e3/writes, "apiserver-cpu-ms/status")
+	b.ReportMetric(writes/createWall.Seconds(), "creates/s")
+	b.ReportMetric(writes/statusWall.Seconds(), "status-writes/s")
+}
+
+// apiServerWrites makes one write per object from 8 goroutines and returns the processor
+// time the API server used meanwhile and the wall time it took.
+func apiServerWrites(b *testing.B, tb *testbed.Testbed, sis []*mcsv1beta1.ServiceImport, write func(*mcsv1beta1.ServiceImport) error) (cpu, wall time.Duration) {
+	b.Helper()
+	apiServerCPU := func() time.Duration {
+		var d time.Duration
+		for name, t := range tb.CPUTime() {
+			if strings.HasSuffix(name, "/kube-apiserver") {
+				d += t
+			}
+		}
+		return d
+	}
+	before, start := apiServerCPU(), time.Now()
+	work := make(chan *mcsv1beta1.ServiceImport)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for si := range work {
+				if err := write(si); err != nil {
+					b.Error(err)
+				}
+			}
+		})
+	}
+	for _, si := range sis {
+		work <- si
+	}
+	close(work)
+	wg.Wait()
+	return apiServerCPU() - before, time.Since(start)
 }
