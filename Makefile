@@ -119,6 +119,7 @@ bench: tools build ## Run the benchmarks: testbed start, federation latency and 
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench ExportToImport -benchtime 200x -timeout 30m ./operator/internal/controller/meshfederation
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench ExportBurst -benchtime 1x -timeout 30m ./operator/internal/controller/meshfederation
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench ServiceImportWrites -benchtime 3x -timeout 30m ./testbed
+	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench BurstFloor -benchtime 1x -timeout 30m ./testbed
 	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'Translate100x100$$' -benchtime 50x ./operator/internal/translate
 	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'Translate100x100OneEndpointChange$$' -benchtime 300x ./operator/internal/translate
 	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'Check100x100$$' -benchtime 50x ./operator/internal/translate

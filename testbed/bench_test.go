@@ -133,3 +133,84 @@ func apiServerWrites(b *testing.B, tb *testbed.Testbed, sis []*mcsv1beta1.Servic
 	wg.Wait()
 	return apiServerCPU() - before, time.Since(start)
 }
+
+// BenchmarkBurstFloor makes, with no operator anywhere, exactly the writes the hub's burst
+// benchmark needs for 500 exports in cluster-1 of three clusters: per export its create and
+// its status, and in each cluster a ServiceImport create and its status, each export's
+// writes in order, 24 exports at a time. No hub can converge faster than this: it has the
+// same writes to make, and watches and decisions of its own besides.
+// `go test -run '^$' -bench BurstFloor -benchtime 1x ./testbed`
+func BenchmarkBurstFloor(b *testing.B) {
+	const burst, inFlight = 500, 24
+	tb := testbed.StartForTest(b, testbed.Options{Clusters: 3})
+	ctx := context.Background()
+	var wall time.Duration
+	iter := 0
+	for b.Loop() {
+		ns := fmt.Sprintf("floor-%d", iter)
+		iter++
+		for _, c := range tb.Clusters {
+			testbed.MustCreate(ctx, b, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+		}
+		clusters := []mcsv1beta1.ClusterStatus{{Cluster: "cluster-1"}}
+		cpuBefore, start := tb.CPUTime(), time.Now()
+		work := make(chan string)
+		var wg sync.WaitGroup
+		for range inFlight {
+			wg.Go(func() {
+				for name := range work {
+					if err := floorWrites(ctx, tb, ns, name, clusters); err != nil {
+						b.Error(err)
+					}
+				}
+			})
+		}
+		for i := range burst {
+			work <- fmt.Sprintf("svc-%d", i)
+		}
+		close(work)
+		wg.Wait()
+		wall += time.Since(start)
+		byKind := map[string]time.Duration{}
+		for name, t := range tb.CPUTime() {
+			byKind[name[strings.LastIndexByte(name, '/')+1:]] += t - cpuBefore[name]
+		}
+		b.Logf("CPU during the writes (%.2f s of wall time): %v", time.Since(start).Seconds(), byKind)
+	}
+	b.ReportMetric(wall.Seconds()/float64(iter), "s-to-converge")
+}
+
+// floorWrites makes the writes of one export: its create and status in the first cluster,
+// then a ServiceImport and its status in every cluster.
+func floorWrites(ctx context.Context, tb *testbed.Testbed, ns, name string, clusters []mcsv1beta1.ClusterStatus) error {
+	hub := tb.Clusters[0].Client
+	se := &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	if err := hub.Create(ctx, se); err != nil {
+		return err
+	}
+	have := se.DeepCopy()
+	now := metav1.Now()
+	se.Status.Conditions = []metav1.Condition{
+		{Type: string(mcsv1beta1.ServiceExportConditionValid), Status: metav1.ConditionTrue, Reason: "Valid", LastTransitionTime: now},
+		{Type: string(mcsv1beta1.ServiceExportConditionReady), Status: metav1.ConditionTrue, Reason: "Ready", LastTransitionTime: now},
+	}
+	if err := hub.Status().Patch(ctx, se, client.MergeFrom(have)); err != nil {
+		return err
+	}
+	for _, c := range tb.Clusters {
+		si := &mcsv1beta1.ServiceImport{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec: mcsv1beta1.ServiceImportSpec{Type: mcsv1beta1.ClusterSetIP,
+				Ports: []mcsv1beta1.ServicePort{{Name: "grpc", Port: 9080, Protocol: corev1.ProtocolTCP}}},
+		}
+		if err := c.Client.Create(ctx, si); err != nil {
+			return err
+		}
+		have := si.DeepCopy()
+		si.Status.Clusters = clusters
+		if err := c.Client.Status().Patch(ctx, si, client.MergeFrom(have)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
