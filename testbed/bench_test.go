@@ -78,12 +78,7 @@ func BenchmarkServiceImportWrites(b *testing.B) {
 		testbed.MustCreate(ctx, b, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 		sis := make([]*mcsv1beta1.ServiceImport, n)
 		for i := range sis {
-			sis[i] = &mcsv1beta1.ServiceImport{
-				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("svc-%d", i),
-					Labels: map[string]string{"app.kubernetes.io/managed-by": "meshfed", "meshfed.io/federation": "global"}},
-				Spec: mcsv1beta1.ServiceImportSpec{Type: mcsv1beta1.ClusterSetIP,
-					Ports: []mcsv1beta1.ServicePort{{Name: "grpc", Port: 9080, Protocol: corev1.ProtocolTCP}}},
-			}
+			sis[i] = serviceImport(ns, fmt.Sprintf("svc-%d", i))
 		}
 		cpu, wall := apiServerWrites(b, tb, sis, func(si *mcsv1beta1.ServiceImport) error { return c.Client.Create(ctx, si) })
 		createCPU, createWall = createCPU+cpu, createWall+wall
@@ -115,23 +110,38 @@ func apiServerWrites(b *testing.B, tb *testbed.Testbed, sis []*mcsv1beta1.Servic
 		return d
 	}
 	before, start := apiServerCPU(), time.Now()
-	work := make(chan *mcsv1beta1.ServiceImport)
+	inParallel(b, 8, sis, write)
+	return apiServerCPU() - before, time.Since(start)
+}
+
+// inParallel calls f for every item from a number of goroutines and waits for them.
+func inParallel[T any](b *testing.B, goroutines int, items []T, f func(T) error) {
+	work := make(chan T)
 	var wg sync.WaitGroup
-	for range 8 {
+	for range goroutines {
 		wg.Go(func() {
-			for si := range work {
-				if err := write(si); err != nil {
+			for item := range work {
+				if err := f(item); err != nil {
 					b.Error(err)
 				}
 			}
 		})
 	}
-	for _, si := range sis {
-		work <- si
+	for _, item := range items {
+		work <- item
 	}
 	close(work)
 	wg.Wait()
-	return apiServerCPU() - before, time.Since(start)
+}
+
+// serviceImport is a ServiceImport as the hub writes it, without its status.
+func serviceImport(ns, name string) *mcsv1beta1.ServiceImport {
+	return &mcsv1beta1.ServiceImport{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "meshfed", "meshfed.io/federation": "global"}},
+		Spec: mcsv1beta1.ServiceImportSpec{Type: mcsv1beta1.ClusterSetIP,
+			Ports: []mcsv1beta1.ServicePort{{Name: "grpc", Port: 9080, Protocol: corev1.ProtocolTCP}}},
+	}
 }
 
 // BenchmarkBurstFloor makes, with no operator anywhere, exactly the writes the hub's burst
@@ -153,23 +163,12 @@ func BenchmarkBurstFloor(b *testing.B) {
 			testbed.MustCreate(ctx, b, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 		}
 		clusters := []mcsv1beta1.ClusterStatus{{Cluster: "cluster-1"}}
+		names := make([]string, burst)
+		for i := range names {
+			names[i] = fmt.Sprintf("svc-%d", i)
+		}
 		cpuBefore, start := tb.CPUTime(), time.Now()
-		work := make(chan string)
-		var wg sync.WaitGroup
-		for range inFlight {
-			wg.Go(func() {
-				for name := range work {
-					if err := floorWrites(ctx, tb, ns, name, clusters); err != nil {
-						b.Error(err)
-					}
-				}
-			})
-		}
-		for i := range burst {
-			work <- fmt.Sprintf("svc-%d", i)
-		}
-		close(work)
-		wg.Wait()
+		inParallel(b, inFlight, names, func(name string) error { return floorWrites(ctx, tb, ns, name, clusters) })
 		wall += time.Since(start)
 		byKind := map[string]time.Duration{}
 		for name, t := range tb.CPUTime() {
@@ -198,11 +197,7 @@ func floorWrites(ctx context.Context, tb *testbed.Testbed, ns, name string, clus
 		return err
 	}
 	for _, c := range tb.Clusters {
-		si := &mcsv1beta1.ServiceImport{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-			Spec: mcsv1beta1.ServiceImportSpec{Type: mcsv1beta1.ClusterSetIP,
-				Ports: []mcsv1beta1.ServicePort{{Name: "grpc", Port: 9080, Protocol: corev1.ProtocolTCP}}},
-		}
+		si := serviceImport(ns, name)
 		if err := c.Client.Create(ctx, si); err != nil {
 			return err
 		}
