@@ -92,11 +92,16 @@ func (t *translation) translateService(s *Service) *Resources {
 // and service port; their messages are allocated together, and so are their names (a
 // strings.Builder never changes what it holds, so each name can be taken as it is written).
 func (r *Resources) addServers(t *translation, e *endpoints) {
-	n, size := 0, 0
+	n, size := 0, 0 // counted as the loop below writes them
 	for _, ep := range e.s.Endpoints {
-		if ep.Cluster == t.Cluster {
-			n += len(ep.Ports)
-			size += len(ep.Ports) * maxServerListenerName(ep.Address)
+		if ep.Cluster != t.Cluster {
+			continue
+		}
+		for _, p := range e.s.Ports {
+			if _, ok := ep.port(p.Name); ok {
+				n++
+				size += maxServerListenerName(ep.Address)
+			}
 		}
 	}
 	blocks := make([]listenerBlock, 0, n)

@@ -344,3 +344,22 @@ func checkGolden(t *testing.T, file, got string) {
 		t.Errorf("resources differ from %s (run with -update after reviewing):\n%s", path, got)
 	}
 }
+
+// TestServicePortsOfOneName: a model whose service has two ports of one name (which the
+// API server refuses, but a model may hold) is translated without failing, with one server
+// listener for the endpoint's port.
+func TestServicePortsOfOneName(t *testing.T) {
+	m := &Model{Cluster: "a", Network: "net-1", TrustDomain: "cluster.local",
+		Services: []Service{{Namespace: "shop", Name: "reviews", Local: true,
+			Ports:     []Port{{Name: "grpc", Port: 9080}, {Name: "grpc", Port: 9081}},
+			Endpoints: []Endpoint{ep("a", "net-1", "10.0.0.1", 8080, true)}}}}
+	var servers []string
+	for _, l := range NewTranslator().Translate(m).Listeners {
+		if l.Address != nil {
+			servers = append(servers, l.Name)
+		}
+	}
+	if want := []string{ServerListenerName("10.0.0.1", 8080)}; !slices.Equal(servers, want) {
+		t.Errorf("server listeners %q, want %q", servers, want)
+	}
+}
