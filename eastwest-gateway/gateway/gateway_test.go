@@ -14,9 +14,11 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -429,4 +431,77 @@ func TestGateway(t *testing.T) {
 			t.Error("Serve did not return")
 		}
 	})
+}
+
+// TestBusyLoopsLetTheRestRun: a loop with traffic keeps its processor while it waits for
+// events; with one processor and a connection busy all along, the gateway's xDS client
+// still applies a new configuration and the busy connection keeps being served.
+func TestBusyLoopsLetTheRestRun(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b := startBackend(t, "a"), startBackend(t, "b")
+	cp := startControlPlane(t)
+	cp.set(t, true, a.addr)
+	g := New(logr.Discard(), prometheus.NewRegistry())
+	client := &Client{Address: cp.addr, Node: GatewayNode("gw", "cluster-1"), OnTable: g.SetTable, OnReject: g.Rejected, Log: logr.Discard()}
+	go func() { _ = client.Run(ctx) }()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(ctx, ln, time.Second) }()
+	gw := ln.Addr().String()
+	eventually(t, "the gateway routes to a", func() error {
+		_, err := call(gw, echoSNI, a)
+		return err
+	})
+
+	busy, err := tls.Dial("tcp", gw, &tls.Config{ServerName: echoSNI, InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	var trips atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		r := bufio.NewReader(busy)
+		for ctx.Err() == nil {
+			fmt.Fprintf(busy, "hi\n")
+			if _, err := r.ReadString('\n'); err != nil {
+				if ctx.Err() != nil {
+					err = nil // the gateway is draining
+				}
+				done <- err
+				return
+			}
+			trips.Add(1)
+		}
+		done <- nil
+	}()
+	eventually(t, "the busy connection is served", func() error {
+		if n := trips.Load(); n < 100 {
+			return fmt.Errorf("%d round trips", n)
+		}
+		return nil
+	})
+	cp.set(t, true, b.addr)
+	eventually(t, "the new configuration routes to b", func() error {
+		name, err := call(gw, echoSNI, a, b)
+		if err == nil && name != "b" {
+			err = fmt.Errorf("answered by %q", name)
+		}
+		return err
+	})
+	before := trips.Load()
+	eventually(t, "the busy connection is still served", func() error {
+		if n := trips.Load(); n < before+100 {
+			return fmt.Errorf("%d round trips since the change", n-before)
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("the busy connection: %v", err)
+	}
 }

@@ -26,14 +26,17 @@ import (
 // close), and waking goroutines for each of them cost about three times the CPU nginx
 // spends per connection. The loops share the listening socket (EPOLLEXCLUSIVE wakes one),
 // keep each connection pair they accept, and make only non-blocking system calls besides
-// epoll_wait, as raw system calls, so that the Go scheduler stays out of the way. A loop
-// waits in Go's own poller, on its epoll descriptor becoming readable: a goroutine blocked
-// in epoll_wait would hold its thread in a system call, which the runtime's monitor keeps
-// checking and taking the processor back from.
+// epoll_wait, as raw system calls, so that the Go scheduler stays out of the way; while
+// there is traffic, epoll_wait is made raw too (see wait).
 
 const (
 	// sweepEvery is how often a loop looks for ClientHello and connect deadlines.
 	sweepEvery = 50 * time.Millisecond
+	// idleAfter is how long after its last event a loop keeps its processor while it
+	// waits; yieldEvery is how often such a loop lets the process's other goroutines run
+	// (the xDS client, metrics, the collector).
+	idleAfter  = time.Second
+	yieldEvery = 4 * time.Millisecond
 	// chunk is how much one read moves.
 	chunk = 64 << 10
 )
@@ -103,9 +106,8 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener, drain time.Duratio
 type loop struct {
 	g       *Gateway
 	epfd    int
-	ep      *os.File // epfd, for Go's poller to wait on
-	lfd     int      // the shared listening socket; -1 once the loop stopped accepting
-	wake    int      // eventfd: Serve asks the loop to drain
+	lfd     int // the shared listening socket; -1 once the loop stopped accepting
+	wake    int // eventfd: Serve asks the loop to drain
 	pairs   map[int]*pair
 	waiting map[*pair]struct{} // reading a ClientHello or connecting: they have a deadline
 	events  []unix.EpollEvent
@@ -128,11 +130,7 @@ func newLoop(g *Gateway, lfd int) (*loop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		return nil, err
-	}
-	l := &loop{g: g, epfd: epfd, ep: os.NewFile(uintptr(epfd), "epoll"), lfd: lfd, wake: wake, pairs: map[int]*pair{},
+	l := &loop{g: g, epfd: epfd, lfd: lfd, wake: wake, pairs: map[int]*pair{},
 		waiting: map[*pair]struct{}{}, events: make([]unix.EpollEvent, 256), scratch: make([]byte, chunk)}
 	for _, reg := range []struct {
 		fd     int
@@ -148,7 +146,7 @@ func newLoop(g *Gateway, lfd int) (*loop, error) {
 
 func (l *loop) close() {
 	unix.Close(l.wake)
-	l.ep.Close()
+	unix.Close(l.epfd)
 }
 
 func (l *loop) signal() {
@@ -158,34 +156,31 @@ func (l *loop) signal() {
 
 // run serves events until ctx ends and the connections are drained.
 func (l *loop) run(ctx context.Context, drain time.Duration) error {
-	rc, err := l.ep.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var drainUntil, armed time.Time
+	var drainUntil, nextSweep, yielded, active time.Time
 	lastSweep := time.Now()
 	for {
-		// Wake for the next sweep when something waits for one; the deadline is moved at
-		// most once a sweep, not at every wake.
+		// Wake for the next sweep when something waits for one.
+		timeout := time.Duration(-1)
 		if len(l.waiting) > 0 || !drainUntil.IsZero() || !l.acceptAgain.IsZero() {
-			if now := time.Now(); !armed.After(now) {
-				armed = now.Add(sweepEvery)
-				_ = l.ep.SetReadDeadline(armed)
+			if now := time.Now(); !nextSweep.After(now) {
+				nextSweep = now.Add(sweepEvery)
 			}
-		} else if !armed.IsZero() {
-			armed = time.Time{}
-			_ = l.ep.SetReadDeadline(armed)
+			timeout = max(time.Until(nextSweep), 0)
 		}
-		n, errno := 0, unix.Errno(0)
-		err := rc.Read(func(fd uintptr) bool {
-			var r uintptr
-			r, _, errno = unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
-			n = int(r)
-			return errno != 0 || n > 0 // nothing ready: wait in Go's poller
-		})
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			l.finishAll()
-			return fmt.Errorf("waiting on epoll: %w", err)
+		// A loop with traffic waits holding its processor, at most yieldEvery at a time.
+		hold := time.Since(active) < idleAfter
+		if hold {
+			if now := time.Now(); now.Sub(yielded) >= yieldEvery {
+				yielded = now
+				runtime.Gosched()
+			}
+			if timeout < 0 || timeout > yieldEvery {
+				timeout = yieldEvery
+			}
+		}
+		n, errno := l.wait(timeout, hold)
+		if n > 0 {
+			active = time.Now()
 		}
 		if errno != 0 && errno != unix.EINTR {
 			l.finishAll()
@@ -224,6 +219,29 @@ func (l *loop) run(ctx context.Context, drain time.Duration) error {
 			return nil
 		}
 	}
+}
+
+// wait waits in the kernel for events for up to timeout (forever if negative). Holding,
+// the loop keeps its processor while it waits (a raw system call), so that an event is
+// handled at once, as in nginx's loop, with no scheduler in between; otherwise the wait is
+// a blocking system call whose processor the runtime may give to other goroutines, which
+// costs a hand-off at the next event but nothing while the gateway is idle. Waiting in
+// Go's poller on the epoll descriptor instead adds two epoll_wait calls and a goroutine
+// wake to every batch (docs/performance.md has the figures).
+func (l *loop) wait(timeout time.Duration, hold bool) (int, unix.Errno) {
+	ms := uintptr((timeout + time.Millisecond - 1) / time.Millisecond) // rounded up: no spinning before a sweep
+	if timeout < 0 {
+		ms = ^uintptr(0) // -1
+	}
+	call := unix.Syscall6
+	if hold {
+		call = unix.RawSyscall6
+	}
+	r, _, errno := call(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), ms, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), 0
 }
 
 // pair is a client connection and, once routed, its backend connection.
