@@ -27,7 +27,9 @@ import (
 // spends per connection. The loops share the listening socket (EPOLLEXCLUSIVE wakes one),
 // keep each connection pair they accept, and make only non-blocking system calls besides
 // epoll_wait, as raw system calls, so that the Go scheduler stays out of the way; while
-// there is traffic, epoll_wait is made raw too (see wait).
+// there is traffic, epoll_wait is made raw too (see wait). The loops are meant to have
+// their process to themselves, as in the eastwest-gateway binary: other goroutines of the
+// process run when a loop yields, every yieldEvery, or once the traffic stops.
 
 const (
 	// sweepEvery is how often a loop looks for ClientHello and connect deadlines.
@@ -86,7 +88,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener, drain time.Duratio
 	})
 	errs := make(chan error, len(loops))
 	for _, l := range loops {
-		go func() { errs <- l.run(ctx, drain) }()
+		go func() { errs <- l.run(ctx, drain, len(loops)) }()
 	}
 	var all []error
 	for range loops {
@@ -154,10 +156,12 @@ func (l *loop) signal() {
 	_, _ = unix.Write(l.wake, (*[8]byte)(unsafe.Pointer(&one))[:])
 }
 
-// run serves events until ctx ends and the connections are drained.
-func (l *loop) run(ctx context.Context, drain time.Duration) error {
+// run serves events until ctx ends and the connections are drained; loops is how many
+// loops the gateway runs.
+func (l *loop) run(ctx context.Context, drain time.Duration, loops int) error {
 	var drainUntil, nextSweep, yielded, active time.Time
 	lastSweep := time.Now()
+	procs := runtime.GOMAXPROCS(0)
 	for {
 		// Wake for the next sweep when something waits for one.
 		timeout := time.Duration(-1)
@@ -167,16 +171,20 @@ func (l *loop) run(ctx context.Context, drain time.Duration) error {
 			}
 			timeout = max(time.Until(nextSweep), 0)
 		}
-		// A loop with traffic waits holding its processor, at most yieldEvery at a time.
-		hold := time.Since(active) < idleAfter
-		if hold {
-			if now := time.Now(); now.Sub(yielded) >= yieldEvery {
-				yielded = now
+		// A loop with traffic waits holding its processor, at most yieldEvery at a time,
+		// unless the loops outnumber the processors (the runtime can lower GOMAXPROCS when
+		// the container's CPU limit drops): a loop holding the only processor would keep
+		// the others from their events.
+		hold := time.Since(active) < idleAfter && procs >= loops
+		if now := time.Now(); now.Sub(yielded) >= yieldEvery {
+			yielded = now
+			procs = runtime.GOMAXPROCS(0)
+			if hold {
 				runtime.Gosched()
 			}
-			if timeout < 0 || timeout > yieldEvery {
-				timeout = yieldEvery
-			}
+		}
+		if hold && (timeout < 0 || timeout > yieldEvery) {
+			timeout = yieldEvery
 		}
 		n, errno := l.wait(timeout, hold)
 		if n > 0 {
