@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -332,6 +333,24 @@ func TestGateway(t *testing.T) {
 		}
 		if _, rest, _ := strings.Cut(got, ":"); rest != line {
 			t.Errorf("got %d bytes back, want the %d sent", len(rest), len(line))
+		}
+	})
+	t.Run("a download faster than the client reads arrives whole", func(t *testing.T) {
+		// The client's small receive buffer fills, so the gateway holds bytes for it and
+		// must learn when it takes more.
+		const size = 16 << 20
+		dialer := &net.Dialer{Timeout: 2 * time.Second, Control: func(_, _ string, c syscall.RawConn) error {
+			return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		}}
+		conn, err := tls.DialWithDialer(dialer, "tcp", gw, &tls.Config{ServerName: echoSNI, InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+		fmt.Fprintf(conn, "bulk %d\n", size)
+		if n, err := io.Copy(io.Discard, conn); n != size {
+			t.Errorf("got %d of %d bytes (%v)", n, size, err)
 		}
 	})
 	t.Run("a client that is done sending still gets its answer (half-close)", func(t *testing.T) {

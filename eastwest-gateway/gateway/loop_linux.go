@@ -261,6 +261,7 @@ type pair struct {
 	helloEOF        bool
 	name            string
 	up, down        direction // client → backend, backend → client
+	clientWrites    bool      // the client socket is watched for room to write
 }
 
 type phase int
@@ -312,20 +313,29 @@ func (l *loop) accept() {
 		l.acceptAgain = time.Now().Add(time.Second)
 		return
 	}
+	// The ClientHello is read on the connection's first event: most often it has not
+	// arrived yet, and if it has, adding the socket to epoll reports it at once.
 	p := &pair{client: int(fd), backend: -1, deadline: time.Now().Add(l.g.HelloTimeout)}
-	p.up.readable = true // usually the ClientHello is already there
-	if err := l.add(p.client, p); err != nil {
+	if err := l.add(p.client, p, clientEvents); err != nil {
 		closeFD(p.client)
 		l.g.Log.Error(err, "epoll_ctl")
 		return
 	}
 	l.waiting[p] = struct{}{}
 	l.g.metrics.active.Inc()
-	l.readHello(p)
 }
 
-func (l *loop) add(fd int, p *pair) error {
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
+// Sockets are watched edge-triggered. A client socket is not watched for room to write
+// until a write to it is left over (see check): it has room from the start, and an event
+// saying so would cost a wake per connection. A backend socket is, since that event is how
+// its connect completes.
+const (
+	clientEvents  = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
+	backendEvents = clientEvents | unix.EPOLLOUT
+)
+
+func (l *loop) add(fd int, p *pair, events uint32) error {
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		return err
 	}
@@ -443,7 +453,7 @@ func (l *loop) route(p *pair) {
 		l.refuse(p, ReasonDialFailed, errno)
 		return
 	}
-	if err := l.add(fd, p); err != nil {
+	if err := l.add(fd, p, backendEvents); err != nil {
 		closeFD(fd)
 		l.refuse(p, ReasonDialFailed, err)
 		return
@@ -464,10 +474,22 @@ func (l *loop) connected(p *pair) {
 	l.check(p, l.move(p.client, p.backend, &p.up, &p.down), l.move(p.backend, p.client, &p.down, &p.up))
 }
 
-// check ends the pair when a way failed or both ended.
+// check ends the pair when a way failed or both ended; otherwise, once bytes wait for the
+// client, it has its socket report room to write. (Changing the events of an edge-triggered
+// socket reports what is ready then, so room made meanwhile is not missed.)
 func (l *loop) check(p *pair, errUp, errDown error) {
 	if errUp != nil || errDown != nil || (p.up.done() && p.down.done()) {
 		l.finish(p)
+		return
+	}
+	if len(p.down.pending) > 0 && !p.clientWrites {
+		ev := unix.EpollEvent{Events: clientEvents | unix.EPOLLOUT, Fd: int32(p.client)}
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, p.client, &ev); err != nil {
+			l.g.Log.Error(err, "epoll_ctl")
+			l.finish(p)
+			return
+		}
+		p.clientWrites = true
 	}
 }
 
