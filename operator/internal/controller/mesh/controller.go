@@ -233,6 +233,22 @@ func (r *Reconciler) reconcileWorkloads(ctx context.Context) (*meshv1.MeshTrustS
 	return status, nil
 }
 
+// setIssuing sets c's Issuing condition to True, in place of the one a failed issuance
+// left (Issuing False): a second condition of the type would go unseen by cert-manager,
+// which reads the first.
+func setIssuing(c *cmapi.Certificate, now metav1.Time) {
+	cond := cmapi.CertificateCondition{Type: cmapi.CertificateConditionIssuing, Status: cmmeta.ConditionTrue,
+		Reason: ReasonIntermediateRotated, LastTransitionTime: &now, ObservedGeneration: c.Generation,
+		Message: "the member's intermediate CA changed: re-issuing under the new one"}
+	for i := range c.Status.Conditions {
+		if c.Status.Conditions[i].Type == cmapi.CertificateConditionIssuing {
+			c.Status.Conditions[i] = cond
+			return
+		}
+	}
+	c.Status.Conditions = append(c.Status.Conditions, cond)
+}
+
 // reissue asks cert-manager to issue a Certificate again, as `cmctl renew` does, unless an
 // issuance is already under way.
 func (r *Reconciler) reissue(ctx context.Context, c *cmapi.Certificate) error {
@@ -241,10 +257,7 @@ func (r *Reconciler) reissue(ctx context.Context, c *cmapi.Certificate) error {
 			return nil
 		}
 	}
-	now := metav1.Now()
-	c.Status.Conditions = append(c.Status.Conditions, cmapi.CertificateCondition{Type: cmapi.CertificateConditionIssuing,
-		Status: cmmeta.ConditionTrue, Reason: ReasonIntermediateRotated, LastTransitionTime: &now,
-		Message: "the member's intermediate CA changed: re-issuing under the new one", ObservedGeneration: c.Generation})
+	setIssuing(c, metav1.Now())
 	if err := r.Client.Status().Update(ctx, c); err != nil {
 		return fmt.Errorf("re-issue Certificate %s/%s: %w", c.Namespace, c.Name, err)
 	}
