@@ -235,7 +235,8 @@ func (r *Reconciler) reconcileWorkloads(ctx context.Context) (*meshv1.MeshTrustS
 
 // setIssuing sets c's Issuing condition to True, in place of the one a failed issuance
 // left (Issuing False): a second condition of the type would go unseen by cert-manager,
-// which reads the first.
+// which reads the first. (cert-manager's apiutil.SetCertificateCondition does the same,
+// but its package brings cert-manager's logging set-up into the operator.)
 func setIssuing(c *cmapi.Certificate, now metav1.Time) {
 	cond := cmapi.CertificateCondition{Type: cmapi.CertificateConditionIssuing, Status: cmmeta.ConditionTrue,
 		Reason: ReasonIntermediateRotated, LastTransitionTime: &now, ObservedGeneration: c.Generation,
