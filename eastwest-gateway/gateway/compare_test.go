@@ -43,8 +43,16 @@ func startProcess(b *testing.B, addr string, name string, args ...string) int {
 	}
 }
 
-func startNginx(b *testing.B, backend string) proxy {
+// startNginx runs nginx as a stream proxy. With halfClose it keeps a connection open after
+// the client's end (proxy_half_close on), as meshfed's gateway, Envoy's tcp_proxy and
+// HAProxy do; by default nginx closes both sides when the client ends, and drops what the
+// server still had to send.
+func startNginx(b *testing.B, backend string, halfClose bool) proxy {
 	b.Helper()
+	name, extra := "nginx", ""
+	if halfClose {
+		name, extra = "nginx-halfclose", "proxy_half_close on;"
+	}
 	dir := b.TempDir()
 	addr := "127.0.0.1:" + freePorts(b, 1)[0]
 	module := "/usr/lib/nginx/modules/ngx_stream_module.so"
@@ -57,14 +65,14 @@ events { worker_connections 8192; }
 stream {
   map_hash_bucket_size 128;
   map $ssl_preread_server_name $backend { %s %s; default 127.0.0.1:9; }
-  server { listen %s reuseport; ssl_preread on; proxy_pass $backend; }
+  server { listen %s reuseport; ssl_preread on; proxy_pass $backend; %s }
 }
-`, module, dir, dir, echoSNI, backend, addr)
+`, module, dir, dir, echoSNI, backend, addr, extra)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	return proxy{"nginx", addr, startProcess(b, addr, "nginx", "-c", path, "-p", dir, "-e", filepath.Join(dir, "error.log"))}
+	return proxy{name, addr, startProcess(b, addr, "nginx", "-c", path, "-p", dir, "-e", filepath.Join(dir, "error.log"))}
 }
 
 func startHAProxy(b *testing.B, backend string) proxy {
@@ -136,8 +144,9 @@ func dialTLS(addr string) (*tls.Conn, error) {
 // moment of the machine falls on all of them alike; a round's order rotates. Each figure
 // is reported per proxy on one line: throughput of 64 MiB transfers (MB/s-<proxy>), one
 // new TLS connection with one request (µs/conn-<proxy>), and the latency of a request on
-// an open connection (µs-p50-<proxy>, µs-p99-<proxy>). Needs the nginx and haproxy commands
-// (Debian packages nginx-light, libnginx-mod-stream, haproxy).
+// an open connection (µs-p50-<proxy>, µs-p99-<proxy>). nginx runs twice: as configured by
+// default, and with half-close, which is what the others do (see startNginx). Needs the
+// nginx and haproxy commands (Debian packages nginx-light, libnginx-mod-stream, haproxy).
 func BenchmarkCompareProxies(b *testing.B) {
 	for _, cmd := range []string{"nginx", "haproxy"} {
 		if _, err := exec.LookPath(cmd); err != nil {
@@ -145,7 +154,7 @@ func BenchmarkCompareProxies(b *testing.B) {
 		}
 	}
 	backend := startBackend(b, "bench").addr
-	proxies := []proxy{{name: "direct", addr: backend}, startMeshfed(b, backend), startNginx(b, backend), startHAProxy(b, backend)}
+	proxies := []proxy{{name: "direct", addr: backend}, startMeshfed(b, backend), startNginx(b, backend, false), startHAProxy(b, backend), startNginx(b, backend, true)}
 	const bulk = 64 << 20
 	b.Run("throughput", func(b *testing.B) {
 		took, cpu := rounds(b, proxies, func(b *testing.B, p proxy) []time.Duration {

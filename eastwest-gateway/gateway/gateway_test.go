@@ -524,3 +524,80 @@ func TestBusyLoopsLetTheRestRun(t *testing.T) {
 		t.Errorf("the busy connection: %v", err)
 	}
 }
+
+// A client that ends its side and then resets the connection takes nothing more, so its
+// pair ends at once, also when the backend has nothing to say (nothing would otherwise
+// show that the client is gone).
+func TestAResetClientEndsItsPair(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// A backend that reads and never answers: the TCP connection is all it gives.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	cp := startControlPlane(t)
+	cp.set(t, true, silent.Addr().String())
+	g := New(logr.Discard(), prometheus.NewRegistry())
+	client := &Client{Address: cp.addr, Node: GatewayNode("gw", "cluster-1"), OnTable: g.SetTable, OnReject: g.Rejected, Log: logr.Discard()}
+	go func() { _ = client.Run(ctx) }()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(ctx, ln, time.Second) }()
+
+	var c *net.TCPConn
+	var backend net.Conn
+	eventually(t, "a connection routed to the backend", func() error {
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return err
+		}
+		_, _ = conn.Write(helloFor(t, echoSNI))
+		select {
+		case backend = <-accepted:
+			c = conn.(*net.TCPConn)
+			return nil
+		case <-time.After(time.Second):
+			conn.Close()
+			return errors.New("not routed")
+		}
+	})
+	defer backend.Close()
+	// The client ends its side; the backend gets the ClientHello and the end.
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = backend.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, backend); err != nil {
+		t.Fatalf("the backend did not get the client's end: %v", err)
+	}
+	// Then it resets the connection.
+	_ = c.SetLinger(0)
+	c.Close()
+	eventually(t, "the pair ended", func() error {
+		if v := testutil.ToFloat64(g.metrics.active); v != 0 {
+			return fmt.Errorf("%v active connections", v)
+		}
+		return nil
+	})
+	// The gateway closed its connection to the backend: writing to it fails.
+	eventually(t, "the backend connection closed", func() error {
+		if _, err := backend.Write([]byte("late\n")); err == nil {
+			return errors.New("still open")
+		}
+		return nil
+	})
+}

@@ -382,6 +382,13 @@ func (l *loop) serve(p *pair, fd int, events uint32) {
 		if events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 && len(to.pending) > 0 {
 			errs[1] = l.move(dst, src, to, from)
 		}
+		// A socket in error (the peer reset it) takes nothing more: end the pair now rather
+		// than when the other side next has something for it.
+		if events&unix.EPOLLERR != 0 && errs[0] == nil && errs[1] == nil {
+			if errno := socketError(fd); errno != 0 {
+				errs[0] = errno
+			}
+		}
 		l.check(p, errs[0], errs[1])
 	}
 }
