@@ -354,14 +354,19 @@ func TestGateway(t *testing.T) {
 		}
 	})
 	t.Run("a client that is done sending still gets its answer (half-close)", func(t *testing.T) {
-		conn, err := tls.Dial("tcp", gw, &tls.Config{ServerName: echoSNI, InsecureSkipVerify: true})
+		raw, err := net.Dial("tcp", gw)
 		if err != nil {
 			t.Fatal(err)
 		}
+		conn := tls.Client(raw, &tls.Config{ServerName: echoSNI, InsecureSkipVerify: true})
 		defer conn.Close()
 		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 		fmt.Fprintf(conn, "last words\n")
+		// The end of the TLS stream (close_notify), then of the TCP stream (FIN).
 		if err := conn.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if err := raw.(*net.TCPConn).CloseWrite(); err != nil {
 			t.Fatal(err)
 		}
 		if got, err := bufio.NewReader(conn).ReadString('\n'); err != nil || !strings.HasSuffix(got, ":last words\n") {
