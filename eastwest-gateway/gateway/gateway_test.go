@@ -37,6 +37,7 @@ import (
 	"github.com/meshfed/meshfed/testbed"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -467,15 +468,7 @@ func TestBusyLoopsLetTheRestRun(t *testing.T) {
 	a, b := startBackend(t, "a"), startBackend(t, "b")
 	cp := startControlPlane(t)
 	cp.set(t, true, a.addr)
-	g := New(logr.Discard(), prometheus.NewRegistry())
-	client := &Client{Address: cp.addr, Node: GatewayNode("gw", "cluster-1"), OnTable: g.SetTable, OnReject: g.Rejected, Log: logr.Discard()}
-	go func() { _ = client.Run(ctx) }()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = g.Serve(ctx, ln, time.Second) }()
-	gw := ln.Addr().String()
+	_, gw := startGateway(ctx, t, cp)
 	eventually(t, "the gateway routes to a", func() error {
 		_, err := call(gw, echoSNI, a)
 		return err
@@ -530,30 +523,10 @@ func TestBusyLoopsLetTheRestRun(t *testing.T) {
 	}
 }
 
-// A client that ends its side and then resets the connection takes nothing more, so its
-// pair ends at once, also when the backend has nothing to say (nothing would otherwise
-// show that the client is gone).
-func TestAResetClientEndsItsPair(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	// A backend that reads and never answers: the TCP connection is all it gives.
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	accepted := make(chan net.Conn, 16)
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
-	cp := startControlPlane(t)
-	cp.set(t, true, silent.Addr().String())
+// startGateway serves a gateway fed by cp until ctx ends; it returns the gateway and the
+// address it listens on.
+func startGateway(ctx context.Context, t *testing.T, cp *controlPlane) (*Gateway, string) {
+	t.Helper()
 	g := New(logr.Discard(), prometheus.NewRegistry())
 	client := &Client{Address: cp.addr, Node: GatewayNode("gw", "cluster-1"), OnTable: g.SetTable, OnReject: g.Rejected, Log: logr.Discard()}
 	go func() { _ = client.Run(ctx) }()
@@ -562,25 +535,70 @@ func TestAResetClientEndsItsPair(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { _ = g.Serve(ctx, ln, time.Second) }()
+	return g, ln.Addr().String()
+}
 
-	var c *net.TCPConn
-	var backend net.Conn
+// rawBackend is a TCP listener that hands over the connections it accepts; each with the
+// options set by control.
+func rawBackend(t *testing.T, control func(fd int)) (string, <-chan *net.TCPConn) {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { control(int(fd)) })
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan *net.TCPConn, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c.(*net.TCPConn)
+		}
+	}()
+	return ln.Addr().String(), accepted
+}
+
+// dialRouted opens a connection through the gateway whose ClientHello reached the
+// backend, once the gateway routes.
+func dialRouted(t *testing.T, gw string, accepted <-chan *net.TCPConn) (client, backend *net.TCPConn) {
+	t.Helper()
 	eventually(t, "a connection routed to the backend", func() error {
-		conn, err := net.Dial("tcp", ln.Addr().String())
+		conn, err := net.Dial("tcp", gw)
 		if err != nil {
 			return err
 		}
 		_, _ = conn.Write(helloFor(t, echoSNI))
 		select {
 		case backend = <-accepted:
-			c = conn.(*net.TCPConn)
+			client = conn.(*net.TCPConn)
 			return nil
 		case <-time.After(time.Second):
 			conn.Close()
 			return errors.New("not routed")
 		}
 	})
-	defer backend.Close()
+	t.Cleanup(func() { client.Close(); backend.Close() })
+	return client, backend
+}
+
+// A client that ends its side and then resets the connection takes nothing more, so its
+// pair ends at once, also when the backend has nothing to say (nothing would otherwise
+// show that the client is gone).
+func TestAResetClientEndsItsPair(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// A backend that never answers: the TCP connection is all it gives.
+	addr, accepted := rawBackend(t, func(int) {})
+	cp := startControlPlane(t)
+	cp.set(t, true, addr)
+	g, gw := startGateway(ctx, t, cp)
+	c, backend := dialRouted(t, gw, accepted)
+
 	// The client ends its side; the backend gets the ClientHello and the end.
 	if err := c.CloseWrite(); err != nil {
 		t.Fatal(err)
@@ -605,4 +623,53 @@ func TestAResetClientEndsItsPair(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// What a client sent before it reset the connection still reaches a backend that reads
+// slower than the client sent.
+func TestBytesSentBeforeAResetArrive(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // one loop: its events are handled in order
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Small segments and a small receive buffer keep the gateway's send buffer towards the
+	// backend small, so that the gateway holds bytes for it.
+	addr, accepted := rawBackend(t, func(fd int) {
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_MAXSEG, 536)
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4096)
+	})
+	cp := startControlPlane(t)
+	cp.set(t, true, addr)
+	_, gw := startGateway(ctx, t, cp)
+	c, backend := dialRouted(t, gw, accepted)
+
+	const size = 160 << 10
+	if _, err := c.Write(make([]byte, size)); err != nil {
+		t.Fatal(err)
+	}
+	// Once the gateway's kernel has taken all of it, the client resets the connection.
+	raw, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the client's bytes taken by the gateway", func() error {
+		var queued int
+		var qerr error
+		if err := raw.Control(func(fd uintptr) { queued, qerr = unix.IoctlGetInt(int(fd), unix.TIOCOUTQ) }); err != nil {
+			return err
+		}
+		if qerr == nil && queued > 0 {
+			qerr = fmt.Errorf("%d bytes not taken", queued)
+		}
+		return qerr
+	})
+	_ = c.SetLinger(0)
+	c.Close()
+	// A connection routed after the reset shows that the loop has seen the reset.
+	dialRouted(t, gw, accepted)
+
+	_ = backend.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.Copy(io.Discard, backend)
+	if want := int64(len(helloFor(t, echoSNI)) + size); got < want {
+		t.Errorf("the backend got %d of the %d bytes sent (%v)", got, want, err)
+	}
 }
