@@ -383,8 +383,8 @@ func (l *loop) serve(p *pair, fd int, events uint32) {
 			errs[1] = l.move(dst, src, to, from)
 		}
 		// A socket in error (the peer reset it) takes nothing more: end the pair now rather
-		// than when the other side next has something for it, unless bytes it sent still
-		// wait to be passed on (they are, and then its read reports the reset).
+		// than when the other side next has something for it. Bytes it sent that still wait
+		// to be passed on go first; the read after them reports the reset.
 		if events&unix.EPOLLERR != 0 && errs[0] == nil && errs[1] == nil && len(from.pending) == 0 {
 			if errno := socketError(fd); errno != 0 {
 				errs[0] = errno
