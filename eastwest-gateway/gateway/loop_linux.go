@@ -163,20 +163,21 @@ func (l *loop) run(ctx context.Context, drain time.Duration, loops int) error {
 	lastSweep := time.Now()
 	procs := runtime.GOMAXPROCS(0)
 	for {
+		now := time.Now()
 		// Wake for the next sweep when something waits for one.
 		timeout := time.Duration(-1)
 		if len(l.waiting) > 0 || !drainUntil.IsZero() || !l.acceptAgain.IsZero() {
-			if now := time.Now(); !nextSweep.After(now) {
+			if !nextSweep.After(now) {
 				nextSweep = now.Add(sweepEvery)
 			}
-			timeout = max(time.Until(nextSweep), 0)
+			timeout = nextSweep.Sub(now)
 		}
 		// A loop with traffic waits holding its processor, at most yieldEvery at a time,
 		// unless the loops outnumber the processors (the runtime can lower GOMAXPROCS when
 		// the container's CPU limit drops): a loop holding the only processor would keep
 		// the others from their events.
-		hold := time.Since(active) < idleAfter && procs >= loops
-		if now := time.Now(); now.Sub(yielded) >= yieldEvery {
+		hold := now.Sub(active) < idleAfter && procs >= loops
+		if now.Sub(yielded) >= yieldEvery {
 			yielded = now
 			procs = runtime.GOMAXPROCS(0)
 			if hold {
@@ -217,10 +218,12 @@ func (l *loop) run(ctx context.Context, drain time.Duration, loops int) error {
 			l.acceptAgain = time.Time{}
 			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.lfd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(l.lfd)})
 		}
-		if now := time.Now(); len(l.waiting) > 0 && now.Sub(lastSweep) >= sweepEvery {
-			l.sweep(now)
-			l.closeFinished()
-			lastSweep = now
+		if len(l.waiting) > 0 {
+			if now = time.Now(); now.Sub(lastSweep) >= sweepEvery {
+				l.sweep(now)
+				l.closeFinished()
+				lastSweep = now
+			}
 		}
 		if !drainUntil.IsZero() && (len(l.pairs) == 0 || time.Now().After(drainUntil)) {
 			l.finishAll()
