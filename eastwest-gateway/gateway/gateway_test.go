@@ -319,22 +319,31 @@ func TestGateway(t *testing.T) {
 	if v := testutil.ToFloat64(g.metrics.rejected); v > 20 {
 		t.Errorf("%v refusals of one listener: the client loops with the control plane", v)
 	}
-	t.Run("a transfer larger than the buffers arrives whole, both ways", func(t *testing.T) {
+	spliced := func() float64 { return testutil.ToFloat64(g.metrics.spliced) }
+	t.Run("a transfer larger than the buffers arrives whole, both ways, spliced", func(t *testing.T) {
+		before := spliced()
 		conn, err := tls.Dial("tcp", gw, &tls.Config{ServerName: echoSNI, InsecureSkipVerify: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer conn.Close()
 		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
 		line := strings.Repeat("0123456789abcdef", 256<<10) + "\n" // 4 MiB
 		go func() { _, _ = io.WriteString(conn, line) }()
 		got, err := bufio.NewReaderSize(conn, 64<<10).ReadString('\n')
+		conn.Close()
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, rest, _ := strings.Cut(got, ":"); rest != line {
 			t.Errorf("got %d bytes back, want the %d sent", len(rest), len(line))
 		}
+		// Most of the 8 MiB went from socket to socket without a copy (counted at the end).
+		eventually(t, "the bulk of it spliced", func() error {
+			if moved := spliced() - before; moved < 4<<20 {
+				return fmt.Errorf("%v bytes spliced", moved)
+			}
+			return nil
+		})
 	})
 	t.Run("a download faster than the client reads arrives whole", func(t *testing.T) {
 		// The client's small receive buffer fills, so the gateway holds bytes for it and
@@ -352,6 +361,36 @@ func TestGateway(t *testing.T) {
 		fmt.Fprintf(conn, "bulk %d\n", size)
 		if n, err := io.Copy(io.Discard, conn); n != size {
 			t.Errorf("got %d of %d bytes (%v)", n, size, err)
+		}
+	})
+	t.Run("a client that is done sending a bulk upload still gets its whole answer", func(t *testing.T) {
+		raw, err := net.Dial("tcp", gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn := tls.Client(raw, &tls.Config{ServerName: echoSNI, InsecureSkipVerify: true})
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+		line := strings.Repeat("fedcba9876543210", 128<<10) + "\n" // 2 MiB, spliced both ways
+		answer := make(chan error, 1)
+		go func() {
+			got, err := io.ReadAll(conn)
+			if _, rest, _ := strings.Cut(string(got), ":"); err == nil && rest != line {
+				err = fmt.Errorf("got %d bytes back, want the %d sent", len(rest), len(line))
+			}
+			answer <- err
+		}()
+		if _, err := io.WriteString(conn, line); err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if err := raw.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-answer; err != nil {
+			t.Error(err)
 		}
 	})
 	t.Run("a client that is done sending still gets its answer (half-close)", func(t *testing.T) {

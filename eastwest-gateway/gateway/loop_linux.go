@@ -30,6 +30,11 @@ import (
 // there is traffic, epoll_wait is made raw too (see wait). The loops are meant to have
 // their process to themselves, as in the eastwest-gateway binary: other goroutines of the
 // process run when a loop yields, every yieldEvery, or once the traffic stops.
+//
+// Bytes are read into one buffer per loop and written on at once, which suits the small
+// records of handshakes and requests. A direction whose read fills the whole buffer is a
+// bulk transfer: from then on its bytes go from socket to socket through a pipe of its own
+// with splice(2), never through the gateway's memory.
 
 const (
 	// sweepEvery is how often a loop looks for ClientHello and connect deadlines.
@@ -280,14 +285,44 @@ const (
 type direction struct {
 	pending []byte
 	owned   *[]byte // the pooled buffer pending lives in, if any
+	// pipe, once the direction moved a whole chunk at once, carries its bytes from socket
+	// to socket without copying them (splice); what it holds is pending too.
+	pipe *pipe
 	// readable: the source may have bytes to read (it had an event since the last read
 	// that left its buffer empty); hangup: the source's peer finished sending.
 	readable, hangup bool
 	eof, shut        bool
-	bytes            int64
+	bytes, spliced   int64
 }
 
-func (d *direction) done() bool { return d.eof && d.shut && len(d.pending) == 0 }
+func (d *direction) done() bool { return d.eof && d.shut && !d.holds() }
+
+// holds tells whether bytes read from the source wait to be written to the destination.
+func (d *direction) holds() bool { return len(d.pending) > 0 || (d.pipe != nil && d.pipe.n > 0) }
+
+// pipe is a kernel buffer between two sockets: splice moves the pages of a socket's
+// receive queue into it and from it into the other socket's send queue, so a bulk
+// transfer is not copied through the gateway's memory.
+type pipe struct {
+	r, w int
+	n    int // bytes in it
+}
+
+// newPipe returns a pipe for a bulk direction, or nil when none can be had (out of
+// descriptors, say): the direction then goes on with reads and writes.
+func newPipe() *pipe {
+	var fds [2]int32
+	_, _, errno := unix.RawSyscall(unix.SYS_PIPE2, uintptr(unsafe.Pointer(&fds)), unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if errno != 0 {
+		return nil
+	}
+	return &pipe{r: int(fds[0]), w: int(fds[1])}
+}
+
+func (p *pipe) close() {
+	closeFD(p.r)
+	closeFD(p.w)
+}
 
 // readableOn notes what an event on the direction's source says.
 func (d *direction) readableOn(events uint32) {
@@ -379,16 +414,16 @@ func (l *loop) serve(p *pair, fd int, events uint32) {
 		}
 		from.readableOn(events)
 		var errs [2]error
-		if from.readable || len(from.pending) > 0 {
+		if from.readable || from.holds() {
 			errs[0] = l.move(src, dst, from, to)
 		}
-		if events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 && len(to.pending) > 0 {
+		if events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 && to.holds() {
 			errs[1] = l.move(dst, src, to, from)
 		}
 		// A socket in error (the peer reset it) takes nothing more: end the pair now rather
 		// than when the other side next has something for it. Bytes it sent that still wait
 		// to be passed on go first; the read after them reports the reset.
-		if events&unix.EPOLLERR != 0 && errs[0] == nil && errs[1] == nil && len(from.pending) == 0 {
+		if events&unix.EPOLLERR != 0 && errs[0] == nil && errs[1] == nil && !from.holds() {
 			if errno := socketError(fd); errno != 0 {
 				errs[0] = errno
 			}
@@ -493,7 +528,7 @@ func (l *loop) check(p *pair, errUp, errDown error) {
 		l.finish(p)
 		return
 	}
-	if len(p.down.pending) > 0 && !p.clientWrites {
+	if p.down.holds() && !p.clientWrites {
 		ev := unix.EpollEvent{Events: clientEvents | unix.EPOLLOUT, Fd: int32(p.client)}
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, p.client, &ev); err != nil {
 			l.g.Log.Error(err, "epoll_ctl")
@@ -524,6 +559,16 @@ func (l *loop) move(src, dst int, d, other *direction) error {
 			chunks.Put(d.owned)
 			d.owned = nil
 		}
+		for d.pipe != nil && d.pipe.n > 0 {
+			n, errno := splice(d.pipe.r, dst, d.pipe.n)
+			if errno == unix.EAGAIN {
+				return nil
+			}
+			if errno != 0 {
+				return errno
+			}
+			d.pipe.n -= n
+		}
 		if d.eof {
 			if !d.shut {
 				d.shut = true
@@ -537,6 +582,24 @@ func (l *loop) move(src, dst int, d, other *direction) error {
 		}
 		if !d.readable {
 			return nil
+		}
+		if d.pipe != nil {
+			// The pipe is empty here, so nothing but an empty source makes this wait. (A
+			// short splice says nothing: a pipe holds a number of pages, not of bytes.)
+			n, errno := splice(src, d.pipe.w, chunk)
+			switch {
+			case errno == unix.EAGAIN:
+				d.readable = false
+				return nil
+			case errno != 0:
+				return errno
+			case n == 0:
+				d.eof = true
+			}
+			d.pipe.n += n
+			d.bytes += int64(n)
+			d.spliced += int64(n)
+			continue
 		}
 		n, errno := read(src, l.scratch)
 		switch {
@@ -561,6 +624,8 @@ func (l *loop) move(src, dst int, d, other *direction) error {
 		if w < n { // dst is full: keep the rest until it drains
 			d.owned = chunks.Get().(*[]byte)
 			d.pending = append((*d.owned)[:0], l.scratch[max(w, 0):n]...)
+		} else if n == len(l.scratch) {
+			d.pipe = newPipe() // a bulk transfer: from now on its bytes are spliced
 		}
 	}
 }
@@ -584,12 +649,19 @@ func (l *loop) finish(p *pair) {
 			chunks.Put(d.owned)
 			d.owned, d.pending = nil, nil
 		}
+		if d.pipe != nil {
+			d.pipe.close()
+			d.pipe = nil
+		}
 	}
 	p.client, p.backend = -1, -1
 	delete(l.waiting, p)
 	l.g.metrics.active.Dec()
 	l.g.metrics.bytesIn.Add(float64(p.up.bytes))
 	l.g.metrics.bytesOut.Add(float64(p.down.bytes))
+	if n := p.up.spliced + p.down.spliced; n > 0 {
+		l.g.metrics.spliced.Add(float64(n))
+	}
 }
 
 func (l *loop) closeFinished() {
@@ -639,6 +711,16 @@ func send(fd int, b []byte) (int, unix.Errno) {
 		return 0, errno
 	}
 	return int(n), 0
+}
+
+// splice moves up to n bytes from in to out, one of which is a pipe, without copying them.
+func splice(in, out, n int) (int, unix.Errno) {
+	r, _, errno := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n),
+		unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), 0
 }
 
 func shutdownWrite(fd int) unix.Errno {

@@ -10,6 +10,7 @@ type metrics struct {
 	routes      prometheus.Gauge
 	bytesIn     prometheus.Counter
 	bytesOut    prometheus.Counter
+	spliced     prometheus.Counter
 	rejected    prometheus.Counter
 }
 
@@ -25,10 +26,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		routes:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "meshfed_gateway_routes", Help: "Server names the gateway routes."}),
 		bytesIn:  prometheus.NewCounter(prometheus.CounterOpts{Name: "meshfed_gateway_received_bytes_total", Help: "Bytes from clients to backends."}),
 		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshfed_gateway_sent_bytes_total", Help: "Bytes from backends to clients."}),
+		spliced: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshfed_gateway_spliced_bytes_total",
+			Help: "Bytes of bulk transfers, both ways, moved from socket to socket without a copy (splice); part of the received and sent totals."}),
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshfed_gateway_config_rejected_total", Help: "xDS configurations the gateway refused (NACK)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.refusals, m.perSNI, m.active, m.routes, m.bytesIn, m.bytesOut, m.rejected)
+		reg.MustRegister(m.connections, m.refusals, m.perSNI, m.active, m.routes, m.bytesIn, m.bytesOut, m.spliced, m.rejected)
 	}
 	return m
 }
