@@ -32,9 +32,9 @@ import (
 // process run when a loop yields, every yieldEvery, or once the traffic stops.
 //
 // Bytes are read into one buffer per loop and written on at once, which suits the small
-// records of handshakes and requests. A direction whose read fills the whole buffer is a
-// bulk transfer: from then on its bytes go from socket to socket through a pipe of its own
-// with splice(2), never through the gateway's memory.
+// records of handshakes and requests. A direction whose read fills the whole buffer is in
+// a bulk transfer: while it lasts, its bytes go from socket to socket through a pipe of
+// its own with splice(2), never through the gateway's memory.
 
 const (
 	// sweepEvery is how often a loop looks for ClientHello and connect deadlines.
@@ -285,9 +285,12 @@ const (
 type direction struct {
 	pending []byte
 	owned   *[]byte // the pooled buffer pending lives in, if any
-	// pipe, once the direction moved a whole chunk at once, carries its bytes from socket
-	// to socket without copying them (splice); what it holds is pending too.
+	// pipe carries the bytes of a bulk transfer from socket to socket without copying
+	// them (splice); what it holds is pending too. bulk: the last read filled a whole
+	// chunk, so the next goes through the pipe; once one moves less, reads take over
+	// again (a long-lived connection's small messages cost a system call less that way).
 	pipe *pipe
+	bulk bool
 	// readable: the source may have bytes to read (it had an event since the last read
 	// that left its buffer empty); hangup: the source's peer finished sending.
 	readable, hangup bool
@@ -308,15 +311,19 @@ type pipe struct {
 	n    int // bytes in it
 }
 
-// newPipe returns a pipe for a bulk direction, or nil when none can be had (out of
-// descriptors, say): the direction then goes on with reads and writes.
-func newPipe() *pipe {
-	var fds [2]int32
-	_, _, errno := unix.RawSyscall(unix.SYS_PIPE2, uintptr(unsafe.Pointer(&fds)), unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if errno != 0 {
-		return nil
+// openPipe gives the direction its pipe, made once for the connection's life; it is false
+// when none can be had (out of descriptors, say): the direction then goes on with reads
+// and writes.
+func (d *direction) openPipe() bool {
+	if d.pipe == nil {
+		var fds [2]int32
+		_, _, errno := unix.RawSyscall(unix.SYS_PIPE2, uintptr(unsafe.Pointer(&fds)), unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if errno != 0 {
+			return false
+		}
+		d.pipe = &pipe{r: int(fds[0]), w: int(fds[1])}
 	}
-	return &pipe{r: int(fds[0]), w: int(fds[1])}
+	return true
 }
 
 func (p *pipe) close() {
@@ -583,9 +590,10 @@ func (l *loop) move(src, dst int, d, other *direction) error {
 		if !d.readable {
 			return nil
 		}
-		if d.pipe != nil {
-			// The pipe is empty here, so nothing but an empty source makes this wait. (A
-			// short splice says nothing: a pipe holds a number of pages, not of bytes.)
+		if d.bulk {
+			// The pipe is empty here, so nothing but an empty source makes this wait. A
+			// short splice does not say the source is empty (a pipe holds a number of
+			// pages, not of bytes): the read after it will.
 			n, errno := splice(src, d.pipe.w, chunk)
 			switch {
 			case errno == unix.EAGAIN:
@@ -599,6 +607,7 @@ func (l *loop) move(src, dst int, d, other *direction) error {
 			d.pipe.n += n
 			d.bytes += int64(n)
 			d.spliced += int64(n)
+			d.bulk = n == chunk
 			continue
 		}
 		n, errno := read(src, l.scratch)
@@ -625,7 +634,7 @@ func (l *loop) move(src, dst int, d, other *direction) error {
 			d.owned = chunks.Get().(*[]byte)
 			d.pending = append((*d.owned)[:0], l.scratch[max(w, 0):n]...)
 		} else if n == len(l.scratch) {
-			d.pipe = newPipe() // a bulk transfer: from now on its bytes are spliced
+			d.bulk = d.openPipe()
 		}
 	}
 }
