@@ -121,6 +121,8 @@ type loop struct {
 	scratch []byte
 	// acceptAgain is when accepting resumes after the process ran out of descriptors.
 	acceptAgain time.Time
+	// now is when the loop last woke, the time its deadlines count from.
+	now time.Time
 	// closing are descriptors of finished pairs, closed once the batch of events is
 	// handled: a number closed earlier could be reused by an accept in the same batch and
 	// get the old connection's remaining events.
@@ -162,13 +164,15 @@ func (l *loop) signal() {
 }
 
 // run serves events until ctx ends and the connections are drained; loops is how many
-// loops the gateway runs.
+// loops the gateway runs. The clock is read once per wake: deadlines are seconds long, and
+// a batch of events takes microseconds.
 func (l *loop) run(ctx context.Context, drain time.Duration, loops int) error {
 	var drainUntil, nextSweep, yielded, active time.Time
-	lastSweep := time.Now()
+	l.now = time.Now()
+	lastSweep := l.now
 	procs := runtime.GOMAXPROCS(0)
 	for {
-		now := time.Now()
+		now := l.now
 		// Wake for the next sweep when something waits for one.
 		timeout := time.Duration(-1)
 		if len(l.waiting) > 0 || !drainUntil.IsZero() || !l.acceptAgain.IsZero() {
@@ -193,13 +197,16 @@ func (l *loop) run(ctx context.Context, drain time.Duration, loops int) error {
 			timeout = yieldEvery
 		}
 		n, errno := l.wait(timeout, hold)
+		now = time.Now()
+		l.now = now
 		if n > 0 {
-			active = time.Now()
+			active = now
 		}
 		if errno != 0 && errno != unix.EINTR {
 			l.finishAll()
 			return fmt.Errorf("epoll_wait: %w", errno)
 		}
+		woken := false // Serve asked the loops to stop
 		for _, ev := range l.events[:max(n, 0)] {
 			switch fd := int(ev.Fd); {
 			case fd == l.lfd:
@@ -207,6 +214,7 @@ func (l *loop) run(ctx context.Context, drain time.Duration, loops int) error {
 			case fd == l.wake:
 				var b [8]byte
 				_, _ = unix.Read(l.wake, b[:])
+				woken = true
 			default:
 				if p := l.pairs[fd]; p != nil {
 					l.serve(p, fd, ev.Events)
@@ -214,23 +222,21 @@ func (l *loop) run(ctx context.Context, drain time.Duration, loops int) error {
 			}
 		}
 		l.closeFinished()
-		if ctx.Err() != nil && drainUntil.IsZero() {
-			drainUntil = time.Now().Add(drain)
+		if woken && drainUntil.IsZero() && ctx.Err() != nil {
+			drainUntil = now.Add(drain)
 			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.lfd, nil)
 			l.lfd = -1
 		}
-		if !l.acceptAgain.IsZero() && time.Now().After(l.acceptAgain) && l.lfd >= 0 {
+		if !l.acceptAgain.IsZero() && now.After(l.acceptAgain) && l.lfd >= 0 {
 			l.acceptAgain = time.Time{}
 			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.lfd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(l.lfd)})
 		}
-		if len(l.waiting) > 0 {
-			if now = time.Now(); now.Sub(lastSweep) >= sweepEvery {
-				l.sweep(now)
-				l.closeFinished()
-				lastSweep = now
-			}
+		if len(l.waiting) > 0 && now.Sub(lastSweep) >= sweepEvery {
+			l.sweep(now)
+			l.closeFinished()
+			lastSweep = now
 		}
-		if !drainUntil.IsZero() && (len(l.pairs) == 0 || time.Now().After(drainUntil)) {
+		if !drainUntil.IsZero() && (len(l.pairs) == 0 || now.After(drainUntil)) {
 			l.finishAll()
 			return nil
 		}
@@ -355,12 +361,12 @@ func (l *loop) accept() {
 		// rather than spin, and let connections finish meanwhile.
 		l.g.Log.Error(errno, "accept: pausing new connections for a second")
 		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.lfd, nil)
-		l.acceptAgain = time.Now().Add(time.Second)
+		l.acceptAgain = l.now.Add(time.Second)
 		return
 	}
 	// The ClientHello is read on the connection's first event: most often it has not
 	// arrived yet, and if it has, adding the socket to epoll reports it at once.
-	p := &pair{client: int(fd), backend: -1, deadline: time.Now().Add(l.g.HelloTimeout)}
+	p := &pair{client: int(fd), backend: -1, deadline: l.now.Add(l.g.HelloTimeout)}
 	if err := l.add(p.client, p, clientEvents); err != nil {
 		closeFD(p.client)
 		l.g.Log.Error(err, "epoll_ctl")
@@ -511,7 +517,7 @@ func (l *loop) route(p *pair) {
 		l.refuse(p, ReasonDialFailed, err)
 		return
 	}
-	p.backend, p.phase, p.deadline = fd, connecting, time.Now().Add(l.g.DialTimeout)
+	p.backend, p.phase, p.deadline = fd, connecting, l.now.Add(l.g.DialTimeout)
 	// The ClientHello, and anything the client sent after it, go to the backend first.
 	p.up.pending, p.hello = p.hello, nil
 	p.up.eof = p.helloEOF
