@@ -596,27 +596,17 @@ func (l *loop) move(src, dst int, d, other *direction) error {
 		if !d.readable {
 			return nil
 		}
+		// Into the pipe while the transfer is bulk, else into the loop's buffer. The pipe is
+		// empty here, so only an empty source makes a splice wait; a short splice does not
+		// say the source is empty (a pipe holds a number of pages, not of bytes): the read
+		// after it will.
+		var n int
+		var errno unix.Errno
 		if d.bulk {
-			// The pipe is empty here, so nothing but an empty source makes this wait. A
-			// short splice does not say the source is empty (a pipe holds a number of
-			// pages, not of bytes): the read after it will.
-			n, errno := splice(src, d.pipe.w, chunk)
-			switch {
-			case errno == unix.EAGAIN:
-				d.readable = false
-				return nil
-			case errno != 0:
-				return errno
-			case n == 0:
-				d.eof = true
-			}
-			d.pipe.n += n
-			d.bytes += int64(n)
-			d.spliced += int64(n)
-			d.bulk = n == chunk
-			continue
+			n, errno = splice(src, d.pipe.w, chunk)
+		} else {
+			n, errno = read(src, l.scratch)
 		}
-		n, errno := read(src, l.scratch)
 		switch {
 		case errno == unix.EAGAIN:
 			d.readable = false
@@ -626,12 +616,19 @@ func (l *loop) move(src, dst int, d, other *direction) error {
 		case n == 0:
 			d.eof = true
 			continue
-		case n < len(l.scratch):
+		}
+		d.bytes += int64(n)
+		if d.bulk {
+			d.pipe.n += n
+			d.spliced += int64(n)
+			d.bulk = n == chunk
+			continue
+		}
+		if n < len(l.scratch) {
 			// A short read empties the socket: more comes with an event, or, if the peer
 			// hung up, never.
 			d.readable, d.eof = false, d.hangup
 		}
-		d.bytes += int64(n)
 		w, errno := send(dst, l.scratch[:n])
 		if errno != 0 && errno != unix.EAGAIN {
 			return errno
