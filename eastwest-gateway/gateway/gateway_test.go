@@ -225,13 +225,14 @@ func sendAndEnd(t *testing.T, gw, line string) string {
 	conn := tls.Client(raw, &tls.Config{ServerName: echoSNI, InsecureSkipVerify: true})
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
-	answer := make(chan []byte, 1)
+	type result struct {
+		got []byte
+		err error
+	}
+	answer := make(chan result, 1)
 	go func() {
 		got, err := io.ReadAll(conn)
-		if err != nil {
-			t.Errorf("after %d bytes back: %v", len(got), err)
-		}
-		answer <- got
+		answer <- result{got, err}
 	}()
 	if _, err := io.WriteString(conn, line); err != nil {
 		t.Fatal(err)
@@ -242,7 +243,11 @@ func sendAndEnd(t *testing.T, gw, line string) string {
 	if err := raw.(*net.TCPConn).CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	return string(<-answer)
+	r := <-answer
+	if r.err != nil {
+		t.Errorf("after %d bytes back: %v", len(r.got), r.err)
+	}
+	return string(r.got)
 }
 
 func TestGateway(t *testing.T) {
@@ -405,7 +410,7 @@ func TestGateway(t *testing.T) {
 		}
 	})
 	t.Run("a client that is done sending a bulk upload still gets its whole answer", func(t *testing.T) {
-		line := strings.Repeat("fedcba9876543210", 128<<10) + "\n" // 2 MiB, spliced both ways
+		line := strings.Repeat("fedcba9876543210", 128<<10) + "\n" // 2 MiB: large enough to be spliced both ways
 		if _, got, _ := strings.Cut(sendAndEnd(t, gw, line), ":"); got != line {
 			t.Errorf("got %d bytes back, want the %d sent", len(got), len(line))
 		}
