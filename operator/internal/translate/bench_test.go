@@ -126,3 +126,25 @@ func benchEndpointChanges(b *testing.B, push func(*Model) error) {
 		i++
 	}
 }
+
+// BenchmarkTranslate100x100PeerChange: something every service depends on changed (a
+// peer's region, which is in every endpoint set), so every service is translated again
+// and its resources compared with the ones served; only the endpoints version moves.
+func BenchmarkTranslate100x100PeerChange(b *testing.B) {
+	m, _ := benchModel(100, 100)
+	tr := NewTranslator()
+	served := tr.Translate(m)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		p := m.Peers["b"]
+		p.Region = fmt.Sprintf("region-%d", i%2)
+		m.Peers["b"] = p
+		next := tr.Translate(m)
+		if next.Versions[VersionListeners] != served.Versions[VersionListeners] {
+			b.Fatal("a peer's region moved the listeners version")
+		}
+		served = next
+		i++
+	}
+}

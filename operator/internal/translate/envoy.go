@@ -234,7 +234,7 @@ func httpFilter(hcm *hcmv3.HttpConnectionManager) *listenerv3.Filter {
 // envoyVersions hashes each type's content (Envoy configurations are built whole).
 func envoyVersions(r *EnvoyResources) [4]string {
 	var out [4]string
-	for i, h := range contentHashes(new([]byte), &r.Resources, nil) {
+	for i, h := range contentHashes(new([]byte), &r.Resources, false) {
 		out[i] = strconv.FormatUint(h, 16)
 	}
 	return out

@@ -51,7 +51,7 @@ func TranslateGateway(m *Model) *Resources {
 	}
 	r.Listeners = []*listenerv3.Listener{l}
 	r.sort()
-	for i, h := range contentHashes(new([]byte), r, nil) {
+	for i, h := range contentHashes(new([]byte), r, false) {
 		r.Versions[i] = strconv.FormatUint(h, 16)
 	}
 	return r

@@ -41,9 +41,10 @@ func Translate(m *Model) *Resources {
 	return r
 }
 
-// translateService builds the resources of one service. It only reads t, so services
-// can be translated in parallel.
-func (t *translation) translateService(s *Service) *Resources {
+// translateService builds the resources of one service, and the names of its server
+// listeners, which are the last of its listeners. It only reads t, so services can be
+// translated in parallel.
+func (t *translation) translateService(s *Service) (*Resources, []string) {
 	m := t.Model
 	r := &Resources{}
 	e := newEndpoints(m, s)
@@ -82,16 +83,18 @@ func (t *translation) translateService(s *Service) *Resources {
 				WeightedClusters: &routev3.WeightedCluster{Clusters: legs}}}))
 		}
 	}
+	var servers []string
 	if s.Local {
-		r.addServers(t, e)
+		servers = r.addServers(t, e)
 	}
-	return r
+	return r, servers
 }
 
 // addServers adds the server listeners of the service's local endpoints, one per endpoint
 // and service port; their messages are allocated together, and so are their names (a
 // strings.Builder never changes what it holds, so each name can be taken as it is written).
-func (r *Resources) addServers(t *translation, e *endpoints) {
+// It returns the names.
+func (r *Resources) addServers(t *translation, e *endpoints) []string {
 	n, size := 0, 0 // counted as the loop below writes them
 	for _, ep := range e.s.Endpoints {
 		if ep.Cluster != t.Cluster {
@@ -105,6 +108,7 @@ func (r *Resources) addServers(t *translation, e *endpoints) {
 		}
 	}
 	blocks := make([]listenerBlock, 0, n)
+	listed := make([]string, 0, n)
 	var names strings.Builder
 	names.Grow(size)
 	for i, ep := range e.s.Endpoints {
@@ -119,10 +123,12 @@ func (r *Resources) addServers(t *translation, e *endpoints) {
 			start := names.Len()
 			writeServerListenerName(&names, ep.Address, port)
 			blocks = blocks[:len(blocks)+1]
-			l := blocks[len(blocks)-1].server(names.String()[start:], e.lb(i, p.Name).GetEndpoint().Address, t.serverChain)
-			r.Listeners = append(r.Listeners, l)
+			name := names.String()[start:]
+			listed = append(listed, name)
+			r.Listeners = append(r.Listeners, blocks[len(blocks)-1].server(name, e.lb(i, p.Name).GetEndpoint().Address, t.serverChain))
 		}
 	}
+	return listed
 }
 
 // apply sets the policy's timeout and retries on a route to the service's clusterset host.

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -13,6 +14,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Translator translates models one after the other and re-translates only the services
@@ -23,12 +25,21 @@ type Translator struct {
 	run      uint64
 }
 
-// translated is one service's resources with the fingerprint of the input that made them
-// and the content hash of each resource type.
+// translated is one service's resources with the fingerprint of the input that made them.
+// tokens name the content of each type of resource: a token is made from the input's
+// fingerprint when a service is first translated, and kept when a re-translation leaves
+// that type's content as it was, so a type's version (made of the tokens) moves only when
+// its content does. Versions are only compared within this process: a new xDS stream is
+// sent everything whatever version its client had.
 type translated struct {
-	input  uint64
-	res    *Resources
-	hashes [4]uint64
+	input uint64
+	res   *Resources
+	// servers are the names of the server listeners, the last of res.Listeners.
+	servers []string
+	tokens  [4]uint64
+	// hashes are the content hashes of each type, computed when the service changes (a
+	// cold build needs none).
+	hashes *[4]uint64
 	seen   uint64
 }
 
@@ -36,7 +47,8 @@ type translated struct {
 func NewTranslator() *Translator { return &Translator{services: map[string]*translated{}} }
 
 // Translate is like the package's Translate, with the lists in the order of the model's
-// services, and the per-type content versions in Versions.
+// services, and in Versions a version per type that moves only when that type's content
+// does.
 func (tr *Translator) Translate(m *Model) *Resources {
 	tr.run++
 	t := newTranslation(m)
@@ -45,19 +57,18 @@ func (tr *Translator) Translate(m *Model) *Resources {
 	var buf [8]byte
 	// The services whose input changed are translated anew, in parallel (at start, or when
 	// something every service depends on changed, they are many).
-	chains := map[*listenerv3.FilterChain]uint64{t.serverChain: hashChain(t.serverChain)}
 	cached := make([]*translated, len(m.Services))
 	parallel(len(m.Services), func(i int) {
 		s := &m.Services[i]
 		scratch := buffers.Get().(*[]byte)
 		defer buffers.Put(scratch)
 		fp := serviceFingerprint(scratch, shared, s)
-		if c := tr.services[s.Namespace+"/"+s.Name]; c != nil && c.input == fp {
-			cached[i] = c
+		prev := tr.services[s.Namespace+"/"+s.Name]
+		if prev != nil && prev.input == fp {
+			cached[i] = prev
 			return
 		}
-		res := t.translateService(s)
-		cached[i] = &translated{input: fp, res: res, hashes: contentHashes(scratch, res, chains)}
+		cached[i] = t.translate(scratch, s, fp, prev)
 	})
 	var n [4]int
 	for _, c := range cached {
@@ -65,7 +76,7 @@ func (tr *Translator) Translate(m *Model) *Resources {
 	}
 	out := &Resources{Listeners: make([]*listenerv3.Listener, 0, n[0]), Routes: make([]*routev3.RouteConfiguration, 0, n[1]),
 		Clusters: make([]*clusterv3.Cluster, 0, n[2]), Endpoints: make([]*endpointv3.ClusterLoadAssignment, 0, n[3])}
-	servers := make(map[string]bool, n[0])
+	servers := make(map[string]struct{}, n[0])
 	for i := range m.Services {
 		s := &m.Services[i]
 		c := cached[i]
@@ -74,17 +85,16 @@ func (tr *Translator) Translate(m *Model) *Resources {
 		out.Routes = append(out.Routes, c.res.Routes...)
 		out.Clusters = append(out.Clusters, c.res.Clusters...)
 		out.Endpoints = append(out.Endpoints, c.res.Endpoints...)
-		for _, l := range c.res.Listeners {
+		clients := len(c.res.Listeners) - len(c.servers)
+		out.Listeners = append(out.Listeners, c.res.Listeners[:clients]...)
+		for k, name := range c.servers {
 			// Two services may select the same pod port: one server listener for it.
-			if l.Address != nil {
-				if servers[l.Name] {
-					continue
-				}
-				servers[l.Name] = true
+			if _, dup := servers[name]; !dup {
+				servers[name] = struct{}{}
+				out.Listeners = append(out.Listeners, c.res.Listeners[clients+k])
 			}
-			out.Listeners = append(out.Listeners, l)
 		}
-		for j, h := range c.hashes {
+		for j, h := range c.tokens {
 			binary.LittleEndian.PutUint64(buf[:], h)
 			types[j].Write(buf[:])
 		}
@@ -95,11 +105,34 @@ func (tr *Translator) Translate(m *Model) *Resources {
 		}
 	}
 	for j := range types {
-		binary.LittleEndian.PutUint64(buf[:], shared)
-		types[j].Write(buf[:])
 		out.Versions[j] = hex.EncodeToString(types[j].Sum(nil))
 	}
 	return out
+}
+
+// translate translates s, whose input has the fingerprint fp, anew. Each type's token is
+// made from fp, or kept from prev (what s was translated into before, if anything) when
+// that type's content is the same.
+func (t *translation) translate(scratch *[]byte, s *Service, fp uint64, prev *translated) *translated {
+	c := &translated{input: fp}
+	c.res, c.servers = t.translateService(s)
+	for j := range c.tokens {
+		c.tokens[j] = xxhash.Sum64(binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64((*scratch)[:0], fp), uint64(j)))
+	}
+	if prev == nil {
+		return c // nothing to compare with: hashing waits until s changes
+	}
+	before, after := prev.hashes, contentHashes(scratch, c.res, false)
+	if before == nil {
+		before = ptrTo(contentHashes(scratch, prev.res, true))
+	}
+	c.hashes = &after
+	for j := range c.tokens {
+		if before[j] == after[j] {
+			c.tokens[j] = prev.tokens[j]
+		}
+	}
+	return c
 }
 
 // Version indexes in Resources.Versions.
@@ -110,14 +143,16 @@ const (
 	VersionEndpoints
 )
 
-// parallel calls f(i) for i from 0 to n-1, on as many goroutines as there are processors.
-// f may read shared state but must write only what belongs to i.
+// parallel calls f(i) for i from 0 to n-1, on as many goroutines as there are processors,
+// each taking the next i when done with one (so a goroutine held up by the collector does
+// not hold up the others). f may read shared state but must write only what belongs to i.
 func parallel(n int, f func(int)) {
 	workers := min(runtime.GOMAXPROCS(0), n/8+1)
+	var next atomic.Int64
 	var wg sync.WaitGroup
-	for w := range workers {
+	for range workers {
 		wg.Go(func() {
-			for i := w; i < n; i += workers {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
 				f(i)
 			}
 		})
@@ -131,43 +166,62 @@ var buffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // contentHashes hashes a service's resources of each type, in their encoding (the fast
 // generated marshalers of go-control-plane's types; these resources have no map fields,
-// so the encoding is stable), written in buf. chains holds the hash of filter chains that
-// many listeners share (every server listener has the same one); it is only read.
-func contentHashes(buf *[]byte, r *Resources, chains map[*listenerv3.FilterChain]uint64) [4]uint64 {
+// so the encoding is stable), written in buf. served says the resources may be being
+// served, so they must only be read.
+func contentHashes(buf *[]byte, r *Resources, served bool) [4]uint64 {
 	var out [4]uint64
-	out[VersionListeners] = hashListeners(buf, r.Listeners, chains)
+	out[VersionListeners] = hashListeners(buf, r.Listeners, served)
 	out[VersionRoutes] = hashAll(buf, r.Routes)
 	out[VersionClusters] = hashAll(buf, r.Clusters)
 	out[VersionEndpoints] = hashAll(buf, r.Endpoints)
 	return out
 }
 
-// hashListeners hashes each listener without its filter chains, then the hash of each
-// chain, computed once per chain. The listeners are fresh from a translation, not yet
-// shared with anything, so taking their chains off for a moment is safe.
-func hashListeners(scratch *[]byte, ls []*listenerv3.Listener, chains map[*listenerv3.FilterChain]uint64) uint64 {
+// hashListeners hashes each listener without its filter chains, then each chain; a chain
+// that listeners share (every server listener has the same one) is encoded once. The
+// chains of listeners not yet served are taken off for a moment; a served listener is
+// encoded through a copy without them.
+func hashListeners(scratch *[]byte, ls []*listenerv3.Listener, served bool) uint64 {
 	h := xxhash.New()
 	buf := *scratch
 	defer func() { *scratch = buf }()
+	var last *listenerv3.FilterChain
+	var lastSum uint64
 	for _, l := range ls {
-		fcs := l.FilterChains
-		l.FilterChains = nil
-		buf = appendEncoding(buf[:0], l)
-		l.FilterChains = fcs
+		if served {
+			buf = appendEncoding(buf[:0], withoutChains(l))
+		} else {
+			fcs := l.FilterChains
+			l.FilterChains = nil
+			buf = appendEncoding(buf[:0], l)
+			l.FilterChains = fcs
+		}
 		_, _ = h.Write(buf)
-		for _, fc := range fcs {
-			sum, ok := chains[fc]
-			if !ok {
-				sum = hashChain(fc)
+		for _, fc := range l.FilterChains {
+			if fc != last {
+				last, lastSum = fc, xxhash.Sum64(appendEncoding(buf[:0], fc))
 			}
-			_, _ = h.Write(binary.LittleEndian.AppendUint64(buf[:0], sum))
+			_, _ = h.Write(binary.LittleEndian.AppendUint64(buf[:0], lastSum))
 		}
 		_, _ = h.Write([]byte{0xff}) // ends the listener
 	}
 	return h.Sum64()
 }
 
-func hashChain(fc *listenerv3.FilterChain) uint64 { return xxhash.Sum64(appendEncoding(nil, fc)) }
+// withoutChains is a shallow copy of l without its filter chains; l is only read.
+func withoutChains(l *listenerv3.Listener) *listenerv3.Listener {
+	c := &listenerv3.Listener{}
+	dst := c.ProtoReflect()
+	l.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Number() != filterChainsField {
+			dst.Set(fd, v)
+		}
+		return true
+	})
+	return c
+}
+
+var filterChainsField = (&listenerv3.Listener{}).ProtoReflect().Descriptor().Fields().ByName("filter_chains").Number()
 
 // vtMarshaler is the fast marshaler go-control-plane generates for its types.
 type vtMarshaler interface {
@@ -301,3 +355,5 @@ func boolNum(b bool) uint64 {
 	}
 	return 0
 }
+
+func ptrTo[T any](v T) *T { return &v }

@@ -191,6 +191,77 @@ func TestTranslatorReuse(t *testing.T) {
 	}
 }
 
+// TestVersionsFollowContent: a type's version moves with its resources, not with the
+// model: a change that alters no resource moves no version, a change undone brings the
+// versions back, and a translator started afresh gives the same versions.
+func TestVersionsFollowContent(t *testing.T) {
+	m, _ := benchModel(5, 6)
+	tr := NewTranslator()
+	start := tr.Translate(m).Versions
+	if again := NewTranslator().Translate(m).Versions; again != start {
+		t.Errorf("a fresh translator gave versions %q, want %q", again, start)
+	}
+	remote := slices.IndexFunc(m.Services[1].Endpoints, func(e Endpoint) bool { return e.Cluster == "b" && e.Ready })
+	m.Services[1].Endpoints[remote].Ready = false
+	if got := tr.Translate(m).Versions; got[VersionEndpoints] == start[VersionEndpoints] {
+		t.Error("an endpoint turned unready and the endpoints version did not move")
+	}
+	m.Services[1].Endpoints[remote].Ready = true
+	if got := tr.Translate(m).Versions; got != start {
+		t.Errorf("the change was undone: versions %q, want %q", got, start)
+	}
+	// An endpoint behind c's gateway moves: the gateway still fronts as many.
+	behind := slices.IndexFunc(m.Services[1].Endpoints, func(e Endpoint) bool { return e.Cluster == "c" })
+	m.Services[1].Endpoints[behind].Address = "10.2.1.250"
+	if got := tr.Translate(m).Versions; got != start {
+		t.Errorf("an endpoint behind a gateway moved: versions %q, want them unchanged %q", got, start)
+	}
+}
+
+// TestServedListenersHashAlike: listeners being served (only read) hash as the same
+// listeners hashed fresh, so a service first changing after a cold build is compared
+// rightly; a listener that differs hashes differently.
+func TestServedListenersHashAlike(t *testing.T) {
+	for name, m := range goldenModels() {
+		r := Translate(m)
+		fresh, served := hashListeners(new([]byte), r.Listeners, false), hashListeners(new([]byte), r.Listeners, true)
+		if fresh != served {
+			t.Errorf("%s: listeners hash %x served and %x fresh", name, served, fresh)
+		}
+		server := slices.IndexFunc(r.Listeners, func(l *listenerv3.Listener) bool { return len(l.FilterChains) > 0 })
+		if server < 0 {
+			continue // no server listener
+		}
+		r.Listeners[server].FilterChains = nil
+		if hashListeners(new([]byte), r.Listeners, true) == served {
+			t.Errorf("%s: a listener lost its filter chains and the hash stayed", name)
+		}
+	}
+}
+
+// TestTwoServicesOfOnePod: two services selecting the same pod port give one server
+// listener for it.
+func TestTwoServicesOfOnePod(t *testing.T) {
+	pod := []Endpoint{ep("a", "net-1", "10.0.0.1", 8080, true)}
+	m := &Model{Cluster: "a", Network: "net-1", TrustDomain: "cluster.local", Services: []Service{
+		{Namespace: "shop", Name: "reviews", Local: true, Ports: []Port{{Name: "grpc", Port: 9080}}, Endpoints: pod},
+		{Namespace: "shop", Name: "reviews-canary", Local: true, Ports: []Port{{Name: "grpc", Port: 9081}}, Endpoints: pod},
+	}}
+	r := Translate(m)
+	var servers []string
+	for _, l := range r.Listeners {
+		if l.Address != nil {
+			servers = append(servers, l.Name)
+		}
+	}
+	if want := []string{ServerListenerName("10.0.0.1", 8080)}; !slices.Equal(servers, want) {
+		t.Errorf("server listeners %q, want %q", servers, want)
+	}
+	if err := Check(r); err != nil {
+		t.Error(err)
+	}
+}
+
 // TestTranslateEnvoyGolden: the Envoy sidecar configuration of a model passes ValidateAll,
 // every route, cluster, endpoint and SDS reference resolves, and it equals the reviewed
 // golden file.

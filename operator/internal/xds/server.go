@@ -272,7 +272,7 @@ func (s *Server) setErr(err error) {
 	}
 }
 
-// set serves res if any type changed; versions are content hashes per type.
+// set serves res if any type changed; a type's version moves only when its content does.
 func (s *Server) set(ctx context.Context, res *translate.Resources, changedAt time.Time) bool {
 	byType := map[resource.Type][]types.Resource{}
 	for _, r := range res.Listeners {
