@@ -122,6 +122,7 @@ bench: tools build ## Run the benchmarks: testbed start, federation latency and 
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench BurstFloor -benchtime 1x -timeout 30m ./testbed
 	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'Translate100x100$$' -benchtime 50x ./operator/internal/translate
 	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'Translate100x100OneEndpointChange$$' -benchtime 300x ./operator/internal/translate
+	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'Translate100x100PeerChange$$' -benchtime 50x ./operator/internal/translate
 	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'Check100x100$$' -benchtime 50x ./operator/internal/translate
 	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'Push100x100OneEndpointChange$$' -benchtime 300x ./operator/internal/translate
 	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench EDSPushTo1000Clients -benchtime 50x ./operator/internal/xds
