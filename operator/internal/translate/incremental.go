@@ -122,10 +122,13 @@ func (t *translation) translate(scratch *[]byte, s *Service, fp uint64, prev *tr
 	if prev == nil {
 		return c // nothing to compare with: hashing waits until s changes
 	}
-	before, after := prev.hashes, contentHashes(scratch, c.res, false)
-	if before == nil {
-		before = ptrTo(contentHashes(scratch, prev.res, true))
+	var before [4]uint64
+	if prev.hashes != nil {
+		before = *prev.hashes
+	} else {
+		before = contentHashes(scratch, prev.res, true)
 	}
+	after := contentHashes(scratch, c.res, false)
 	c.hashes = &after
 	for j := range c.tokens {
 		if before[j] == after[j] {
@@ -355,5 +358,3 @@ func boolNum(b bool) uint64 {
 	}
 	return 0
 }
-
-func ptrTo[T any](v T) *T { return &v }
