@@ -109,6 +109,7 @@ func (r *Resources) addServers(t *translation, e *endpoints) []string {
 	}
 	blocks := make([]listenerBlock, 0, n)
 	listed := make([]string, 0, n)
+	r.Listeners = slices.Grow(r.Listeners, n)
 	var names strings.Builder
 	names.Grow(size)
 	for i, ep := range e.s.Endpoints {

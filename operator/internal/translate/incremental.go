@@ -272,6 +272,8 @@ func (f *fingerprint) str(s string) {
 
 func (f *fingerprint) num(n uint64) { f.b = binary.LittleEndian.AppendUint64(f.b, n) }
 
+func (f *fingerprint) flag(b bool) { f.b = append(f.b, byte(boolNum(b))) }
+
 func (f *fingerprint) sum() uint64 { return xxhash.Sum64(f.b) }
 
 // modelFingerprint covers what every service's translation depends on besides the service.
@@ -318,16 +320,24 @@ func serviceFingerprint(buf *[]byte, shared uint64, s *Service) uint64 {
 		}
 	}
 	f.num(uint64(len(s.Endpoints)))
-	for _, e := range s.Endpoints {
-		f.str(e.Cluster)
-		f.str(e.Network)
-		f.str(e.Address)
-		f.num(boolNum(e.Ready))
-		f.num(uint64(len(e.Ports)))
-		for _, p := range e.Ports {
-			f.str(p.Name)
-			f.num(uint64(p.Port))
+	for i := range s.Endpoints {
+		e := &s.Endpoints[i]
+		// Endpoints of one slice share their cluster, network and ports: a flag says when
+		// an endpoint has those of the one before it.
+		if i > 0 && sameOrigin(e, &s.Endpoints[i-1]) {
+			f.flag(true)
+		} else {
+			f.flag(false)
+			f.str(e.Cluster)
+			f.str(e.Network)
+			f.num(uint64(len(e.Ports)))
+			for _, p := range e.Ports {
+				f.str(p.Name)
+				f.num(uint64(p.Port))
+			}
 		}
+		f.str(e.Address)
+		f.flag(e.Ready)
 	}
 	for _, c := range s.Policy.Failover {
 		f.str(c)
@@ -350,6 +360,11 @@ func serviceFingerprint(buf *[]byte, shared uint64, s *Service) uint64 {
 		f.num(uint64(o.BaseEjectionSecs * 1000))
 	}
 	return f.sum()
+}
+
+// sameOrigin says whether a and b have the same cluster, network and ports.
+func sameOrigin(a, b *Endpoint) bool {
+	return a.Cluster == b.Cluster && a.Network == b.Network && slices.Equal(a.Ports, b.Ports)
 }
 
 func boolNum(b bool) uint64 {
