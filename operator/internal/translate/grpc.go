@@ -41,8 +41,8 @@ func Translate(m *Model) *Resources {
 	return r
 }
 
-// translateService builds the resources of one service, and the names of its server
-// listeners, which are the last of its listeners. It only reads t, so services can be
+// translateService builds the resources of one service, and the listening addresses
+// (host:port) of its server listeners, which are the last of its listeners. It only reads t, so services can be
 // translated in parallel.
 func (t *translation) translateService(s *Service) (*Resources, []string) {
 	m := t.Model
@@ -83,17 +83,17 @@ func (t *translation) translateService(s *Service) (*Resources, []string) {
 				WeightedClusters: &routev3.WeightedCluster{Clusters: legs}}}))
 		}
 	}
-	var servers []string
+	var listening []string
 	if s.Local {
-		servers = r.addServers(t, e)
+		listening = r.addServers(t, e)
 	}
-	return r, servers
+	return r, listening
 }
 
 // addServers adds the server listeners of the service's local endpoints, one per endpoint
 // and service port; their messages are allocated together, and so are their names (a
 // strings.Builder never changes what it holds, so each name can be taken as it is written).
-// It returns the names.
+// It returns the listening address of each, as its name has it.
 func (r *Resources) addServers(t *translation, e *endpoints) []string {
 	n, size := 0, 0 // counted as the loop below writes them
 	for _, ep := range e.s.Endpoints {
@@ -125,7 +125,7 @@ func (r *Resources) addServers(t *translation, e *endpoints) []string {
 			writeServerListenerName(&names, ep.Address, port)
 			blocks = blocks[:len(blocks)+1]
 			name := names.String()[start:]
-			listed = append(listed, name)
+			listed = append(listed, name[len(serverListenerPrefix):len(name)-len(serverListenerSuffix)])
 			r.Listeners = append(r.Listeners, blocks[len(blocks)-1].server(name, e.lb(i, p.Name).GetEndpoint().Address, t.serverChain))
 		}
 	}

@@ -34,9 +34,10 @@ type Translator struct {
 type translated struct {
 	input uint64
 	res   *Resources
-	// servers are the names of the server listeners, the last of res.Listeners.
-	servers []string
-	tokens  [4]uint64
+	// listening are the listening addresses of the server listeners, the last of
+	// res.Listeners.
+	listening []string
+	tokens    [4]uint64
 	// hashes are the content hashes of each type, computed when the service changes (a
 	// cold build needs none).
 	hashes *[4]uint64
@@ -76,7 +77,7 @@ func (tr *Translator) Translate(m *Model) *Resources {
 	}
 	out := &Resources{Listeners: make([]*listenerv3.Listener, 0, n[0]), Routes: make([]*routev3.RouteConfiguration, 0, n[1]),
 		Clusters: make([]*clusterv3.Cluster, 0, n[2]), Endpoints: make([]*endpointv3.ClusterLoadAssignment, 0, n[3])}
-	servers := make(map[string]struct{}, n[0])
+	servers := make(map[string]struct{}, n[0]) // by listening address
 	for i := range m.Services {
 		s := &m.Services[i]
 		c := cached[i]
@@ -85,12 +86,12 @@ func (tr *Translator) Translate(m *Model) *Resources {
 		out.Routes = append(out.Routes, c.res.Routes...)
 		out.Clusters = append(out.Clusters, c.res.Clusters...)
 		out.Endpoints = append(out.Endpoints, c.res.Endpoints...)
-		clients := len(c.res.Listeners) - len(c.servers)
+		clients := len(c.res.Listeners) - len(c.listening)
 		out.Listeners = append(out.Listeners, c.res.Listeners[:clients]...)
-		for k, name := range c.servers {
+		for k, addr := range c.listening {
 			// Two services may select the same pod port: one server listener for it.
-			if _, dup := servers[name]; !dup {
-				servers[name] = struct{}{}
+			if _, dup := servers[addr]; !dup {
+				servers[addr] = struct{}{}
 				out.Listeners = append(out.Listeners, c.res.Listeners[clients+k])
 			}
 		}
@@ -115,7 +116,7 @@ func (tr *Translator) Translate(m *Model) *Resources {
 // that type's content is the same.
 func (t *translation) translate(scratch *[]byte, s *Service, fp uint64, prev *translated) *translated {
 	c := &translated{input: fp}
-	c.res, c.servers = t.translateService(s)
+	c.res, c.listening = t.translateService(s)
 	for j := range c.tokens {
 		c.tokens[j] = xxhash.Sum64(binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64((*scratch)[:0], fp), uint64(j)))
 	}
