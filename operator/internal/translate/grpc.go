@@ -48,13 +48,17 @@ func (t *translation) translateService(s *Service) (*Resources, []string) {
 	m := t.Model
 	r := &Resources{}
 	e := newEndpoints(m, s)
-	s = e.s // its endpoints in the model's order
+	s = e.s                         // its endpoints in the model's order
+	var tls *tlsv3.CommonTlsContext // the service's clusters verify its servers alike
+	if m.MTLS {
+		tls = m.commonTLS(m.serverIdentity(s))
+	}
 	if s.Local {
 		for _, p := range s.Ports {
 			host := s.localHost()
 			name := ClusterName(p.Port, "", host)
 			r.addClient(host, p.Port, routeTo(name))
-			r.Clusters = append(r.Clusters, m.cluster(s, name, name))
+			r.Clusters = append(r.Clusters, m.cluster(s, name, name, tls))
 			r.Endpoints = append(r.Endpoints, t.loadAssignment(e, p, name, []string{m.Cluster}))
 		}
 	}
@@ -63,7 +67,7 @@ func (t *translation) translateService(s *Service) (*Resources, []string) {
 		for _, p := range s.ImportPorts {
 			host := s.clustersetHost()
 			name := ClusterName(p.Port, "", host)
-			r.Clusters = append(r.Clusters, m.cluster(s, name, name))
+			r.Clusters = append(r.Clusters, m.cluster(s, name, name, tls))
 			r.Endpoints = append(r.Endpoints, t.loadAssignment(e, p, name, order))
 			if len(s.Policy.Weights) == 0 {
 				r.addClient(host, p.Port, s.Policy.apply(routeTo(name)))
@@ -75,7 +79,7 @@ func (t *translation) translateService(s *Service) (*Resources, []string) {
 			for _, w := range s.Policy.Weights {
 				leg := ClusterName(p.Port, w.Cluster, host)
 				legs = append(legs, &routev3.WeightedCluster_ClusterWeight{Name: leg, Weight: wrapperspb.UInt32(w.Weight)})
-				r.Clusters = append(r.Clusters, m.cluster(s, leg, name))
+				r.Clusters = append(r.Clusters, m.cluster(s, leg, name, tls))
 				legOrder := append([]string{w.Cluster}, slices.DeleteFunc(slices.Clone(order), func(c string) bool { return c == w.Cluster })...)
 				r.Endpoints = append(r.Endpoints, t.loadAssignment(e, p, leg, legOrder))
 			}
@@ -192,14 +196,15 @@ type clientBlock struct {
 	action    routev3.Route_Route
 }
 
-// cluster is an EDS cluster; sni is the name of the service port's main cluster.
-func (m *Model) cluster(s *Service, name, sni string) *clusterv3.Cluster {
+// cluster is an EDS cluster; sni is the name of the service port's main cluster, tls
+// what connections to the service's servers present and verify (nil: plaintext).
+func (m *Model) cluster(s *Service, name, sni string, tls *tlsv3.CommonTlsContext) *clusterv3.Cluster {
 	c := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
-		ConnectTimeout:       durationpb.New(connectTimeout),
+		ConnectTimeout:       sharedConnectTimeout,
 	}
 	if o := s.Policy.Outlier; o != nil {
 		// consecutive_5xx is Envoy's; gRPC (gRFC A50) ejects on failure percentage.
@@ -215,11 +220,8 @@ func (m *Model) cluster(s *Service, name, sni string) *clusterv3.Cluster {
 			FailurePercentageRequestVolume: wrapperspb.UInt32(o.ConsecutiveErrors),
 		}
 	}
-	if m.MTLS {
-		c.TransportSocket = transportSocket(&tlsv3.UpstreamTlsContext{
-			CommonTlsContext: m.commonTLS(m.serverIdentity(s)),
-			Sni:              sni,
-		})
+	if tls != nil {
+		c.TransportSocket = transportSocket(&tlsv3.UpstreamTlsContext{CommonTlsContext: tls, Sni: sni})
 	}
 	return c
 }
@@ -277,14 +279,11 @@ func (t *translation) loadAssignment(e *endpoints, p Port, name string, order []
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
 	for _, cluster := range order {
 		behindGateway := uint32(0)
-		network, region := m.Network, m.Region
-		if cluster != m.Cluster {
-			peer, ok := m.Peers[cluster]
-			if !ok {
-				continue // not a member this cluster knows of
-			}
-			network, region = peer.Network, peer.Region
+		locality := t.localities[cluster]
+		if locality == nil {
+			continue // not a member this cluster knows of
 		}
+		network := locality.SubZone
 		lo, hi := e.of(cluster)
 		size := hi - lo
 		if network != m.Network {
@@ -314,9 +313,9 @@ func (t *translation) loadAssignment(e *endpoints, p Port, name string, order []
 			continue // priorities stay contiguous
 		}
 		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
-			Locality:            &corev3.Locality{Region: region, Zone: cluster, SubZone: network},
+			Locality:            locality,
 			LbEndpoints:         eps,
-			LoadBalancingWeight: wrapperspb.UInt32(1),
+			LoadBalancingWeight: sharedWeightOne,
 			Priority:            uint32(len(cla.Endpoints)),
 		})
 	}
@@ -327,10 +326,18 @@ func (t *translation) loadAssignment(e *endpoints, p Port, name string, order []
 type translation struct {
 	*Model
 	serverChain *listenerv3.FilterChain
+	// localities are where each member's endpoints are (its region, the cluster as zone,
+	// its network as sub-zone), by cluster, shared by all endpoint sets.
+	localities map[string]*corev3.Locality
 }
 
 func newTranslation(m *Model) *translation {
-	return &translation{Model: m, serverChain: m.serverFilterChain()}
+	t := &translation{Model: m, serverChain: m.serverFilterChain(), localities: map[string]*corev3.Locality{}}
+	for name, p := range m.Peers {
+		t.localities[name] = &corev3.Locality{Region: p.Region, Zone: name, SubZone: p.Network}
+	}
+	t.localities[m.Cluster] = &corev3.Locality{Region: m.Region, Zone: m.Cluster, SubZone: m.Network}
+	return t
 }
 
 // endpoints builds the LbEndpoints of one service's endpoints, once per endpoint and port
@@ -499,7 +506,9 @@ func adsSource() *corev3.ConfigSource { return sharedADS }
 func routerFilter() *hcmv3.HttpFilter { return sharedRouter }
 
 var (
-	sharedADS = &corev3.ConfigSource{ResourceApiVersion: corev3.ApiVersion_V3,
+	sharedConnectTimeout = durationpb.New(connectTimeout)
+	sharedWeightOne      = wrapperspb.UInt32(1)
+	sharedADS            = &corev3.ConfigSource{ResourceApiVersion: corev3.ApiVersion_V3,
 		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}
 	sharedRouter = &hcmv3.HttpFilter{Name: wellknown.Router, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: packAny(&routerv3.Router{})}}
 )
