@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"slices"
 	"strings"
+	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -156,13 +157,7 @@ func routeTo(cluster string) *routev3.RouteAction {
 func (r *Resources) addClient(host string, port uint32, action *routev3.RouteAction) {
 	name := ListenerName(host, port)
 	b := &clientBlock{}
-	b.hcm.StatPrefix = name
-	b.rds.Rds = &b.rdsConfig
-	b.rdsConfig.RouteConfigName, b.rdsConfig.ConfigSource = name, adsSource()
-	b.hcm.RouteSpecifier = &b.rds
-	b.filters[0] = routerFilter()
-	b.hcm.HttpFilters = b.filters[:]
-	b.api.ApiListener = packAny(&b.hcm)
+	b.api.ApiListener = packConnectionManager(name)
 	b.listener.Name, b.listener.ApiListener = name, &b.api
 	b.prefix.Prefix = "/"
 	b.match.PathSpecifier = &b.prefix
@@ -179,22 +174,44 @@ func (r *Resources) addClient(host string, port uint32, action *routev3.RouteAct
 
 // clientBlock allocates the messages of a client's api_listener and route together.
 type clientBlock struct {
-	listener  listenerv3.Listener
-	api       listenerv3.ApiListener
-	hcm       hcmv3.HttpConnectionManager
-	rds       hcmv3.HttpConnectionManager_Rds
-	rdsConfig hcmv3.Rds
-	filters   [1]*hcmv3.HttpFilter
-	config    routev3.RouteConfiguration
-	vhs       [1]*routev3.VirtualHost
-	vh        routev3.VirtualHost
-	domains   [2]string
-	routes    [1]*routev3.Route
-	route     routev3.Route
-	match     routev3.RouteMatch
-	prefix    routev3.RouteMatch_Prefix
-	action    routev3.Route_Route
+	listener listenerv3.Listener
+	api      listenerv3.ApiListener
+	config   routev3.RouteConfiguration
+	vhs      [1]*routev3.VirtualHost
+	vh       routev3.VirtualHost
+	domains  [2]string
+	routes   [1]*routev3.Route
+	route    routev3.Route
+	match    routev3.RouteMatch
+	prefix   routev3.RouteMatch_Prefix
+	action   routev3.Route_Route
 }
+
+// packConnectionManager packs the HttpConnectionManager of the api_listener name: its
+// route configuration of the same name, from ADS. The message is only encoded, so one from
+// a pool is filled in.
+func packConnectionManager(name string) *anypb.Any {
+	c := connectionManagers.Get().(*connectionManager)
+	defer connectionManagers.Put(c)
+	c.hcm.StatPrefix, c.rds.RouteConfigName = name, name
+	return packAny(&c.hcm)
+}
+
+type connectionManager struct {
+	hcm     hcmv3.HttpConnectionManager
+	spec    hcmv3.HttpConnectionManager_Rds
+	rds     hcmv3.Rds
+	filters [1]*hcmv3.HttpFilter
+}
+
+var connectionManagers = sync.Pool{New: func() any {
+	c := &connectionManager{}
+	c.rds.ConfigSource = adsSource()
+	c.spec.Rds = &c.rds
+	c.filters[0] = routerFilter()
+	c.hcm.RouteSpecifier, c.hcm.HttpFilters = &c.spec, c.filters[:]
+	return c
+}}
 
 // cluster is an EDS cluster; sni is the name of the service port's main cluster, tls
 // what connections to the service's servers present and verify (nil: plaintext).

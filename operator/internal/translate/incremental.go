@@ -72,12 +72,14 @@ func (tr *Translator) Translate(m *Model) *Resources {
 		cached[i] = t.translate(scratch, s, fp, prev)
 	})
 	var n [4]int
+	listening := 0
 	for _, c := range cached {
 		n[0], n[1], n[2], n[3] = n[0]+len(c.res.Listeners), n[1]+len(c.res.Routes), n[2]+len(c.res.Clusters), n[3]+len(c.res.Endpoints)
+		listening += len(c.listening)
 	}
 	out := &Resources{Listeners: make([]*listenerv3.Listener, 0, n[0]), Routes: make([]*routev3.RouteConfiguration, 0, n[1]),
 		Clusters: make([]*clusterv3.Cluster, 0, n[2]), Endpoints: make([]*endpointv3.ClusterLoadAssignment, 0, n[3])}
-	servers := make(map[string]struct{}, n[0]) // by listening address
+	servers := make(map[string]struct{}, listening) // by listening address
 	for i := range m.Services {
 		s := &m.Services[i]
 		c := cached[i]
