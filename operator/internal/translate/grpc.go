@@ -365,7 +365,7 @@ type endpoints struct {
 	s *Service
 	// runs are where each cluster's endpoints are in s.Endpoints (sorted by cluster).
 	runs  []run
-	built map[string][]*endpointv3.LbEndpoint // by port name, then endpoint index
+	built []builtPort // a service has few port names: a list beats a map
 	// blocks hold the messages of the endpoints that can be needed (local ones, and ready
 	// ones in this network), allocated together; endpoints behind a gateway never are.
 	blocks []endpointBlock
@@ -385,7 +385,7 @@ func newEndpoints(m *Model, s *Service) *endpoints {
 		sortEndpoints(sorted.Endpoints)
 		s = &sorted
 	}
-	e := &endpoints{s: s, built: map[string][]*endpointv3.LbEndpoint{}}
+	e := &endpoints{s: s, runs: make([]run, 0, 4)}
 	needed := 0
 	for i, ep := range s.Endpoints {
 		if n := len(e.runs); n == 0 || e.runs[n-1].cluster != ep.Cluster {
@@ -398,6 +398,12 @@ func newEndpoints(m *Model, s *Service) *endpoints {
 	}
 	e.blocks = make([]endpointBlock, 0, needed)
 	return e
+}
+
+// builtPort is the LbEndpoints built for a port name, by endpoint index.
+type builtPort struct {
+	name string
+	lbs  []*endpointv3.LbEndpoint
 }
 
 type run struct {
@@ -417,11 +423,12 @@ func (e *endpoints) of(cluster string) (lo, hi int) {
 
 // lb is the LbEndpoint of endpoint i for the port named port, which it must have.
 func (e *endpoints) lb(i int, port string) *endpointv3.LbEndpoint {
-	lbs := e.built[port]
-	if lbs == nil {
-		lbs = make([]*endpointv3.LbEndpoint, len(e.s.Endpoints))
-		e.built[port] = lbs
+	k := slices.IndexFunc(e.built, func(b builtPort) bool { return b.name == port })
+	if k < 0 {
+		k = len(e.built)
+		e.built = append(e.built, builtPort{name: port, lbs: make([]*endpointv3.LbEndpoint, len(e.s.Endpoints))})
 	}
+	lbs := e.built[k].lbs
 	if lbs[i] == nil {
 		ep := &e.s.Endpoints[i]
 		if len(e.blocks) == cap(e.blocks) { // beyond the capacity counted: safe, not expected
