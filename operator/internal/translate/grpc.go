@@ -43,14 +43,15 @@ func Translate(m *Model) *Resources {
 }
 
 // translateService builds the resources of one service, and the listening addresses
-// (host:port) of its server listeners, which are the last of its listeners. It only reads t, so services can be
-// translated in parallel.
+// (host:port) of its server listeners, which are the last of its listeners. It only reads
+// t, so services can be translated in parallel.
 func (t *translation) translateService(s *Service) (*Resources, []string) {
 	m := t.Model
 	r := &Resources{}
 	e := newEndpoints(m, s)
-	s = e.s                         // its endpoints in the model's order
-	var tls *tlsv3.CommonTlsContext // the service's clusters verify its servers alike
+	s = e.s // its endpoints in the model's order
+	// The service's clusters verify its servers alike: one TLS context, encoded in each.
+	var tls *tlsv3.CommonTlsContext
 	if m.MTLS {
 		tls = m.commonTLS(m.serverIdentity(s))
 	}
@@ -529,6 +530,7 @@ func adsSource() *corev3.ConfigSource { return sharedADS }
 
 func routerFilter() *hcmv3.HttpFilter { return sharedRouter }
 
+// Messages that many resources share: resources are never modified once built.
 var (
 	sharedConnectTimeout = durationpb.New(connectTimeout)
 	sharedWeightOne      = wrapperspb.UInt32(1)
