@@ -65,7 +65,7 @@ func (t *translation) translateService(s *Service) (*Resources, []string) {
 		}
 	}
 	if s.Imported {
-		order := m.failoverOrder(s)
+		order := e.failoverOrder(m)
 		for _, p := range s.ImportPorts {
 			host := s.clustersetHost()
 			name := ClusterName(p.Port, "", host)
@@ -270,19 +270,19 @@ func (m *Model) commonTLS(san *matcherv3.StringMatcher) *tlsv3.CommonTlsContext 
 	}
 }
 
-// failoverOrder is the priority order of clusters for a service: this cluster, then the
-// policy's failover list, then the rest by name.
-func (m *Model) failoverOrder(s *Service) []string {
+// failoverOrder is the priority order of clusters for the service: this cluster, then the
+// policy's failover list, then the other clusters it has endpoints in, by name.
+func (e *endpoints) failoverOrder(m *Model) []string {
 	order := []string{m.Cluster}
-	for _, c := range s.Policy.Failover {
+	for _, c := range e.s.Policy.Failover {
 		if !slices.Contains(order, c) {
 			order = append(order, c)
 		}
 	}
 	var rest []string
-	for _, e := range s.Endpoints {
-		if !slices.Contains(order, e.Cluster) && !slices.Contains(rest, e.Cluster) {
-			rest = append(rest, e.Cluster)
+	for _, r := range e.runs { // one per cluster
+		if !slices.Contains(order, r.cluster) {
+			rest = append(rest, r.cluster)
 		}
 	}
 	slices.Sort(rest)
