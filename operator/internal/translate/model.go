@@ -132,16 +132,7 @@ func ListenerName(host string, port uint32) string { return host + ":" + strconv
 // east-west gateways route on: outbound_.<port>_.<subset>_.<host>, so
 // outbound_.<port>_._.<host> without a subset.
 func ClusterName(port uint32, subset, host string) string {
-	var b strings.Builder
-	b.Grow(len("outbound_.65535_._.") + len(subset) + len(host))
-	b.WriteString("outbound_.")
-	var digits [10]byte
-	b.Write(strconv.AppendUint(digits[:0], uint64(port), 10))
-	b.WriteString("_.")
-	b.WriteString(subset)
-	b.WriteString("_.")
-	b.WriteString(host)
-	return b.String()
+	return "outbound_." + strconv.FormatUint(uint64(port), 10) + "_." + subset + "_." + host
 }
 
 // ParseClusterName splits a cluster name (or SNI) into port, subset and host.
