@@ -137,24 +137,11 @@ func BuildModel(in Inputs) (*Model, []error) {
 
 // sortEndpoints puts endpoints in the model's order: by cluster, then address.
 func sortEndpoints(eps []Endpoint) {
-	slices.SortFunc(eps, func(a, b Endpoint) int { return compareEndpoints(&a, &b) })
+	slices.SortFunc(eps, compareEndpoints)
 }
 
-// sortedEndpoints says whether endpoints are in the model's order.
-func sortedEndpoints(eps []Endpoint) bool {
-	for i := 1; i < len(eps); i++ {
-		if compareEndpoints(&eps[i-1], &eps[i]) > 0 {
-			return false
-		}
-	}
-	return true
-}
-
-func compareEndpoints(a, b *Endpoint) int {
-	if c := cmp.Compare(a.Cluster, b.Cluster); c != 0 {
-		return c
-	}
-	return cmp.Compare(a.Address, b.Address)
+func compareEndpoints(a, b Endpoint) int {
+	return cmp.Or(cmp.Compare(a.Cluster, b.Cluster), cmp.Compare(a.Address, b.Address))
 }
 
 func policyOf(tp *meshv1.TrafficPolicy) Policy {

@@ -380,7 +380,7 @@ type endpointBlock struct {
 // newEndpoints prepares the endpoints of s; e.s is s with its endpoints in the model's
 // order (a copy when they were not, in a model that BuildModel did not make).
 func newEndpoints(m *Model, s *Service) *endpoints {
-	if !sortedEndpoints(s.Endpoints) {
+	if !slices.IsSortedFunc(s.Endpoints, compareEndpoints) {
 		sorted := *s
 		sorted.Endpoints = slices.Clone(s.Endpoints)
 		sortEndpoints(sorted.Endpoints)

@@ -91,11 +91,9 @@ func (tr *Translator) Translate(m *Model) *Resources {
 		clients := len(c.res.Listeners) - len(c.listening)
 		out.Listeners = append(out.Listeners, c.res.Listeners[:clients]...)
 		for k, addr := range c.listening {
-			// Two services may select the same pod port: one server listener for it (the
-			// set grows when addr is new).
-			known := len(servers)
-			servers[addr] = struct{}{}
-			if len(servers) > known {
+			// Two services may select the same pod port: one server listener for it.
+			if _, dup := servers[addr]; !dup {
+				servers[addr] = struct{}{}
 				out.Listeners = append(out.Listeners, c.res.Listeners[clients+k])
 			}
 		}
