@@ -19,8 +19,9 @@ KUBE_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go
 CONTROLLER_GEN := $(BIN)/controller-gen
 KUSTOMIZE      := $(BIN)/kustomize
 KUTTL          := $(BIN)/kubectl-kuttl
+GOLANGCI_LINT  := $(BIN)/golangci-lint
 TESTBED_TOOLS  := $(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kubectl $(BIN)/cert-manager-controller
-TOOLS          := $(TESTBED_TOOLS) $(CONTROLLER_GEN) $(KUSTOMIZE) $(KUTTL)
+TOOLS          := $(TESTBED_TOOLS) $(CONTROLLER_GEN) $(KUSTOMIZE) $(KUTTL) $(GOLANGCI_LINT)
 
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
 # vtprotobuf turns on go-control-plane's generated marshalers, which the translator's
@@ -42,7 +43,7 @@ demo: tools build ## Federate 3 local clusters and show export/import, trust, cr
 	$(BIN)/testbed demo $(DEMO_FLAGS)
 
 .PHONY: test
-test: tools build verify-generated verify-bundle vet fmt-check ## Run unit and integration tests (starts local clusters), vet and gofmt checks.
+test: tools build verify-generated verify-bundle vet fmt-check lint ## Run unit and integration tests (starts local clusters), vet, gofmt and lint checks.
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) $(GO_TEST_FLAGS) ./...
 	$(MAKE) --no-print-directory kuttl
 
@@ -105,6 +106,10 @@ fmt-check: ## Fail if any Go file is not gofmt-formatted.
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './bin/*')); \
 	if [ -n "$$out" ]; then echo "not gofmt-formatted (run gofmt -w):"; echo "$$out"; exit 1; fi
 
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint (.golangci.yml: staticcheck, revive, errorlint, importas, depguard's import rules...).
+	$(GOLANGCI_LINT) run ./...
+
 .PHONY: fmt
 fmt: ## Format the Go code.
 	gofmt -w $$(git ls-files '*.go')
@@ -153,6 +158,9 @@ $(CONTROLLER_GEN): hack/tools/controller-gen/go.mod hack/tools/controller-gen/go
 
 $(KUSTOMIZE): hack/tools/kustomize/go.mod hack/tools/kustomize/go.sum
 	cd hack/tools/kustomize && $(GO) build -trimpath -o $@ sigs.k8s.io/kustomize/kustomize/v5
+
+$(GOLANGCI_LINT): hack/tools/golangci-lint/go.mod hack/tools/golangci-lint/go.sum
+	cd hack/tools/golangci-lint && $(GO) build -trimpath -o $@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
 $(KUTTL): hack/tools/kuttl/go.mod hack/tools/kuttl/go.sum
 	cd hack/tools/kuttl && $(GO) build -trimpath -o $@ github.com/kudobuilder/kuttl/cmd/kubectl-kuttl

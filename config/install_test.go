@@ -89,7 +89,7 @@ func TestInstallFromConfigDefault(t *testing.T) {
 		case "Deployment":
 			must(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &deploy))
 		}
-		if err := c.Client.Patch(ctx, o, client.Apply, client.ForceOwnership, client.FieldOwner("install-test")); err != nil {
+		if err := c.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.ForceOwnership, client.FieldOwner("install-test")); err != nil {
 			t.Fatalf("apply %s %s: %v", o.GetKind(), o.GetName(), err)
 		}
 	}

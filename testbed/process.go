@@ -63,7 +63,7 @@ func (p *process) exited() bool {
 
 // exitError describes how the process ended, naming its log.
 func (p *process) exitError() error {
-	return fmt.Errorf("%s exited (%v); see %s", p.name, p.err, p.logPath)
+	return fmt.Errorf("%s exited (%w); see %s", p.name, p.err, p.logPath)
 }
 
 // stop sends SIGTERM to the process group, waits up to grace, then SIGKILLs the group.
@@ -159,7 +159,6 @@ func cpuTime(pid int) (time.Duration, bool) {
 	return time.Duration(utime+stime) * (time.Second / 100), true
 }
 
-// freePort asks the kernel for a free TCP port on ip.
 // FreePort returns a TCP port that is free on ip now.
 func FreePort(ip string) (int, error) {
 	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))

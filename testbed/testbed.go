@@ -254,7 +254,7 @@ func (tb *Testbed) build(ctx context.Context, name, pkg string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
 	cmd.Dir = tb.repoRoot
 	if msg, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build %s: %v\n%s", pkg, err, msg)
+		return fmt.Errorf("build %s: %w\n%s", pkg, err, msg)
 	}
 	tb.built[name] = out
 	return nil

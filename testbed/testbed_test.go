@@ -70,7 +70,7 @@ func TestThreeClusters(t *testing.T) {
 			if apierrors.IsNotFound(err) {
 				return nil
 			}
-			return fmt.Errorf("secret still there (err=%v)", err)
+			return fmt.Errorf("secret still there (err=%w)", err)
 		})
 	})
 

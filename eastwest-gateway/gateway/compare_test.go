@@ -309,9 +309,3 @@ func sum(ds []time.Duration) time.Duration {
 	}
 	return t
 }
-
-func median(ds []time.Duration) time.Duration {
-	ds = slices.Clone(ds)
-	slices.Sort(ds)
-	return ds[len(ds)/2]
-}

@@ -208,10 +208,10 @@ func (l *loop) run(ctx context.Context, drain time.Duration, loops int) error {
 		}
 		woken := false // Serve asked the loops to stop
 		for _, ev := range l.events[:max(n, 0)] {
-			switch fd := int(ev.Fd); {
-			case fd == l.lfd:
+			switch fd := int(ev.Fd); fd {
+			case l.lfd:
 				l.accept()
-			case fd == l.wake:
+			case l.wake:
 				var b [8]byte
 				_, _ = unix.Read(l.wake, b[:])
 				woken = true

@@ -81,7 +81,7 @@ func BuildTable(l *listenerv3.Listener, clusters map[string]*clusterv3.Cluster, 
 		}
 		var tcp tcpproxyv3.TcpProxy
 		if err := fc.Filters[0].GetTypedConfig().UnmarshalTo(&tcp); err != nil {
-			return nil, fmt.Errorf("%w: filter chain %d of %s: %v", ErrUnsupported, i, l.Name, err)
+			return nil, fmt.Errorf("%w: filter chain %d of %s: %w", ErrUnsupported, i, l.Name, err)
 		}
 		cluster := tcp.GetCluster()
 		if clusters[cluster] == nil {

@@ -269,7 +269,7 @@ func (r *Registry) Get(owner, name string) (*Member, error) {
 		return nil, fmt.Errorf("%s: %w: not registered", name, ErrClusterNotConnected)
 	}
 	if s := m.State(); !s.Connected || !s.Synced {
-		return m, fmt.Errorf("%s: %w: %v", name, ErrClusterNotConnected, s.Err)
+		return m, fmt.Errorf("%s: %w: %w", name, ErrClusterNotConnected, s.Err)
 	}
 	return m, nil
 }

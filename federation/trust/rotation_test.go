@@ -105,7 +105,7 @@ func TestRotationNeverDropsARootInUse(t *testing.T) {
 			// Workloads leave a generation only when Reissue ends (the hub waited for every
 			// member to re-issue); until then they may hold any generation they held.
 			inUse := []int32{plan.Serve.Generation}
-			if !(s.rot != nil && s.rot.Stage == meshv1.StageReissue && rot != nil && rot.Stage == meshv1.StageDropRoot) {
+			if s.rot == nil || s.rot.Stage != meshv1.StageReissue || rot == nil || rot.Stage != meshv1.StageDropRoot {
 				for _, gen := range s.inUse {
 					if !slices.Contains(inUse, gen) {
 						inUse = append(inUse, gen)

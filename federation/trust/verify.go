@@ -35,11 +35,11 @@ func ParseIntermediate(s *corev1.Secret) (*IntermediateCA, error) {
 	where := fmt.Sprintf("Secret %s/%s", s.Namespace, s.Name)
 	chain, err := ParseCertificates(s.Data[corev1.TLSCertKey])
 	if err != nil || len(chain) == 0 {
-		return nil, fmt.Errorf("%s: %s holds no valid PEM certificate (%v): delete the Secret so cert-manager issues it again", where, corev1.TLSCertKey, err)
+		return nil, fmt.Errorf("%s: %s holds no valid PEM certificate (%w): delete the Secret so cert-manager issues it again", where, corev1.TLSCertKey, err)
 	}
 	roots, err := ParseCertificates(s.Data["ca.crt"])
 	if err != nil || len(roots) == 0 {
-		return nil, fmt.Errorf("%s: ca.crt holds no valid PEM certificate (%v): the issuer must be a CA issuer that reports its root", where, err)
+		return nil, fmt.Errorf("%s: ca.crt holds no valid PEM certificate (%w): the issuer must be a CA issuer that reports its root", where, err)
 	}
 	if _, err := tls.X509KeyPair(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]); err != nil {
 		return nil, fmt.Errorf("%s: the private key does not match the certificate or does not parse: delete the Secret so cert-manager issues it again", where)
@@ -60,7 +60,7 @@ func ParseIntermediate(s *corev1.Secret) (*IntermediateCA, error) {
 	root := x509.NewCertPool()
 	root.AddCert(ca.Root)
 	if err := VerifyChain(ca.Chain, root, x509.ExtKeyUsageAny); err != nil {
-		return nil, fmt.Errorf("%s: the intermediate does not chain to its ca.crt: %v", where, err)
+		return nil, fmt.Errorf("%s: the intermediate does not chain to its ca.crt: %w", where, err)
 	}
 	return ca, nil
 }
@@ -166,11 +166,11 @@ func ReadCACerts(s *corev1.Secret) (*CACerts, error) {
 	where := fmt.Sprintf("Secret %s/%s", s.Namespace, s.Name)
 	chain, err := ParseCertificates(s.Data[KeyCert])
 	if err != nil || len(chain) == 0 {
-		return nil, fmt.Errorf("%s: %s holds no valid PEM certificate (%v): the hub rewrites it on its next pass", where, KeyCert, err)
+		return nil, fmt.Errorf("%s: %s holds no valid PEM certificate (%w): the hub rewrites it on its next pass", where, KeyCert, err)
 	}
 	roots, err := ParseCertificates(s.Data[KeyBundle])
 	if err != nil || len(roots) == 0 {
-		return nil, fmt.Errorf("%s: %s holds no valid PEM certificate (%v): the hub rewrites it on its next pass", where, KeyBundle, err)
+		return nil, fmt.Errorf("%s: %s holds no valid PEM certificate (%w): the hub rewrites it on its next pass", where, KeyBundle, err)
 	}
 	held := &CACerts{Intermediate: chain[0]}
 	for _, r := range roots {

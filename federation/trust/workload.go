@@ -84,7 +84,7 @@ func IssueWorkload(ctx context.Context, c client.Client, meshNamespace, trustDom
 		return last == nil && id.ID == want.Spec.URIs[0], nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("workload certificate %s/%s not issued after %s: %v", want.Namespace, want.Name, timeout, last)
+		return nil, fmt.Errorf("workload certificate %s/%s not issued after %s: %w", want.Namespace, want.Name, timeout, last)
 	}
 	return id, nil
 }

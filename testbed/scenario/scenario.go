@@ -128,7 +128,7 @@ func Eventually(ctx context.Context, timeout time.Duration, what string, check f
 		return last == nil, nil
 	})
 	if err != nil {
-		return fmt.Errorf("%s: not done after %s: %v", what, timeout, last)
+		return fmt.Errorf("%s: not done after %s: %w", what, timeout, last)
 	}
 	return nil
 }

@@ -222,7 +222,3 @@ type MeshList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []Mesh `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&Mesh{}, &MeshList{})
-}

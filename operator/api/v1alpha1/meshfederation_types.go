@@ -392,7 +392,3 @@ type MeshFederationList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []MeshFederation `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&MeshFederation{}, &MeshFederationList{})
-}

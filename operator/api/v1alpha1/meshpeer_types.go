@@ -66,7 +66,3 @@ type MeshPeerList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []MeshPeer `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&MeshPeer{}, &MeshPeerList{})
-}

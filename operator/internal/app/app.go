@@ -110,7 +110,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		if err := (&mesh.Reconciler{
 			Client:       mgr.GetClient(),
-			Recorder:     mgr.GetEventRecorderFor("meshfed-member"),
+			Recorder:     mgr.GetEventRecorderFor("meshfed-member"), //nolint:staticcheck // the events.k8s.io recorder has another interface; moving both controllers is its own change
 			Namespace:    opts.MeshNamespace,
 			XDS:          feed.Server,
 			XDSChanged:   changed,
@@ -122,7 +122,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Role.Hub() {
 		if err := (&meshfederation.Reconciler{
 			Client:      mgr.GetClient(),
-			Recorder:    mgr.GetEventRecorderFor("meshfed-hub"),
+			Recorder:    mgr.GetEventRecorderFor("meshfed-hub"), //nolint:staticcheck // the events.k8s.io recorder has another interface; moving both controllers is its own change
 			GracePeriod: opts.MemberGracePeriod,
 			QPS:         float32(opts.MemberQPS),
 			Burst:       opts.MemberBurst,

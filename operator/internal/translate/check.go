@@ -179,7 +179,7 @@ func inspect(m proto.Message, chains map[*listenerv3.FilterChain]*facts) *facts 
 			f.unpack(where, ts.GetTypedConfig())
 			var up tlsv3.UpstreamTlsContext
 			if err := ts.GetTypedConfig().UnmarshalTo(&up); err != nil || up.Sni == "" {
-				f.errs = append(f.errs, fmt.Errorf("%s: the upstream TLS context has no SNI (%v)", where, err))
+				f.errs = append(f.errs, fmt.Errorf("%s: the upstream TLS context has no SNI (%w)", where, err))
 			}
 		}
 	case *endpointv3.ClusterLoadAssignment:

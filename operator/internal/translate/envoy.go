@@ -157,6 +157,7 @@ func (m *Model) envoyCluster(c *clusterv3.Cluster) *clusterv3.Cluster {
 		var up tlsv3.UpstreamTlsContext
 		if err := ts.GetTypedConfig().UnmarshalTo(&up); err == nil {
 			var san *tlsv3.SubjectAltNameMatcher
+			//nolint:staticcheck // the gRPC clusters carry the check in the deprecated field, the only one grpc-go reads
 			if ms := up.GetCommonTlsContext().GetValidationContext().GetMatchSubjectAltNames(); len(ms) == 1 {
 				san = &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_URI, Matcher: ms[0]}
 			}

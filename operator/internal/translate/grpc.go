@@ -262,7 +262,7 @@ func (m *Model) commonTLS(san *matcherv3.StringMatcher) *tlsv3.CommonTlsContext 
 		CaCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertProviderInstance, CertificateName: "ROOTCA"},
 	}
 	if san != nil {
-		vc.MatchSubjectAltNames = []*matcherv3.StringMatcher{san}
+		vc.MatchSubjectAltNames = []*matcherv3.StringMatcher{san} //nolint:staticcheck // grpc-go reads only this deprecated field
 	}
 	return &tlsv3.CommonTlsContext{
 		TlsCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{InstanceName: CertProviderInstance, CertificateName: "default"},

@@ -99,7 +99,7 @@ func (tr *Translator) Translate(m *Model) *Resources {
 		}
 		for j, h := range c.tokens {
 			binary.LittleEndian.PutUint64(buf[:], h)
-			types[j].Write(buf[:])
+			_, _ = types[j].Write(buf[:])
 		}
 	}
 	for key, c := range tr.services {

@@ -139,7 +139,7 @@ func ClusterName(port uint32, subset, host string) string {
 func ParseClusterName(name string) (port uint32, subset, host string, err error) {
 	rest, ok := strings.CutPrefix(name, "outbound_.")
 	if !ok {
-		return 0, "", "", fmt.Errorf("%q does not start with outbound_.", name)
+		return 0, "", "", fmt.Errorf("%q does not start with \"outbound_.\"", name)
 	}
 	parts := strings.SplitN(rest, "_.", 3)
 	if len(parts) != 3 || parts[2] == "" {

@@ -98,7 +98,7 @@ type adsClient struct {
 	nack     bool
 }
 
-func dialADS(t testing.TB, ctx context.Context, addr, node, cluster string, nack bool) *adsClient {
+func dialADS(ctx context.Context, t testing.TB, addr, node, cluster string, nack bool) *adsClient {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -161,7 +161,7 @@ func TestInvalidConfigIsNotServed(t *testing.T) {
 	md := newModel(3, 4)
 	s := startServer(t, md)
 	ctx := t.Context()
-	c := dialADS(t, ctx, s.Addr(), "proxy-1", watched, false)
+	c := dialADS(ctx, t, s.Addr(), "proxy-1", watched, false)
 	v1 := c.next(t, 5*time.Second)
 
 	md.mu.Lock()
@@ -182,7 +182,7 @@ func TestInvalidConfigIsNotServed(t *testing.T) {
 	}
 	t.Logf("status: %v", s.Status().Err)
 	// A proxy that connects now gets the last good configuration.
-	late := dialADS(t, ctx, s.Addr(), "proxy-2", watched, false)
+	late := dialADS(ctx, t, s.Addr(), "proxy-2", watched, false)
 	if v := late.next(t, 5*time.Second); v != v1 {
 		t.Errorf("a new proxy got version %s, want the last good %s", v, v1)
 	}
@@ -211,8 +211,8 @@ func TestNACKLeavesOthersAlone(t *testing.T) {
 	s := startServer(t, md)
 	ctx := t.Context()
 	before := testutil.ToFloat64(nacks.WithLabelValues("ClusterLoadAssignment"))
-	bad := dialADS(t, ctx, s.Addr(), "refuser", watched, true)
-	good := dialADS(t, ctx, s.Addr(), "accepter", watched, false)
+	bad := dialADS(ctx, t, s.Addr(), "refuser", watched, true)
+	good := dialADS(ctx, t, s.Addr(), "accepter", watched, false)
 	bad.next(t, 5*time.Second)
 	v1 := good.next(t, 5*time.Second)
 	md.flip(0)
@@ -256,7 +256,7 @@ func BenchmarkEDSPushTo1000Clients(b *testing.B) {
 	ctx := b.Context()
 	clients := make([]*adsClient, proxies)
 	for i := range clients {
-		clients[i] = dialADS(b, ctx, s.Addr(), fmt.Sprintf("proxy-%d", i), watched, false)
+		clients[i] = dialADS(ctx, b, s.Addr(), fmt.Sprintf("proxy-%d", i), watched, false)
 	}
 	for _, c := range clients {
 		c.next(b, 30*time.Second)

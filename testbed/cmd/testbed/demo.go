@@ -126,7 +126,7 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed, dir string) error {
 		for _, c := range tb.Clusters {
 			var si mcsv1beta1.ServiceImport
 			if err := c.Client.Get(ctx, client.ObjectKey{Namespace: sc.Namespace, Name: "echo"}, &si); err != nil {
-				return fmt.Errorf("%s: %v", c.Name, err)
+				return fmt.Errorf("%s: %w", c.Name, err)
 			}
 			if len(si.Status.Clusters) != 2 {
 				return fmt.Errorf("%s: status.clusters %v", c.Name, si.Status.Clusters)

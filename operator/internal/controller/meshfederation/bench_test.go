@@ -40,7 +40,7 @@ type firstSeen struct {
 // watchFirst watches list's kind in namespace ns of every cluster and records when each
 // object first satisfies ok. A watch the API server ends (it may, under load) is resumed
 // from a fresh list, so no object is missed.
-func watchFirst(b *testing.B, ctx context.Context, ns string, cs []*testbed.Cluster, list client.ObjectList, ok func(client.Object) bool) *firstSeen {
+func watchFirst(ctx context.Context, b *testing.B, ns string, cs []*testbed.Cluster, list client.ObjectList, ok func(client.Object) bool) *firstSeen {
 	w := &firstSeen{seen: map[string]map[string]time.Time{}, ready: make(chan struct{}, 1)}
 	for _, c := range cs {
 		wc, err := client.NewWithWatch(c.Config, client.Options{Scheme: testbed.Scheme})
@@ -100,8 +100,8 @@ func (w *firstSeen) observe(cluster string, obj client.Object, ok func(client.Ob
 }
 
 // watchImports records when each ServiceImport appears in each cluster.
-func watchImports(b *testing.B, ctx context.Context, ns string, cs []*testbed.Cluster) *firstSeen {
-	return watchFirst(b, ctx, ns, cs, &mcsv1beta1.ServiceImportList{}, func(client.Object) bool { return true })
+func watchImports(ctx context.Context, b *testing.B, ns string, cs []*testbed.Cluster) *firstSeen {
+	return watchFirst(ctx, b, ns, cs, &mcsv1beta1.ServiceImportList{}, func(client.Object) bool { return true })
 }
 
 // wait returns when every name is seen in n clusters, and the latest first-seen time.
@@ -142,7 +142,7 @@ func (w *firstSeen) wait(b *testing.B, names []string, n int, timeout time.Durat
 	}
 }
 
-func createServices(b *testing.B, ctx context.Context, c client.Client, ns string, names []string) {
+func createServices(ctx context.Context, b *testing.B, c client.Client, ns string, names []string) {
 	for _, name := range names {
 		svc := clusterIPService(httpPort(80))
 		svc.Namespace, svc.Name = ns, name
@@ -154,7 +154,7 @@ func createServices(b *testing.B, ctx context.Context, c client.Client, ns strin
 
 // waitSettled waits until the cluster's EndpointSlice controller has written the slice of
 // every new Service, so that its work does not overlap the measurement.
-func waitSettled(b *testing.B, ctx context.Context, c *testbed.Cluster, ns string, n int) {
+func waitSettled(ctx context.Context, b *testing.B, c *testbed.Cluster, ns string, n int) {
 	testbed.Eventually(b, 3*time.Minute, "EndpointSlices of the new Services", func() error {
 		var slices discoveryv1.EndpointSliceList
 		if err := c.Client.List(ctx, &slices, client.InNamespace(ns)); err != nil {
@@ -190,9 +190,9 @@ func BenchmarkExportToImport(b *testing.B) {
 	for i := range names {
 		names[i] = fmt.Sprintf("svc-%d", i)
 	}
-	createServices(b, ctx, f.hub.Client, ns, names)
-	waitSettled(b, ctx, f.hub, ns, len(names))
-	w := watchImports(b, ctx, ns, f.members)
+	createServices(ctx, b, f.hub.Client, ns, names)
+	waitSettled(ctx, b, f.hub, ns, len(names))
+	w := watchImports(ctx, b, ns, f.members)
 	latencies := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for _, name := range names {
@@ -228,15 +228,15 @@ func BenchmarkExportBurst(b *testing.B) {
 		for i := range names {
 			names[i] = fmt.Sprintf("svc-%d", i)
 		}
-		createServices(b, ctx, f.hub.Client, ns, names)
-		waitSettled(b, ctx, f.hub, ns, len(names))
-		imports := watchFirst(b, ctx, ns, f.members, &mcsv1beta1.ServiceImportList{}, func(o client.Object) bool {
+		createServices(ctx, b, f.hub.Client, ns, names)
+		waitSettled(ctx, b, f.hub, ns, len(names))
+		imports := watchFirst(ctx, b, ns, f.members, &mcsv1beta1.ServiceImportList{}, func(o client.Object) bool {
 			return len(o.(*mcsv1beta1.ServiceImport).Status.Clusters) > 0
 		})
-		exports := watchFirst(b, ctx, ns, f.members[:1], &mcsv1beta1.ServiceExportList{}, func(o client.Object) bool {
+		exports := watchFirst(ctx, b, ns, f.members[:1], &mcsv1beta1.ServiceExportList{}, func(o client.Object) bool {
 			return meta.IsStatusConditionTrue(o.(*mcsv1beta1.ServiceExport).Status.Conditions, string(mcsv1beta1.ServiceExportConditionReady))
 		})
-		before := apiRequests(b, ctx, f.members)
+		before := apiRequests(ctx, b, f.members)
 		cpuBefore, selfBefore := f.tb.CPUTime(), selfCPU()
 		b.ResetTimer()
 		start := time.Now()
@@ -263,7 +263,7 @@ func BenchmarkExportBurst(b *testing.B) {
 		ready := exports.wait(b, names, 1, 2*time.Minute)
 		b.StopTimer()
 		logCPU(b, time.Since(start), cpuBefore, f.tb.CPUTime(), selfCPU()-selfBefore)
-		after := apiRequests(b, ctx, f.members)
+		after := apiRequests(ctx, b, f.members)
 		for k, v := range after {
 			if d := v - before[k]; d >= 50 {
 				b.Logf("API requests during the burst: %-40s %6.0f", k, d)
@@ -313,7 +313,7 @@ func selfCPU() time.Duration {
 
 // apiRequests sums apiserver_request_total of the clusters' API servers by verb, resource
 // and subresource.
-func apiRequests(b *testing.B, ctx context.Context, cs []*testbed.Cluster) map[string]float64 {
+func apiRequests(ctx context.Context, b *testing.B, cs []*testbed.Cluster) map[string]float64 {
 	out := map[string]float64{}
 	for _, c := range cs {
 		kc, err := kubernetes.NewForConfig(c.Config)

@@ -154,7 +154,7 @@ func waitNoImport(t *testing.T, cs []*testbed.Cluster, ns, name string) {
 			if apierrors.IsNotFound(err) {
 				return nil
 			}
-			return fmt.Errorf("still there (%v)", err)
+			return fmt.Errorf("still there (%w)", err)
 		})
 	}
 }
@@ -551,7 +551,7 @@ func TestServiceFederation(t *testing.T) {
 				}
 				err := m.Client.Get(ctx, client.ObjectKey{Name: c.Name}, &meshv1.MeshPeer{})
 				if len(slices.Items) > 0 || !apierrors.IsNotFound(err) {
-					return fmt.Errorf("%d slices from %s, MeshPeer lookup: %v", len(slices.Items), c.Name, err)
+					return fmt.Errorf("%d slices from %s, MeshPeer lookup: %w", len(slices.Items), c.Name, err)
 				}
 				return nil
 			})
@@ -574,7 +574,7 @@ func TestServiceFederation(t *testing.T) {
 			if apierrors.IsNotFound(err) {
 				return nil
 			}
-			return fmt.Errorf("still there (%v)", err)
+			return fmt.Errorf("still there (%w)", err)
 		})
 		for _, m := range f.members {
 			waitNothingWritten(t, m)
@@ -625,7 +625,7 @@ func waitNothingWritten(t *testing.T, m *testbed.Cluster) {
 		}
 		var cacerts corev1.Secret
 		if err := m.Client.Get(context.Background(), client.ObjectKey{Namespace: join.MemberNamespace, Name: trust.CACertsSecret}, &cacerts); !apierrors.IsNotFound(err) {
-			return fmt.Errorf("meshfed-cacerts still there (%v)", err)
+			return fmt.Errorf("meshfed-cacerts still there (%w)", err)
 		}
 		return nil
 	})

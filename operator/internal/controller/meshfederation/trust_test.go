@@ -391,7 +391,7 @@ func TestTrustBringYourOwnIssuer(t *testing.T) {
 		}
 		certs, err := trust.ParseCertificates(s.Data[corev1.TLSCertKey])
 		if err != nil || len(certs) == 0 || certs[0].NotAfter.Sub(certs[0].NotBefore) > 2*time.Hour {
-			return fmt.Errorf("not yet (%v)", err)
+			return fmt.Errorf("not yet (%w)", err)
 		}
 		return nil
 	})
