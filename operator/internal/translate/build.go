@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -135,15 +136,6 @@ func BuildModel(in Inputs) (*Model, []error) {
 	return m, problems
 }
 
-// sortEndpoints puts endpoints in the model's order: by cluster, then address.
-func sortEndpoints(eps []Endpoint) {
-	slices.SortFunc(eps, compareEndpoints)
-}
-
-func compareEndpoints(a, b Endpoint) int {
-	return cmp.Or(cmp.Compare(a.Cluster, b.Cluster), cmp.Compare(a.Address, b.Address))
-}
-
 func policyOf(tp *meshv1.TrafficPolicy) Policy {
 	p := Policy{Failover: tp.Failover}
 	for _, w := range tp.Weights {
@@ -161,12 +153,12 @@ func policyOf(tp *meshv1.TrafficPolicy) Policy {
 		}
 	}
 	if o := tp.OutlierDetection; o != nil {
-		p.Outlier = &Outlier{ConsecutiveErrors: uint32(o.ConsecutiveErrors), IntervalSeconds: 10, BaseEjectionSecs: 30}
+		p.Outlier = &Outlier{ConsecutiveErrors: uint32(o.ConsecutiveErrors), Interval: 10 * time.Second, BaseEjectionTime: 30 * time.Second}
 		if o.Interval != nil {
-			p.Outlier.IntervalSeconds = o.Interval.Seconds()
+			p.Outlier.Interval = o.Interval.Duration
 		}
 		if o.BaseEjectionTime != nil {
-			p.Outlier.BaseEjectionSecs = o.BaseEjectionTime.Seconds()
+			p.Outlier.BaseEjectionTime = o.BaseEjectionTime.Duration
 		}
 	}
 	return p

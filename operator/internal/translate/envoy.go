@@ -81,8 +81,8 @@ func TranslateEnvoy(m *Model) *EnvoyResources {
 			FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{httpFilter(&hcmv3.HttpConnectionManager{
 				StatPrefix:     "outbound_0.0.0.0_" + name,
 				CodecType:      hcmv3.HttpConnectionManager_AUTO,
-				RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: name, ConfigSource: adsSource()}},
-				HttpFilters:    []*hcmv3.HttpFilter{routerFilter()},
+				RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: name, ConfigSource: sharedADS}},
+				HttpFilters:    []*hcmv3.HttpFilter{sharedRouter},
 			})}}},
 		})
 	}
@@ -119,7 +119,7 @@ func TranslateEnvoy(m *Model) *EnvoyResources {
 						Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 						Action: &routev3.Route_Route{Route: routeTo(cluster)},
 					}}}}}},
-				HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
+				HttpFilters: []*hcmv3.HttpFilter{sharedRouter},
 			})},
 		}
 		if m.MTLS {
@@ -170,7 +170,7 @@ func (m *Model) envoyCluster(c *clusterv3.Cluster) *clusterv3.Cluster {
 // sdsTLS presents the SDS identity and verifies peers against the SDS roots.
 func sdsTLS(san *tlsv3.SubjectAltNameMatcher) *tlsv3.CommonTlsContext {
 	sds := func(name string) *tlsv3.SdsSecretConfig {
-		return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: adsSource()}
+		return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: sharedADS}
 	}
 	ctx := &tlsv3.CommonTlsContext{TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sds(SecretIdentity)}}
 	if san == nil {
@@ -235,7 +235,7 @@ func httpFilter(hcm *hcmv3.HttpConnectionManager) *listenerv3.Filter {
 // envoyVersions hashes each type's content (Envoy configurations are built whole).
 func envoyVersions(r *EnvoyResources) [4]string {
 	var out [4]string
-	for i, h := range contentHashes(new([]byte), &r.Resources, false) {
+	for i, h := range contentHashes(&r.Resources) {
 		out[i] = strconv.FormatUint(h, 16)
 	}
 	return out

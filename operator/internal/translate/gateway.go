@@ -45,13 +45,13 @@ func TranslateGateway(m *Model) *Resources {
 			})
 			r.Clusters = append(r.Clusters, &clusterv3.Cluster{Name: name, ConnectTimeout: durationpb.New(connectTimeout),
 				ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-				EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()}})
+				EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: sharedADS}})
 			r.Endpoints = append(r.Endpoints, t.loadAssignment(e, p, name, []string{m.Cluster}))
 		}
 	}
 	r.Listeners = []*listenerv3.Listener{l}
 	r.sort()
-	for i, h := range contentHashes(new([]byte), r, false) {
+	for i, h := range contentHashes(r) {
 		r.Versions[i] = strconv.FormatUint(h, 16)
 	}
 	return r

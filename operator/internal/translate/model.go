@@ -1,14 +1,6 @@
 package translate
 
-import (
-	"fmt"
-
-	"strconv"
-	"strings"
-	"time"
-
-	"github.com/meshfed/meshfed/operator/bootstrap"
-)
+import "time"
 
 // Model is what a member's control plane knows, built from its own API server only.
 type Model struct {
@@ -115,80 +107,6 @@ type Weight struct {
 // Outlier configures outlier detection.
 type Outlier struct {
 	ConsecutiveErrors uint32
-	IntervalSeconds   float64
-	BaseEjectionSecs  float64
+	Interval          time.Duration
+	BaseEjectionTime  time.Duration
 }
-
-// Host names of a service.
-func (s *Service) localHost() string { return s.Name + "." + s.Namespace + ".svc.cluster.local" }
-func (s *Service) clustersetHost() string {
-	return s.Name + "." + s.Namespace + ".svc.clusterset.local"
-}
-
-// ListenerName is the name of the api_listener a client dialing host:port asks for.
-func ListenerName(host string, port uint32) string { return host + ":" + strconv.Itoa(int(port)) }
-
-// ClusterName is the Istio-style name of a service port's cluster, also the SNI the
-// east-west gateways route on: outbound_.<port>_.<subset>_.<host>, so
-// outbound_.<port>_._.<host> without a subset.
-func ClusterName(port uint32, subset, host string) string {
-	return "outbound_." + strconv.FormatUint(uint64(port), 10) + "_." + subset + "_." + host
-}
-
-// ParseClusterName splits a cluster name (or SNI) into port, subset and host.
-func ParseClusterName(name string) (port uint32, subset, host string, err error) {
-	rest, ok := strings.CutPrefix(name, "outbound_.")
-	if !ok {
-		return 0, "", "", fmt.Errorf("%q does not start with \"outbound_.\"", name)
-	}
-	parts := strings.SplitN(rest, "_.", 3)
-	if len(parts) != 3 || parts[2] == "" {
-		return 0, "", "", fmt.Errorf("%q is not outbound_.<port>_.<subset>_.<host>", name)
-	}
-	p, err := strconv.ParseUint(parts[0], 10, 16)
-	if err != nil || p == 0 {
-		return 0, "", "", fmt.Errorf("%q has no valid port", name)
-	}
-	return uint32(p), parts[1], parts[2], nil
-}
-
-// ServerListenerName is the Listener an xDS gRPC server listening on host:port asks for.
-func ServerListenerName(host string, port uint32) string {
-	var b strings.Builder
-	b.Grow(maxServerListenerName(host))
-	writeServerListenerName(&b, host, port)
-	return b.String()
-}
-
-// maxServerListenerName bounds the length of the server listener names of host.
-func maxServerListenerName(host string) int {
-	return len(serverListenerPrefix) + len(host) + len("[]:65535") + len(serverListenerSuffix)
-}
-
-// writeServerListenerName writes ServerListenerName(host, port) to b: a service's server
-// listeners (one per local endpoint) have their names written in one string.
-func writeServerListenerName(b *strings.Builder, host string, port uint32) {
-	b.WriteString(serverListenerPrefix)
-	if strings.IndexByte(host, ':') >= 0 { // IPv6, as net.JoinHostPort writes it
-		b.WriteByte('[')
-		b.WriteString(host)
-		b.WriteByte(']')
-	} else {
-		b.WriteString(host)
-	}
-	b.WriteByte(':')
-	var digits [10]byte
-	b.Write(strconv.AppendUint(digits[:0], uint64(port), 10))
-	b.WriteString(serverListenerSuffix)
-}
-
-var serverListenerPrefix, serverListenerSuffix, _ = strings.Cut(bootstrap.ServerListenerTemplate, "%s")
-
-// CertProviderInstance is the certificate provider instance the bootstraps define; it
-// holds the workload certificate and the member's trust bundle.
-const CertProviderInstance = bootstrap.CertProviderInstance
-
-// connectTimeout bounds TCP connect plus TLS handshake to an endpoint.
-const connectTimeout = 5 * time.Second
-
-func secondsToDuration(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

@@ -21,7 +21,7 @@ func TestFingerprintSeesEveryChange(t *testing.T) {
 			},
 			Policy: Policy{Failover: []string{"b"}}}
 	}
-	fp := func(s Service) uint64 { return serviceFingerprint(new([]byte), 1, &s) }
+	fp := func(s Service) uint64 { return serviceFingerprint(1, &s) }
 	want := fp(base())
 	if got := fp(base()); got != want {
 		t.Fatalf("equal services: fingerprints %x and %x", got, want)
@@ -57,7 +57,7 @@ func TestFingerprintSeesEveryChange(t *testing.T) {
 			t.Errorf("%s: the fingerprint did not change", name)
 		}
 	}
-	if s := base(); fp(s) == serviceFingerprint(new([]byte), 2, &s) {
+	if s := base(); fp(s) == serviceFingerprint(2, &s) {
 		t.Error("what every service shares changed and the fingerprint did not")
 	}
 }
