@@ -49,17 +49,6 @@ type Transition struct {
 	Message string
 }
 
-// Reasons of rotation Events and of the RootRotation condition.
-const (
-	ReasonRotationStarted   = "RotationStarted"
-	ReasonRotationStage     = "RotationStage"
-	ReasonRotationCompleted = "RotationCompleted"
-	ReasonRotationCanceled  = "RotationCanceled"
-	ReasonRotationAborting  = "RotationAborting"
-	ReasonRotationAborted   = "RotationAborted"
-	ReasonRotationPaused    = "RotationPaused"
-)
-
 // Step is the input of Advance besides the state.
 type Step struct {
 	// Desired is the root the spec asks for.
@@ -84,12 +73,12 @@ func Advance(root meshv1.RootRef, rot *meshv1.RotationStatus, in Step) (meshv1.R
 		to := in.Desired
 		to.Generation, to.Fingerprint = max(root.Generation, in.LastGeneration)+1, ""
 		return root, &meshv1.RotationStatus{To: to, Stage: meshv1.StageAddRoot, StartTime: now, StageTime: now},
-			Transition{ReasonRotationStarted, fmt.Sprintf("rotating from %s to %s: adding the new root to every trust bundle", Describe(root), Describe(to))}, 0
+			Transition{meshv1.ReasonRotationStarted, fmt.Sprintf("rotating from %s to %s: adding the new root to every trust bundle", Describe(root), Describe(to))}, 0
 	}
 	next := *rot.DeepCopy()
 	if SameSource(root, in.Desired) {
 		if next.Stage == meshv1.StageAddRoot && !next.Reversed {
-			return root, nil, Transition{ReasonRotationCanceled, fmt.Sprintf("rotation to %s canceled before any member used it; staying on %s", Describe(next.To), Describe(root))}, 0
+			return root, nil, Transition{meshv1.ReasonRotationCanceled, fmt.Sprintf("rotation to %s canceled before any member used it; staying on %s", Describe(next.To), Describe(root))}, 0
 		}
 		// The new root is in use: run back to the old one. Members keep issuing with
 		// what they issue with now, and the bundle keeps both roots.
@@ -98,7 +87,7 @@ func Advance(root meshv1.RootRef, rot *meshv1.RotationStatus, in Step) (meshv1.R
 			stage = meshv1.StageReissue
 		}
 		back := meshv1.RotationStatus{To: root, Stage: stage, Reversed: true, StartTime: next.StartTime, StageTime: now}
-		return next.To, &back, Transition{ReasonRotationAborting, fmt.Sprintf("rotation to %s aborted after the new root was in use: moving every member back to %s", Describe(next.To), Describe(root))}, 0
+		return next.To, &back, Transition{meshv1.ReasonRotationAborting, fmt.Sprintf("rotation to %s aborted after the new root was in use: moving every member back to %s", Describe(next.To), Describe(root))}, 0
 	}
 	if in.Paused {
 		next.DoneTime = nil
@@ -118,16 +107,16 @@ func Advance(root meshv1.RootRef, rot *meshv1.RotationStatus, in Step) (meshv1.R
 	switch next.Stage {
 	case meshv1.StageAddRoot:
 		next.Stage = meshv1.StageReissue
-		return root, &next, Transition{ReasonRotationStage, fmt.Sprintf("every member trusts %s: re-issuing intermediates under it", Describe(next.To))}, 0
+		return root, &next, Transition{meshv1.ReasonRotationStage, fmt.Sprintf("every member trusts %s: re-issuing intermediates under it", Describe(next.To))}, 0
 	case meshv1.StageReissue:
 		next.Stage = meshv1.StageDropRoot
-		return root, &next, Transition{ReasonRotationStage, fmt.Sprintf("every member issues under %s: dropping %s from the trust bundles", Describe(next.To), Describe(root))}, 0
+		return root, &next, Transition{meshv1.ReasonRotationStage, fmt.Sprintf("every member issues under %s: dropping %s from the trust bundles", Describe(next.To), Describe(root))}, 0
 	}
 	took := in.Now.Sub(next.StartTime.Time).Round(time.Second) // status times have whole seconds
 	if next.Reversed {
-		return next.To, nil, Transition{ReasonRotationAborted, fmt.Sprintf("rotation aborted: every member is back on %s after %s", Describe(next.To), took)}, 0
+		return next.To, nil, Transition{meshv1.ReasonRotationAborted, fmt.Sprintf("rotation aborted: every member is back on %s after %s", Describe(next.To), took)}, 0
 	}
-	return next.To, nil, Transition{ReasonRotationCompleted, fmt.Sprintf("rotated from %s to %s in %s", Describe(root), Describe(next.To), took)}, 0
+	return next.To, nil, Transition{meshv1.ReasonRotationCompleted, fmt.Sprintf("rotated from %s to %s in %s", Describe(root), Describe(next.To), took)}, 0
 }
 
 // StageNumber is the metric value of a stage: 0 without a rotation, then 1, 2, 3.

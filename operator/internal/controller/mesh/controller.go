@@ -33,16 +33,6 @@ import (
 	"github.com/meshfed/meshfed/operator/webhook"
 )
 
-// ReasonInvalidSpec marks a Mesh the checks refuse (possible when the webhook is not
-// installed); the message lists what to fix.
-const ReasonInvalidSpec = "InvalidSpec"
-
-// Reasons of the Mesh's TrustReady condition.
-const (
-	ReasonWaitingForHub  = "WaitingForHub"
-	ReasonIssuerNotReady = "IssuerNotReady"
-)
-
 // Reconciler reports the state of the member's Mesh and keeps the member's cert-manager
 // CA Issuer, backed by the intermediate CA the hub writes.
 type Reconciler struct {
@@ -146,7 +136,7 @@ func (r *Reconciler) reconcileIssuer(ctx context.Context, m *meshv1.Mesh) (metav
 	var secret corev1.Secret
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: trust.CACertsSecret}, &secret)
 	if apierrors.IsNotFound(err) {
-		cond.Reason = ReasonWaitingForHub
+		cond.Reason = meshv1.ReasonWaitingForHub
 		cond.Message = fmt.Sprintf("no intermediate CA yet: the hub writes Secret %s/%s once this cluster is a member of a MeshFederation", r.Namespace, trust.CACertsSecret)
 		return cond, nil
 	} else if err != nil {
@@ -160,7 +150,7 @@ func (r *Reconciler) reconcileIssuer(ctx context.Context, m *meshv1.Mesh) (metav
 	}); err != nil {
 		return cond, fmt.Errorf("Issuer %s/%s: %w", r.Namespace, trust.MemberIssuer, err)
 	}
-	cond.Reason, cond.Message = ReasonIssuerNotReady, fmt.Sprintf("cert-manager has not reported Issuer %s/%s ready yet", r.Namespace, trust.MemberIssuer)
+	cond.Reason, cond.Message = meshv1.ReasonIssuerNotReady, fmt.Sprintf("cert-manager has not reported Issuer %s/%s ready yet", r.Namespace, trust.MemberIssuer)
 	for _, c := range issuer.Status.Conditions {
 		if c.Type == cmapi.IssuerConditionReady {
 			if c.Status == cmmeta.ConditionTrue {
@@ -178,20 +168,16 @@ func (r *Reconciler) reconcileIssuer(ctx context.Context, m *meshv1.Mesh) (metav
 // Ready is the Ready condition a Mesh's spec earns.
 func Ready(m *meshv1.Mesh) metav1.Condition {
 	if m.Name != meshv1.MeshSingletonName {
-		return metav1.Condition{Type: meshv1.ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonInvalidSpec,
+		return metav1.Condition{Type: meshv1.ConditionReady, Status: metav1.ConditionFalse, Reason: meshv1.ReasonInvalidSpec,
 			Message: fmt.Sprintf("a cluster has one Mesh, named %q: recreate it under that name", meshv1.MeshSingletonName)}
 	}
 	if errs := webhook.CheckMesh(m); len(errs) > 0 {
-		return metav1.Condition{Type: meshv1.ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonInvalidSpec,
+		return metav1.Condition{Type: meshv1.ConditionReady, Status: metav1.ConditionFalse, Reason: meshv1.ReasonInvalidSpec,
 			Message: errs.ToAggregate().Error()}
 	}
 	return metav1.Condition{Type: meshv1.ConditionReady, Status: metav1.ConditionTrue, Reason: meshv1.ReasonReconciled,
 		Message: fmt.Sprintf("cluster %s in network %s is a mesh member", m.Spec.ClusterName, m.Spec.Network)}
 }
-
-// ReasonIntermediateRotated is the reason of the Issuing condition the member sets on a
-// workload Certificate to have cert-manager re-issue it under a new intermediate.
-const ReasonIntermediateRotated = "IntermediateRotated"
 
 // reconcileWorkloads reports the intermediate and trust bundle of meshfed-cacerts, and has
 // cert-manager re-issue every workload certificate that an older intermediate signed.
@@ -239,7 +225,7 @@ func (r *Reconciler) reconcileWorkloads(ctx context.Context) (*meshv1.MeshTrustS
 // but its package brings cert-manager's logging set-up into the operator.)
 func setIssuing(c *cmapi.Certificate, now metav1.Time) {
 	cond := cmapi.CertificateCondition{Type: cmapi.CertificateConditionIssuing, Status: cmmeta.ConditionTrue,
-		Reason: ReasonIntermediateRotated, LastTransitionTime: &now, ObservedGeneration: c.Generation,
+		Reason: meshv1.ReasonIntermediateRotated, LastTransitionTime: &now, ObservedGeneration: c.Generation,
 		Message: "the member's intermediate CA changed: re-issuing under the new one"}
 	for i := range c.Status.Conditions {
 		if c.Status.Conditions[i].Type == cmapi.CertificateConditionIssuing {

@@ -30,13 +30,6 @@ const (
 	gatewayAdmin   = 15021
 )
 
-// Reasons of the Mesh's GatewayReady condition.
-const (
-	ReasonGatewayDisabled    = "Disabled"
-	ReasonGatewayUnavailable = "Unavailable"
-	ReasonNoAddress          = "NoAddress"
-)
-
 // gatewayLabels select the gateway's pods.
 func gatewayLabels() map[string]string {
 	return map[string]string{"app.kubernetes.io/name": GatewayName, meshv1.LabelManagedBy: meshv1.ManagedByValue}
@@ -113,7 +106,7 @@ func (r *Reconciler) reconcileGateway(ctx context.Context, m *meshv1.Mesh) (meta
 			}
 		}
 		m.Status.GatewayAddress = ""
-		cond.Reason, cond.Message = ReasonGatewayDisabled, "spec.eastWestGateway.enabled is false: other networks cannot reach this cluster's services"
+		cond.Reason, cond.Message = meshv1.ReasonGatewayDisabled, "spec.eastWestGateway.enabled is false: other networks cannot reach this cluster's services"
 		return cond, nil
 	}
 	for _, obj := range []client.Object{dep, svc, pdb} {
@@ -147,10 +140,10 @@ func (r *Reconciler) reconcileGateway(ctx context.Context, m *meshv1.Mesh) (meta
 	}
 	switch {
 	case dep.Status.AvailableReplicas == 0:
-		cond.Reason = ReasonGatewayUnavailable
+		cond.Reason = meshv1.ReasonGatewayUnavailable
 		cond.Message = fmt.Sprintf("Deployment %s/%s has no available replica yet", r.Namespace, GatewayName)
 	case m.Status.GatewayAddress == "":
-		cond.Reason = ReasonNoAddress
+		cond.Reason = meshv1.ReasonNoAddress
 		cond.Message = fmt.Sprintf("Service %s/%s has no load-balancer address yet: wait for it, or set spec.eastWestGateway.advertisedAddress", r.Namespace, GatewayName)
 	default:
 		cond.Status, cond.Reason = metav1.ConditionTrue, meshv1.ReasonReconciled

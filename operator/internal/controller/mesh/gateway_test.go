@@ -95,7 +95,7 @@ func TestGatewayDeployment(t *testing.T) {
 		})
 	}
 	// No pod runs in the testbed (no scheduler): the Deployment has no available replica.
-	status("203.0.113.7", mesh.ReasonGatewayUnavailable)
+	status("203.0.113.7", meshv1.ReasonGatewayUnavailable)
 
 	update := func(change func(*meshv1.Mesh)) {
 		t.Helper()
@@ -113,10 +113,10 @@ func TestGatewayDeployment(t *testing.T) {
 	must(t, c.Client.Get(ctx, key, &svc))
 	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.9"}}
 	must(t, c.Client.Status().Update(ctx, &svc))
-	status("198.51.100.9", mesh.ReasonGatewayUnavailable)
+	status("198.51.100.9", meshv1.ReasonGatewayUnavailable)
 
 	update(func(cur *meshv1.Mesh) { cur.Spec.EastWestGateway.Enabled = ptr.To(false) })
-	status("", mesh.ReasonGatewayDisabled)
+	status("", meshv1.ReasonGatewayDisabled)
 	for _, obj := range []client.Object{&appsv1.Deployment{}, &corev1.Service{}, &policyv1.PodDisruptionBudget{}} {
 		if err := c.Client.Get(ctx, key, obj); !apierrors.IsNotFound(err) {
 			t.Errorf("%T still there after the gateway was disabled (%v)", obj, err)

@@ -6,6 +6,8 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
 // A Certificate whose last issuance failed keeps an Issuing False condition; asking for a
@@ -32,7 +34,7 @@ func TestSetIssuingAfterAFailedIssuance(t *testing.T) {
 					others++
 				}
 			}
-			if len(issuing) != 1 || issuing[0].Status != cmmeta.ConditionTrue || issuing[0].Reason != ReasonIntermediateRotated {
+			if len(issuing) != 1 || issuing[0].Status != cmmeta.ConditionTrue || issuing[0].Reason != meshv1.ReasonIntermediateRotated {
 				t.Errorf("Issuing conditions %+v, want one, True", issuing)
 			}
 			if others != 1 && len(tc.conds) > 0 {

@@ -129,21 +129,15 @@ func xdsPort(m *meshv1.Mesh) int32 {
 	return DefaultXDSPort
 }
 
-// Reasons of the Mesh's ControlPlaneReady condition.
-const (
-	ReasonServing       = "Serving"
-	ReasonConfigInvalid = "ConfigNotServed"
-)
-
 // controlPlaneStatus reports the xDS server in the Mesh status.
 func (r *Reconciler) controlPlaneStatus(m *meshv1.Mesh) metav1.Condition {
 	st := r.XDS.Status()
 	m.Status.ConnectedProxies, m.Status.SnapshotVersion = int32(st.Proxies), st.Version
-	cond := metav1.Condition{Type: meshv1.ConditionControlPlaneReady, Status: metav1.ConditionTrue, Reason: ReasonServing,
+	cond := metav1.Condition{Type: meshv1.ConditionControlPlaneReady, Status: metav1.ConditionTrue, Reason: meshv1.ReasonServing,
 		Message: fmt.Sprintf("serving xDS configuration %s on port %d", st.Version, xdsPort(m))}
 	switch {
 	case st.Err != nil:
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, ReasonConfigInvalid, st.Err.Error()
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, meshv1.ReasonConfigNotServed, st.Err.Error()
 		if st.Version != "" {
 			cond.Message += fmt.Sprintf(" (proxies keep configuration %s)", st.Version)
 		}

@@ -268,7 +268,7 @@ func TestTrustRotation(t *testing.T) {
 	}
 
 	before := tr.ok.Load()
-	run := rotate(t, f, tr, func(fed *meshv1.MeshFederation) { fed.Spec.Trust.Rotation.Revision = "r2" }, trust.ReasonRotationCompleted)
+	run := rotate(t, f, tr, func(fed *meshv1.MeshFederation) { fed.Spec.Trust.Rotation.Revision = "r2" }, meshv1.ReasonRotationCompleted)
 	check("rotation", before, run.took)
 	if !slices.Equal(run.stages, []string{meshv1.StageAddRoot, meshv1.StageReissue, meshv1.StageDropRoot}) {
 		t.Errorf("stages %v, want AddRoot, Reissue, DropRoot", run.stages)
@@ -286,7 +286,7 @@ func TestTrustRotation(t *testing.T) {
 		waitStage(t, f, meshv1.StageReissue)
 		must(t, f.hub.StopOperator())
 		must(t, f.hub.StartOperator(ctx))
-		run := rotate(t, f, tr, func(*meshv1.MeshFederation) {}, trust.ReasonRotationCompleted)
+		run := rotate(t, f, tr, func(*meshv1.MeshFederation) {}, meshv1.ReasonRotationCompleted)
 		check("rotation with a hub restart", before, time.Since(start))
 		checkOnlyRoot(t, f, run.fed, clientID, serverID)
 	})
@@ -299,7 +299,7 @@ func TestTrustRotation(t *testing.T) {
 		testbed.Eventually(t, time.Minute, "RootRotation paused", func() error {
 			fed := f.get(t)
 			cond := meta.FindStatusCondition(fed.Status.Conditions, meshv1.ConditionRootRotation)
-			if cond == nil || cond.Reason != trust.ReasonRotationPaused || len(fed.Status.Trust.TrustedRoots) != 2 {
+			if cond == nil || cond.Reason != meshv1.ReasonRotationPaused || len(fed.Status.Trust.TrustedRoots) != 2 {
 				return fmt.Errorf("RootRotation %+v, trusted roots %v", cond, fed.Status.Trust.TrustedRoots)
 			}
 			return nil
@@ -315,7 +315,7 @@ func TestTrustRotation(t *testing.T) {
 		}
 		run := rotate(t, f, tr, func(fed *meshv1.MeshFederation) {
 			fed.Spec.Trust.Rotation.Revision, fed.Spec.Trust.Rotation.Paused = "r3", false
-		}, trust.ReasonRotationCanceled)
+		}, meshv1.ReasonRotationCanceled)
 		if run.fed.Status.Trust.RootFingerprint != r3 {
 			t.Errorf("root %s after canceling, want %s", run.fed.Status.Trust.RootFingerprint, r3)
 		}
@@ -334,7 +334,7 @@ func TestTrustRotation(t *testing.T) {
 		start := time.Now()
 		f.updateFederation(t, func(fed *meshv1.MeshFederation) { fed.Spec.Trust.Rotation.Revision = "r5" })
 		waitStage(t, f, meshv1.StageReissue)
-		run := rotate(t, f, tr, func(fed *meshv1.MeshFederation) { fed.Spec.Trust.Rotation.Revision = "r3" }, trust.ReasonRotationAborted)
+		run := rotate(t, f, tr, func(fed *meshv1.MeshFederation) { fed.Spec.Trust.Rotation.Revision = "r3" }, meshv1.ReasonRotationAborted)
 		check("aborted rotation", before, time.Since(start))
 		if run.fed.Status.Trust.RootFingerprint != r3 {
 			t.Errorf("root %s after aborting, want the old root %s", run.fed.Status.Trust.RootFingerprint, r3)

@@ -17,12 +17,6 @@ import (
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
-// Reasons of the MeshFederation's Ready condition.
-const (
-	ReasonMembersNotConnected = "MembersNotConnected"
-	ReasonSyncFailed          = "SyncFailed"
-)
-
 // updateStatus writes what the reconcile learned into the federation's status and emits an
 // Event when a member's connection changes.
 func (r *Reconciler) updateStatus(s *scope, reconcileErr error) {
@@ -83,9 +77,9 @@ func (r *Reconciler) updateStatus(s *scope, reconcileErr error) {
 		Message: fmt.Sprintf("%d members connected and synced", fed.Status.ConnectedMembers), ObservedGeneration: fed.Generation}
 	switch {
 	case len(problems) > 0:
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, ReasonMembersNotConnected, strings.Join(problems, "; ")
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, meshv1.ReasonMembersNotConnected, strings.Join(problems, "; ")
 	case reconcileErr != nil:
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, ReasonSyncFailed, reconcileErr.Error()
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, meshv1.ReasonSyncFailed, reconcileErr.Error()
 	}
 	meta.SetStatusCondition(&fed.Status.Conditions, cond)
 

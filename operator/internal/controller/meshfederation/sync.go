@@ -328,10 +328,10 @@ func peerFor(other *memberView, label string) *meshv1.MeshPeer {
 	if other.spec.Locality != nil {
 		p.Spec.Locality = *other.spec.Locality
 	}
-	cond := metav1.Condition{Type: meshv1.ConditionConnected, Status: metav1.ConditionTrue, Reason: "Connected",
+	cond := metav1.Condition{Type: meshv1.ConditionConnected, Status: metav1.ConditionTrue, Reason: meshv1.ReasonConnected,
 		Message: "the hub reaches this member"}
 	if !other.state.Connected {
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, "Disconnected", fmt.Sprintf("the hub does not reach this member: %v", other.err)
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, meshv1.ReasonDisconnected, fmt.Sprintf("the hub does not reach this member: %v", other.err)
 		if other.withdrawn {
 			cond.Reason = "Withdrawn"
 			cond.Message += "; its endpoints were withdrawn after the grace period"

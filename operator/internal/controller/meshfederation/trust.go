@@ -27,15 +27,6 @@ import (
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
-// Reasons of the MeshFederation's TrustReady condition.
-const (
-	ReasonIssuerNotFound       = "IssuerNotFound"
-	ReasonIssuerNotReady       = "IssuerNotReady"
-	ReasonIntermediatePending  = "IntermediatePending"
-	ReasonInvalidCertificate   = "InvalidCertificate"
-	ReasonIntermediateExpiring = "IntermediateExpiring"
-)
-
 // renewalSlack is how long after the start of an intermediate's renewal window the hub
 // checks that cert-manager renewed it.
 const renewalSlack = 5 * time.Second
@@ -160,11 +151,11 @@ func (r *Reconciler) reconcileTrust(ctx context.Context, s *scope) error {
 	}
 	rotationStage.WithLabelValues(s.owner).Set(trust.StageNumber(t.rotation))
 	switch t.transition.Reason {
-	case trust.ReasonRotationCompleted:
+	case meshv1.ReasonRotationCompleted:
 		rotations.WithLabelValues(s.owner, "completed").Inc()
-	case trust.ReasonRotationCanceled:
+	case meshv1.ReasonRotationCanceled:
 		rotations.WithLabelValues(s.owner, "canceled").Inc()
-	case trust.ReasonRotationAborted:
+	case meshv1.ReasonRotationAborted:
 		rotations.WithLabelValues(s.owner, "aborted").Inc()
 	}
 	for _, ref := range plan.Trust {
@@ -270,7 +261,7 @@ func (r *Reconciler) loadGeneration(ctx context.Context, s *scope, ref meshv1.Ro
 		var secret corev1.Secret
 		err := r.Client.Get(ctx, client.ObjectKey{Namespace: cert.Namespace, Name: cert.Spec.SecretName}, &secret)
 		if apierrors.IsNotFound(err) {
-			g.problems[name] = memberTrustProblem{ReasonIntermediatePending,
+			g.problems[name] = memberTrustProblem{meshv1.ReasonIntermediatePending,
 				fmt.Errorf("waiting for cert-manager to issue Certificate %s/%s%s", cert.Namespace, cert.Name, r.certificateState(ctx, cert))}
 			continue
 		} else if err != nil {
@@ -279,7 +270,7 @@ func (r *Reconciler) loadGeneration(ctx context.Context, s *scope, ref meshv1.Ro
 		}
 		ca, err := trust.ParseIntermediate(&secret)
 		if err != nil {
-			g.problems[name] = memberTrustProblem{ReasonInvalidCertificate, err}
+			g.problems[name] = memberTrustProblem{meshv1.ReasonInvalidCertificate, err}
 			continue
 		}
 		g.cas[name] = ca
@@ -288,7 +279,7 @@ func (r *Reconciler) loadGeneration(ctx context.Context, s *scope, ref meshv1.Ro
 		}
 		// cert-manager renews when renewBefore is left; a pass then checks it did.
 		if left := time.Until(ca.NotAfter()); left < renewBefore {
-			g.problems[name] = memberTrustProblem{ReasonIntermediateExpiring,
+			g.problems[name] = memberTrustProblem{meshv1.ReasonIntermediateExpiring,
 				fmt.Errorf("the intermediate of %s expires in %s and cert-manager has not renewed it: see the Events of Certificate %s/%s", name, left.Round(time.Second), cert.Namespace, cert.Name)}
 		} else {
 			s.requeue(left - renewBefore + renewalSlack)
@@ -392,17 +383,17 @@ func (r *Reconciler) checkIssuer(ctx context.Context, ref cmmeta.IssuerReference
 			if c.Status == cmmeta.ConditionTrue {
 				return "", nil
 			}
-			return ReasonIssuerNotReady, fmt.Errorf("cert-manager %s is not ready: %s", where, c.Message)
+			return meshv1.ReasonIssuerNotReady, fmt.Errorf("cert-manager %s is not ready: %s", where, c.Message)
 		}
 	}
-	return ReasonIssuerNotReady, fmt.Errorf("cert-manager %s has not reported Ready yet", where)
+	return meshv1.ReasonIssuerNotReady, fmt.Errorf("cert-manager %s has not reported Ready yet", where)
 }
 
 func issuerGetError(where string, err error) (string, error) {
 	if apierrors.IsNotFound(err) {
-		return ReasonIssuerNotFound, fmt.Errorf("cert-manager %s not found: create it (a CA issuer that can sign CA certificates) or fix spec.trust.issuerRef", where)
+		return meshv1.ReasonIssuerNotFound, fmt.Errorf("cert-manager %s not found: create it (a CA issuer that can sign CA certificates) or fix spec.trust.issuerRef", where)
 	}
-	return ReasonIssuerNotReady, fmt.Errorf("read cert-manager %s: %w", where, err)
+	return meshv1.ReasonIssuerNotReady, fmt.Errorf("read cert-manager %s: %w", where, err)
 }
 
 // certificateState quotes a Certificate's Ready condition, for messages.
@@ -502,7 +493,7 @@ func (r *Reconciler) trustStatus(s *scope) metav1.Condition {
 func (r *Reconciler) rotationCondition(s *scope) metav1.Condition {
 	t := &s.trust
 	fed := s.fed
-	cond := metav1.Condition{Type: meshv1.ConditionRootRotation, Status: metav1.ConditionFalse, Reason: "NoRotation",
+	cond := metav1.Condition{Type: meshv1.ConditionRootRotation, Status: metav1.ConditionFalse, Reason: meshv1.ReasonNoRotation,
 		Message: "no root rotation in progress: change spec.trust.issuerRef or spec.trust.rotation.revision to start one", ObservedGeneration: fed.Generation}
 	if old := meta.FindStatusCondition(fed.Status.Conditions, meshv1.ConditionRootRotation); old != nil && old.Status == metav1.ConditionFalse {
 		cond.Reason, cond.Message = old.Reason, old.Message
@@ -525,7 +516,7 @@ func (r *Reconciler) rotationCondition(s *scope) metav1.Condition {
 	msg := fmt.Sprintf("%s from %s to %s, stage %s (since %s)", direction, trust.Describe(t.root), trust.Describe(rot.To), rot.Stage, rot.StageTime.UTC().Format(time.RFC3339))
 	switch {
 	case fed.Spec.Trust.Rotation.Paused:
-		cond.Reason = trust.ReasonRotationPaused
+		cond.Reason = meshv1.ReasonRotationPaused
 		msg += ": paused (set spec.trust.rotation.paused to false to resume)"
 	case len(t.waiting) > 0:
 		msg += ": waiting for " + strings.Join(t.waiting, "; ")
