@@ -36,14 +36,14 @@ func Setup(mgr ctrl.Manager, reader client.Reader) error {
 		WithValidator(FederationValidator{Reader: reader}).WithValidatorCustomPath(MeshFederationPath).Complete()
 }
 
-// MeshValidator admits Meshes that CheckMesh finds nothing wrong with.
+// MeshValidator admits Meshes that meshv1.CheckMesh finds nothing wrong with.
 type MeshValidator struct{}
 
 var _ admission.Validator[*meshv1.Mesh] = MeshValidator{}
 
 // ValidateCreate implements admission.Validator.
 func (MeshValidator) ValidateCreate(_ context.Context, m *meshv1.Mesh) (admission.Warnings, error) {
-	return nil, invalid(meshv1.GroupVersion.WithKind("Mesh").GroupKind(), m.Name, CheckMesh(m))
+	return nil, invalid(meshv1.GroupVersion.WithKind("Mesh").GroupKind(), m.Name, meshv1.CheckMesh(m))
 }
 
 // ValidateUpdate implements admission.Validator.
@@ -56,7 +56,7 @@ func (MeshValidator) ValidateDelete(context.Context, *meshv1.Mesh) (admission.Wa
 	return nil, nil
 }
 
-// FederationValidator admits MeshFederations that CheckFederation finds nothing wrong
+// FederationValidator admits MeshFederations that meshv1.CheckFederation finds nothing wrong
 // with, and warns about kubeconfig Secrets that do not exist.
 type FederationValidator struct {
 	Reader client.Reader
@@ -66,7 +66,7 @@ var _ admission.Validator[*meshv1.MeshFederation] = FederationValidator{}
 
 // ValidateCreate implements admission.Validator.
 func (v FederationValidator) ValidateCreate(ctx context.Context, f *meshv1.MeshFederation) (admission.Warnings, error) {
-	if err := invalid(meshv1.GroupVersion.WithKind("MeshFederation").GroupKind(), f.Name, CheckFederation(f)); err != nil {
+	if err := invalid(meshv1.GroupVersion.WithKind("MeshFederation").GroupKind(), f.Name, meshv1.CheckFederation(f)); err != nil {
 		return nil, err
 	}
 	return v.missingSecrets(ctx, f), nil

@@ -20,8 +20,9 @@ import (
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/operator/internal/controller/mesh"
 	"github.com/meshfed/meshfed/operator/internal/controller/meshfederation"
+	"github.com/meshfed/meshfed/operator/internal/feed"
 	"github.com/meshfed/meshfed/operator/internal/xds"
-	admission "github.com/meshfed/meshfed/operator/webhook"
+	meshwebhook "github.com/meshfed/meshfed/operator/webhook"
 )
 
 // Version is the operator's version, set at build time with -ldflags -X.
@@ -89,7 +90,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	buildInfo.WithLabelValues(Version, string(opts.Role)).Set(1)
 	if opts.WebhookPort != 0 {
-		if err := admission.Setup(mgr, mgr.GetAPIReader()); err != nil {
+		if err := meshwebhook.Setup(mgr, mgr.GetAPIReader()); err != nil {
 			return fmt.Errorf("set up the admission webhooks: %w", err)
 		}
 		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
@@ -98,21 +99,21 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if opts.Role.Member() {
 		changed := make(chan struct{}, 1)
-		feed := &mesh.Feed{Client: mgr.GetClient(), Cache: mgr.GetCache(), BindHost: opts.XDSBindHost, Log: mgr.GetLogger().WithName("xds")}
-		feed.Server = xds.NewServer(feed.Log, feed.Build, func() {
+		f := &feed.Feed{Client: mgr.GetClient(), Cache: mgr.GetCache(), BindHost: opts.XDSBindHost, Log: mgr.GetLogger().WithName("xds")}
+		f.Server = xds.NewServer(f.Log, f.Build, func() {
 			select {
 			case changed <- struct{}{}:
 			default:
 			}
 		})
-		if err := mgr.Add(feed); err != nil {
+		if err := mgr.Add(f); err != nil {
 			return fmt.Errorf("add the xDS server: %w", err)
 		}
 		if err := (&mesh.Reconciler{
 			Client:       mgr.GetClient(),
 			Recorder:     mgr.GetEventRecorderFor("meshfed-member"), //nolint:staticcheck // the events.k8s.io recorder has another interface; moving both controllers is its own change
 			Namespace:    opts.MeshNamespace,
-			XDS:          feed.Server,
+			XDS:          f.Server,
 			XDSChanged:   changed,
 			GatewayImage: opts.GatewayImage,
 		}).SetupWithManager(mgr); err != nil {

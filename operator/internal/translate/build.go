@@ -14,12 +14,6 @@ import (
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
-// Defaults of a Mesh that leaves them out.
-const (
-	DefaultTrustDomain = "cluster.local"
-	DefaultGatewayPort = 15443
-)
-
 // Inputs are the member's objects the model is built from.
 type Inputs struct {
 	Mesh     *meshv1.Mesh
@@ -35,15 +29,9 @@ type Inputs struct {
 // input unusable (a traffic policy that does not parse) are returned next to the model,
 // which goes without that part.
 func BuildModel(in Inputs) (*Model, []error) {
-	m := &Model{Cluster: in.Mesh.Spec.ClusterName, Network: in.Mesh.Spec.Network, TrustDomain: in.Mesh.Spec.TrustDomain,
-		Region: in.Mesh.Spec.Locality.Region, MTLS: in.Mesh.Spec.ControlPlane.MTLS != meshv1.MTLSDisabled, Peers: map[string]Peer{}}
-	if m.TrustDomain == "" {
-		m.TrustDomain = DefaultTrustDomain
-	}
-	m.GatewayPort = uint32(in.Mesh.Spec.EastWestGateway.Port)
-	if m.GatewayPort == 0 {
-		m.GatewayPort = DefaultGatewayPort
-	}
+	spec := &in.Mesh.Spec
+	m := &Model{Cluster: spec.ClusterName, Network: spec.Network, TrustDomain: spec.TrustDomainOrDefault(), Region: spec.Locality.Region,
+		MTLS: spec.ControlPlane.MTLS != meshv1.MTLSDisabled, GatewayPort: uint32(spec.GatewayPortOrDefault()), Peers: map[string]Peer{}}
 	var problems []error
 	for _, p := range in.Peers {
 		if p.Spec.ClusterName == m.Cluster {

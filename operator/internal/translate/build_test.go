@@ -66,7 +66,7 @@ func TestBuildModel(t *testing.T) {
 	if len(problems) != 1 || !strings.Contains(problems[0].Error(), "ServiceImport shop/broken") {
 		t.Errorf("problems %v, want one naming ServiceImport shop/broken", problems)
 	}
-	if m.TrustDomain != DefaultTrustDomain || !m.MTLS || m.Region != "eu" {
+	if m.TrustDomain != meshv1.DefaultTrustDomain || !m.MTLS || m.Region != "eu" {
 		t.Errorf("model %+v: want the default trust domain, mTLS on, region eu", m)
 	}
 	if _, self := m.Peers["a"]; self || m.Peers["c"].GatewayAddress != "203.0.113.3" {

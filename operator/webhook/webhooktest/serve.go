@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
-	validation "github.com/meshfed/meshfed/operator/webhook"
+	meshwebhook "github.com/meshfed/meshfed/operator/webhook"
 	"github.com/meshfed/meshfed/testbed"
 )
 
@@ -40,8 +40,8 @@ func Serve(t testing.TB, c *testbed.Cluster, repoRoot string) {
 		t.Fatal(err)
 	}
 	srv := webhook.NewServer(webhook.Options{Host: c.HostIP(), Port: port, CertDir: dir})
-	srv.Register(validation.MeshPath, admission.WithValidator(testbed.Scheme, validation.MeshValidator{}))
-	srv.Register(validation.MeshFederationPath, admission.WithValidator(testbed.Scheme, validation.FederationValidator{Reader: c.Client}))
+	srv.Register(meshwebhook.MeshPath, admission.WithValidator(testbed.Scheme, meshwebhook.MeshValidator{}))
+	srv.Register(meshwebhook.MeshFederationPath, admission.WithValidator(testbed.Scheme, meshwebhook.FederationValidator{Reader: c.Client}))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -30,7 +30,6 @@ import (
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/operator/internal/xds"
-	"github.com/meshfed/meshfed/operator/webhook"
 )
 
 // Reconciler reports the state of the member's Mesh and keeps the member's cert-manager
@@ -171,7 +170,7 @@ func Ready(m *meshv1.Mesh) metav1.Condition {
 		return metav1.Condition{Type: meshv1.ConditionReady, Status: metav1.ConditionFalse, Reason: meshv1.ReasonInvalidSpec,
 			Message: fmt.Sprintf("a cluster has one Mesh, named %q: recreate it under that name", meshv1.MeshSingletonName)}
 	}
-	if errs := webhook.CheckMesh(m); len(errs) > 0 {
+	if errs := meshv1.CheckMesh(m); len(errs) > 0 {
 		return metav1.Condition{Type: meshv1.ConditionReady, Status: metav1.ConditionFalse, Reason: meshv1.ReasonInvalidSpec,
 			Message: errs.ToAggregate().Error()}
 	}

@@ -38,10 +38,7 @@ func gatewayLabels() map[string]string {
 // GatewayObjects are the Deployment, Service and PodDisruptionBudget of a Mesh's gateway.
 func GatewayObjects(m *meshv1.Mesh, namespace, image string) (*appsv1.Deployment, *corev1.Service, *policyv1.PodDisruptionBudget) {
 	gw := m.Spec.EastWestGateway
-	port := gw.Port
-	if port == 0 {
-		port = 15443
-	}
+	port := m.Spec.GatewayPortOrDefault()
 	replicas := ptr.Deref(gw.Replicas, 2)
 	meta := metav1.ObjectMeta{Namespace: namespace, Name: GatewayName, Labels: gatewayLabels()}
 	probe := func(path string) *corev1.Probe {
@@ -59,7 +56,7 @@ func GatewayObjects(m *meshv1.Mesh, namespace, image string) (*appsv1.Deployment
 				Name:  "gateway",
 				Image: image,
 				Args: []string{
-					"--xds-address=" + XDSServiceName + "." + namespace + ".svc:" + strconv.Itoa(int(xdsPort(m))),
+					"--xds-address=" + XDSServiceName + "." + namespace + ".svc:" + strconv.Itoa(int(m.Spec.XDSPortOrDefault())),
 					"--cluster=" + m.Spec.ClusterName,
 					"--listen=:" + strconv.Itoa(int(port)),
 					"--admin=:" + strconv.Itoa(gatewayAdmin),

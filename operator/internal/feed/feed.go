@@ -1,4 +1,9 @@
-package mesh
+// Package feed turns a member's own objects into its xDS configuration: it watches the
+// Mesh, Services, EndpointSlices (local and imported), ServiceImports and MeshPeers in the
+// manager's cache, builds the translate model from them and hands the xDS server what to
+// serve. It reads only the member's API server and never writes to it; the Mesh
+// reconciler reports the server's state.
+package feed
 
 import (
 	"context"
@@ -6,7 +11,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -16,7 +20,6 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
@@ -85,8 +88,8 @@ func (f *Feed) Build(ctx context.Context) (*xds.Config, error) {
 	} else if err != nil {
 		return nil, err
 	}
-	if c := Ready(&m); c.Status != metav1.ConditionTrue {
-		return nil, fmt.Errorf("the Mesh is not valid, so its configuration is not served: %s", c.Message)
+	if errs := meshv1.CheckMesh(&m); len(errs) > 0 {
+		return nil, fmt.Errorf("the Mesh is not valid, so its configuration is not served: %w", errs.ToAggregate())
 	}
 	in := translate.Inputs{Mesh: &m}
 	var services corev1.ServiceList
@@ -106,7 +109,7 @@ func (f *Feed) Build(ctx context.Context) (*xds.Config, error) {
 	if f.translator == nil {
 		f.translator = translate.NewTranslator()
 	}
-	cfg := &xds.Config{Resources: f.translator.Translate(model), Address: net.JoinHostPort(f.BindHost, strconv.Itoa(int(xdsPort(&m))))}
+	cfg := &xds.Config{Resources: f.translator.Translate(model), Address: net.JoinHostPort(f.BindHost, strconv.Itoa(int(m.Spec.XDSPortOrDefault())))}
 	if f.Server.EnvoyConnected() {
 		cfg.Envoy = translate.TranslateEnvoy(model)
 	}
@@ -117,56 +120,4 @@ func (f *Feed) Build(ctx context.Context) (*xds.Config, error) {
 		cfg.Debounce = d.Duration
 	}
 	return cfg, nil
-}
-
-// DefaultXDSPort is the xDS port of a Mesh that sets none.
-const DefaultXDSPort = 15010
-
-func xdsPort(m *meshv1.Mesh) int32 {
-	if p := m.Spec.ControlPlane.XDSPort; p != 0 {
-		return p
-	}
-	return DefaultXDSPort
-}
-
-// controlPlaneStatus reports the xDS server in the Mesh status.
-func (r *Reconciler) controlPlaneStatus(m *meshv1.Mesh) metav1.Condition {
-	st := r.XDS.Status()
-	m.Status.ConnectedProxies, m.Status.SnapshotVersion = int32(st.Proxies), st.Version
-	cond := metav1.Condition{Type: meshv1.ConditionControlPlaneReady, Status: metav1.ConditionTrue, Reason: meshv1.ReasonServing,
-		Message: fmt.Sprintf("serving xDS configuration %s on port %d", st.Version, xdsPort(m))}
-	switch {
-	case st.Err != nil:
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, meshv1.ReasonConfigNotServed, st.Err.Error()
-		if st.Version != "" {
-			cond.Message += fmt.Sprintf(" (proxies keep configuration %s)", st.Version)
-		}
-	case st.Version == "":
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, meshv1.ReasonPending, "no xDS configuration built yet"
-	}
-	return cond
-}
-
-// statusEvents turns xDS server changes (a new snapshot, proxies coming and going) into
-// Mesh reconciles, at most one a second.
-func statusEvents(ctx context.Context, kick <-chan struct{}, out chan<- event.GenericEvent) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-kick:
-		}
-		m := &meshv1.Mesh{}
-		m.Name = meshv1.MeshSingletonName
-		select {
-		case out <- event.GenericEvent{Object: m}:
-		case <-ctx.Done():
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
 }

@@ -1,4 +1,4 @@
-package webhook
+package v1alpha1
 
 import (
 	"fmt"
@@ -7,8 +7,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-
-	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
 // Bounds of Mesh.spec.controlPlane.pushDebounce: below a millisecond the control plane
@@ -19,7 +17,7 @@ const (
 )
 
 // CheckMesh returns what is wrong with a Mesh beyond its schema.
-func CheckMesh(m *meshv1.Mesh) field.ErrorList {
+func CheckMesh(m *Mesh) field.ErrorList {
 	var errs field.ErrorList
 	spec := field.NewPath("spec")
 	if sel := m.Spec.Injection.NamespaceSelector; sel != nil {
@@ -43,7 +41,7 @@ func CheckMesh(m *meshv1.Mesh) field.ErrorList {
 // CheckFederation returns what is wrong with a MeshFederation beyond its schema: traffic
 // policies must name members, one policy per service, and the trust durations must leave
 // cert-manager time to renew.
-func CheckFederation(f *meshv1.MeshFederation) field.ErrorList {
+func CheckFederation(f *MeshFederation) field.ErrorList {
 	var errs field.ErrorList
 	spec := field.NewPath("spec")
 	members := make([]string, 0, len(f.Spec.Members))
@@ -53,7 +51,7 @@ func CheckFederation(f *meshv1.MeshFederation) field.ErrorList {
 	notMember := func(p *field.Path, name string) *field.Error {
 		return field.NotFound(p, fmt.Sprintf("%s is not a member of this federation (members: %v): add it to spec.members or remove it from the policy", name, members))
 	}
-	seen := map[meshv1.ServiceRef]int{}
+	seen := map[ServiceRef]int{}
 	for i, tp := range f.Spec.TrafficPolicies {
 		p := spec.Child("trafficPolicies").Index(i)
 		if j, dup := seen[tp.Service]; dup {

@@ -1,4 +1,4 @@
-package webhook
+package v1alpha1
 
 import (
 	"testing"
@@ -7,35 +7,33 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
-
-	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
 func TestCheckMesh(t *testing.T) {
 	cases := []struct {
 		name   string
-		change func(*meshv1.Mesh)
+		change func(*Mesh)
 		fields []string
 	}{
-		{"valid", func(*meshv1.Mesh) {}, nil},
-		{"gateway off may share the port", func(m *meshv1.Mesh) {
+		{"valid", func(*Mesh) {}, nil},
+		{"gateway off may share the port", func(m *Mesh) {
 			m.Spec.EastWestGateway.Enabled = ptr.To(false)
 			m.Spec.EastWestGateway.Port = m.Spec.ControlPlane.XDSPort
 		}, nil},
-		{"shared port", func(m *meshv1.Mesh) { m.Spec.EastWestGateway.Port = m.Spec.ControlPlane.XDSPort },
+		{"shared port", func(m *Mesh) { m.Spec.EastWestGateway.Port = m.Spec.ControlPlane.XDSPort },
 			[]string{"spec.eastWestGateway.port"}},
-		{"debounce too short", func(m *meshv1.Mesh) { m.Spec.ControlPlane.PushDebounce = &metav1.Duration{Duration: time.Microsecond} },
+		{"debounce too short", func(m *Mesh) { m.Spec.ControlPlane.PushDebounce = &metav1.Duration{Duration: time.Microsecond} },
 			[]string{"spec.controlPlane.pushDebounce"}},
-		{"bad selector and bad debounce", func(m *meshv1.Mesh) {
+		{"bad selector and bad debounce", func(m *Mesh) {
 			m.Spec.Injection.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"a b": "c"}}
 			m.Spec.ControlPlane.PushDebounce = &metav1.Duration{Duration: time.Hour}
 		}, []string{"spec.injection.namespaceSelector", "spec.controlPlane.pushDebounce"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			m := &meshv1.Mesh{Spec: meshv1.MeshSpec{ClusterName: "a", Network: "n",
-				ControlPlane:    meshv1.ControlPlaneSpec{XDSPort: 15010},
-				EastWestGateway: meshv1.GatewaySpec{Port: 15443}}}
+			m := &Mesh{Spec: MeshSpec{ClusterName: "a", Network: "n",
+				ControlPlane:    ControlPlaneSpec{XDSPort: 15010},
+				EastWestGateway: GatewaySpec{Port: 15443}}}
 			tc.change(m)
 			wantFields(t, CheckMesh(m), tc.fields)
 		})
@@ -43,38 +41,38 @@ func TestCheckMesh(t *testing.T) {
 }
 
 func TestCheckFederation(t *testing.T) {
-	base := func() *meshv1.MeshFederation {
-		return &meshv1.MeshFederation{Spec: meshv1.MeshFederationSpec{
-			Members: []meshv1.Member{{Name: "a"}, {Name: "b"}},
-			TrafficPolicies: []meshv1.TrafficPolicy{{
-				Service:  meshv1.ServiceRef{Namespace: "shop", Name: "reviews"},
+	base := func() *MeshFederation {
+		return &MeshFederation{Spec: MeshFederationSpec{
+			Members: []Member{{Name: "a"}, {Name: "b"}},
+			TrafficPolicies: []TrafficPolicy{{
+				Service:  ServiceRef{Namespace: "shop", Name: "reviews"},
 				Failover: []string{"b"},
-				Weights:  []meshv1.ClusterWeight{{Cluster: "a", Weight: 1}, {Cluster: "b", Weight: 3}},
+				Weights:  []ClusterWeight{{Cluster: "a", Weight: 1}, {Cluster: "b", Weight: 3}},
 			}},
 		}}
 	}
 	cases := []struct {
 		name   string
-		change func(*meshv1.MeshFederation)
+		change func(*MeshFederation)
 		fields []string
 	}{
-		{"valid", func(*meshv1.MeshFederation) {}, nil},
-		{"failover to a stranger", func(f *meshv1.MeshFederation) { f.Spec.TrafficPolicies[0].Failover = []string{"b", "c"} },
+		{"valid", func(*MeshFederation) {}, nil},
+		{"failover to a stranger", func(f *MeshFederation) { f.Spec.TrafficPolicies[0].Failover = []string{"b", "c"} },
 			[]string{"spec.trafficPolicies[0].failover[1]"}},
-		{"weight for a stranger", func(f *meshv1.MeshFederation) { f.Spec.TrafficPolicies[0].Weights[0].Cluster = "z" },
+		{"weight for a stranger", func(f *MeshFederation) { f.Spec.TrafficPolicies[0].Weights[0].Cluster = "z" },
 			[]string{"spec.trafficPolicies[0].weights[0].cluster"}},
-		{"removed member still in a policy", func(f *meshv1.MeshFederation) { f.Spec.Members = f.Spec.Members[:1] },
+		{"removed member still in a policy", func(f *MeshFederation) { f.Spec.Members = f.Spec.Members[:1] },
 			[]string{"spec.trafficPolicies[0].failover[0]", "spec.trafficPolicies[0].weights[1].cluster"}},
-		{"duplicate service", func(f *meshv1.MeshFederation) {
-			f.Spec.TrafficPolicies = append(f.Spec.TrafficPolicies, meshv1.TrafficPolicy{Service: f.Spec.TrafficPolicies[0].Service})
+		{"duplicate service", func(f *MeshFederation) {
+			f.Spec.TrafficPolicies = append(f.Spec.TrafficPolicies, TrafficPolicy{Service: f.Spec.TrafficPolicies[0].Service})
 		}, []string{"spec.trafficPolicies[1].service"}},
-		{"renew before longer than the lifetime", func(f *meshv1.MeshFederation) {
+		{"renew before longer than the lifetime", func(f *MeshFederation) {
 			f.Spec.Trust.IntermediateDuration = &metav1.Duration{Duration: time.Hour}
 			f.Spec.Trust.IntermediateRenewBefore = &metav1.Duration{Duration: time.Hour}
 		}, []string{"spec.trust.intermediateRenewBefore"}},
-		{"a zero timeout", func(f *meshv1.MeshFederation) { f.Spec.TrafficPolicies[0].Timeout = &metav1.Duration{} },
+		{"a zero timeout", func(f *MeshFederation) { f.Spec.TrafficPolicies[0].Timeout = &metav1.Duration{} },
 			[]string{"spec.trafficPolicies[0].timeout"}},
-		{"a negative propagation delay", func(f *meshv1.MeshFederation) {
+		{"a negative propagation delay", func(f *MeshFederation) {
 			f.Spec.Trust.Rotation.PropagationDelay = &metav1.Duration{Duration: -time.Second}
 		}, []string{"spec.trust.rotation.propagationDelay"}},
 	}

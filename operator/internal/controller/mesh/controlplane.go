@@ -1,0 +1,54 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+)
+
+// controlPlaneStatus reports the xDS server in the Mesh status.
+func (r *Reconciler) controlPlaneStatus(m *meshv1.Mesh) metav1.Condition {
+	st := r.XDS.Status()
+	m.Status.ConnectedProxies, m.Status.SnapshotVersion = int32(st.Proxies), st.Version
+	cond := metav1.Condition{Type: meshv1.ConditionControlPlaneReady, Status: metav1.ConditionTrue, Reason: meshv1.ReasonServing,
+		Message: fmt.Sprintf("serving xDS configuration %s on port %d", st.Version, m.Spec.XDSPortOrDefault())}
+	switch {
+	case st.Err != nil:
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, meshv1.ReasonConfigNotServed, st.Err.Error()
+		if st.Version != "" {
+			cond.Message += fmt.Sprintf(" (proxies keep configuration %s)", st.Version)
+		}
+	case st.Version == "":
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, meshv1.ReasonPending, "no xDS configuration built yet"
+	}
+	return cond
+}
+
+// statusEvents turns xDS server changes (a new snapshot, proxies coming and going) into
+// Mesh reconciles, at most one a second.
+func statusEvents(ctx context.Context, kick <-chan struct{}, out chan<- event.GenericEvent) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		}
+		m := &meshv1.Mesh{}
+		m.Name = meshv1.MeshSingletonName
+		select {
+		case out <- event.GenericEvent{Object: m}:
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
