@@ -11,8 +11,9 @@ import (
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
-// controlPlaneStatus reports the xDS server in the Mesh status.
-func (r *Reconciler) controlPlaneStatus(m *meshv1.Mesh) metav1.Condition {
+// reconcileControlPlane reports the xDS server in the Mesh status.
+func (r *Reconciler) reconcileControlPlane(_ context.Context, s *scope) (metav1.Condition, error) {
+	m := s.mesh
 	st := r.XDS.Status()
 	m.Status.ConnectedProxies, m.Status.SnapshotVersion = int32(st.Proxies), st.Version
 	cond := metav1.Condition{Type: meshv1.ConditionControlPlaneReady, Status: metav1.ConditionTrue, Reason: meshv1.ReasonServing,
@@ -26,7 +27,7 @@ func (r *Reconciler) controlPlaneStatus(m *meshv1.Mesh) metav1.Condition {
 	case st.Version == "":
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, meshv1.ReasonPending, "no xDS configuration built yet"
 	}
-	return cond
+	return cond, nil
 }
 
 // statusEvents turns xDS server changes (a new snapshot, proxies coming and going) into

@@ -93,7 +93,8 @@ func GatewayObjects(m *meshv1.Mesh, namespace, image string) (*appsv1.Deployment
 
 // reconcileGateway keeps (or removes) the gateway's objects and reports its address in
 // the Mesh status and the GatewayReady condition.
-func (r *Reconciler) reconcileGateway(ctx context.Context, m *meshv1.Mesh) (metav1.Condition, error) {
+func (r *Reconciler) reconcileGateway(ctx context.Context, s *scope) (metav1.Condition, error) {
+	m := s.mesh
 	cond := metav1.Condition{Type: meshv1.ConditionGatewayReady, Status: metav1.ConditionFalse}
 	dep, svc, pdb := GatewayObjects(m, r.Namespace, r.GatewayImage)
 	if !ptr.Deref(m.Spec.EastWestGateway.Enabled, true) {

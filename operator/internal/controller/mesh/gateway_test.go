@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,4 +123,44 @@ func TestGatewayDeployment(t *testing.T) {
 			t.Errorf("%T still there after the gateway was disabled (%v)", obj, err)
 		}
 	}
+
+	// A phase that fails is reported in its condition and in Ready, and the other phases
+	// still report theirs: here another controller owns a Service of the gateway's name.
+	squatter := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: meshNS, Name: "squatter"}}
+	testbed.MustCreate(ctx, t, c.Client, squatter)
+	taken := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: meshNS, Name: mesh.GatewayName, OwnerReferences: []metav1.OwnerReference{{
+		APIVersion: "v1", Kind: "ConfigMap", Name: squatter.Name, UID: squatter.UID, Controller: ptr.To(true)}}},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "tls", Port: 15443}}}}
+	testbed.MustCreate(ctx, t, c.Client, taken)
+	update(func(cur *meshv1.Mesh) { cur.Spec.EastWestGateway.Enabled = nil })
+	testbed.Eventually(t, 30*time.Second, "GatewayReady and Ready False with ReconcileFailed naming the Service", func() error {
+		var got meshv1.Mesh
+		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(m), &got); err != nil {
+			return err
+		}
+		gw := meta.FindStatusCondition(got.Status.Conditions, meshv1.ConditionGatewayReady)
+		ready := meta.FindStatusCondition(got.Status.Conditions, meshv1.ConditionReady)
+		trust := meta.FindStatusCondition(got.Status.Conditions, meshv1.ConditionTrustReady)
+		switch {
+		case gw == nil || gw.Reason != meshv1.ReasonReconcileFailed || !strings.Contains(gw.Message, mesh.GatewayName):
+			return fmt.Errorf("GatewayReady %+v", gw)
+		case ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != meshv1.ReasonReconcileFailed || !strings.Contains(ready.Message, "ConfigMap"):
+			return fmt.Errorf("Ready %+v", ready)
+		case trust == nil || trust.Reason != meshv1.ReasonWaitingForHub:
+			return fmt.Errorf("TrustReady %+v, want the trust phase reported on its own", trust)
+		case gw.ObservedGeneration != got.Generation || ready.ObservedGeneration != got.Generation:
+			return fmt.Errorf("conditions observed generations %d and %d, Mesh generation %d", gw.ObservedGeneration, ready.ObservedGeneration, got.Generation)
+		}
+		return nil
+	})
+	// Once the Service is let go, the next pass takes it and the failure is gone.
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := c.Client.Get(ctx, key, taken); err != nil {
+			return err
+		}
+		taken.OwnerReferences = nil
+		return c.Client.Update(ctx, taken)
+	}))
+	update(func(cur *meshv1.Mesh) { cur.Spec.EastWestGateway.AdvertisedAddress = "203.0.113.8" })
+	status("203.0.113.8", meshv1.ReasonGatewayUnavailable)
 }
