@@ -1,6 +1,9 @@
 // Package trust describes the federation's certificates as cert-manager objects and checks
 // what cert-manager issued: a root (the user's issuer, or a self-signed one meshfed
 // bootstraps), one intermediate CA per member, the meshfed-cacerts Secret each member gets,
-// and the SPIFFE workload certificates a member issues from its intermediate. Signing is
-// always cert-manager's; this package only names, parses and verifies.
+// and whether a workload certificate was signed by the member's current intermediate. It
+// also plans root rotations (rotation.go), as pure functions of the federation's state.
+//
+// Signing is always cert-manager's; this package only names, parses, verifies and plans.
+// It reads no API server: the hub and member controllers do, and hand it what they read.
 package trust

@@ -28,7 +28,6 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/meshfed/meshfed/federation/join"
-	"github.com/meshfed/meshfed/federation/trust"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/operator/bootstrap"
 	"github.com/meshfed/meshfed/testbed"
@@ -147,12 +146,12 @@ func (m *Mesh) ExportEcho(ctx context.Context, c *testbed.Cluster) error {
 // with the member's trust bundle, in a directory as grpc-go's file_watcher reads it, until
 // ctx ends (a stand-in for a node agent).
 func (m *Mesh) IdentityFiles(ctx context.Context, c *testbed.Cluster, sa string) (string, error) {
-	if _, err := trust.IssueWorkload(ctx, c.Client, join.MemberNamespace, "cluster.local", Namespace, sa, time.Minute); err != nil {
+	if _, err := testbed.IssueWorkload(ctx, c.Client, join.MemberNamespace, "cluster.local", Namespace, sa, time.Minute); err != nil {
 		return "", err
 	}
 	dir := filepath.Join(m.Dir, c.Name, sa)
 	write := func() error {
-		id, err := trust.ReadWorkload(ctx, c.Client, join.MemberNamespace, Namespace, sa)
+		id, err := testbed.ReadWorkload(ctx, c.Client, join.MemberNamespace, Namespace, sa)
 		if err != nil {
 			return err
 		}

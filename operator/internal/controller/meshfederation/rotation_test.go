@@ -36,7 +36,7 @@ type traffic struct {
 	errs       []string
 }
 
-func startTraffic(ctx context.Context, t *testing.T, client, server *trust.Source, period time.Duration) *traffic {
+func startTraffic(ctx context.Context, t *testing.T, client, server *testbed.IdentitySource, period time.Duration) *traffic {
 	t.Helper()
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", server.TLSConfig(true, nil))
 	if err != nil {
@@ -74,7 +74,7 @@ func startTraffic(ctx context.Context, t *testing.T, client, server *trust.Sourc
 	return tr
 }
 
-func (tr *traffic) call(ctx context.Context, addr string, client *trust.Source) {
+func (tr *traffic) call(ctx context.Context, addr string, client *testbed.IdentitySource) {
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: client.TLSConfig(false, nil)}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err == nil {
@@ -157,7 +157,7 @@ func waitStage(t *testing.T, f *federation, stage string) *meshv1.MeshFederation
 // checkOnlyRoot checks that every member trusts exactly the federation's root and holds an
 // intermediate under it, that the workload identities chain to it, and that the hub keeps
 // no intermediate of another generation.
-func checkOnlyRoot(t *testing.T, f *federation, fed *meshv1.MeshFederation, ids ...*trust.Source) {
+func checkOnlyRoot(t *testing.T, f *federation, fed *meshv1.MeshFederation, ids ...*testbed.IdentitySource) {
 	t.Helper()
 	ctx := context.Background()
 	root := fed.Status.Trust.RootFingerprint
@@ -243,9 +243,9 @@ func TestTrustRotation(t *testing.T) {
 	issue(t, c, "shop", "ratings")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	clientID, err := trust.NewSource(ctx, a.Client, join.MemberNamespace, "shop", "reviews", 200*time.Millisecond)
+	clientID, err := testbed.NewIdentitySource(ctx, a.Client, join.MemberNamespace, "shop", "reviews", 200*time.Millisecond)
 	must(t, err)
-	serverID, err := trust.NewSource(ctx, c.Client, join.MemberNamespace, "shop", "ratings", 200*time.Millisecond)
+	serverID, err := testbed.NewIdentitySource(ctx, c.Client, join.MemberNamespace, "shop", "ratings", 200*time.Millisecond)
 	must(t, err)
 	tr := startTraffic(ctx, t, clientID, serverID, 25*time.Millisecond)
 	testbed.Eventually(t, 10*time.Second, "handshakes before the rotation", func() error {

@@ -64,9 +64,9 @@ func waitTrust(t *testing.T, hub *testbed.Cluster, name string, members []*testb
 	return &fed
 }
 
-func issue(t *testing.T, c *testbed.Cluster, ns, sa string) *trust.Identity {
+func issue(t *testing.T, c *testbed.Cluster, ns, sa string) *testbed.Identity {
 	t.Helper()
-	id, err := trust.IssueWorkload(context.Background(), c.Client, join.MemberNamespace, trustDomain, ns, sa, time.Minute)
+	id, err := testbed.IssueWorkload(context.Background(), c.Client, join.MemberNamespace, trustDomain, ns, sa, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func issue(t *testing.T, c *testbed.Cluster, ns, sa string) *trust.Identity {
 
 // handshake runs one mTLS exchange between a client identity and a server identity and
 // returns the identity each side saw.
-func handshake(t *testing.T, client, server *trust.Identity) (seenByServer, seenByClient string, err error) {
+func handshake(t *testing.T, client, server *testbed.Identity) (seenByServer, seenByClient string, err error) {
 	t.Helper()
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", server.TLSConfig(true, nil))
 	if err != nil {
@@ -241,7 +241,7 @@ func TestTrustBootstrap(t *testing.T) {
 
 // unrelatedIdentity issues, through cert-manager in c, a SPIFFE certificate from a
 // self-signed issuer outside the federation.
-func unrelatedIdentity(t *testing.T, c *testbed.Cluster, roots *x509.CertPool) *trust.Identity {
+func unrelatedIdentity(t *testing.T, c *testbed.Cluster, roots *x509.CertPool) *testbed.Identity {
 	t.Helper()
 	ctx := context.Background()
 	testbed.MustCreate(ctx, t, c.Client, &cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "unrelated"},
@@ -258,7 +258,7 @@ func unrelatedIdentity(t *testing.T, c *testbed.Cluster, roots *x509.CertPool) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &trust.Identity{ID: "spiffe://cluster.local/ns/shop/sa/evil", Certificate: pair, Leaf: pair.Leaf, Roots: roots}
+	return &testbed.Identity{ID: "spiffe://cluster.local/ns/shop/sa/evil", Certificate: pair, Leaf: pair.Leaf, Roots: roots}
 }
 
 // TestTrustBringYourOwnIssuer: a federation whose issuerRef names an issuer that does not

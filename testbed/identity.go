@@ -1,4 +1,4 @@
-package trust
+package testbed
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshfed/meshfed/federation/trust"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
@@ -37,10 +38,10 @@ func WorkloadName(namespace, serviceAccount string) string {
 	return name[:50] + "-" + hex.EncodeToString(sum[:])[:12]
 }
 
-// Workload is the cert-manager Certificate of one workload identity, issued by the
+// WorkloadCertificate is the cert-manager Certificate of one workload identity, issued by the
 // member's CA Issuer in meshNamespace: a short-lived ECDSA certificate whose only SAN is
 // the SPIFFE URI, good for both ends of mTLS.
-func Workload(meshNamespace, trustDomain, namespace, serviceAccount string) *cmapi.Certificate {
+func WorkloadCertificate(meshNamespace, trustDomain, namespace, serviceAccount string) *cmapi.Certificate {
 	name := WorkloadName(namespace, serviceAccount)
 	return &cmapi.Certificate{
 		ObjectMeta: metav1.ObjectMeta{Namespace: meshNamespace, Name: name,
@@ -52,7 +53,7 @@ func Workload(meshNamespace, trustDomain, namespace, serviceAccount string) *cma
 			RenewBefore: &metav1.Duration{Duration: 8 * time.Hour},
 			PrivateKey:  &cmapi.CertificatePrivateKey{Algorithm: cmapi.ECDSAKeyAlgorithm, Size: 256, RotationPolicy: cmapi.RotationPolicyAlways},
 			Usages:      []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment, cmapi.UsageServerAuth, cmapi.UsageClientAuth},
-			IssuerRef:   cmmeta.IssuerReference{Name: MemberIssuer, Kind: cmapi.IssuerKind, Group: "cert-manager.io"},
+			IssuerRef:   cmmeta.IssuerReference{Name: trust.MemberIssuer, Kind: cmapi.IssuerKind, Group: "cert-manager.io"},
 		},
 	}
 }
@@ -73,7 +74,7 @@ type Identity struct {
 // IssueWorkload asks the member's cert-manager for the identity of namespace/serviceAccount
 // and waits until it is issued by the member's intermediate. c must reach the member.
 func IssueWorkload(ctx context.Context, c client.Client, meshNamespace, trustDomain, namespace, serviceAccount string, timeout time.Duration) (*Identity, error) {
-	want := Workload(meshNamespace, trustDomain, namespace, serviceAccount)
+	want := WorkloadCertificate(meshNamespace, trustDomain, namespace, serviceAccount)
 	if err := c.Create(ctx, want); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("create Certificate %s/%s: %w", want.Namespace, want.Name, err)
 	}
@@ -95,7 +96,7 @@ func ReadWorkload(ctx context.Context, c client.Reader, meshNamespace, namespace
 	if err := c.Get(ctx, client.ObjectKey{Namespace: meshNamespace, Name: WorkloadName(namespace, serviceAccount)}, &s); err != nil {
 		return nil, err
 	}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: meshNamespace, Name: CACertsSecret}, &ca); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: meshNamespace, Name: trust.CACertsSecret}, &ca); err != nil {
 		return nil, err
 	}
 	pair, err := tls.X509KeyPair(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey])
@@ -103,11 +104,11 @@ func ReadWorkload(ctx context.Context, c client.Reader, meshNamespace, namespace
 		return nil, fmt.Errorf("Secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(ca.Data[KeyBundle]) {
-		return nil, fmt.Errorf("Secret %s/%s has no trust bundle in %s", ca.Namespace, ca.Name, KeyBundle)
+	if !roots.AppendCertsFromPEM(ca.Data[trust.KeyBundle]) {
+		return nil, fmt.Errorf("Secret %s/%s has no trust bundle in %s", ca.Namespace, ca.Name, trust.KeyBundle)
 	}
 	id := &Identity{Certificate: pair, Leaf: pair.Leaf, Roots: roots,
-		CertPEM: s.Data[corev1.TLSCertKey], KeyPEM: s.Data[corev1.TLSPrivateKeyKey], BundlePEM: ca.Data[KeyBundle]}
+		CertPEM: s.Data[corev1.TLSCertKey], KeyPEM: s.Data[corev1.TLSPrivateKeyKey], BundlePEM: ca.Data[trust.KeyBundle]}
 	if len(pair.Leaf.URIs) == 1 {
 		id.ID = pair.Leaf.URIs[0].String()
 	}
@@ -151,7 +152,7 @@ func (id *Identity) verifyPeer(server bool, authorize func(peerID string) error)
 		if server {
 			usage = x509.ExtKeyUsageClientAuth
 		}
-		if err := VerifyChain(chain, id.Roots, usage); err != nil {
+		if err := trust.VerifyChain(chain, id.Roots, usage); err != nil {
 			return fmt.Errorf("peer certificate not trusted by the federation: %w", err)
 		}
 		if len(chain[0].URIs) != 1 || chain[0].URIs[0].Scheme != "spiffe" {
@@ -164,24 +165,24 @@ func (id *Identity) verifyPeer(server bool, authorize func(peerID string) error)
 	}
 }
 
-// Source keeps a workload identity current: it re-reads the workload certificate and the
+// IdentitySource keeps a workload identity current: it re-reads the workload certificate and the
 // member's trust bundle every interval, so that connections opened after a certificate is
 // re-issued or the bundle changes use the new ones. Its TLS configurations always use
 // the latest identity it read.
-type Source struct {
+type IdentitySource struct {
 	mu  sync.RWMutex
 	id  *Identity
 	err error
 }
 
-// NewSource reads the identity of namespace/serviceAccount once (it must be issued) and
+// NewIdentitySource reads the identity of namespace/serviceAccount once (it must be issued) and
 // then every interval until ctx ends. A failed read keeps the last good identity.
-func NewSource(ctx context.Context, c client.Reader, meshNamespace, namespace, serviceAccount string, interval time.Duration) (*Source, error) {
+func NewIdentitySource(ctx context.Context, c client.Reader, meshNamespace, namespace, serviceAccount string, interval time.Duration) (*IdentitySource, error) {
 	id, err := ReadWorkload(ctx, c, meshNamespace, namespace, serviceAccount)
 	if err != nil {
 		return nil, err
 	}
-	s := &Source{id: id}
+	s := &IdentitySource{id: id}
 	go func() {
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
@@ -203,7 +204,7 @@ func NewSource(ctx context.Context, c client.Reader, meshNamespace, namespace, s
 }
 
 // Current is the latest identity read.
-func (s *Source) Current() *Identity {
+func (s *IdentitySource) Current() *Identity {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.id
@@ -211,7 +212,7 @@ func (s *Source) Current() *Identity {
 
 // TLSConfig is Identity.TLSConfig for whatever identity is current when a handshake
 // begins.
-func (s *Source) TLSConfig(server bool, authorize func(peerID string) error) *tls.Config {
+func (s *IdentitySource) TLSConfig(server bool, authorize func(peerID string) error) *tls.Config {
 	if server {
 		return &tls.Config{MinVersion: tls.VersionTLS13, GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			return s.Current().TLSConfig(true, authorize), nil
