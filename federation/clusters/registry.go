@@ -19,6 +19,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
 // ErrClusterNotConnected means the member cannot be used now: its kubeconfig is wrong, its
@@ -94,6 +96,9 @@ func New(opts Options) *Registry {
 type Member struct {
 	Name  string
 	owner string
+	// Namespace is the member's mesh namespace, the one its kubeconfig's context names
+	// (`meshfedctl join` writes it), where the hub may write the member's meshfed-cacerts.
+	Namespace string
 
 	cluster    cluster.Cluster
 	cancel     context.CancelFunc
@@ -146,9 +151,21 @@ func (r *Registry) Connect(owner, name string, kubeconfig []byte) (*Member, erro
 		m.stop()
 		delete(r.members, k)
 	}
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	loader, err := clientcmd.NewClientConfigFromBytes(kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("the kubeconfig is not valid: %w", err)
+	}
+	cfg, err := loader.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("the kubeconfig is not valid: %w", err)
+	}
+	raw, err := loader.RawConfig()
+	if err != nil {
+		return nil, fmt.Errorf("the kubeconfig is not valid: %w", err)
+	}
+	namespace := meshv1.DefaultMeshNamespace
+	if c := raw.Contexts[raw.CurrentContext]; c != nil && c.Namespace != "" {
+		namespace = c.Namespace
 	}
 	cfg.QPS, cfg.Burst = r.opts.QPS, r.opts.Burst
 	cfg.UserAgent = "meshfed-hub"
@@ -163,7 +180,7 @@ func (r *Registry) Connect(owner, name string, kubeconfig []byte) (*Member, erro
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &Member{Name: name, owner: owner, cluster: cl, cancel: cancel, configHash: hash, since: time.Now(),
+	m := &Member{Name: name, owner: owner, Namespace: namespace, cluster: cl, cancel: cancel, configHash: hash, since: time.Now(),
 		lastErr: errors.New("connecting")}
 	notify := func() { r.opts.OnChange(owner) }
 	handler := toolscache.ResourceEventHandlerFuncs{

@@ -26,7 +26,8 @@ import (
 
 // Names of what Join creates in the member.
 const (
-	MemberNamespace = "meshfed-system"
+	// MemberNamespace is the mesh namespace Join uses unless told another.
+	MemberNamespace = meshv1.DefaultMeshNamespace
 	ServiceAccount  = "meshfed-hub"
 	ClusterRoleName = "meshfed:hub-access"
 	tokenSecretName = "meshfed-hub-token"
@@ -72,6 +73,10 @@ type Options struct {
 	// Hub is a connection to the hub cluster; the Secret goes to HubNamespace.
 	Hub          client.Client
 	HubNamespace string
+	// Namespace is the member's mesh namespace (default MemberNamespace), where the hub
+	// gets its token and may write meshfed-cacerts; the member operator's --mesh-namespace
+	// must name the same. The kubeconfig Join writes carries it, so the hub reads it there.
+	Namespace string
 	// Timeout bounds the wait for the token (default 30s).
 	Timeout time.Duration
 }
@@ -85,24 +90,28 @@ func Join(ctx context.Context, o Options) (*corev1.Secret, error) {
 	if o.Timeout == 0 {
 		o.Timeout = 30 * time.Second
 	}
+	ns := o.Namespace
+	if ns == "" {
+		ns = MemberNamespace
+	}
 	labels := map[string]string{meshv1.LabelManagedBy: meshv1.ManagedByValue}
 	objs := []client.Object{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: MemberNamespace, Labels: labels}},
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: MemberNamespace, Name: ServiceAccount, Labels: labels}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ServiceAccount, Labels: labels}},
 		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: ClusterRoleName, Labels: labels}, Rules: HubRules()},
 		&rbacv1.ClusterRoleBinding{
 			ObjectMeta: metav1.ObjectMeta{Name: ClusterRoleName, Labels: labels},
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: ClusterRoleName},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: MemberNamespace, Name: ServiceAccount}},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: ServiceAccount}},
 		},
-		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: MemberNamespace, Name: ClusterRoleName, Labels: labels}, Rules: TrustRules()},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ClusterRoleName, Labels: labels}, Rules: TrustRules()},
 		&rbacv1.RoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Namespace: MemberNamespace, Name: ClusterRoleName, Labels: labels},
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ClusterRoleName, Labels: labels},
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: ClusterRoleName},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: MemberNamespace, Name: ServiceAccount}},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: ServiceAccount}},
 		},
 		&corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: MemberNamespace, Name: tokenSecretName, Labels: labels,
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: tokenSecretName, Labels: labels,
 				Annotations: map[string]string{corev1.ServiceAccountNameKey: ServiceAccount}},
 			Type: corev1.SecretTypeServiceAccountToken,
 		},
@@ -115,16 +124,16 @@ func Join(ctx context.Context, o Options) (*corev1.Secret, error) {
 	// The member's token controller fills the Secret with a token and the cluster's CA.
 	var token corev1.Secret
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, o.Timeout, true, func(ctx context.Context) (bool, error) {
-		if err := o.Member.Get(ctx, client.ObjectKey{Namespace: MemberNamespace, Name: tokenSecretName}, &token); err != nil {
+		if err := o.Member.Get(ctx, client.ObjectKey{Namespace: ns, Name: tokenSecretName}, &token); err != nil {
 			return false, client.IgnoreNotFound(err)
 		}
 		return len(token.Data[corev1.ServiceAccountTokenKey]) > 0, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("member %s: no token in Secret %s/%s after %s (is kube-controller-manager running with --service-account-private-key-file?): %w",
-			o.Name, MemberNamespace, tokenSecretName, o.Timeout, err)
+			o.Name, ns, tokenSecretName, o.Timeout, err)
 	}
-	kubeconfig, err := Kubeconfig(o.Name, serverOf(o), caOf(o.MemberConfig, token.Data[corev1.ServiceAccountRootCAKey]), string(token.Data[corev1.ServiceAccountTokenKey]))
+	kubeconfig, err := Kubeconfig(o.Name, serverOf(o), caOf(o.MemberConfig, token.Data[corev1.ServiceAccountRootCAKey]), string(token.Data[corev1.ServiceAccountTokenKey]), ns)
 	if err != nil {
 		return nil, err
 	}
@@ -154,12 +163,12 @@ func caOf(cfg *rest.Config, tokenCA []byte) []byte {
 	return tokenCA
 }
 
-// Kubeconfig builds a token kubeconfig for one member.
-func Kubeconfig(name, server string, ca []byte, token string) ([]byte, error) {
+// Kubeconfig builds a token kubeconfig for one member whose mesh namespace is namespace.
+func Kubeconfig(name, server string, ca []byte, token, namespace string) ([]byte, error) {
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters[name] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: ca}
 	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: token}
-	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name}
+	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name, Namespace: namespace}
 	cfg.CurrentContext = name
 	return clientcmd.Write(*cfg)
 }

@@ -129,4 +129,3 @@ func TestBundle(t *testing.T) {
 		t.Errorf("fingerprints %v", got)
 	}
 }
-

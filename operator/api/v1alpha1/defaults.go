@@ -6,6 +6,10 @@ const (
 	DefaultTrustDomain = "cluster.local"
 	DefaultGatewayPort = 15443
 	DefaultXDSPort     = 15010
+	// DefaultMeshNamespace is the member namespace that holds meshfed-cacerts, the CA Issuer
+	// and workload certificates, unless `meshfedctl join --mesh-namespace` and the member
+	// operator's --mesh-namespace name another.
+	DefaultMeshNamespace = "meshfed-system"
 )
 
 // XDSPortOrDefault is the port the member's xDS server listens on.

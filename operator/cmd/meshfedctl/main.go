@@ -8,6 +8,8 @@ import (
 	"os"
 	"time"
 
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -27,16 +29,17 @@ func main() {
 
 func newJoinCommand() *cobra.Command {
 	var o struct {
-		name, memberKubeconfig, memberContext, hubKubeconfig, hubContext, hubNamespace, server string
-		timeout                                                                                time.Duration
+		name, memberKubeconfig, memberContext, hubKubeconfig, hubContext, hubNamespace, meshNamespace, server string
+		timeout                                                                                               time.Duration
 	}
 	cmd := &cobra.Command{
 		Use:   "join --name NAME --member-kubeconfig FILE --hub-kubeconfig FILE",
 		Short: "Let the hub reach a member with the least privilege it needs",
-		Long: `join creates, in the member cluster, the ServiceAccount meshfed-system/meshfed-hub and the
-ClusterRole meshfed:hub-access with exactly the rules the hub uses, then writes a kubeconfig
-for that ServiceAccount into the Secret <name>-kubeconfig in the hub namespace. Reference it
-from the MeshFederation:
+		Long: `join creates, in the member cluster, the ServiceAccount meshfed-hub in the mesh namespace
+(--mesh-namespace, the member operator's --mesh-namespace) and the ClusterRole
+meshfed:hub-access with exactly the rules the hub uses, then writes a kubeconfig for that
+ServiceAccount, whose context names the mesh namespace, into the Secret <name>-kubeconfig in
+the hub namespace. Reference it from the MeshFederation:
 
   members:
   - name: NAME
@@ -63,7 +66,7 @@ from the MeshFederation:
 			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
 			defer cancel()
 			secret, err := join.Join(ctx, join.Options{Name: o.name, Member: member, MemberConfig: memberCfg, Server: o.server,
-				Hub: hub, HubNamespace: o.hubNamespace, Timeout: o.timeout})
+				Hub: hub, HubNamespace: o.hubNamespace, Namespace: o.meshNamespace, Timeout: o.timeout})
 			if err != nil {
 				return err
 			}
@@ -78,6 +81,7 @@ from the MeshFederation:
 	f.StringVar(&o.hubKubeconfig, "hub-kubeconfig", "", "kubeconfig of the hub cluster (required)")
 	f.StringVar(&o.hubContext, "hub-context", "", "context in the hub kubeconfig (default: current)")
 	f.StringVar(&o.hubNamespace, "hub-namespace", "meshfed-system", "namespace of the MeshFederation in the hub")
+	f.StringVar(&o.meshNamespace, "mesh-namespace", meshv1.DefaultMeshNamespace, "the member's mesh namespace, as its operator's --mesh-namespace: the hub writes its intermediate CA there")
 	f.StringVar(&o.server, "server", "", "member API server URL as the hub must dial it (default: the member kubeconfig's)")
 	f.DurationVar(&o.timeout, "timeout", time.Minute, "how long to wait for the member's token")
 	for _, req := range []string{"name", "member-kubeconfig", "hub-kubeconfig"} {

@@ -4,6 +4,8 @@ import (
 	"flag"
 	"fmt"
 	"time"
+
+	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
 // Role selects which controllers the operator runs.
@@ -91,7 +93,7 @@ func DefaultOptions() Options {
 		MemberQPS:         1000,
 		MemberBurst:       2000,
 		MemberGracePeriod: 30 * time.Second,
-		MeshNamespace:     "meshfed-system",
+		MeshNamespace:     meshv1.DefaultMeshNamespace,
 		WebhookPort:       9443,
 		WebhookCertDir:    "/tmp/k8s-webhook-server/serving-certs",
 		GatewayImage:      DefaultGatewayImage,

@@ -21,7 +21,6 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/meshfed/meshfed/federation/clusters"
-	"github.com/meshfed/meshfed/federation/join"
 	"github.com/meshfed/meshfed/federation/mcs"
 	"github.com/meshfed/meshfed/federation/trust"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
@@ -391,7 +390,7 @@ func cleanupMember(ctx context.Context, m *clusters.Member, label string) error 
 		errs = append(errs, err)
 	}
 	var cacerts corev1.Secret
-	err := m.APIReader().Get(ctx, client.ObjectKey{Namespace: join.MemberNamespace, Name: trust.CACertsSecret}, &cacerts)
+	err := m.APIReader().Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: trust.CACertsSecret}, &cacerts)
 	if err == nil && cacerts.Labels[meshv1.LabelFederation] == label {
 		errs = append(errs, client.IgnoreNotFound(c.Delete(ctx, &cacerts)))
 	} else if client.IgnoreNotFound(err) != nil {

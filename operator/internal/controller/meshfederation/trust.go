@@ -21,7 +21,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"github.com/meshfed/meshfed/federation/join"
 	"github.com/meshfed/meshfed/federation/mcs"
 	"github.com/meshfed/meshfed/federation/trust"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
@@ -422,7 +421,7 @@ func (r *Reconciler) syncTrust(ctx context.Context, s *scope, mv *memberView, c 
 		return nil // the member's operator reports holding exactly this
 	}
 	want := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: join.MemberNamespace, Name: trust.CACertsSecret, Labels: mcs.OwnedLabels(s.label),
+		ObjectMeta: metav1.ObjectMeta{Namespace: mv.member.Namespace, Name: trust.CACertsSecret, Labels: mcs.OwnedLabels(s.label),
 			Annotations: map[string]string{meshv1.AnnotationTrustBundleVersion: version}},
 		Type: corev1.SecretTypeTLS,
 		Data: trust.MemberSecretData(ca, &s.trust.bundle),

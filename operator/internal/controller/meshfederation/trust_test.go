@@ -66,7 +66,13 @@ func waitTrust(t *testing.T, hub *testbed.Cluster, name string, members []*testb
 
 func issue(t *testing.T, c *testbed.Cluster, ns, sa string) *testbed.Identity {
 	t.Helper()
-	id, err := testbed.IssueWorkload(context.Background(), c.Client, join.MemberNamespace, trustDomain, ns, sa, time.Minute)
+	return issueIn(t, c, join.MemberNamespace, ns, sa)
+}
+
+// issueIn issues a workload identity from the member's CA Issuer in meshNamespace.
+func issueIn(t *testing.T, c *testbed.Cluster, meshNamespace, ns, sa string) *testbed.Identity {
+	t.Helper()
+	id, err := testbed.IssueWorkload(context.Background(), c.Client, meshNamespace, trustDomain, ns, sa, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,13 +270,16 @@ func unrelatedIdentity(t *testing.T, c *testbed.Cluster, roots *x509.CertPool) *
 // TestTrustBringYourOwnIssuer: a federation whose issuerRef names an issuer that does not
 // exist reports it (condition and Event) and still federates services; once the user
 // creates the issuer, the intermediates chain to the user's root. A malformed intermediate
-// Secret is reported without taking the member's CA away.
+// Secret is reported without taking the member's CA away. The member's mesh namespace is
+// not the default one: the hub writes its intermediate where join and the member's
+// --mesh-namespace say, its one source of truth being the kubeconfig join wrote.
 func TestTrustBringYourOwnIssuer(t *testing.T) {
-	tb := testbed.StartForTest(t, testbed.Options{Clusters: 1, Operator: true})
+	const meshNS = "mesh-corp"
+	tb := testbed.StartForTest(t, testbed.Options{Clusters: 1, Operator: true, OperatorArgs: []string{"--mesh-namespace=" + meshNS}})
 	c := tb.Clusters[0]
 	ctx := context.Background()
 	testbed.MustCreate(ctx, t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: hubNS}})
-	if _, err := join.Join(ctx, join.Options{Name: c.Name, Member: c.Client, MemberConfig: c.Config, Hub: c.Client, HubNamespace: hubNS}); err != nil {
+	if _, err := join.Join(ctx, join.Options{Name: c.Name, Member: c.Client, MemberConfig: c.Config, Hub: c.Client, HubNamespace: hubNS, Namespace: meshNS}); err != nil {
 		t.Fatal(err)
 	}
 	testbed.MustCreate(ctx, t, c.Client, &meshv1.Mesh{ObjectMeta: metav1.ObjectMeta{Name: meshv1.MeshSingletonName},
@@ -328,7 +337,7 @@ func TestTrustBringYourOwnIssuer(t *testing.T) {
 	if got.Status.Trust.RootFingerprint != trust.Fingerprint(rootCerts[0]) {
 		t.Errorf("status root %s, want the corp root %s", got.Status.Trust.RootFingerprint, trust.Fingerprint(rootCerts[0]))
 	}
-	id := issue(t, c, "shop", "web")
+	id := issueIn(t, c, meshNS, "shop", "web")
 	roots := x509.NewCertPool()
 	roots.AddCert(rootCerts[0])
 	inter := x509.NewCertPool()
@@ -342,7 +351,7 @@ func TestTrustBringYourOwnIssuer(t *testing.T) {
 
 	// A malformed intermediate in the hub: reported, and the member keeps its CA.
 	var member corev1.Secret
-	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: join.MemberNamespace, Name: trust.CACertsSecret}, &member))
+	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: meshNS, Name: trust.CACertsSecret}, &member))
 	interName := trust.IntermediateName("corp", c.Name, 0)
 	var hubSecret corev1.Secret
 	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: hubNS, Name: interName}, &hubSecret))
@@ -364,7 +373,7 @@ func TestTrustBringYourOwnIssuer(t *testing.T) {
 		return fmt.Errorf("no InvalidCertificate Event; TrustReady %+v", meta.FindStatusCondition(fed.Status.Conditions, meshv1.ConditionTrustReady))
 	})
 	var after corev1.Secret
-	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: join.MemberNamespace, Name: trust.CACertsSecret}, &after))
+	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: meshNS, Name: trust.CACertsSecret}, &after))
 	if len(after.Data[trust.KeyKey]) == 0 || len(after.Data[trust.KeyCert]) == 0 {
 		t.Error("the member lost its intermediate CA to a malformed Secret in the hub")
 	}
@@ -405,7 +414,7 @@ func TestTrustBringYourOwnIssuer(t *testing.T) {
 		t.Logf("expiring intermediate reported: %s", tc.Message)
 		return nil
 	})
-	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: join.MemberNamespace, Name: trust.CACertsSecret}, &after))
+	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: meshNS, Name: trust.CACertsSecret}, &after))
 	if len(after.Data[trust.KeyKey]) == 0 {
 		t.Error("the member lost its intermediate CA")
 	}
