@@ -16,9 +16,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/meshfed/meshfed/testbed"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/meshfed/meshfed/testbed"
 )
 
 // helloBytes is a real ClientHello for echoSNI, taken from a Go TLS client.
@@ -51,6 +52,19 @@ func helloFor(t *testing.T, serverName string) []byte {
 // TestBadInputIsRefusedWithAReason: truncated and oversized ClientHellos, and names that
 // cannot be served, are refused and counted by reason, and good traffic goes on.
 func TestBadInputIsRefusedWithAReason(t *testing.T) {
+	for path, serve := range dataPaths {
+		t.Run(path, func(t *testing.T) { testBadInput(t, serve) })
+	}
+}
+
+// dataPaths are the gateway's two ways of serving: the event loops Serve runs on Linux,
+// and the portable one it runs elsewhere.
+var dataPaths = map[string]func(*Gateway, context.Context, net.Listener, time.Duration) error{
+	"event loops": (*Gateway).Serve,
+	"portable":    (*Gateway).servePortable,
+}
+
+func testBadInput(t *testing.T, serve func(*Gateway, context.Context, net.Listener, time.Duration) error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a := startBackend(t, "a")
@@ -66,7 +80,7 @@ func TestBadInputIsRefusedWithAReason(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = g.Serve(ctx, ln, time.Second) }()
+	go func() { _ = serve(g, ctx, ln, time.Second) }()
 	hello := helloBytes(t)
 	oversized := append([]byte{}, hello...)
 	oversized[6], oversized[7], oversized[8] = 0x01, 0x00, 0x00
@@ -109,6 +123,40 @@ func TestBadInputIsRefusedWithAReason(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a client that sends nothing is timed out", func(t *testing.T) {
+		before := testutil.ToFloat64(g.metrics.refusals.WithLabelValues(ReasonTimeout))
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		start := time.Now()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Error("the gateway sent something")
+		}
+		if waited := time.Since(start); waited > 3*time.Second {
+			t.Errorf("closed after %s, want about the 500 ms hello timeout", waited)
+		}
+		eventually(t, "hello_timeout counted", func() error {
+			if testutil.ToFloat64(g.metrics.refusals.WithLabelValues(ReasonTimeout)) != before+1 {
+				return fmt.Errorf("not yet")
+			}
+			return nil
+		})
+	})
+	t.Run("a client that is done sending still gets its answer (half-close)", func(t *testing.T) {
+		line := "last words\n"
+		if _, got, _ := strings.Cut(sendAndEnd(t, ln.Addr().String(), line), ":"); got != line {
+			t.Errorf("got %q back, want %q", got, line)
+		}
+	})
+	t.Run("a bulk upload comes back whole", func(t *testing.T) {
+		line := strings.Repeat("fedcba9876543210", 128<<10) + "\n"
+		if _, got, _ := strings.Cut(sendAndEnd(t, ln.Addr().String(), line), ":"); got != line {
+			t.Errorf("got %d bytes back, want the %d sent", len(got), len(line))
+		}
+	})
 }
 
 // TestTenThousandIdleConnections: the gateway binary holds 10,000 connections that send

@@ -62,6 +62,23 @@ func (g *Gateway) Rejected(error) { g.metrics.rejected.Inc() }
 // Ready tells whether the gateway has a configuration.
 func (g *Gateway) Ready() bool { return g.table.Load() != nil }
 
+// pick chooses a backend for a server name, or says why there is none: the reason to
+// refuse the connection with.
+func (g *Gateway) pick(serverName string) (backend, reason string) {
+	t := g.table.Load()
+	backend, ok := t.Lookup(serverName)
+	switch {
+	case t == nil:
+		return "", ReasonNoConfig
+	case !ok && t.Routed(serverName):
+		return "", ReasonNoEndpoints
+	case !ok:
+		return "", ReasonUnknownSNI
+	}
+	return backend, ""
+}
+
+// helloReason is the refusal reason of a ClientHello that could not be read or parsed.
 func helloReason(err error) string {
 	switch {
 	case errors.Is(err, sni.ErrNotTLS):

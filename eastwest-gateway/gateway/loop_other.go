@@ -4,12 +4,13 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"net"
 	"time"
 )
 
-// Serve needs Linux (epoll).
-func (g *Gateway) Serve(context.Context, net.Listener, time.Duration) error {
-	return errors.New("the east-west gateway runs on Linux")
+// Serve accepts connections on ln until ctx ends; then it stops accepting and lets the
+// connections in progress finish for up to drain, and closes what is left. Without epoll,
+// it runs the portable data path (portable.go).
+func (g *Gateway) Serve(ctx context.Context, ln net.Listener, drain time.Duration) error {
+	return g.servePortable(ctx, ln, drain)
 }
