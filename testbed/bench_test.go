@@ -184,7 +184,7 @@ func BenchmarkBurstFloor(b *testing.B) {
 // then a ServiceImport and its status in every cluster.
 func floorWrites(ctx context.Context, tb *testbed.Testbed, ns, name string, clusters []mcsv1beta1.ClusterStatus) error {
 	hub := tb.Clusters[0].Client
-	se := &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	se := testbed.ServiceExport(ns, name)
 	if err := hub.Create(ctx, se); err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -259,15 +258,14 @@ func (c *Cluster) connect(ctx context.Context) error {
 	if c.Client, err = client.New(cfg, client.Options{Scheme: Scheme}); err != nil {
 		return err
 	}
-	return poll(ctx, 60*time.Second, 100*time.Millisecond, c.Name+" kube-apiserver ready", func(ctx context.Context) (bool, error) {
+	return pollEvery(ctx, 60*time.Second, 100*time.Millisecond, c.Name+" kube-apiserver ready", func(ctx context.Context) error {
 		if c.apiserver.exited() {
-			return false, c.apiserver.exitError()
+			return c.apiserver.exitError()
 		}
-		body, err := c.Kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-		if err != nil {
-			return false, fmt.Errorf("%w: %s", err, body)
+		if body, err := c.Kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx); err != nil {
+			return fmt.Errorf("%w: %s", err, body)
 		}
-		return true, nil
+		return nil
 	})
 }
 
@@ -314,17 +312,11 @@ func (c *Cluster) startOperator(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return poll(ctx, 30*time.Second, 100*time.Millisecond, c.Name+" operator ready", func(ctx context.Context) (bool, error) {
+	return pollEvery(ctx, 30*time.Second, 100*time.Millisecond, c.Name+" operator ready", func(ctx context.Context) error {
 		if c.operator.exited() {
-			return false, c.operator.exitError()
+			return c.operator.exitError()
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.OperatorProbeURL+"/readyz", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false, err
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+		return httpOK(ctx, c.OperatorProbeURL+"/readyz")
 	})
 }
 

@@ -93,17 +93,17 @@ func installCRDs(ctx context.Context, c client.Client, manifests [][]byte) error
 		}
 	}
 	for _, name := range names {
-		err := poll(ctx, 30*time.Second, 50*time.Millisecond, "CRD "+name+" established", func(ctx context.Context) (bool, error) {
+		err := pollEvery(ctx, 30*time.Second, 50*time.Millisecond, "CRD "+name+" established", func(ctx context.Context) error {
 			var crd apiextensionsv1.CustomResourceDefinition
 			if err := c.Get(ctx, client.ObjectKey{Name: name}, &crd); err != nil {
-				return false, err
+				return err
 			}
 			for _, cond := range crd.Status.Conditions {
 				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
-					return true, nil
+					return nil
 				}
 			}
-			return false, nil
+			return errors.New("not established yet")
 		})
 		if err != nil {
 			return err

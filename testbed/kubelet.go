@@ -172,9 +172,8 @@ func (c *Cluster) RunWorkload(ctx context.Context, spec WorkloadSpec) (*Workload
 	}
 	// The ServiceAccount admission plugin refuses pods until the controller-manager has
 	// created the namespace's default ServiceAccount.
-	err = poll(ctx, 30*time.Second, 100*time.Millisecond, "create pod "+spec.Namespace+"/"+spec.Name, func(ctx context.Context) (bool, error) {
-		err := c.Client.Create(ctx, pod)
-		return err == nil, err
+	err = pollEvery(ctx, 30*time.Second, 100*time.Millisecond, "create pod "+spec.Namespace+"/"+spec.Name, func(ctx context.Context) error {
+		return c.Client.Create(ctx, pod)
 	})
 	if err != nil {
 		return nil, err
@@ -219,12 +218,15 @@ func (w *Workload) SetReady(ctx context.Context, ready bool) error {
 
 // WaitReady waits until the Pod's Ready condition is ready.
 func (w *Workload) WaitReady(ctx context.Context, ready bool) error {
-	return poll(ctx, 30*time.Second, 20*time.Millisecond, fmt.Sprintf("pod %s/%s ready=%v", w.Namespace, w.Name, ready), func(ctx context.Context) (bool, error) {
+	return pollEvery(ctx, 30*time.Second, 20*time.Millisecond, fmt.Sprintf("pod %s/%s ready=%v", w.Namespace, w.Name, ready), func(ctx context.Context) error {
 		var pod corev1.Pod
 		if err := w.Cluster.Client.Get(ctx, keyOf(w.Namespace, w.Name), &pod); err != nil {
-			return false, err
+			return err
 		}
-		return podReady(&pod) == ready, nil
+		if podReady(&pod) != ready {
+			return fmt.Errorf("ready=%v", podReady(&pod))
+		}
+		return nil
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -169,25 +170,44 @@ func FreePort(ip string) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// poll calls check every interval until it returns true, returns an error, or the
-// deadline passes; the last error explains a timeout.
-func poll(ctx context.Context, timeout, interval time.Duration, what string, check func(context.Context) (bool, error)) error {
+// Poll calls check every 50 ms until it returns nil, and returns its last error, naming
+// what, once timeout passes (or ctx ends) first. Tests use Eventually, which is Poll that
+// fails the test.
+func Poll(ctx context.Context, timeout time.Duration, what string, check func() error) error {
+	return pollEvery(ctx, timeout, 50*time.Millisecond, what, func(context.Context) error { return check() })
+}
+
+// pollEvery is Poll with its interval, and a check that gets a context ending with the
+// timeout (so that a hung request ends with it).
+func pollEvery(ctx context.Context, timeout, interval time.Duration, what string, check func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var last error
 	for {
-		ok, err := check(ctx)
-		if ok {
+		err := check(ctx)
+		if err == nil {
 			return nil
 		}
-		last = err
 		select {
 		case <-ctx.Done():
-			if last != nil {
-				return fmt.Errorf("%s: not done after %s: %w", what, timeout, last)
-			}
-			return fmt.Errorf("%s: not done after %s", what, timeout)
+			return fmt.Errorf("%s: not done after %s: %w", what, timeout, err)
 		case <-time.After(interval):
 		}
 	}
+}
+
+// httpOK gets url and says why it is not a 200.
+func httpOK(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -315,17 +314,11 @@ func (tb *Testbed) startEtcd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return poll(ctx, 20*time.Second, 50*time.Millisecond, "etcd healthy", func(ctx context.Context) (bool, error) {
+	return pollEvery(ctx, 20*time.Second, 50*time.Millisecond, "etcd healthy", func(ctx context.Context) error {
 		if tb.etcd.exited() {
-			return false, tb.etcd.exitError()
+			return tb.etcd.exitError()
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, tb.etcdURL+"/health", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false, err
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+		return httpOK(ctx, tb.etcdURL+"/health")
 	})
 }
 

@@ -149,9 +149,8 @@ func TestThreeClusters(t *testing.T) {
 		if body := httpGet(ctx, t, c.OperatorProbeURL+"/healthz"); body != "ok" {
 			t.Errorf("/healthz answered %q", body)
 		}
-		metrics := httpGet(ctx, t, c.OperatorMetricsURL)
-		if !strings.Contains(metrics, `meshfed_build_info{role="both"`) {
-			t.Errorf("/metrics has no meshfed_build_info for role both:\n%.500s", metrics)
+		if v := testbed.Metric(ctx, c.OperatorMetricsURL, `meshfed_build_info{role="both"`); v == "" {
+			t.Errorf("/metrics has no meshfed_build_info for role both")
 		}
 		if index := httpGet(ctx, t, c.OperatorPprofURL+"/debug/pprof/"); !strings.Contains(index, "goroutine") {
 			t.Errorf("/debug/pprof/ lists no goroutine profile:\n%.500s", index)

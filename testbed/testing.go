@@ -59,20 +59,23 @@ func CanRunWorkloads(tb *Testbed) bool {
 	return len(tb.Clusters) > 0 && tb.Clusters[0].network != nil
 }
 
-// Eventually polls check every 50ms until it returns nil, and fails the test with the last
-// error when timeout passes first.
+// Eventually polls check every 50 ms until it returns nil, and fails the test with the
+// last error when timeout passes first.
 func Eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := Poll(context.Background(), timeout, what, check); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// NoneWithin fails the test if ch yields anything within d: "nothing more was sent" is
+// checked over a bounded wait, not at one instant.
+func NoneWithin[T any](t testing.TB, ch <-chan T, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case v := <-ch:
+		t.Errorf("%s: got %v", what, v)
+	case <-time.After(d):
 	}
 }
 

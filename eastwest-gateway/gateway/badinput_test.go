@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -225,15 +226,9 @@ func TestTenThousandIdleConnections(t *testing.T) {
 		t.Fatalf("good traffic beside %d idle connections: %q %v", len(conns), name, err)
 	}
 	testbed.Eventually(t, 30*time.Second, "every idle connection timed out and counted", func() error {
-		resp, err := http.Get("http://" + admin + "/metrics")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		want := fmt.Sprintf(`meshfed_gateway_refusals_total{reason="hello_timeout"} %d`, idle)
-		if !strings.Contains(string(body), want) {
-			return fmt.Errorf("no %q yet", want)
+		got := testbed.Metric(context.Background(), "http://"+admin+"/metrics", `meshfed_gateway_refusals_total{reason="hello_timeout"} `)
+		if got != strconv.Itoa(idle) {
+			return fmt.Errorf("%q hello timeouts, want %d", got, idle)
 		}
 		return nil
 	})

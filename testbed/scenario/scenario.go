@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,10 +21,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/meshfed/meshfed/federation/join"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
@@ -86,7 +83,7 @@ func FederateNetworks(ctx context.Context, tb *testbed.Testbed, dir string, netw
 		return nil, err
 	}
 	for _, c := range tb.Clusters {
-		err := Eventually(ctx, 2*time.Minute, c.Name+": Mesh TrustReady and ControlPlaneReady", func() error {
+		err := testbed.Poll(ctx, 2*time.Minute, c.Name+": Mesh TrustReady and ControlPlaneReady", func() error {
 			mesh, err := GetMesh(ctx, c)
 			if err != nil {
 				return err
@@ -119,19 +116,6 @@ func GetMesh(ctx context.Context, c *testbed.Cluster) (*meshv1.Mesh, error) {
 	return &mesh, err
 }
 
-// Eventually polls check until it returns nil, or returns its last error after timeout.
-func Eventually(ctx context.Context, timeout time.Duration, what string, check func() error) error {
-	var last error
-	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		last = check()
-		return last == nil, nil
-	})
-	if err != nil {
-		return fmt.Errorf("%s: not done after %s: %w", what, timeout, last)
-	}
-	return nil
-}
-
 // ExportEcho creates the echo Service and its ServiceExport in c.
 func (m *Mesh) ExportEcho(ctx context.Context, c *testbed.Cluster) error {
 	if err := create(ctx, c.Client, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "echo"},
@@ -139,7 +123,7 @@ func (m *Mesh) ExportEcho(ctx context.Context, c *testbed.Cluster) error {
 			Ports: []corev1.ServicePort{{Name: "grpc", Port: EchoPort, TargetPort: intstr.FromInt32(EchoPort)}}}}); err != nil {
 		return err
 	}
-	return create(ctx, c.Client, &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "echo"}})
+	return create(ctx, c.Client, testbed.ServiceExport(Namespace, "echo"))
 }
 
 // IdentityFiles has c's cert-manager issue the SPIFFE certificate of shop/sa and keeps it,
@@ -358,7 +342,7 @@ func SteadyAfter(cs []Call, offset float64, cluster string) float64 {
 
 // AllOn waits until n calls in a row are answered by cluster.
 func AllOn(ctx context.Context, client *testbed.Workload, cluster string, n int, timeout time.Duration) error {
-	return Eventually(ctx, timeout, "every call answered by "+cluster, func() error {
+	return testbed.Poll(ctx, timeout, "every call answered by "+cluster, func() error {
 		cs, err := Calls(ctx, client, n)
 		if err != nil {
 			return err
@@ -404,25 +388,7 @@ func (m *Mesh) Gateway(ctx context.Context, c *testbed.Cluster) (*testbed.Worklo
 
 // GatewayMetric reads one line of a gateway's metrics (by its prefix); "" when absent.
 func GatewayMetric(ctx context.Context, gw *testbed.Workload, prefix string) string {
-	return Metric(ctx, "http://"+gw.Addr(15021)+"/metrics", prefix)
-}
-
-// Metric reads the value of the line of a Prometheus endpoint that starts with prefix; ""
-// when absent.
-func Metric(ctx context.Context, url, prefix string) string {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(line, prefix) {
-			return strings.TrimSpace(strings.TrimPrefix(line, prefix))
-		}
-	}
-	return ""
+	return testbed.Metric(ctx, "http://"+gw.Addr(15021)+"/metrics", prefix)
 }
 
 // Dial tells whether a plain TCP connection from a client workload's pod to addr opens.

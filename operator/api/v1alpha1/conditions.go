@@ -31,6 +31,9 @@ const (
 
 	ReasonConnected    = "Connected"
 	ReasonDisconnected = "Disconnected"
+	// ReasonWithdrawn: the member stayed unreachable past the grace period and its
+	// endpoints were withdrawn from the other members.
+	ReasonWithdrawn = "Withdrawn"
 )
 
 // ConditionTrustReady tells whether every member holds an intermediate CA under the

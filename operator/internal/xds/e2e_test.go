@@ -89,7 +89,7 @@ func (f *fixture) failover(t testing.TB, event func()) (steady float64, failed [
 	ctx := context.Background()
 	load, err := sc.StartLoad(ctx, f.client, 10*time.Millisecond)
 	must(t, err)
-	must(t, sc.Eventually(ctx, 10*time.Second, "calls before the event", func() error {
+	must(t, testbed.Poll(ctx, 10*time.Second, "calls before the event", func() error {
 		cs, err := load.Results(ctx)
 		if err == nil && len(cs) < 20 {
 			err = fmt.Errorf("%d calls", len(cs))
@@ -100,7 +100,7 @@ func (f *fixture) failover(t testing.TB, event func()) (steady float64, failed [
 	event()
 	must(t, sc.AllOn(ctx, f.client, f.b.Name, 20, 10*time.Second))
 	settled := load.Offset(time.Now())
-	must(t, sc.Eventually(ctx, 10*time.Second, "calls after the move", func() error {
+	must(t, testbed.Poll(ctx, 10*time.Second, "calls after the move", func() error {
 		cs, err := load.Results(ctx)
 		n := 0
 		for _, c := range cs {
@@ -131,7 +131,7 @@ func TestProxylessGRPC(t *testing.T) {
 	f := start(t)
 	a, b := f.a, f.b
 	ctx := context.Background()
-	must(t, sc.Eventually(ctx, 10*time.Second, "A's Mesh reports its proxies and snapshot", func() error {
+	must(t, testbed.Poll(ctx, 10*time.Second, "A's Mesh reports its proxies and snapshot", func() error {
 		mesh, err := sc.GetMesh(ctx, a)
 		if err != nil {
 			return err
@@ -152,7 +152,7 @@ func TestProxylessGRPC(t *testing.T) {
 
 	t.Run("a weighted split and its change", func(t *testing.T) {
 		f.policy(t, weights(a.Name, b.Name, 20, 80))
-		must(t, sc.Eventually(ctx, 30*time.Second, "the split reaches the client", func() error {
+		must(t, testbed.Poll(ctx, 30*time.Second, "the split reaches the client", func() error {
 			if s := sc.Split(f.calls(t, 50)); s[b.Name] == 0 {
 				return fmt.Errorf("split %v", s)
 			}
@@ -170,7 +170,7 @@ func TestProxylessGRPC(t *testing.T) {
 		must(t, err)
 		changed := f.policy(t, weights(a.Name, b.Name, 100, 0))
 		offset := load.Offset(changed)
-		must(t, sc.Eventually(ctx, 10*time.Second, "two seconds of calls after the change", func() error {
+		must(t, testbed.Poll(ctx, 10*time.Second, "two seconds of calls after the change", func() error {
 			cs, err := load.Results(ctx)
 			if err == nil && (len(cs) == 0 || cs[len(cs)-1].At < offset+2000) {
 				err = fmt.Errorf("%d calls", len(cs))
@@ -185,7 +185,7 @@ func TestProxylessGRPC(t *testing.T) {
 			t.Errorf("the new weights took %.0f ms (want < 1000) with %d failed calls", holds, sc.Split(cs)[""])
 		}
 		f.policy(t, weights(a.Name, b.Name, 50, 50))
-		must(t, sc.Eventually(ctx, 10*time.Second, "B back in the split", func() error {
+		must(t, testbed.Poll(ctx, 10*time.Second, "B back in the split", func() error {
 			if s := sc.Split(f.calls(t, 50)); s[b.Name] == 0 {
 				return fmt.Errorf("split %v", s)
 			}
@@ -255,8 +255,8 @@ func TestProxylessGRPC(t *testing.T) {
 		if cs[0].OK {
 			t.Fatalf("a client without certificates was served: %+v", cs[0])
 		}
-		must(t, sc.Eventually(ctx, 10*time.Second, "the NACK counted", func() error {
-			if v := sc.Metric(ctx, a.OperatorMetricsURL, `meshfed_xds_nacks_total{type="Cluster"} `); v == "" || v == "0" {
+		must(t, testbed.Poll(ctx, 10*time.Second, "the NACK counted", func() error {
+			if v := testbed.Metric(ctx, a.OperatorMetricsURL, `meshfed_xds_nacks_total{type="Cluster"} `); v == "" || v == "0" {
 				return fmt.Errorf("nacks %q", v)
 			}
 			return nil
@@ -320,7 +320,7 @@ func BenchmarkFailoverAndSplit(b *testing.B) {
 		// failover that A's return ends.
 		must(b, sc.AllOn(ctx, f.client, f.a.Name, 20, time.Minute))
 		f.policy(b, weights(f.a.Name, f.b.Name, 20, 80))
-		must(b, sc.Eventually(ctx, 30*time.Second, "the split in force", func() error {
+		must(b, testbed.Poll(ctx, 30*time.Second, "the split in force", func() error {
 			if s := sc.Split(f.calls(b, 50)); s[f.b.Name] == 0 {
 				return fmt.Errorf("split %v", s)
 			}

@@ -82,7 +82,7 @@ func TestMultiNetwork(t *testing.T) {
 	t.Run("failover across networks", func(t *testing.T) {
 		load, err := sc.StartLoad(ctx, client, 10*time.Millisecond)
 		must(t, err)
-		must(t, sc.Eventually(ctx, 10*time.Second, "calls before the kill", func() error {
+		must(t, testbed.Poll(ctx, 10*time.Second, "calls before the kill", func() error {
 			cs, err := load.Results(ctx)
 			if err == nil && len(cs) < 20 {
 				err = fmt.Errorf("%d calls", len(cs))
@@ -118,7 +118,7 @@ func TestMultiNetwork(t *testing.T) {
 		tp.Weights = []meshv1.ClusterWeight{{Cluster: c2.Name, Weight: 20}, {Cluster: c3.Name, Weight: 80}}
 		_, err = m.SetPolicy(ctx, tp)
 		must(t, err)
-		must(t, sc.Eventually(ctx, 30*time.Second, "the split in force", func() error {
+		must(t, testbed.Poll(ctx, 30*time.Second, "the split in force", func() error {
 			cs, err := sc.Calls(ctx, client, 50)
 			if s := sc.Split(cs); err == nil && s[c3.Name] == 0 {
 				err = fmt.Errorf("split %v", s)

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/meshfed/meshfed/eastwest-gateway/gateway"
 	"github.com/meshfed/meshfed/operator/internal/translate"
+	"github.com/meshfed/meshfed/testbed"
 )
 
 // model is a member with one imported service whose endpoints a test changes.
@@ -79,13 +81,12 @@ func startServer(t testing.TB, md *model) *Server {
 	s := NewServer(logr.Discard(), md.build, nil)
 	md.srv = s
 	go func() { _ = s.Start(ctx) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for s.Addr() == "" || s.Status().Version == "" {
-		if time.Now().After(deadline) {
-			t.Fatal("the xDS server did not start")
+	testbed.Eventually(t, 10*time.Second, "the xDS server serving its first version", func() error {
+		if s.Addr() == "" || s.Status().Version == "" {
+			return errors.New("not yet")
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	return s
 }
 
@@ -170,13 +171,12 @@ func TestInvalidConfigIsNotServed(t *testing.T) {
 	md.flip(0)
 	before := testutil.ToFloat64(configErrors)
 	s.Trigger()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Status().Err == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the invalid configuration was not reported")
+	testbed.Eventually(t, 5*time.Second, "the invalid configuration reported", func() error {
+		if s.Status().Err == nil {
+			return errors.New("no error in the status")
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	if got := testutil.ToFloat64(configErrors) - before; got != 1 {
 		t.Errorf("config errors +%v, want +1", got)
 	}
@@ -186,11 +186,7 @@ func TestInvalidConfigIsNotServed(t *testing.T) {
 	if v := late.next(t, 5*time.Second); v != v1 {
 		t.Errorf("a new proxy got version %s, want the last good %s", v, v1)
 	}
-	select {
-	case v := <-c.versions:
-		t.Fatalf("the connected proxy was sent version %s after an invalid build", v)
-	default:
-	}
+	testbed.NoneWithin(t, c.versions, 300*time.Millisecond, "a version sent to the connected proxy after an invalid build")
 
 	md.mu.Lock()
 	md.invalid = false
@@ -229,18 +225,13 @@ func TestNACKLeavesOthersAlone(t *testing.T) {
 	s.Trigger()
 	good.next(t, 5*time.Second)
 	bad.next(t, 5*time.Second)
-	deadline := time.Now().Add(5 * time.Second)
-	for testutil.ToFloat64(nacks.WithLabelValues("ClusterLoadAssignment"))-before < 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("the NACKs were not counted")
+	testbed.Eventually(t, 5*time.Second, "three NACKs counted", func() error {
+		if n := testutil.ToFloat64(nacks.WithLabelValues("ClusterLoadAssignment")) - before; n < 3 {
+			return fmt.Errorf("%v", n)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	select {
-	case v := <-bad.versions:
-		t.Errorf("the refusing proxy was sent version %s again", v)
-	default:
-	}
+		return nil
+	})
+	testbed.NoneWithin(t, bad.versions, 300*time.Millisecond, "the refused version sent again to the refusing proxy")
 	if n := testutil.ToFloat64(nacks.WithLabelValues("ClusterLoadAssignment")) - before; n > 3 {
 		t.Errorf("%v NACKs for three versions: the refused version was resent", n)
 	}

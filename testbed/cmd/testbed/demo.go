@@ -122,7 +122,7 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed, dir string) error {
 			return err
 		}
 	}
-	err = sc.Eventually(ctx, time.Minute, "ServiceImport shop/echo in every cluster", func() error {
+	err = testbed.Poll(ctx, time.Minute, "ServiceImport shop/echo in every cluster", func() error {
 		for _, c := range tb.Clusters {
 			var si mcsv1beta1.ServiceImport
 			if err := c.Client.Get(ctx, client.ObjectKey{Namespace: sc.Namespace, Name: "echo"}, &si); err != nil {
@@ -181,7 +181,7 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed, dir string) error {
 	if _, err := m.SetPolicy(ctx, weightsPolicy(c2.Name, c3.Name, 20, 80)); err != nil {
 		return err
 	}
-	err = sc.Eventually(ctx, 30*time.Second, "the split in force", func() error {
+	err = testbed.Poll(ctx, 30*time.Second, "the split in force", func() error {
 		cs, err := sc.Calls(ctx, cl, 50)
 		if err == nil && sc.Split(cs)[c3.Name] == 0 {
 			err = errors.New("no call on " + c3.Name + " yet")
@@ -208,7 +208,7 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed, dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := sc.Eventually(ctx, 10*time.Second, "calls before the kill", func() error {
+	if err := testbed.Poll(ctx, 10*time.Second, "calls before the kill", func() error {
 		cs, err := load.Results(ctx)
 		if err == nil && len(cs) < 30 {
 			err = fmt.Errorf("%d calls", len(cs))
@@ -223,7 +223,7 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed, dir string) error {
 		return err
 	}
 	after := load.Offset(time.Now())
-	if err := sc.Eventually(ctx, 10*time.Second, "calls after the failover", func() error {
+	if err := testbed.Poll(ctx, 10*time.Second, "calls after the failover", func() error {
 		cs, err := load.Results(ctx)
 		if err == nil && (len(cs) == 0 || cs[len(cs)-1].At < after+300) {
 			err = errors.New("not yet")

@@ -145,7 +145,7 @@ func (w *firstSeen) wait(b *testing.B, names []string, n int, timeout time.Durat
 
 func createServices(ctx context.Context, b *testing.B, c client.Client, ns string, names []string) {
 	for _, name := range names {
-		svc := clusterIPService(httpPort(80))
+		svc := testbed.ClusterIPService(testbed.HTTPPort(80))
 		svc.Namespace, svc.Name = ns, name
 		if err := c.Create(ctx, svc); err != nil {
 			b.Fatal(err)
@@ -166,10 +166,6 @@ func waitSettled(ctx context.Context, b *testing.B, c *testbed.Cluster, ns strin
 		}
 		return nil
 	})
-}
-
-func exportObj(ns, name string) *mcsv1beta1.ServiceExport {
-	return &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 }
 
 func percentile(sorted []time.Duration, p float64) time.Duration {
@@ -198,7 +194,7 @@ func BenchmarkExportToImport(b *testing.B) {
 	b.ResetTimer()
 	for _, name := range names {
 		start := time.Now()
-		if err := f.hub.Client.Create(ctx, exportObj(ns, name)); err != nil {
+		if err := f.hub.Client.Create(ctx, testbed.ServiceExport(ns, name)); err != nil {
 			b.Fatal(err)
 		}
 		done := w.wait(b, []string{name}, len(f.members), 30*time.Second)
@@ -248,7 +244,7 @@ func BenchmarkExportBurst(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				for name := range work {
-					if err := f.hub.Client.Create(ctx, exportObj(ns, name)); err != nil {
+					if err := f.hub.Client.Create(ctx, testbed.ServiceExport(ns, name)); err != nil {
 						b.Error(err)
 					}
 				}

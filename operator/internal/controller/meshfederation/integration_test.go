@@ -15,7 +15,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
@@ -108,26 +107,17 @@ func (f *federation) waitReady(t testing.TB) {
 func exportService(t *testing.T, c *testbed.Cluster, ns, name string, svc *corev1.Service) {
 	t.Helper()
 	ctx := context.Background()
-	testbed.MustCreate(ctx, t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	testbed.MustCreate(ctx, t, c.Client, testbed.Namespace(ns))
 	if svc != nil {
 		svc.Namespace, svc.Name = ns, name
 		testbed.MustCreate(ctx, t, c.Client, svc)
 	}
-	testbed.MustCreate(ctx, t, c.Client, &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})
-}
-
-func clusterIPService(ports ...corev1.ServicePort) *corev1.Service {
-	return &corev1.Service{Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "x"}, Ports: ports}}
-}
-
-func httpPort(n int32) corev1.ServicePort {
-	return corev1.ServicePort{Name: "http", Port: n, TargetPort: intstr.FromInt32(8080)}
+	testbed.MustCreate(ctx, t, c.Client, testbed.ServiceExport(ns, name))
 }
 
 func unexport(t *testing.T, c *testbed.Cluster, ns, name string) {
 	t.Helper()
-	se := &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
-	if err := c.Client.Delete(context.Background(), se); err != nil {
+	if err := c.Client.Delete(context.Background(), testbed.ServiceExport(ns, name)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -237,7 +227,7 @@ func TestServiceFederation(t *testing.T) {
 	})
 
 	t.Run("an exported ClusterIP Service is imported as ClusterSetIP with its ports in every cluster", func(t *testing.T) {
-		exportService(t, a, "shop", "cart", clusterIPService(httpPort(80), corev1.ServicePort{Name: "grpc", Port: 9090}))
+		exportService(t, a, "shop", "cart", testbed.ClusterIPService(testbed.HTTPPort(80), corev1.ServicePort{Name: "grpc", Port: 9090}))
 		waitImport(t, f.members, "shop", "cart", func(si *mcsv1beta1.ServiceImport) error {
 			if si.Spec.Type != mcsv1beta1.ClusterSetIP {
 				return fmt.Errorf("type %s", si.Spec.Type)
@@ -256,8 +246,8 @@ func TestServiceFederation(t *testing.T) {
 	})
 
 	t.Run("with two exporters the import lives until the last one unexports", func(t *testing.T) {
-		exportService(t, a, "shop", "search", clusterIPService(httpPort(80)))
-		exportService(t, b, "shop", "search", clusterIPService(httpPort(80)))
+		exportService(t, a, "shop", "search", testbed.ClusterIPService(testbed.HTTPPort(80)))
+		exportService(t, b, "shop", "search", testbed.ClusterIPService(testbed.HTTPPort(80)))
 		waitImport(t, f.members, "shop", "search", func(si *mcsv1beta1.ServiceImport) error {
 			return expect(clusters(si), a.Name+","+b.Name)
 		})
@@ -279,9 +269,9 @@ func TestServiceFederation(t *testing.T) {
 	})
 
 	t.Run("a port conflict keeps the oldest export's port and is reported on every export", func(t *testing.T) {
-		exportService(t, a, "shop", "orders", clusterIPService(httpPort(80)))
+		exportService(t, a, "shop", "orders", testbed.ClusterIPService(testbed.HTTPPort(80)))
 		waitImport(t, f.members, "shop", "orders", func(si *mcsv1beta1.ServiceImport) error { return expect(ports(si), "http:80/TCP") })
-		exportService(t, c, "shop", "orders", clusterIPService(httpPort(8080)))
+		exportService(t, c, "shop", "orders", testbed.ClusterIPService(testbed.HTTPPort(8080)))
 		for _, cl := range []*testbed.Cluster{a, c} {
 			waitExportCondition(t, cl, "shop", "orders", mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonPortConflict)
 		}
@@ -294,9 +284,9 @@ func TestServiceFederation(t *testing.T) {
 	})
 
 	t.Run("ClusterIP exported before headless stays ClusterSetIP with a TypeConflict", func(t *testing.T) {
-		exportService(t, a, "shop", "catalog", clusterIPService(httpPort(80)))
+		exportService(t, a, "shop", "catalog", testbed.ClusterIPService(testbed.HTTPPort(80)))
 		waitImport(t, f.members, "shop", "catalog", func(*mcsv1beta1.ServiceImport) error { return nil })
-		headless := clusterIPService(httpPort(80))
+		headless := testbed.ClusterIPService(testbed.HTTPPort(80))
 		headless.Spec.ClusterIP = corev1.ClusterIPNone
 		exportService(t, b, "shop", "catalog", headless)
 		for _, cl := range []*testbed.Cluster{a, b} {
@@ -308,11 +298,11 @@ func TestServiceFederation(t *testing.T) {
 	})
 
 	t.Run("a session affinity conflict is reported", func(t *testing.T) {
-		sticky := clusterIPService(httpPort(80))
+		sticky := testbed.ClusterIPService(testbed.HTTPPort(80))
 		sticky.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
 		exportService(t, b, "shop", "sessions", sticky)
 		waitImport(t, f.members, "shop", "sessions", func(*mcsv1beta1.ServiceImport) error { return nil })
-		exportService(t, c, "shop", "sessions", clusterIPService(httpPort(80)))
+		exportService(t, c, "shop", "sessions", testbed.ClusterIPService(testbed.HTTPPort(80)))
 		for _, cl := range []*testbed.Cluster{b, c} {
 			waitExportCondition(t, cl, "shop", "sessions", mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonSessionAffinityConflict)
 		}
@@ -323,7 +313,7 @@ func TestServiceFederation(t *testing.T) {
 
 	t.Run("a member without the service's namespace gets the import once the namespace exists", func(t *testing.T) {
 		testbed.MustCreate(ctx, t, a.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "billing"}})
-		exportService(t, a, "billing", "invoices", clusterIPService(httpPort(80)))
+		exportService(t, a, "billing", "invoices", testbed.ClusterIPService(testbed.HTTPPort(80)))
 		waitImport(t, []*testbed.Cluster{a}, "billing", "invoices", func(*mcsv1beta1.ServiceImport) error { return nil })
 		testbed.Eventually(t, 30*time.Second, "status names the missing namespace", func() error {
 			for _, ms := range f.get(t).Status.Members {
@@ -368,7 +358,7 @@ func TestServiceFederation(t *testing.T) {
 
 	t.Run("endpoint readiness in one cluster reaches the EndpointSlices of the others", func(t *testing.T) {
 		testbed.RequireWorkloads(t, f.tb)
-		svc := clusterIPService(httpPort(80))
+		svc := testbed.ClusterIPService(testbed.HTTPPort(80))
 		svc.Spec.Selector = map[string]string{"app": "ratings"}
 		exportService(t, a, "shop", "ratings", svc)
 		w, err := a.RunWorkload(ctx, testbed.WorkloadSpec{Namespace: "shop", Name: "ratings-0",
@@ -402,7 +392,7 @@ func TestServiceFederation(t *testing.T) {
 			}
 			return nil
 		})
-		exportService(t, c, "shop", "while-broken", clusterIPService(httpPort(80)))
+		exportService(t, c, "shop", "while-broken", testbed.ClusterIPService(testbed.HTTPPort(80)))
 		waitImport(t, f.members, "shop", "while-broken", func(*mcsv1beta1.ServiceImport) error { return nil })
 
 		f.updateFederation(t, func(fed *meshv1.MeshFederation) { fed.Spec.Members = fed.Spec.Members[:3] })
@@ -410,20 +400,18 @@ func TestServiceFederation(t *testing.T) {
 	})
 
 	t.Run("a stopped member API server is reported within 10s, the others keep syncing, and it converges on return", func(t *testing.T) {
-		svc := clusterIPService(httpPort(80))
+		// The lost member's endpoints must be seen withdrawn, so it needs a workload pod.
+		testbed.RequireWorkloads(t, f.tb)
+		svc := testbed.ClusterIPService(testbed.HTTPPort(80))
 		svc.Spec.Selector = map[string]string{"app": "before-outage"}
 		exportService(t, b, "shop", "before-outage", svc)
 		waitImport(t, f.members, "shop", "before-outage", func(*mcsv1beta1.ServiceImport) error { return nil })
-		var w *testbed.Workload
-		if testbed.CanRunWorkloads(f.tb) {
-			var err error
-			w, err = b.RunWorkload(ctx, testbed.WorkloadSpec{Namespace: "shop", Name: "before-outage-0",
-				Labels: map[string]string{"app": "before-outage"}, Ports: []corev1.ContainerPort{{ContainerPort: 8080}}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			waitRemoteEndpoint(t, a, "shop", "before-outage", b.Name, "net-2", w.IP, true)
+		w, err := b.RunWorkload(ctx, testbed.WorkloadSpec{Namespace: "shop", Name: "before-outage-0",
+			Labels: map[string]string{"app": "before-outage"}, Ports: []corev1.ContainerPort{{ContainerPort: 8080}}})
+		if err != nil {
+			t.Fatal(err)
 		}
+		waitRemoteEndpoint(t, a, "shop", "before-outage", b.Name, "net-2", w.IP, true)
 
 		stopped := time.Now()
 		b.StopAPIServer()
@@ -436,25 +424,23 @@ func TestServiceFederation(t *testing.T) {
 			return fmt.Errorf("still connected")
 		})
 		t.Logf("disconnection reported %s after the API server stopped", time.Since(stopped).Round(10*time.Millisecond))
-		if w != nil {
-			// Within the 5s grace period the endpoints stay; after it they are withdrawn.
-			if time.Since(stopped) < 4*time.Second {
-				waitRemoteEndpoint(t, a, "shop", "before-outage", b.Name, "net-2", w.IP, true)
-			}
-			testbed.Eventually(t, 20*time.Second, "endpoints of the lost member withdrawn after the grace period", func() error {
-				var slices discoveryv1.EndpointSliceList
-				if err := a.Client.List(ctx, &slices, client.MatchingLabels{mcsv1beta1.LabelSourceCluster: b.Name}); err != nil {
-					return err
-				}
-				if len(slices.Items) > 0 {
-					return fmt.Errorf("%d slices from %s left", len(slices.Items), b.Name)
-				}
-				return nil
-			})
-			t.Logf("endpoints withdrawn %s after the API server stopped", time.Since(stopped).Round(10*time.Millisecond))
+		// Within the 5s grace period the endpoints stay; after it they are withdrawn.
+		if time.Since(stopped) < 4*time.Second {
+			waitRemoteEndpoint(t, a, "shop", "before-outage", b.Name, "net-2", w.IP, true)
 		}
+		testbed.Eventually(t, 20*time.Second, "endpoints of the lost member withdrawn after the grace period", func() error {
+			var slices discoveryv1.EndpointSliceList
+			if err := a.Client.List(ctx, &slices, client.MatchingLabels{mcsv1beta1.LabelSourceCluster: b.Name}); err != nil {
+				return err
+			}
+			if len(slices.Items) > 0 {
+				return fmt.Errorf("%d slices from %s left", len(slices.Items), b.Name)
+			}
+			return nil
+		})
+		t.Logf("endpoints withdrawn %s after the API server stopped", time.Since(stopped).Round(10*time.Millisecond))
 
-		exportService(t, c, "shop", "during-outage", clusterIPService(httpPort(80)))
+		exportService(t, c, "shop", "during-outage", testbed.ClusterIPService(testbed.HTTPPort(80)))
 		waitImport(t, []*testbed.Cluster{a, c}, "shop", "during-outage", func(*mcsv1beta1.ServiceImport) error { return nil })
 		// b's exports stay imported elsewhere (grace period, then endpoints withdrawn).
 		waitImport(t, []*testbed.Cluster{a, c}, "shop", "before-outage", func(*mcsv1beta1.ServiceImport) error { return nil })
@@ -464,13 +450,11 @@ func TestServiceFederation(t *testing.T) {
 		}
 		f.waitReady(t)
 		waitImport(t, f.members, "shop", "during-outage", func(*mcsv1beta1.ServiceImport) error { return nil })
-		if w != nil {
-			waitRemoteEndpoint(t, a, "shop", "before-outage", b.Name, "net-2", w.IP, true)
-		}
+		waitRemoteEndpoint(t, a, "shop", "before-outage", b.Name, "net-2", w.IP, true)
 	})
 
 	t.Run("deleting an exported Service or its namespace removes the import everywhere", func(t *testing.T) {
-		exportService(t, a, "shop", "doomed", clusterIPService(httpPort(80)))
+		exportService(t, a, "shop", "doomed", testbed.ClusterIPService(testbed.HTTPPort(80)))
 		waitImport(t, f.members, "shop", "doomed", func(*mcsv1beta1.ServiceImport) error { return nil })
 		if err := a.Client.Delete(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "doomed"}}); err != nil {
 			t.Fatal(err)
@@ -481,7 +465,7 @@ func TestServiceFederation(t *testing.T) {
 		for _, m := range f.members {
 			testbed.MustCreate(ctx, t, m.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "temp"}})
 		}
-		exportService(t, c, "temp", "short-lived", clusterIPService(httpPort(80)))
+		exportService(t, c, "temp", "short-lived", testbed.ClusterIPService(testbed.HTTPPort(80)))
 		waitImport(t, f.members, "temp", "short-lived", func(*mcsv1beta1.ServiceImport) error { return nil })
 		if err := c.Client.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "temp"}}); err != nil {
 			t.Fatal(err)
@@ -518,7 +502,7 @@ func TestServiceFederation(t *testing.T) {
 		if err := f.hub.StopOperator(); err != nil {
 			t.Fatalf("hub did not stop cleanly: %v", err)
 		}
-		exportService(t, c, "shop", "while-hub-down", clusterIPService(httpPort(80)))
+		exportService(t, c, "shop", "while-hub-down", testbed.ClusterIPService(testbed.HTTPPort(80)))
 		if err := f.hub.StartOperator(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -538,8 +522,20 @@ func TestServiceFederation(t *testing.T) {
 	})
 
 	t.Run("removing a member deletes what meshfed wrote there and its endpoints elsewhere", func(t *testing.T) {
-		exportService(t, c, "shop", "from-c", clusterIPService(httpPort(80)))
+		// The removed member's endpoints must be seen mirrored first, then gone: a pod.
+		testbed.RequireWorkloads(t, f.tb)
+		svc := testbed.ClusterIPService(testbed.HTTPPort(80))
+		svc.Spec.Selector = map[string]string{"app": "from-c"}
+		exportService(t, c, "shop", "from-c", svc)
 		waitImport(t, f.members, "shop", "from-c", func(*mcsv1beta1.ServiceImport) error { return nil })
+		w, err := c.RunWorkload(ctx, testbed.WorkloadSpec{Namespace: "shop", Name: "from-c-0",
+			Labels: map[string]string{"app": "from-c"}, Ports: []corev1.ContainerPort{{ContainerPort: 8080}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []*testbed.Cluster{a, b} {
+			waitRemoteEndpoint(t, m, "shop", "from-c", c.Name, "net-3", w.IP, true)
+		}
 		f.updateFederation(t, func(fed *meshv1.MeshFederation) { fed.Spec.Members = fed.Spec.Members[:2] })
 		waitNothingWritten(t, c)
 		waitNoImport(t, []*testbed.Cluster{a, b}, "shop", "from-c")

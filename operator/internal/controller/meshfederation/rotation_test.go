@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -216,17 +215,6 @@ func checkOnlyRoot(t *testing.T, f *federation, fed *meshv1.MeshFederation, ids 
 	}
 }
 
-func metric(t *testing.T, url, line string) bool {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return strings.Contains(string(body), line)
-}
-
 // TestTrustRotation: a client in A keeps opening new mTLS connections to a server in C
 // while the federation rotates its root — to completion, across a hub restart, paused and
 // canceled, and aborted after the new root was in use. No handshake fails, and at the end
@@ -304,7 +292,7 @@ func TestTrustRotation(t *testing.T) {
 			}
 			return nil
 		})
-		if !metric(t, f.hub.OperatorMetricsURL, `meshfed_trust_rotation_stage{federation="meshfed-system/global"} 1`) {
+		if testbed.Metric(context.Background(), f.hub.OperatorMetricsURL, `meshfed_trust_rotation_stage{federation="meshfed-system/global"} `) != "1" {
 			t.Error("the rotation stage metric does not say AddRoot")
 		}
 		// Held: with a one-second delay the stage would otherwise end within seconds.
@@ -342,7 +330,7 @@ func TestTrustRotation(t *testing.T) {
 		checkOnlyRoot(t, f, run.fed, clientID, serverID)
 	})
 
-	if !metric(t, f.hub.OperatorMetricsURL, `meshfed_trust_rotation_stage{federation="meshfed-system/global"} 0`) {
+	if testbed.Metric(context.Background(), f.hub.OperatorMetricsURL, `meshfed_trust_rotation_stage{federation="meshfed-system/global"} `) != "0" {
 		t.Error("the rotation stage metric is not back to 0")
 	}
 	if tr.failed.Load() > 0 {

@@ -332,7 +332,7 @@ func peerFor(other *memberView, label string) *meshv1.MeshPeer {
 	if !other.state.Connected {
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, meshv1.ReasonDisconnected, fmt.Sprintf("the hub does not reach this member: %v", other.err)
 		if other.withdrawn {
-			cond.Reason = "Withdrawn"
+			cond.Reason = meshv1.ReasonWithdrawn
 			cond.Message += "; its endpoints were withdrawn after the grace period"
 		}
 	}

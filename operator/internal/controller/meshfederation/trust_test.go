@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -233,15 +234,37 @@ func TestTrustBootstrap(t *testing.T) {
 		waitTrust(t, f.hub, "global", f.members)
 	})
 
-	// The Events and status carry no key material.
-	var events corev1.EventList
-	if err := f.hub.Client.List(ctx, &events, client.InNamespace(hubNS)); err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range events.Items {
-		if strings.Contains(e.Message, "PRIVATE KEY") {
-			t.Errorf("Event %s quotes key material", e.Name)
+	// The Events and statuses carry no key material (nor any PEM: fingerprints only).
+	for _, c := range f.members {
+		var events corev1.EventList
+		if err := c.Client.List(ctx, &events); err != nil {
+			t.Fatal(err)
 		}
+		for _, e := range events.Items {
+			if strings.Contains(e.Message, "PRIVATE KEY") || strings.Contains(e.Message, "-----BEGIN") {
+				t.Errorf("%s: Event %s/%s quotes PEM material", c.Name, e.Namespace, e.Name)
+			}
+		}
+		var mesh meshv1.Mesh
+		must(t, c.Client.Get(ctx, client.ObjectKey{Name: meshv1.MeshSingletonName}, &mesh))
+		var peers meshv1.MeshPeerList
+		must(t, c.Client.List(ctx, &peers))
+		statuses := []any{mesh.Status}
+		for _, p := range peers.Items {
+			statuses = append(statuses, p.Status)
+		}
+		for _, st := range statuses {
+			raw, err := json.Marshal(st)
+			must(t, err)
+			if bytes.Contains(raw, []byte("-----BEGIN")) || bytes.Contains(raw, []byte("PRIVATE KEY")) {
+				t.Errorf("%s: a status carries PEM material: %s", c.Name, raw)
+			}
+		}
+	}
+	raw, err := json.Marshal(f.get(t).Status)
+	must(t, err)
+	if bytes.Contains(raw, []byte("-----BEGIN")) || bytes.Contains(raw, []byte("PRIVATE KEY")) {
+		t.Errorf("the MeshFederation status carries PEM material: %s", raw)
 	}
 }
 
