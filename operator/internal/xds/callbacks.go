@@ -70,9 +70,12 @@ func (s *Server) onRequest(id int64, req *discoveryv3.DiscoveryRequest) {
 		}
 	}
 	node := st.node
+	release := req.ErrorDetail == nil && req.ResponseNonce != "" && s.retiredReleasable()
 	s.mu.Unlock()
-	if newGroup {
-		s.Trigger() // the first node of its group: build its configuration
+	if newGroup || release {
+		// The first node of its group: build its configuration. Or every proxy has the
+		// routes that stopped using the retired clusters: serve without them.
+		s.Trigger()
 	}
 	if !ok {
 		connectedProxies.Set(float64(n))

@@ -89,6 +89,11 @@ type Server struct {
 	// served versions by type (typeOrder, then secrets).
 	seen     map[string]bool
 	groupVer map[string][5]string
+	// served is the gRPC configuration served last, retired clusters included; retired
+	// are the clusters it still serves that the configuration dropped (retire.go).
+	served    *translate.Resources
+	retired   map[string]retiredCluster
+	retention time.Duration
 
 	lisMu    sync.Mutex
 	listener net.Listener
@@ -108,7 +113,7 @@ type stream struct {
 func NewServer(log logr.Logger, build BuildFunc, onChange func()) *Server {
 	s := &Server{log: log, build: build, kick: make(chan struct{}, 1), onChange: onChange, debounce: DefaultDebounce,
 		versions: map[resource.Type]string{}, changedAt: map[resource.Type]time.Time{}, streams: map[int64]*stream{},
-		seen: map[string]bool{}, groupVer: map[string][5]string{}}
+		seen: map[string]bool{}, groupVer: map[string][5]string{}, retired: map[string]retiredCluster{}, retention: maxRetention}
 	s.cache = newSharedCache(cachev3.NewSnapshotCache(false, groupHash{}, nil))
 	return s
 }
@@ -272,8 +277,13 @@ func (s *Server) setErr(err error) {
 	}
 }
 
-// set serves res if any type changed; a type's version moves only when its content does.
+// set serves res, with the clusters it drops still retired (retire.go), if any type
+// changed; a type's version moves only when its content does.
 func (s *Server) set(ctx context.Context, res *translate.Resources, changedAt time.Time) bool {
+	s.mu.Lock()
+	res = s.withRetired(res, time.Now())
+	s.served = res
+	s.mu.Unlock()
 	byType := map[resource.Type][]types.Resource{}
 	for _, r := range res.Listeners {
 		byType[resource.ListenerType] = append(byType[resource.ListenerType], r)
