@@ -183,23 +183,14 @@ func NewIdentitySource(ctx context.Context, c client.Reader, meshNamespace, name
 		return nil, err
 	}
 	s := &IdentitySource{id: id}
-	go func() {
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			id, err := ReadWorkload(ctx, c, meshNamespace, namespace, serviceAccount)
-			s.mu.Lock()
-			if s.err = err; err == nil {
-				s.id = id
-			}
-			s.mu.Unlock()
+	go Every(ctx, interval, func() {
+		id, err := ReadWorkload(ctx, c, meshNamespace, namespace, serviceAccount)
+		s.mu.Lock()
+		if s.err = err; err == nil {
+			s.id = id
 		}
-	}()
+		s.mu.Unlock()
+	})
 	return s, nil
 }
 

@@ -211,3 +211,17 @@ func httpOK(ctx context.Context, url string) error {
 	}
 	return nil
 }
+
+// Every calls f every interval until ctx ends.
+func Every(ctx context.Context, interval time.Duration, f func()) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			f()
+		}
+	}
+}

@@ -16,6 +16,11 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
+// KeepLogsEnv names the environment variable that keeps a testbed's directory, with every
+// process's log, after it stops: "failed" keeps those of tests that failed, any other
+// value those of every testbed.
+const KeepLogsEnv = "MESHFED_TESTBED_KEEP_LOGS"
+
 // Options configure a testbed.
 type Options struct {
 	// Clusters is how many clusters to start (default 1).
@@ -88,8 +93,8 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 		if tb.Dir, err = os.MkdirTemp("", "meshfed-testbed-"); err != nil {
 			return nil, err
 		}
-		// MESHFED_TESTBED_KEEP_LOGS=1 keeps the directory (and its logs) for a post-mortem.
-		tb.removeDir = os.Getenv("MESHFED_TESTBED_KEEP_LOGS") == ""
+		keep := os.Getenv(KeepLogsEnv)
+		tb.removeDir = keep == "" || keep == "failed"
 	}
 	defer func() {
 		if err != nil {

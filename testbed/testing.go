@@ -30,7 +30,7 @@ func StartForTest(t testing.TB, opts Options) *Testbed {
 	if tb != nil {
 		t.Cleanup(func() {
 			// A failed test keeps the logs of every process when asked to.
-			if t.Failed() && os.Getenv("MESHFED_KEEP_FAILED") != "" {
+			if t.Failed() && os.Getenv(KeepLogsEnv) != "" {
 				tb.removeDir = false
 				t.Logf("testbed logs kept in %s", tb.Dir)
 			}

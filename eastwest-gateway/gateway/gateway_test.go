@@ -305,27 +305,7 @@ func TestGateway(t *testing.T) {
 			return nil
 		})
 	})
-	t.Run("a client that sends nothing is timed out", func(t *testing.T) {
-		c, err := net.Dial("tcp", gw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		start := time.Now()
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Read(make([]byte, 1)); err == nil {
-			t.Error("the gateway sent something")
-		}
-		if waited := time.Since(start); waited > 2*time.Second {
-			t.Errorf("closed after %s, want about the 300 ms hello timeout", waited)
-		}
-		eventually(t, "hello_timeout counted", func() error {
-			if refusals(ReasonTimeout) != 1 {
-				return fmt.Errorf("%v", refusals(ReasonTimeout))
-			}
-			return nil
-		})
-	})
+	t.Run("a client that sends nothing is timed out", func(t *testing.T) { expectHelloTimeout(t, g, gw) })
 	t.Run("new endpoints take effect", func(t *testing.T) {
 		cp.set(t, true, a.addr, b.addr)
 		eventually(t, "both backends used", func() error {
@@ -714,4 +694,30 @@ func TestBytesSentBeforeAResetArrive(t *testing.T) {
 	if want := int64(len(helloFor(t, echoSNI)) + size); got != want {
 		t.Errorf("the backend got %d of the %d bytes sent (%v)", got, want, err)
 	}
+}
+
+// expectHelloTimeout: a client that connects to gw and sends nothing is let go about the
+// gateway's hello timeout later, and counted.
+func expectHelloTimeout(t *testing.T, g *Gateway, gw string) {
+	t.Helper()
+	before := testutil.ToFloat64(g.metrics.refusals.WithLabelValues(ReasonTimeout))
+	c, err := net.Dial("tcp", gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Error("the gateway sent something")
+	}
+	if waited := time.Since(start); waited > g.HelloTimeout+2*time.Second {
+		t.Errorf("closed after %s, want about the %s hello timeout", waited, g.HelloTimeout)
+	}
+	eventually(t, "hello_timeout counted", func() error {
+		if got := testutil.ToFloat64(g.metrics.refusals.WithLabelValues(ReasonTimeout)); got != before+1 {
+			return fmt.Errorf("%v", got-before)
+		}
+		return nil
+	})
 }

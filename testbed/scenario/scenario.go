@@ -144,18 +144,7 @@ func (m *Mesh) IdentityFiles(ctx context.Context, c *testbed.Cluster, sa string)
 	if err := write(); err != nil {
 		return "", err
 	}
-	go func() {
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				_ = write()
-			}
-		}
-	}()
+	go testbed.Every(ctx, time.Second, func() { _ = write() })
 	return dir, nil
 }
 

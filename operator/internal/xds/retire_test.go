@@ -10,8 +10,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshfed/meshfed/operator/internal/translate"
 	"github.com/meshfed/meshfed/testbed"
@@ -27,15 +25,7 @@ type routeWatcher struct {
 
 func watchRoute(ctx context.Context, t *testing.T, addr, route string) *routeWatcher {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := adsStream(ctx, t, addr)
 	w := &routeWatcher{stream: stream, route: route, got: make(chan *discoveryv3.DiscoveryResponse, 16)}
 	if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "slow-proxy"}, TypeUrl: resource.RouteType, ResourceNames: []string{route}}); err != nil {
 		t.Fatal(err)

@@ -99,7 +99,8 @@ type adsClient struct {
 	nack     bool
 }
 
-func dialADS(ctx context.Context, t testing.TB, addr, node, cluster string, nack bool) *adsClient {
+// adsStream opens an ADS stream to addr, closed when the test ends.
+func adsStream(ctx context.Context, t testing.TB, addr string) discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -110,6 +111,12 @@ func dialADS(ctx context.Context, t testing.TB, addr, node, cluster string, nack
 	if err != nil {
 		t.Fatal(err)
 	}
+	return stream
+}
+
+func dialADS(ctx context.Context, t testing.TB, addr, node, cluster string, nack bool) *adsClient {
+	t.Helper()
+	stream := adsStream(ctx, t, addr)
 	c := &adsClient{stream: stream, node: node, versions: make(chan string, 64), nack: nack}
 	if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: resource.EndpointType, ResourceNames: []string{cluster}}); err != nil {
 		t.Fatal(err)

@@ -1,13 +1,8 @@
 package meshfederation
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -140,28 +135,9 @@ func TestPeerFor(t *testing.T) {
 	}
 }
 
-// selfSignedCA is a CA certificate for fingerprints.
-func selfSignedCA(t *testing.T, name string) *x509.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, IsCA: true, BasicConstraintsValid: true,
-		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
-}
-
 func TestStageWaiting(t *testing.T) {
-	newA, newB := selfSignedCA(t, "a-g2"), selfSignedCA(t, "b-g2")
+	// Fingerprints are of the certificates' bytes: these stand for two intermediates.
+	newA, newB := &x509.Certificate{Raw: []byte("a-g2")}, &x509.Certificate{Raw: []byte("b-g2")}
 	next := &generation{cas: map[string]*trust.IntermediateCA{"a": {Chain: []*x509.Certificate{newA}}, "b": {Chain: []*x509.Certificate{newB}}}}
 	onlyA := &generation{cas: map[string]*trust.IntermediateCA{"a": {Chain: []*x509.Certificate{newA}}}}
 	member := func(name string, rep meshv1.MeshTrustStatus) *memberView {

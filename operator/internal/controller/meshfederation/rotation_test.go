@@ -58,18 +58,7 @@ func startTraffic(ctx context.Context, t *testing.T, client, server *testbed.Ide
 		}
 	}()
 	tr := &traffic{}
-	go func() {
-		tick := time.NewTicker(period)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			go tr.call(ctx, ln.Addr().String(), client)
-		}
-	}()
+	go testbed.Every(ctx, period, func() { go tr.call(ctx, ln.Addr().String(), client) })
 	return tr
 }
 
