@@ -98,3 +98,14 @@ const (
 // ReasonIntermediateRotated is the reason of the Issuing condition the member sets on a
 // workload Certificate (cert-manager's) to have it re-issued under a new intermediate.
 const ReasonIntermediateRotated = "IntermediateRotated"
+
+// Reasons of Events that no condition carries.
+const (
+	EventMemberConnected      = "MemberConnected"
+	EventMemberDisconnected   = "MemberDisconnected"
+	EventMemberConfigInvalid  = "MemberConfigInvalid"
+	EventMemberRemoved        = "MemberRemoved"
+	EventMemberCleanupSkipped = "MemberCleanupSkipped"
+	// EventInvalidCACerts: the member's meshfed-cacerts Secret does not parse.
+	EventInvalidCACerts = "InvalidCACerts"
+)

@@ -108,7 +108,7 @@ func (r *Reconciler) reconcileWorkloads(ctx context.Context) (*meshv1.MeshTrustS
 	held, err := trust.ReadCACerts(&secret)
 	if err != nil {
 		r.Recorder.Eventf(&corev1.ObjectReference{Kind: "Secret", Namespace: secret.Namespace, Name: secret.Name, APIVersion: "v1"},
-			corev1.EventTypeWarning, "InvalidCACerts", "%v", err)
+			corev1.EventTypeWarning, meshv1.EventInvalidCACerts, "%v", err)
 		return nil, nil
 	}
 	status := &meshv1.MeshTrustStatus{BundleVersion: held.Bundle.Version(), IntermediateFingerprint: trust.Fingerprint(held.Intermediate)}

@@ -121,9 +121,9 @@ func (r *Reconciler) removeStaleMembers(ctx context.Context, s *scope) error {
 				errs = append(errs, fmt.Errorf("clean removed member %s: %w", name, err))
 				continue
 			}
-			r.Recorder.Eventf(s.fed, corev1.EventTypeNormal, "MemberRemoved", "removed member %s and everything meshfed wrote there", name)
+			r.Recorder.Eventf(s.fed, corev1.EventTypeNormal, meshv1.EventMemberRemoved, "removed member %s and everything meshfed wrote there", name)
 		} else {
-			r.Recorder.Eventf(s.fed, corev1.EventTypeWarning, "MemberCleanupSkipped",
+			r.Recorder.Eventf(s.fed, corev1.EventTypeWarning, meshv1.EventMemberCleanupSkipped,
 				"member %s left the federation while unreachable; delete the objects labelled %s=%s there by hand", name, meshv1.LabelFederation, s.label)
 		}
 		r.registry.Disconnect(s.owner, name)

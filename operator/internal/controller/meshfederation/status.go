@@ -63,12 +63,12 @@ func (r *Reconciler) updateStatus(s *scope, reconcileErr error) {
 		}
 		if prev, ok := previous[mv.spec.Name]; ok && prev.Connected != ms.Connected {
 			if ms.Connected {
-				r.Recorder.Eventf(fed, corev1.EventTypeNormal, "MemberConnected", "member %s is connected", mv.spec.Name)
+				r.Recorder.Eventf(fed, corev1.EventTypeNormal, meshv1.EventMemberConnected, "member %s is connected", mv.spec.Name)
 			} else {
-				r.Recorder.Eventf(fed, corev1.EventTypeWarning, "MemberDisconnected", "member %s: %s", mv.spec.Name, ms.Message)
+				r.Recorder.Eventf(fed, corev1.EventTypeWarning, meshv1.EventMemberDisconnected, "member %s: %s", mv.spec.Name, ms.Message)
 			}
 		} else if !ok && !ms.Connected && mv.err != nil && mv.member == nil {
-			r.Recorder.Eventf(fed, corev1.EventTypeWarning, "MemberConfigInvalid", "member %s: %s", mv.spec.Name, ms.Message)
+			r.Recorder.Eventf(fed, corev1.EventTypeWarning, meshv1.EventMemberConfigInvalid, "member %s: %s", mv.spec.Name, ms.Message)
 		}
 		fed.Status.Members = append(fed.Status.Members, ms)
 	}
@@ -108,7 +108,7 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (ctrl.Result
 	for _, name := range r.registry.Names(s.owner) {
 		m, err := r.registry.Get(s.owner, name)
 		if err != nil {
-			r.Recorder.Eventf(s.fed, corev1.EventTypeWarning, "MemberCleanupSkipped",
+			r.Recorder.Eventf(s.fed, corev1.EventTypeWarning, meshv1.EventMemberCleanupSkipped,
 				"member %s is unreachable; delete the objects labelled %s=%s there by hand", name, meshv1.LabelFederation, s.label)
 		} else if err := cleanupMember(ctx, m, s.label); err != nil {
 			errs = append(errs, fmt.Errorf("clean member %s: %w", name, err))
