@@ -137,7 +137,10 @@ func TestDroppedClusterOutlivesItsRoutes(t *testing.T) {
 			if !acks && held < 500*time.Millisecond {
 				t.Errorf("dropped %s after the routes, without an ACK: want about the 1 s retention", held)
 			}
-			if err := s.checker.Check(s.served); err != nil {
+			s.mu.Lock()
+			served := s.served
+			s.mu.Unlock()
+			if err := translate.Check(served); err != nil {
 				t.Errorf("the served configuration fails its checks: %v", err)
 			}
 		})
