@@ -20,10 +20,12 @@ CONTROLLER_GEN := $(BIN)/controller-gen
 KUSTOMIZE      := $(BIN)/kustomize
 KUTTL          := $(BIN)/kubectl-kuttl
 GOLANGCI_LINT  := $(BIN)/golangci-lint
-TESTBED_TOOLS  := $(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kubectl $(BIN)/cert-manager-controller
+TESTBED_TOOLS  := $(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kubectl $(BIN)/cert-manager-controller $(BIN)/registry
 TOOLS          := $(TESTBED_TOOLS) $(CONTROLLER_GEN) $(KUSTOMIZE) $(KUTTL) $(GOLANGCI_LINT)
 
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
+# Where `make images` pushes: the local registry (bin/registry), started there if needed.
+REGISTRY ?= 127.0.0.1:5000
 # vtprotobuf turns on go-control-plane's generated marshalers, which the translator's
 # content hashes use; without it everything works, through reflection, more slowly.
 GO_TAGS := -tags=vtprotobuf
@@ -56,6 +58,10 @@ build: ## Build operator, meshfedctl, eastwest-gateway, testbed and workload int
 	$(GO) build $(GO_TAGS) -o $(BIN)/eastwest-gateway ./eastwest-gateway/cmd/eastwest-gateway
 	$(GO) build $(GO_TAGS) -o $(BIN)/testbed ./testbed/cmd/testbed
 	$(GO) build $(GO_TAGS) -o $(BIN)/workload ./testbed/cmd/workload
+
+.PHONY: images
+images: $(BIN)/registry ## Build the operator and gateway images (OCI, no Docker; bin/images) and push them to REGISTRY (default 127.0.0.1:5000, the local registry, started there when none answers).
+	$(GO) run ./hack/images -version $(VERSION) -registry $(REGISTRY) -start-registry $(BIN)/registry -registry-dir $(ROOT)/.testbed/registry
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deepcopy code for the API types.
@@ -149,6 +155,9 @@ $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kubectl &: hack/tool
 
 $(BIN)/etcd: hack/tools/etcd/go.mod hack/tools/etcd/go.sum hack/tools/etcd/main.go
 	cd hack/tools/etcd && $(GO) build -trimpath -ldflags '-s -w' -o $@ .
+
+$(BIN)/registry: hack/tools/registry/go.mod hack/tools/registry/go.sum hack/tools/registry/main.go
+	cd hack/tools/registry && $(GO) build -trimpath -ldflags '-s -w' -o $@ .
 
 $(BIN)/cert-manager-controller: hack/tools/certmanager/go.mod hack/tools/certmanager/go.sum hack/tools/certmanager/main.go
 	cd hack/tools/certmanager && $(GO) build -trimpath -ldflags '-s -w' -o $@ .

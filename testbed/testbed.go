@@ -38,6 +38,8 @@ type Options struct {
 	OperatorRole func(index int) string
 	// OperatorArgs are extra flags for every operator.
 	OperatorArgs []string
+	// Registry runs the local OCI registry (Testbed.Registry).
+	Registry bool
 	// Progress receives one line per step; nil discards them.
 	Progress io.Writer
 }
@@ -48,6 +50,8 @@ type Testbed struct {
 	Dir string
 	// Clusters in start order; cluster i is named "cluster-<i+1>".
 	Clusters []*Cluster
+	// Registry is the host:port of the local OCI registry (Options.Registry), "" without.
+	Registry string
 
 	opts      Options
 	repoRoot  string
@@ -56,6 +60,7 @@ type Testbed struct {
 	leases    []octetLease
 	etcd      *process
 	etcdURL   string
+	registry  *process
 	stopOnce  sync.Once
 	built     map[string]string // binaries built from source for this testbed
 	buildMu   sync.Mutex
@@ -85,7 +90,7 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 	if opts.BinDir == "" {
 		opts.BinDir = BinDir(root)
 	}
-	if err := checkBinaries(opts.BinDir); err != nil {
+	if err := checkBinaries(opts.BinDir, opts.Registry); err != nil {
 		return nil, err
 	}
 	tb = &Testbed{Dir: opts.Dir, opts: opts, repoRoot: root}
@@ -114,6 +119,12 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 	tb.progress("starting etcd")
 	if err := tb.startEtcd(ctx); err != nil {
 		return tb, err
+	}
+	if opts.Registry {
+		tb.progress("starting the registry")
+		if err := tb.StartRegistry(ctx); err != nil {
+			return tb, err
+		}
 	}
 	for i, lease := range tb.leases {
 		tb.Clusters = append(tb.Clusters, &Cluster{
@@ -154,6 +165,9 @@ func (tb *Testbed) Stop() {
 			}()
 		}
 		wg.Wait()
+		if tb.registry != nil {
+			tb.registry.stop(5 * time.Second)
+		}
 		if tb.etcd != nil {
 			tb.etcd.stop(10 * time.Second)
 		}
@@ -367,8 +381,11 @@ func BinDir(repoRoot string) string {
 // ErrMissingBinaries means the tools are not built; `make tools build` builds them.
 var ErrMissingBinaries = errors.New("testbed binaries missing: run `make tools build`")
 
-func checkBinaries(dir string) error {
+func checkBinaries(dir string, registry bool) error {
 	names := []string{"etcd", "kube-apiserver", "kube-controller-manager", "cert-manager-controller"}
+	if registry {
+		names = append(names, "registry")
+	}
 	for _, n := range names {
 		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
 			return fmt.Errorf("%w (%s not found in %s)", ErrMissingBinaries, n, dir)
