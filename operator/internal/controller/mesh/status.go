@@ -18,7 +18,7 @@ import (
 // False with a new message.
 func (r *Reconciler) patchStatus(ctx context.Context, s *scope, reconcileErr error) error {
 	m := s.mesh
-	ready := Ready(m)
+	ready := readyCondition(m)
 	if reconcileErr != nil && ready.Status == metav1.ConditionTrue {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, meshv1.ReasonReconcileFailed, reconcileErr.Error()
 	}
@@ -40,8 +40,8 @@ func (r *Reconciler) patchStatus(ctx context.Context, s *scope, reconcileErr err
 	return nil
 }
 
-// Ready is the Ready condition a Mesh's spec earns.
-func Ready(m *meshv1.Mesh) metav1.Condition {
+// readyCondition is the Ready condition a Mesh's spec earns.
+func readyCondition(m *meshv1.Mesh) metav1.Condition {
 	if m.Name != meshv1.MeshSingletonName {
 		return metav1.Condition{Type: meshv1.ConditionReady, Status: metav1.ConditionFalse, Reason: meshv1.ReasonInvalidSpec,
 			Message: fmt.Sprintf("a cluster has one Mesh, named %q: recreate it under that name", meshv1.MeshSingletonName)}
