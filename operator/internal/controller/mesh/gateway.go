@@ -8,6 +8,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -99,7 +100,7 @@ func (r *Reconciler) reconcileGateway(ctx context.Context, s *scope) (metav1.Con
 	dep, svc, pdb := GatewayObjects(m, r.Namespace, r.GatewayImage)
 	if !ptr.Deref(m.Spec.EastWestGateway.Enabled, true) {
 		for _, obj := range []client.Object{dep, svc, pdb} {
-			if err := client.IgnoreNotFound(r.Client.Delete(ctx, obj)); err != nil {
+			if err := r.deleteControlled(ctx, m, obj); err != nil {
 				return cond, err
 			}
 		}
@@ -148,6 +149,23 @@ func (r *Reconciler) reconcileGateway(ctx context.Context, s *scope) (metav1.Con
 		cond.Message = fmt.Sprintf("%d gateway replicas available at %s", dep.Status.AvailableReplicas, m.Status.GatewayAddress)
 	}
 	return cond, nil
+}
+
+// deleteControlled deletes obj (found by its name) if the Mesh controls it: an object of
+// that name that another owner controls, or a user made, is not the Mesh's to delete.
+func (r *Reconciler) deleteControlled(ctx context.Context, m *meshv1.Mesh, obj client.Object) error {
+	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !metav1.IsControlledBy(obj, m) {
+		return nil
+	}
+	// The UID precondition keeps a stale cache from deleting an object made since.
+	err := r.Client.Delete(ctx, obj, client.Preconditions{UID: ptr.To(obj.GetUID())})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil
+	}
+	return err
 }
 
 // mergePorts keeps what the API server set on existing ports (a NodePort) while taking the

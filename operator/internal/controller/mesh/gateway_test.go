@@ -132,6 +132,19 @@ func TestGatewayDeployment(t *testing.T) {
 		APIVersion: "v1", Kind: "ConfigMap", Name: squatter.Name, UID: squatter.UID, Controller: ptr.To(true)}}},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "tls", Port: 15443}}}}
 	testbed.MustCreate(ctx, t, c.Client, taken)
+	// A pass with the gateway still disabled leaves the Service it does not control alone.
+	update(func(cur *meshv1.Mesh) { cur.Spec.EastWestGateway.AdvertisedAddress = "203.0.113.9" })
+	testbed.Eventually(t, 30*time.Second, "a pass of the disabled gateway's new generation", func() error {
+		var got meshv1.Mesh
+		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(m), &got); err != nil {
+			return err
+		}
+		if got.Status.ObservedGeneration != got.Generation {
+			return fmt.Errorf("observed generation %d of %d", got.Status.ObservedGeneration, got.Generation)
+		}
+		return nil
+	})
+	must(t, c.Client.Get(ctx, key, &corev1.Service{}))
 	update(func(cur *meshv1.Mesh) { cur.Spec.EastWestGateway.Enabled = nil })
 	testbed.Eventually(t, 30*time.Second, "GatewayReady and Ready False with ReconcileFailed naming the Service", func() error {
 		var got meshv1.Mesh
