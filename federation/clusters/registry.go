@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
@@ -166,6 +168,9 @@ func (r *Registry) Connect(owner, name string, kubeconfig []byte) (*Member, erro
 	namespace := meshv1.DefaultMeshNamespace
 	if c := raw.Contexts[raw.CurrentContext]; c != nil && c.Namespace != "" {
 		namespace = c.Namespace
+	}
+	if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
+		return nil, fmt.Errorf("the kubeconfig's context names the mesh namespace %q, which is not a namespace name (%s): run meshfedctl join again", namespace, strings.Join(errs, "; "))
 	}
 	cfg.QPS, cfg.Burst = r.opts.QPS, r.opts.Burst
 	cfg.UserAgent = "meshfed-hub"
