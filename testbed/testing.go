@@ -16,7 +16,8 @@ import (
 // StartForTest starts a testbed for a test and stops it when the test ends. Without the
 // binaries it skips the test, unless MESHFED_REQUIRE_TESTBED is set (as `make test` does),
 // so that `go test ./...` on a machine without `make tools` still runs the unit tests. With
-// -short it skips. With MESHFED_KEEP_FAILED set, a failed test keeps the processes' logs.
+// -short it skips. With MESHFED_TESTBED_KEEP_LOGS set, a failed test keeps the processes'
+// logs.
 func StartForTest(t testing.TB, opts Options) *Testbed {
 	t.Helper()
 	if testing.Short() {
