@@ -20,7 +20,7 @@ CONTROLLER_GEN := $(BIN)/controller-gen
 KUSTOMIZE      := $(BIN)/kustomize
 KUTTL          := $(BIN)/kubectl-kuttl
 GOLANGCI_LINT  := $(BIN)/golangci-lint
-TESTBED_TOOLS  := $(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kubectl $(BIN)/cert-manager-controller $(BIN)/registry
+TESTBED_TOOLS  := $(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kube-scheduler $(BIN)/kube-proxy $(BIN)/kubectl $(BIN)/cert-manager-controller $(BIN)/registry
 TOOLS          := $(TESTBED_TOOLS) $(CONTROLLER_GEN) $(KUSTOMIZE) $(KUTTL) $(GOLANGCI_LINT)
 
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
@@ -147,11 +147,13 @@ bench: tools build ## Run the benchmarks: testbed start, federation latency and 
 .PHONY: tools
 tools: $(TOOLS) ## Build every tool the tests, demo and code generation need.
 
-$(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kubectl &: hack/tools/kube/go.mod hack/tools/kube/go.sum
-	@echo "building kube-apiserver, kube-controller-manager and kubectl $(KUBE_VERSION) (several minutes on a cold cache)"
+KUBE_BINS := kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl
+
+$(addprefix $(BIN)/,$(KUBE_BINS)) &: hack/tools/kube/go.mod hack/tools/kube/go.sum hack/tools/kube/tools.go
+	@echo "building $(KUBE_BINS) $(KUBE_VERSION) (several minutes on a cold cache)"
 	cd hack/tools/kube && $(GO) build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o $(BIN)/ \
-		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
-	@touch $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kubectl
+		$(addprefix k8s.io/kubernetes/cmd/,$(KUBE_BINS))
+	@touch $(addprefix $(BIN)/,$(KUBE_BINS))
 
 $(BIN)/etcd: hack/tools/etcd/go.mod hack/tools/etcd/go.sum hack/tools/etcd/main.go
 	cd hack/tools/etcd && $(GO) build -trimpath -ldflags '-s -w' -o $@ .

@@ -71,6 +71,8 @@ type Cluster struct {
 	kcm           *process
 	certManager   *process
 	operator      *process
+	scheduler     *process
+	node          *process
 	network       *podNetwork
 	kubelet       *kubelet
 }
@@ -94,6 +96,10 @@ func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
 	if err != nil {
 		return err
 	}
+	podCreds, err := c.writePodCredentials(ca)
+	if err != nil {
+		return err
+	}
 	saKey, saPub, err := writeServiceAccountKey(c.Dir)
 	if err != nil {
 		return err
@@ -114,6 +120,12 @@ func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--authorization-mode=RBAC",
 		"--allow-privileged=true",
+		// kubectl logs reaches the node's API with the API server's client certificate,
+		// and the node's serving certificate is checked.
+		"--kubelet-client-certificate=" + certs.kubeletClientCert,
+		"--kubelet-client-key=" + certs.kubeletClientKey,
+		"--kubelet-certificate-authority=" + certs.ca,
+		"--kubelet-preferred-address-types=InternalIP",
 	}
 	if err := c.StartAPIServer(ctx); err != nil {
 		return err
@@ -139,9 +151,6 @@ func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
 		"--leader-elect=false",
 		"--bind-address=" + ip,
 		"--secure-port=0",
-		// There are no real nodes: nothing heartbeats, so the node lifecycle controller
-		// would mark the testbed's node unready and evict its pods.
-		"--controllers=*,-node-lifecycle-controller",
 	})
 	if err != nil {
 		return err
@@ -163,6 +172,11 @@ func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
 	if c.kubelet, err = startKubelet(ctx, c); err != nil {
 		return err
 	}
+	if c.tb.opts.Pods && c.network != nil {
+		if err := c.startPods(ctx, podCreds, certs.ca); err != nil {
+			return err
+		}
+	}
 
 	if c.tb.opts.Operator {
 		if err := c.startOperator(ctx); err != nil {
@@ -174,6 +188,7 @@ func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
 
 type credentials struct {
 	ca, servingCert, servingKey, kcmKubeconfig string
+	kubeletClientCert, kubeletClientKey        string
 }
 
 // writeCredentials writes the serving certificate, the admin kubeconfig users and tests
@@ -193,17 +208,27 @@ func (c *Cluster) writeCredentials(ca *pki) (credentials, error) {
 	if err != nil {
 		return credentials{}, err
 	}
+	kubeletClientCert, kubeletClientKey, err := ca.issue("kube-apiserver-kubelet-client", []string{"system:masters"}, nil, nil)
+	if err != nil {
+		return credentials{}, err
+	}
 	creds := credentials{
 		ca:            filepath.Join(c.Dir, "ca.crt"),
 		servingCert:   filepath.Join(c.Dir, "apiserver.crt"),
 		servingKey:    filepath.Join(c.Dir, "apiserver.key"),
 		kcmKubeconfig: filepath.Join(c.Dir, "kube-controller-manager.kubeconfig"),
+
+		kubeletClientCert: filepath.Join(c.Dir, "apiserver-kubelet-client.crt"),
+		kubeletClientKey:  filepath.Join(c.Dir, "apiserver-kubelet-client.key"),
 	}
 	c.KubeconfigPath = filepath.Join(c.Dir, "kubeconfig.yaml")
 	if err := writeFiles(map[string][]byte{
 		creds.ca:          ca.certPEM(),
 		creds.servingCert: servingCert,
 		creds.servingKey:  servingKey,
+
+		creds.kubeletClientCert: kubeletClientCert,
+		creds.kubeletClientKey:  kubeletClientKey,
 	}); err != nil {
 		return credentials{}, err
 	}
@@ -325,6 +350,13 @@ func (c *Cluster) startOperator(ctx context.Context) error {
 func (c *Cluster) stop() {
 	if c.operator != nil {
 		c.operator.stop(10 * time.Second)
+	}
+	// The node stops its pods when it is told to stop.
+	if c.node != nil {
+		c.node.stop(10 * time.Second)
+	}
+	if c.scheduler != nil {
+		c.scheduler.stop(5 * time.Second)
 	}
 	if c.kubelet != nil {
 		c.kubelet.stop()

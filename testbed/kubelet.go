@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -75,6 +76,11 @@ func startKubelet(ctx context.Context, c *Cluster) (*kubelet, error) {
 		cancel()
 		return nil, err
 	}
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		k.heartbeat(runCtx)
+	}()
 	factory.Start(runCtx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), k.pods.HasSynced) {
 		cancel()
@@ -84,10 +90,14 @@ func startKubelet(ctx context.Context, c *Cluster) (*kubelet, error) {
 }
 
 func (k *kubelet) registerNode(ctx context.Context) error {
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
-		Name:   k.nodeName,
-		Labels: map[string]string{corev1.LabelHostname: k.nodeName, corev1.LabelOSStable: "linux"},
-	}}
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:   k.nodeName,
+			Labels: map[string]string{corev1.LabelHostname: k.nodeName, corev1.LabelOSStable: "linux"},
+		},
+		// It runs only the processes tests register (RunWorkload), never a scheduled pod.
+		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: "meshfed.io/test-processes", Effect: corev1.TaintEffectNoSchedule}}},
+	}
 	if err := k.cluster.Client.Create(ctx, node); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
@@ -100,6 +110,31 @@ func (k *kubelet) registerNode(ctx context.Context) error {
 		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: k.nodeIP}},
 	}
 	return k.cluster.Client.Status().Update(ctx, node)
+}
+
+// heartbeat renews the node's Lease, as a kubelet does, so that the node lifecycle
+// controller keeps the node Ready (and removes the not-ready taint it was created with).
+func (k *kubelet) heartbeat(ctx context.Context) {
+	leases := k.cluster.Kube.CoordinationV1().Leases(corev1.NamespaceNodeLease)
+	renew := func() {
+		now := metav1.NewMicroTime(time.Now())
+		lease, err := leases.Get(ctx, k.nodeName, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			lease = &coordinationv1.Lease{
+				ObjectMeta: metav1.ObjectMeta{Name: k.nodeName, Namespace: corev1.NamespaceNodeLease},
+				Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(k.nodeName), LeaseDurationSeconds: ptr.To[int32](40), RenewTime: &now},
+			}
+			_, _ = leases.Create(ctx, lease, metav1.CreateOptions{})
+			return
+		}
+		if err != nil {
+			return
+		}
+		lease.Spec.RenewTime = &now
+		_, _ = leases.Update(ctx, lease, metav1.UpdateOptions{})
+	}
+	renew()
+	Every(ctx, 10*time.Second, renew)
 }
 
 func (k *kubelet) stop() {

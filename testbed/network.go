@@ -109,6 +109,8 @@ func setupPodNetwork(o int) (*podNetwork, error) {
 		{"-n", n.netns, "link", "set", n.nsIf, "up"},
 		{"-n", n.netns, "route", "add", "default", "via", host},
 		{"route", "add", fmt.Sprintf("198.18.%d.0/24", o), "via", ns, "dev", n.hostIf},
+		// The namespace routes for the pods that have namespaces of their own (pods.go).
+		{"netns", "exec", n.netns, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"},
 	}
 	for _, args := range steps {
 		if err := runIP(args...); err != nil {
@@ -124,6 +126,9 @@ func setupPodNetwork(o int) (*podNetwork, error) {
 	}
 	return n, nil
 }
+
+// nsIP is the namespace's address on the veth pair to the host.
+func (n *podNetwork) nsIP() string { return fmt.Sprintf("198.19.%d.2", n.octet) }
 
 // hostIP is the host's address on the pod network: pods reach the host there.
 func (n *podNetwork) hostIP() string { return fmt.Sprintf("198.19.%d.1", n.octet) }
@@ -152,6 +157,11 @@ func (n *podNetwork) wrap(argv []string) []string {
 // teardown deletes the namespace (the veth pair and routes go with it) and the policy
 // rules of isolate.
 func (n *podNetwork) teardown() {
+	// The network namespaces of the node's pods, if the node could not remove them.
+	pods, _ := filepath.Glob("/run/netns/" + n.netns + "p*")
+	for _, p := range pods {
+		_ = runIP("netns", "delete", filepath.Base(p))
+	}
 	_ = runIP("netns", "delete", n.netns)
 	_ = runIP("link", "delete", n.hostIf)
 	for runIP("rule", "del", "iif", n.hostIf) == nil {

@@ -30,3 +30,26 @@ func ServiceExport(ns, name string) *mcsv1beta1.ServiceExport {
 func Namespace(name string) *corev1.Namespace {
 	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 }
+
+// WorkloadContainer is a container of the workload image (Testbed.Image of
+// ./testbed/cmd/workload) serving HTTP on 8080, with its pod's address, name and namespace
+// from the downward API, and Ready while it answers.
+func WorkloadContainer(image string, args ...string) corev1.Container {
+	field := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+	}
+	return corev1.Container{
+		Name:  "main",
+		Image: image,
+		Args:  args,
+		Env: []corev1.EnvVar{
+			field("POD_IP", "status.podIP"), field("POD_NAME", "metadata.name"), field("POD_NAMESPACE", "metadata.namespace"),
+			{Name: "PORTS", Value: "8080"},
+		},
+		Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromString("http")}},
+			PeriodSeconds: 1,
+		},
+	}
+}

@@ -40,6 +40,14 @@ type Options struct {
 	OperatorArgs []string
 	// Registry runs the local OCI registry (Testbed.Registry).
 	Registry bool
+	// Pods runs a kube-scheduler and a node agent in every cluster, so that pods created
+	// through the API run from their images (root only; it implies Registry).
+	Pods bool
+	// CrashBackOff is the node's first restart delay (default 10 s, the kubelet's).
+	CrashBackOff time.Duration
+	// TokenRenewAfter makes the node renew projected tokens this long after issue instead
+	// of at 80 % of their lifetime.
+	TokenRenewAfter time.Duration
 	// Progress receives one line per step; nil discards them.
 	Progress io.Writer
 }
@@ -63,6 +71,7 @@ type Testbed struct {
 	registry  *process
 	stopOnce  sync.Once
 	built     map[string]string // binaries built from source for this testbed
+	images    map[string]string // images pushed to the registry, by name
 	buildMu   sync.Mutex
 }
 
@@ -74,6 +83,12 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 	}
 	if opts.Progress == nil {
 		opts.Progress = io.Discard
+	}
+	if opts.Pods {
+		opts.Registry = true
+	}
+	if opts.CrashBackOff <= 0 {
+		opts.CrashBackOff = 10 * time.Second
 	}
 	if opts.OperatorRole == nil {
 		opts.OperatorRole = func(i int) string {
@@ -90,7 +105,7 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 	if opts.BinDir == "" {
 		opts.BinDir = BinDir(root)
 	}
-	if err := checkBinaries(opts.BinDir, opts.Registry); err != nil {
+	if err := checkBinaries(opts.BinDir, opts.Registry, opts.Pods); err != nil {
 		return nil, err
 	}
 	tb = &Testbed{Dir: opts.Dir, opts: opts, repoRoot: root}
@@ -248,7 +263,7 @@ func (tb *Testbed) Binary(ctx context.Context, name string) (string, error) {
 
 // projectBinaries are the project's commands the testbed runs, by name.
 var projectBinaries = map[string]string{"operator": "./operator/cmd", "workload": "./testbed/cmd/workload", "echo": "./testbed/cmd/echo",
-	"eastwest-gateway": "./eastwest-gateway/cmd/eastwest-gateway"}
+	"eastwest-gateway": "./eastwest-gateway/cmd/eastwest-gateway", "node": "./testbed/cmd/node"}
 
 // buildProjectBinaries builds the operator and the workload from the source tree into the
 // testbed's directory, so that a test never runs a stale bin/operator (it takes a second or
@@ -258,6 +273,9 @@ func (tb *Testbed) buildProjectBinaries(ctx context.Context) error {
 	targets := map[string]string{"workload": projectBinaries["workload"]}
 	if tb.opts.Operator {
 		targets["operator"] = projectBinaries["operator"]
+	}
+	if tb.opts.Pods && canCreateNetns() {
+		targets["node"] = projectBinaries["node"]
 	}
 	for name, pkg := range targets {
 		if err := tb.build(ctx, name, pkg); err != nil {
@@ -381,10 +399,13 @@ func BinDir(repoRoot string) string {
 // ErrMissingBinaries means the tools are not built; `make tools build` builds them.
 var ErrMissingBinaries = errors.New("testbed binaries missing: run `make tools build`")
 
-func checkBinaries(dir string, registry bool) error {
+func checkBinaries(dir string, registry, pods bool) error {
 	names := []string{"etcd", "kube-apiserver", "kube-controller-manager", "cert-manager-controller"}
 	if registry {
 		names = append(names, "registry")
+	}
+	if pods {
+		names = append(names, "kube-scheduler")
 	}
 	for _, n := range names {
 		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
