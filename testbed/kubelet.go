@@ -122,7 +122,7 @@ func (k *kubelet) heartbeat(ctx context.Context) {
 		if apierrors.IsNotFound(err) {
 			lease = &coordinationv1.Lease{
 				ObjectMeta: metav1.ObjectMeta{Name: k.nodeName, Namespace: corev1.NamespaceNodeLease},
-				Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(k.nodeName), LeaseDurationSeconds: ptr.To[int32](40), RenewTime: &now},
+				Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To(k.nodeName), LeaseDurationSeconds: ptr.To[int32](40), RenewTime: &now},
 			}
 			_, _ = leases.Create(ctx, lease, metav1.CreateOptions{})
 			return
