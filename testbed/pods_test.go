@@ -343,8 +343,11 @@ func TestPodLifecycle(t *testing.T) {
 		}
 		Eventually(t, 10*time.Second, "an Unsupported Event", func() error {
 			events, err := podEvents(ctx, c, pod, "Unsupported")
-			if err != nil || len(events) == 0 {
-				return fmt.Errorf("no Event (%w)", err)
+			if err != nil {
+				return err
+			}
+			if len(events) == 0 {
+				return errors.New("no Event yet")
 			}
 			return nil
 		})
