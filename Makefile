@@ -20,7 +20,7 @@ CONTROLLER_GEN := $(BIN)/controller-gen
 KUSTOMIZE      := $(BIN)/kustomize
 KUTTL          := $(BIN)/kubectl-kuttl
 GOLANGCI_LINT  := $(BIN)/golangci-lint
-TESTBED_TOOLS  := $(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kube-scheduler $(BIN)/kube-proxy $(BIN)/kubectl $(BIN)/cert-manager-controller $(BIN)/registry
+TESTBED_TOOLS  := $(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kube-scheduler $(BIN)/kube-proxy $(BIN)/kubectl $(BIN)/cert-manager-controller $(BIN)/registry $(BIN)/coredns
 TOOLS          := $(TESTBED_TOOLS) $(CONTROLLER_GEN) $(KUSTOMIZE) $(KUTTL) $(GOLANGCI_LINT)
 
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
@@ -157,6 +157,10 @@ $(addprefix $(BIN)/,$(KUBE_BINS)) &: hack/tools/kube/go.mod hack/tools/kube/go.s
 
 $(BIN)/etcd: hack/tools/etcd/go.mod hack/tools/etcd/go.sum hack/tools/etcd/main.go
 	cd hack/tools/etcd && $(GO) build -trimpath -ldflags '-s -w' -o $@ .
+
+# Static: it runs as a pod, chrooted into its image.
+$(BIN)/coredns: hack/tools/coredns/go.mod hack/tools/coredns/go.sum hack/tools/coredns/main.go
+	cd hack/tools/coredns && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $@ .
 
 $(BIN)/registry: hack/tools/registry/go.mod hack/tools/registry/go.sum hack/tools/registry/main.go
 	cd hack/tools/registry && $(GO) build -trimpath -ldflags '-s -w' -o $@ .

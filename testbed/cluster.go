@@ -73,20 +73,27 @@ type Cluster struct {
 	operator      *process
 	scheduler     *process
 	node          *process
+	proxy         *process
 	network       *podNetwork
 	kubelet       *kubelet
 }
 
 func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
-	c.tb.progress("%s: starting kube-apiserver on %s", c.Name, apiServerIP(c.Octet))
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		return err
 	}
+	var err error
+	if canCreateNetns() {
+		if c.network, err = setupPodNetwork(c.Octet); err != nil {
+			return fmt.Errorf("pod network: %w", err)
+		}
+	}
+	ip := c.apiServerAddress()
+	c.tb.progress("%s: starting kube-apiserver on %s", c.Name, ip)
 	ca, err := newPKI(c.Name + "-ca")
 	if err != nil {
 		return err
 	}
-	ip := apiServerIP(c.Octet)
 	port, err := FreePort(ip)
 	if err != nil {
 		return err
@@ -117,7 +124,7 @@ func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + saPub,
 		"--service-account-signing-key-file=" + saKey,
-		"--service-cluster-ip-range=10.96.0.0/16",
+		"--service-cluster-ip-range=" + serviceCIDR,
 		"--authorization-mode=RBAC",
 		"--allow-privileged=true",
 		// kubectl logs reaches the node's API with the API server's client certificate,
@@ -164,11 +171,6 @@ func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
 		return err
 	}
 
-	if canCreateNetns() {
-		if c.network, err = setupPodNetwork(c.Octet); err != nil {
-			return fmt.Errorf("pod network: %w", err)
-		}
-	}
 	if c.kubelet, err = startKubelet(ctx, c); err != nil {
 		return err
 	}
@@ -186,6 +188,22 @@ func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
 	return nil
 }
 
+// The cluster's Service range, and the ClusterIP of the kubernetes Service (the first).
+const (
+	serviceCIDR         = "10.96.0.0/16"
+	kubernetesServiceIP = "10.96.0.1"
+)
+
+// apiServerAddress is where the API server listens: on loopback, or, when the cluster
+// runs pods, at the host end of the pod network, where pods reach it through the
+// kubernetes Service.
+func (c *Cluster) apiServerAddress() string {
+	if c.tb.opts.Pods && c.network != nil {
+		return c.network.hostIP()
+	}
+	return apiServerIP(c.Octet)
+}
+
 type credentials struct {
 	ca, servingCert, servingKey, kcmKubeconfig string
 	kubeletClientCert, kubeletClientKey        string
@@ -194,8 +212,9 @@ type credentials struct {
 // writeCredentials writes the serving certificate, the admin kubeconfig users and tests
 // use, and the kube-controller-manager's own kubeconfig.
 func (c *Cluster) writeCredentials(ca *pki) (credentials, error) {
-	ip := net.ParseIP(apiServerIP(c.Octet))
-	servingCert, servingKey, err := ca.issue("kube-apiserver", nil, []net.IP{ip},
+	ip := net.ParseIP(c.apiServerAddress())
+	// Pods reach the API server at the kubernetes Service's ClusterIP.
+	servingCert, servingKey, err := ca.issue("kube-apiserver", nil, []net.IP{ip, net.ParseIP(kubernetesServiceIP)},
 		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"})
 	if err != nil {
 		return credentials{}, err
@@ -357,6 +376,9 @@ func (c *Cluster) stop() {
 	}
 	if c.scheduler != nil {
 		c.scheduler.stop(5 * time.Second)
+	}
+	if c.proxy != nil {
+		c.proxy.stop(5 * time.Second)
 	}
 	if c.kubelet != nil {
 		c.kubelet.stop()

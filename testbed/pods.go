@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
 
@@ -26,7 +27,7 @@ func (c *Cluster) NodeName() string { return c.Name + "-worker" }
 
 // podCredentials are the scheduler's and the node's identities.
 type podCredentials struct {
-	schedulerKubeconfig, nodeKubeconfig string
+	schedulerKubeconfig, nodeKubeconfig, proxyKubeconfig string
 	nodeCert, nodeKey                   string
 }
 
@@ -38,6 +39,7 @@ func (c *Cluster) writePodCredentials(ca *pki) (podCredentials, error) {
 	creds := podCredentials{
 		schedulerKubeconfig: filepath.Join(c.Dir, "kube-scheduler.kubeconfig"),
 		nodeKubeconfig:      filepath.Join(c.Dir, "node.kubeconfig"),
+		proxyKubeconfig:     filepath.Join(c.Dir, "kube-proxy.kubeconfig"),
 		nodeCert:            filepath.Join(c.Dir, "node.crt"),
 		nodeKey:             filepath.Join(c.Dir, "node.key"),
 	}
@@ -46,6 +48,13 @@ func (c *Cluster) writePodCredentials(ca *pki) (podCredentials, error) {
 		return creds, err
 	}
 	if err := writeKubeconfig(creds.schedulerKubeconfig, c.Name, c.Server, ca.certPEM(), schedCert, schedKey); err != nil {
+		return creds, err
+	}
+	proxyCert, proxyKey, err := ca.issue("system:kube-proxy", nil, nil, nil)
+	if err != nil {
+		return creds, err
+	}
+	if err := writeKubeconfig(creds.proxyKubeconfig, c.Name, c.Server, ca.certPEM(), proxyCert, proxyKey); err != nil {
 		return creds, err
 	}
 	nodeCert, nodeKey, err := ca.issue("system:node:"+c.NodeName(), []string{"system:nodes", "system:masters"}, nil, nil)
@@ -65,8 +74,8 @@ func (c *Cluster) writePodCredentials(ca *pki) (podCredentials, error) {
 // nodeIP is the node agent's address: the host end of the cluster's pod network.
 func nodeIP(o int) string { return fmt.Sprintf("198.19.%d.1", o) }
 
-// startPods starts the kube-scheduler and the node agent, and waits until the node is
-// Ready.
+// startPods starts the kube-scheduler, the node agent and kube-proxy, and waits until the
+// node is Ready.
 func (c *Cluster) startPods(ctx context.Context, creds podCredentials, caPath string) error {
 	c.tb.progress("%s: starting kube-scheduler and the node %s", c.Name, c.NodeName())
 	var err error
@@ -100,6 +109,7 @@ func (c *Cluster) startPods(ctx context.Context, creds podCredentials, caPath st
 		"--gateway=" + c.network.nsIP(),
 		"--pod-cidr=" + fmt.Sprintf(podCIDRFormat, c.Octet),
 		"--insecure-registries=" + c.tb.Registry,
+		"--cluster-dns=" + clusterDNSIP,
 		// Tests watch a crash loop and a token renewal within seconds.
 		"--crash-back-off=" + c.tb.opts.CrashBackOff.String(),
 		"--token-renew-after=" + c.tb.opts.TokenRenewAfter.String(),
@@ -107,7 +117,7 @@ func (c *Cluster) startPods(ctx context.Context, creds podCredentials, caPath st
 	if err != nil {
 		return err
 	}
-	return pollEvery(ctx, 60*time.Second, 100*time.Millisecond, c.NodeName()+" Ready", func(ctx context.Context) error {
+	err = pollEvery(ctx, 60*time.Second, 100*time.Millisecond, c.NodeName()+" Ready", func(ctx context.Context) error {
 		if c.node.exited() {
 			return c.node.exitError()
 		}
@@ -122,6 +132,25 @@ func (c *Cluster) startPods(ctx context.Context, creds podCredentials, caPath st
 		}
 		return fmt.Errorf("node %s not Ready", c.NodeName())
 	})
+	if err != nil {
+		return err
+	}
+	// kube-proxy runs in the cluster's network namespace, which every pod routes
+	// through: its rules serve this cluster's pods and no one else.
+	c.proxy, err = c.tb.start(c.Name+"/kube-proxy", filepath.Join(c.Dir, "kube-proxy.log"), []string{
+		"ip", "netns", "exec", c.network.netns,
+		c.tb.bin("kube-proxy"),
+		"--kubeconfig=" + creds.proxyKubeconfig,
+		"--proxy-mode=nftables",
+		"--hostname-override=" + c.NodeName(),
+		"--cluster-cidr=" + fmt.Sprintf("198.18.%d.0/24", c.Octet),
+		// The namespace's conntrack table is the kernel's; kube-proxy leaves its size.
+		"--conntrack-max-per-core=0",
+	})
+	if err != nil {
+		return err
+	}
+	return c.startDNS(ctx)
 }
 
 // CanRunPods reports whether the testbed's clusters run pods from images (Options.Pods,
@@ -130,24 +159,47 @@ func CanRunPods(tb *Testbed) bool {
 	return len(tb.Clusters) > 0 && tb.Clusters[0].node != nil
 }
 
-// Image builds the project command pkg into an image named name, as `make images` does
-// (imagebuild), pushes it to the testbed's registry once, and returns its reference by
-// digest.
+// Image builds the project command pkg into an image named imageName, as `make images`
+// does (imagebuild), pushes it to the testbed's registry once, and returns its reference
+// by digest.
 func (tb *Testbed) Image(ctx context.Context, imageName, pkg string) (string, error) {
 	tb.buildMu.Lock()
-	defer tb.buildMu.Unlock()
-	if ref := tb.images[imageName]; ref != "" {
+	ref := tb.images[imageName]
+	tb.buildMu.Unlock()
+	if ref != "" {
 		return ref, nil
 	}
-	if tb.Registry == "" {
-		return "", fmt.Errorf("image %s: the testbed runs no registry (Options.Registry)", imageName)
-	}
-	img, err := imagebuild.Build(ctx, imagebuild.Options{
-		RepoRoot: tb.repoRoot, Version: "testbed", Revision: "testbed", Source: "meshfed testbed",
-		Created: time.Unix(0, 0).UTC(), WorkDir: filepath.Join(tb.Dir, "bin"),
-	}, imagebuild.Image{Name: imageName, Package: pkg})
+	img, err := imagebuild.Build(ctx, tb.imageOptions(), imagebuild.Image{Name: imageName, Package: pkg})
 	if err != nil {
 		return "", err
+	}
+	return tb.push(ctx, imageName, img)
+}
+
+// imageOf makes an image around bin, a static binary, and pushes it once.
+func (tb *Testbed) imageOf(ctx context.Context, imageName string, bin []byte) (string, error) {
+	tb.buildMu.Lock()
+	ref := tb.images[imageName]
+	tb.buildMu.Unlock()
+	if ref != "" {
+		return ref, nil
+	}
+	img, err := imagebuild.Assemble(tb.imageOptions(), imageName, bin)
+	if err != nil {
+		return "", err
+	}
+	return tb.push(ctx, imageName, img)
+}
+
+func (tb *Testbed) imageOptions() imagebuild.Options {
+	return imagebuild.Options{RepoRoot: tb.repoRoot, Version: "testbed", Revision: "testbed", Source: "meshfed testbed",
+		Created: time.Unix(0, 0).UTC(), WorkDir: filepath.Join(tb.Dir, "bin")}
+}
+
+// push writes img to the registry by digest and returns the reference.
+func (tb *Testbed) push(ctx context.Context, imageName string, img v1.Image) (string, error) {
+	if tb.Registry == "" {
+		return "", fmt.Errorf("image %s: the testbed runs no registry (Options.Registry)", imageName)
 	}
 	repo, err := name.NewRepository(tb.Registry+"/"+imageName, name.Insecure)
 	if err != nil {
@@ -161,6 +213,8 @@ func (tb *Testbed) Image(ctx context.Context, imageName, pkg string) (string, er
 	if err := remote.Write(ref, img, remote.WithContext(ctx)); err != nil {
 		return "", fmt.Errorf("push %s: %w", ref, err)
 	}
+	tb.buildMu.Lock()
+	defer tb.buildMu.Unlock()
 	if tb.images == nil {
 		tb.images = map[string]string{}
 	}

@@ -472,3 +472,76 @@ func TestPodVolumesAndEnvironment(t *testing.T) {
 		return nil
 	})
 }
+
+func TestPodsReachServices(t *testing.T) {
+	_, c, image := startPodsTestbed(t)
+	ctx := context.Background()
+	createNamespace(t, c, "pods")
+	svc := ClusterIPService(HTTPPort(80))
+	svc.Namespace, svc.Name = "pods", "web"
+	if err := c.Client.Create(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	server := podIn(t, c, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "server", Labels: map[string]string{"app": "x"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{WorkloadContainer(image)}},
+	})
+	waitPodReady(t, c, server)
+	clientPod := podIn(t, c, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "client"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{WorkloadContainer(image)}},
+	})
+	waitPodReady(t, c, clientPod)
+	via := func(url string, token bool) (string, error) {
+		q := "http://" + clientPod.Status.PodIP + ":8080/get?url=" + url
+		if token {
+			q += "&token=1"
+		}
+		return podGet(ctx, q)
+	}
+
+	t.Run("a pod reaches a Service by its ClusterIP", func(t *testing.T) {
+		Eventually(t, 30*time.Second, "the server through the Service", func() error {
+			body, err := via("http://"+svc.Spec.ClusterIP+":80/", false)
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(body, "pod=server") {
+				return fmt.Errorf("answered %q", body)
+			}
+			return nil
+		})
+	})
+
+	t.Run("a pod resolves Services through the cluster DNS", func(t *testing.T) {
+		for name, want := range map[string]string{
+			"kubernetes.default.svc.cluster.local": kubernetesServiceIP,
+			"web.pods.svc.cluster.local":           svc.Spec.ClusterIP,
+			"web":                                  svc.Spec.ClusterIP, // the namespace's search path
+		} {
+			Eventually(t, 30*time.Second, "resolve "+name, func() error {
+				got, err := podGet(ctx, "http://"+clientPod.Status.PodIP+":8080/resolve/"+name)
+				if err != nil {
+					return err
+				}
+				if got != want {
+					return fmt.Errorf("%s resolved to %q, want %q", name, got, want)
+				}
+				return nil
+			})
+		}
+	})
+
+	t.Run("a pod reaches the API server through the kubernetes Service, as its service account", func(t *testing.T) {
+		Eventually(t, 30*time.Second, "the API server at "+kubernetesServiceIP, func() error {
+			body, err := via("https://"+kubernetesServiceIP+":443/api", true)
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(body, `"versions":["v1"]`) {
+				return fmt.Errorf("answered %q", body)
+			}
+			return nil
+		})
+	})
+}

@@ -405,7 +405,7 @@ func checkBinaries(dir string, registry, pods bool) error {
 		names = append(names, "registry")
 	}
 	if pods {
-		names = append(names, "kube-scheduler")
+		names = append(names, "kube-scheduler", "kube-proxy", "kubectl", "coredns")
 	}
 	for _, n := range names {
 		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {

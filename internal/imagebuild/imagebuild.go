@@ -62,13 +62,19 @@ func Build(ctx context.Context, o Options, img Image) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	return Assemble(o, img.Name, bin)
+}
+
+// Assemble makes the image named name around bin, a static binary: the minimal base,
+// then bin as /ko-app/<name>, its entrypoint.
+func Assemble(o Options, name string, bin []byte) (v1.Image, error) {
 	base, err := layer(baseFiles(o.Created))
 	if err != nil {
 		return nil, fmt.Errorf("base layer: %w", err)
 	}
-	app, err := layer([]file{{path: "ko-app/" + img.Name, mode: 0o555, data: bin, mtime: o.Created}})
+	app, err := layer([]file{{path: "ko-app/" + name, mode: 0o555, data: bin, mtime: o.Created}})
 	if err != nil {
-		return nil, fmt.Errorf("%s layer: %w", img.Name, err)
+		return nil, fmt.Errorf("%s layer: %w", name, err)
 	}
 	out, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), base, app)
 	if err != nil {
@@ -83,7 +89,7 @@ func Build(ctx context.Context, o Options, img Image) (v1.Image, error) {
 	cfg.OS, cfg.Architecture = "linux", runtime.GOARCH
 	cfg.Created = v1.Time{Time: o.Created}
 	cfg.Config = v1.Config{
-		Entrypoint: []string{"/ko-app/" + img.Name},
+		Entrypoint: []string{"/ko-app/" + name},
 		User:       fmt.Sprintf("%d:%d", NonRoot, NonRoot),
 		WorkingDir: "/",
 		Env:        []string{"PATH=/ko-app"},
@@ -91,7 +97,7 @@ func Build(ctx context.Context, o Options, img Image) (v1.Image, error) {
 			"org.opencontainers.image.source":   o.Source,
 			"org.opencontainers.image.revision": o.Revision,
 			"org.opencontainers.image.version":  o.Version,
-			"org.opencontainers.image.title":    img.Name,
+			"org.opencontainers.image.title":    name,
 		},
 	}
 	return mutate.ConfigFile(out, cfg)

@@ -1,4 +1,4 @@
-package imagebuild
+package imagebuild_test
 
 import (
 	"archive/tar"
@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/meshfed/meshfed/internal/imagebuild"
 	"github.com/meshfed/meshfed/testbed"
 )
 
@@ -24,9 +25,9 @@ func buildGateway(t *testing.T) v1.Image {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := Options{RepoRoot: root, Version: "0.1.0", Revision: "0123abcd", Source: "https://github.com/meshfed/meshfed",
+	o := imagebuild.Options{RepoRoot: root, Version: "0.1.0", Revision: "0123abcd", Source: "https://github.com/meshfed/meshfed",
 		Created: time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC), WorkDir: t.TempDir()}
-	img, err := Build(context.Background(), o, Images[1])
+	img, err := imagebuild.Build(context.Background(), o, imagebuild.Images[1])
 	if err != nil {
 		t.Fatal(err)
 	}

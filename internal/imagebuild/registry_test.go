@@ -1,4 +1,4 @@
-package imagebuild
+package imagebuild_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/meshfed/meshfed/internal/imagebuild"
 	"github.com/meshfed/meshfed/testbed"
 )
 
@@ -23,8 +24,8 @@ func TestImagesInTheTestbedRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, spec := range Images {
-		img, err := Build(ctx, Options{RepoRoot: root, Version: "0.1.0", WorkDir: t.TempDir()}, spec)
+	for _, spec := range imagebuild.Images {
+		img, err := imagebuild.Build(ctx, imagebuild.Options{RepoRoot: root, Version: "0.1.0", WorkDir: t.TempDir()}, spec)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -275,11 +275,15 @@ func (r *podRun) writeEtc() error {
 	return nil
 }
 
-// resolvConf is the resolver configuration of a ClusterFirst pod: the cluster DNS, and
-// the search path of the pod's namespace.
+// resolvConf is a pod's resolver configuration: the node's own for dnsPolicy Default,
+// else the cluster DNS and the search path of the pod's namespace, then the pod's
+// dnsConfig.
 func resolvConf(pod *corev1.Pod, dns, domain string) string {
 	var b strings.Builder
-	if dns != "" && pod.Spec.DNSPolicy != corev1.DNSDefault && pod.Spec.DNSPolicy != corev1.DNSNone {
+	if pod.Spec.DNSPolicy == corev1.DNSDefault {
+		host, _ := os.ReadFile("/etc/resolv.conf")
+		b.Write(host)
+	} else if dns != "" && pod.Spec.DNSPolicy != corev1.DNSNone {
 		fmt.Fprintf(&b, "nameserver %s\n", dns)
 		fmt.Fprintf(&b, "search %s.svc.%s svc.%s %s\n", pod.Namespace, domain, domain, domain)
 		b.WriteString("options ndots:5\n")

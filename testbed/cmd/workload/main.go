@@ -9,9 +9,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -53,6 +56,25 @@ func main() {
 	mux.HandleFunc("/file/", func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFile(w, r, "/"+strings.TrimPrefix(r.URL.Path, "/file/"))
 	})
+	// /get?url=U fetches U from inside the pod, as the pod's service account when token is
+	// set, trusting the cluster CA of the service-account volume for https.
+	mux.HandleFunc("/get", func(w http.ResponseWriter, r *http.Request) {
+		body, err := fetch(r.Context(), r.URL.Query().Get("url"), r.URL.Query().Get("token") != "")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.Write(body) //nolint:errcheck
+	})
+	// /resolve/<name> resolves name with the pod's resolv.conf.
+	mux.HandleFunc("/resolve/{name}", func(w http.ResponseWriter, r *http.Request) {
+		addrs, err := net.DefaultResolver.LookupHost(r.Context(), r.PathValue("name"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		fmt.Fprint(w, strings.Join(addrs, ","))
+	})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var servers []*http.Server
@@ -85,4 +107,43 @@ func main() {
 	for _, srv := range servers {
 		_ = srv.Shutdown(shutdown)
 	}
+}
+
+// serviceAccountDir is where a pod's service-account token and cluster CA are.
+const serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// fetch GETs url and returns the body of a 2xx answer.
+func fetch(ctx context.Context, url string, withToken bool) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if withToken {
+		token, err := os.ReadFile(serviceAccountDir + "/token")
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+string(token))
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	if ca, err := os.ReadFile(serviceAccountDir + "/ca.crt"); err == nil {
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(ca)
+		transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	resp, err := (&http.Client{Transport: transport}).Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return nil, fmt.Errorf("%s: %s: %s", url, resp.Status, body)
+	}
+	return body, nil
 }
