@@ -165,7 +165,7 @@ $(BIN)/coredns: hack/tools/coredns/go.mod hack/tools/coredns/go.sum hack/tools/c
 $(BIN)/registry: hack/tools/registry/go.mod hack/tools/registry/go.sum hack/tools/registry/main.go
 	cd hack/tools/registry && $(GO) build -trimpath -ldflags '-s -w' -o $@ .
 
-$(BIN)/cert-manager-controller: hack/tools/certmanager/go.mod hack/tools/certmanager/go.sum hack/tools/certmanager/main.go
+$(BIN)/cert-manager-controller: hack/tools/certmanager/go.mod hack/tools/certmanager/go.sum $(wildcard hack/tools/certmanager/*.go)
 	cd hack/tools/certmanager && $(GO) build -trimpath -ldflags '-s -w' -o $@ .
 
 $(CONTROLLER_GEN): hack/tools/controller-gen/go.mod hack/tools/controller-gen/go.sum

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +19,6 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -28,8 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -75,22 +71,23 @@ func render(t *testing.T, dir string) []*unstructured.Unstructured {
 // The ValidatingWebhookConfiguration is left out: the testbed has no kube-proxy, so the
 // API server cannot reach a Service; the webhooks are tested through a URL in
 // operator/webhook.
+// TestInstallFromConfigDefault installs meshfed as a user does: the testbed applies
+// config/default (pointed at its registry) with kubectl, and the operator runs as pods of
+// that Deployment, with that ServiceAccount and RBAC, and serves its webhooks through
+// their Service.
 func TestInstallFromConfigDefault(t *testing.T) {
 	objs := render(t, "default")
-	tb := testbed.StartForTest(t, testbed.Options{Clusters: 1})
+	tb := testbed.StartForTest(t, testbed.Options{Clusters: 1, Install: true})
+	if !testbed.CanRunPods(tb) {
+		t.Skip(testbed.ErrNeedsRoot.Error())
+	}
 	c := tb.Clusters[0]
 	ctx := context.Background()
 
 	var deploy appsv1.Deployment
 	for _, o := range objs {
-		switch o.GetKind() {
-		case "ValidatingWebhookConfiguration":
-			continue
-		case "Deployment":
+		if o.GetKind() == "Deployment" {
 			must(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &deploy))
-		}
-		if err := c.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.ForceOwnership, client.FieldOwner("install-test")); err != nil {
-			t.Fatalf("apply %s %s: %v", o.GetKind(), o.GetName(), err)
 		}
 	}
 	container := deploy.Spec.Template.Spec.Containers[0]
@@ -124,62 +121,40 @@ func TestInstallFromConfigDefault(t *testing.T) {
 		}
 	})
 
-	// The webhook certificate, issued by the cluster's cert-manager.
-	var cert corev1.Secret
-	testbed.Eventually(t, time.Minute, "cert-manager issues the webhook certificate", func() error {
-		return c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "meshfed-webhook-cert"}, &cert)
+	t.Run("the operator runs as pods of its Deployment, from its image by digest", func(t *testing.T) {
+		var pods corev1.PodList
+		must(t, c.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels(deploy.Spec.Selector.MatchLabels)))
+		running := 0
+		for _, p := range pods.Items {
+			if p.Status.Phase != corev1.PodRunning {
+				continue
+			}
+			running++
+			if img := p.Spec.Containers[0].Image; img != tb.Images.Operator {
+				t.Errorf("pod %s runs %s, want %s", p.Name, img, tb.Images.Operator)
+			}
+			if p.Spec.ServiceAccountName != deploy.Spec.Template.Spec.ServiceAccountName {
+				t.Errorf("pod %s runs as %s", p.Name, p.Spec.ServiceAccountName)
+			}
+		}
+		if running == 0 {
+			t.Fatalf("no running operator pod among %d", len(pods.Items))
+		}
 	})
-	certDir := t.TempDir()
-	for _, k := range []string{"tls.crt", "tls.key"} {
-		must(t, os.WriteFile(filepath.Join(certDir, k), cert.Data[k], 0o600))
-	}
 
-	// The operator's identity: a token of the Deployment's ServiceAccount.
-	tr, err := c.Kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx, deploy.Spec.Template.Spec.ServiceAccountName,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}, metav1.CreateOptions{})
-	must(t, err)
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	must(t, clientcmd.WriteToFile(clientcmdapi.Config{
-		Clusters:       map[string]*clientcmdapi.Cluster{"c": {Server: c.Config.Host, CertificateAuthorityData: c.Config.CAData}},
-		AuthInfos:      map[string]*clientcmdapi.AuthInfo{"sa": {Token: tr.Status.Token}},
-		Contexts:       map[string]*clientcmdapi.Context{"c": {Cluster: "c", AuthInfo: "sa"}},
-		CurrentContext: "c",
-	}, kubeconfig))
-
-	// The Deployment's arguments, with the listen addresses moved to free ports of the
-	// cluster's address, and what a pod gets from its environment: the kubeconfig of its
-	// ServiceAccount, its namespace and the mounted certificate.
-	probeAddr := freeAddr(t, c.HostIP())
-	args := []string{"--kubeconfig=" + kubeconfig, "--leader-election-namespace=" + ns, "--webhook-cert-dir=" + certDir,
-		"--webhook-bind-host=" + c.HostIP(), "--xds-bind-host=" + c.HostIP()}
-	for _, a := range container.Args {
-		switch {
-		case strings.HasPrefix(a, "--metrics-bind-address="):
-			a = "--metrics-bind-address=" + freeAddr(t, c.HostIP())
-		case strings.HasPrefix(a, "--health-probe-bind-address="):
-			a = "--health-probe-bind-address=" + probeAddr
-		case strings.HasPrefix(a, "--webhook-port="):
-			_, port, _ := net.SplitHostPort(freeAddr(t, c.HostIP()))
-			a = "--webhook-port=" + port
-		}
-		args = append(args, a)
-	}
-	var env []string
-	for _, e := range container.Env {
-		env = append(env, e.Name+"="+e.Value)
-	}
-	must(t, tb.StartOperatorProcess(ctx, c, "installed-operator", args, env...))
-	testbed.Eventually(t, time.Minute, "the operator is ready (webhook server included)", func() error {
-		resp, err := http.Get("http://" + probeAddr + "/readyz")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			body, _ := io.ReadAll(resp.Body)
-			return fmt.Errorf("/readyz: %s %s", resp.Status, body)
-		}
-		return nil
+	t.Run("the validating webhooks are registered and called through their Service", func(t *testing.T) {
+		bad := &meshv1.Mesh{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: meshv1.MeshSpec{ClusterName: "east-1", Network: "net-east"}}
+		bad.Spec.ControlPlane.XDSPort, bad.Spec.EastWestGateway.Port = 15443, 15443
+		testbed.Eventually(t, time.Minute, "the webhook refuses a Mesh whose gateway and xDS server share a port", func() error {
+			err := c.Client.Create(ctx, bad, client.DryRunAll)
+			if err == nil {
+				return errors.New("accepted")
+			}
+			if !strings.Contains(err.Error(), `admission webhook "vmesh.meshfed.io" denied the request`) || !strings.Contains(err.Error(), "cannot share a port") {
+				return err
+			}
+			return nil
+		})
 	})
 
 	raw, err := os.ReadFile(filepath.Join("samples", "meshfed_v1alpha1_mesh.yaml"))
@@ -187,23 +162,75 @@ func TestInstallFromConfigDefault(t *testing.T) {
 	var mesh meshv1.Mesh
 	must(t, yaml.UnmarshalStrict(raw, &mesh))
 	testbed.MustCreate(ctx, t, c.Client, &mesh)
-	testbed.Eventually(t, time.Minute, "the sample Mesh is Ready", func() error {
-		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(&mesh), &mesh); err != nil {
-			return err
+	meshReady := func(want metav1.ConditionStatus, reason string) func() error {
+		return func() error {
+			if err := c.Client.Get(ctx, client.ObjectKeyFromObject(&mesh), &mesh); err != nil {
+				return err
+			}
+			cond := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionReady)
+			if cond == nil || cond.Status != want || mesh.Status.ObservedGeneration != mesh.Generation || !strings.Contains(cond.Message, reason) {
+				return fmt.Errorf("conditions %+v", mesh.Status.Conditions)
+			}
+			return nil
 		}
-		cond := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionReady)
-		if cond == nil || cond.Status != metav1.ConditionTrue || mesh.Status.ObservedGeneration != mesh.Generation {
+	}
+	testbed.Eventually(t, 2*time.Minute, "the sample Mesh is Ready", meshReady(metav1.ConditionTrue, ""))
+	testbed.Eventually(t, 2*time.Minute, "the sample Mesh's gateway is Ready", func() error {
+		must(t, c.Client.Get(ctx, client.ObjectKeyFromObject(&mesh), &mesh))
+		if !meta.IsStatusConditionTrue(mesh.Status.Conditions, meshv1.ConditionGatewayReady) {
 			return fmt.Errorf("conditions %+v", mesh.Status.Conditions)
 		}
 		return nil
 	})
 
-	var lease = &unstructured.Unstructured{}
-	lease.SetAPIVersion("coordination.k8s.io/v1")
-	lease.SetKind("Lease")
-	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "meshfed-operator.meshfed.io"}, lease); err != nil {
-		t.Errorf("the operator holds no leader election Lease in %s: %v", ns, err)
-	}
+	t.Run("the gateways are pods of the Deployment the Mesh reconciler writes, behind a load-balancer address", func(t *testing.T) {
+		var pods corev1.PodList
+		must(t, c.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/name": "meshfed-eastwest-gateway"}))
+		ready := 0
+		for _, p := range pods.Items {
+			if img := p.Spec.Containers[0].Image; img != tb.Images.Gateway {
+				t.Errorf("gateway pod %s runs %s, want %s", p.Name, img, tb.Images.Gateway)
+			}
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+					ready++
+				}
+			}
+		}
+		if ready == 0 {
+			t.Errorf("no ready gateway pod among %d", len(pods.Items))
+		}
+		if !strings.HasPrefix(mesh.Status.GatewayAddress, "198.18.") {
+			t.Errorf("gateway address %q is not the testbed load balancer's", mesh.Status.GatewayAddress)
+		}
+	})
+
+	t.Run("the operator holds its leader election Lease", func(t *testing.T) {
+		lease := &unstructured.Unstructured{}
+		lease.SetAPIVersion("coordination.k8s.io/v1")
+		lease.SetKind("Lease")
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "meshfed-operator.meshfed.io"}, lease); err != nil {
+			t.Errorf("no leader election Lease in %s: %v", ns, err)
+		}
+	})
+
+	// Last: it takes a rule away from the operator.
+	t.Run("the operator runs with exactly config/rbac: a rule taken away is a Mesh that is not Ready", func(t *testing.T) {
+		var role rbacv1.ClusterRole
+		must(t, c.Client.Get(ctx, client.ObjectKey{Name: "meshfed-operator"}, &role))
+		kept := role.Rules[:0]
+		for _, r := range role.DeepCopy().Rules {
+			if !slices.Contains(r.Resources, "deployments") {
+				kept = append(kept, r)
+			}
+		}
+		role.Rules = kept
+		must(t, c.Client.Update(ctx, &role))
+		must(t, c.Client.Get(ctx, client.ObjectKeyFromObject(&mesh), &mesh))
+		mesh.Spec.EastWestGateway.Replicas = ptr.To[int32](1)
+		must(t, c.Client.Update(ctx, &mesh))
+		testbed.Eventually(t, time.Minute, "the Mesh reports the missing permission", meshReady(metav1.ConditionFalse, "forbidden"))
+	})
 }
 
 func freeAddr(t *testing.T, ip string) string {

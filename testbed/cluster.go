@@ -133,6 +133,9 @@ func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
 		"--kubelet-client-key=" + certs.kubeletClientKey,
 		"--kubelet-certificate-authority=" + certs.ca,
 		"--kubelet-preferred-address-types=InternalIP",
+		// The API server lives on the host, where Service addresses mean nothing: it calls
+		// webhooks and aggregated APIs at their Services' endpoints.
+		"--enable-aggregator-routing=true",
 	}
 	if err := c.StartAPIServer(ctx); err != nil {
 		return err
@@ -177,6 +180,14 @@ func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
 	if c.tb.opts.Pods && c.network != nil {
 		if err := c.startPods(ctx, podCreds, certs.ca); err != nil {
 			return err
+		}
+		if c.tb.opts.Install {
+			if err := c.runLoadBalancers(c.kubelet.ctx); err != nil {
+				return err
+			}
+			if err := c.installMeshfed(ctx); err != nil {
+				return err
+			}
 		}
 	}
 

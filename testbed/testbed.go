@@ -40,9 +40,14 @@ type Options struct {
 	OperatorArgs []string
 	// Registry runs the local OCI registry (Testbed.Registry).
 	Registry bool
-	// Pods runs a kube-scheduler and a node agent in every cluster, so that pods created
-	// through the API run from their images (root only; it implies Registry).
+	// Pods runs a kube-scheduler, a node agent, kube-proxy and a cluster DNS in every
+	// cluster, so that pods created through the API run from their images (root only; it
+	// implies Registry).
 	Pods bool
+	// Install installs meshfed in every cluster from its own manifests (config/default,
+	// pointed at the testbed's registry), so that the operator and the gateways run as
+	// pods; it implies Pods, and gives LoadBalancer Services addresses.
+	Install bool
 	// CrashBackOff is the node's first restart delay (default 10 s, the kubelet's).
 	CrashBackOff time.Duration
 	// TokenRenewAfter makes the node renew projected tokens this long after issue instead
@@ -60,6 +65,8 @@ type Testbed struct {
 	Clusters []*Cluster
 	// Registry is the host:port of the local OCI registry (Options.Registry), "" without.
 	Registry string
+	// Images are the images meshfed was installed from (Options.Install).
+	Images Images
 
 	opts      Options
 	repoRoot  string
@@ -83,6 +90,9 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 	}
 	if opts.Progress == nil {
 		opts.Progress = io.Discard
+	}
+	if opts.Install {
+		opts.Pods = true
 	}
 	if opts.Pods {
 		opts.Registry = true

@@ -188,7 +188,9 @@ func (c *Client) apply(s *state, resp *discoveryv3.DiscoveryResponse) (*Table, [
 	}
 	slices.Sort(names)
 	var table *Table
-	if listener != nil && len(clusters) > 0 {
+	// A listener with no cluster is a member that exports nothing yet: an empty table, and
+	// a gateway that is ready to route what comes.
+	if listener != nil {
 		t, err := BuildTable(listener, clusters, endpoints)
 		if err != nil {
 			// Clusters may arrive before the listener that names them, or the other way

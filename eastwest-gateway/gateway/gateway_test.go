@@ -721,3 +721,31 @@ func expectHelloTimeout(t *testing.T, g *Gateway, gw string) {
 		return nil
 	})
 }
+
+// TestAMemberThatExportsNothingHasAReadyGateway: a listener without chains and no
+// cluster is a member with nothing exported yet; the gateway is ready (its Deployment
+// becomes available) and refuses every name.
+func TestAMemberThatExportsNothingHasAReadyGateway(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cp := startControlPlane(t)
+	snap, err := cachev3.NewSnapshot("1", map[resource.Type][]types.Resource{
+		resource.ListenerType: {&listenerv3.Listener{Name: "eastwest", Address: sockAddr("0.0.0.0:15443")}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.cache.SetSnapshot(ctx, "gw", snap); err != nil {
+		t.Fatal(err)
+	}
+	g, addr := startGateway(ctx, t, cp)
+	eventually(t, "the gateway is ready", func() error {
+		if !g.Ready() {
+			return errors.New("not ready")
+		}
+		return nil
+	})
+	if _, err := call(addr, echoSNI); err == nil {
+		t.Error("a gateway with an empty table routed a connection")
+	}
+}

@@ -287,7 +287,8 @@ func (c *container) start(ctx context.Context, img *image, restart int32) (*exec
 	}
 	cmd := exec.Command(c.pod.node.self, InitCommand, specPath)
 	cmd.Env = []string{}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
+	// A mount namespace for its root, a UTS namespace for the pod's host name.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS, Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		logFile.Close()
@@ -323,6 +324,8 @@ func (c *container) initSpec(ctx context.Context, img *image, restart int32) (*i
 		Work:  filepath.Join(instance, "work"),
 		Root:  filepath.Join(instance, "root"),
 		Dir:   c.spec.WorkingDir,
+
+		Hostname: c.pod.hostname(),
 	}
 	for _, d := range []string{s.Upper, s.Work, s.Root} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

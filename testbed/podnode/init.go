@@ -34,6 +34,8 @@ type initSpec struct {
 	Env  []string
 	// Dir is the working directory inside the container.
 	Dir string
+	// Hostname is the pod's host name, set in the container's UTS namespace.
+	Hostname string
 	// UID, GID and Groups are the credentials the entrypoint runs with.
 	UID, GID uint32
 	Groups   []uint32
@@ -69,6 +71,9 @@ func runInit(specPath string) error {
 	runtime.LockOSThread()
 	if err := joinNetns(s.Netns); err != nil {
 		return err
+	}
+	if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
+		return fmt.Errorf("host name: %w", err)
 	}
 	// Nothing mounted from here on may propagate back to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {

@@ -1,6 +1,7 @@
-// Command cert-manager-controller runs cert-manager's certificate and issuer controllers
-// against one API server. It is the testbed's stand-in for the cert-manager Deployment:
-// same controllers, same CRDs, no webhook and no ACME/Vault/Venafi issuers.
+// Command cert-manager-controller runs cert-manager's certificate and issuer controllers,
+// and its cainjector, against one API server. It is the testbed's stand-in for the
+// cert-manager Deployments: same controllers, same CRDs, no webhook and no
+// ACME/Vault/Venafi issuers.
 package main
 
 import (
@@ -40,12 +41,15 @@ import (
 
 func main() {
 	var opts controller.ContextOptions
-	flag.StringVar(&opts.Kubeconfig, "kubeconfig", "", "path to the kubeconfig of the API server to serve")
-	flag.StringVar(&opts.ClusterResourceNamespace, "cluster-resource-namespace", "cert-manager",
+	// A flag set of its own: controller-runtime (the cainjector's) registers --kubeconfig
+	// on the global one.
+	flags := flag.NewFlagSet(os.Args[0], flag.ExitOnError)
+	flags.StringVar(&opts.Kubeconfig, "kubeconfig", "", "path to the kubeconfig of the API server to serve")
+	flags.StringVar(&opts.ClusterResourceNamespace, "cluster-resource-namespace", "cert-manager",
 		"namespace that holds the Secrets of ClusterIssuers")
-	workers := flag.Int("workers", 5, "workers per controller")
-	klog.InitFlags(nil)
-	flag.Parse()
+	workers := flags.Int("workers", 5, "workers per controller")
+	klog.InitFlags(flags)
+	_ = flags.Parse(os.Args[1:])
 	opts.KubernetesAPIQPS = 50
 	opts.KubernetesAPIBurst = 100
 
@@ -92,7 +96,14 @@ func run(ctx context.Context, opts controller.ContextOptions, workers int) error
 	klog.InfoS("running controllers", "controllers", strings.Join(slices.Clip(names), ","))
 
 	var wg sync.WaitGroup
-	errs := make(chan error, len(controllers))
+	errs := make(chan error, len(controllers)+1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := runCAInjector(ctx, opts.Kubeconfig); err != nil {
+			errs <- err
+		}
+	}()
 	for i, c := range controllers {
 		wg.Add(1)
 		go func() {

@@ -1,0 +1,82 @@
+package testbed
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	appsv1 "k8s.io/api/apps/v1"
+)
+
+// MeshfedNamespace is where config/default installs the operator.
+const MeshfedNamespace = "meshfed-system"
+
+// installOverlay is the kustomization the testbed installs meshfed with: config/default,
+// with the images pointed at the testbed's registry (by digest) and the operator's role.
+const installOverlay = `# Written by the testbed: meshfed's own config/default, pointed at the local registry.
+resources:
+- %s
+images:
+- name: ghcr.io/meshfed/meshfed-operator
+  newName: %s
+  digest: %s
+patches:
+- target: {kind: Deployment, name: meshfed-operator}
+  patch: |
+    - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--gateway-image=%s"}
+    - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--role=%s"}
+`
+
+// Images are the references, by digest, of the images the testbed installed meshfed
+// from (Options.Install).
+type Images struct {
+	Operator, Gateway string
+}
+
+// installMeshfed builds meshfed's images, pushes them to the registry and installs
+// meshfed with `kubectl apply -k` of an overlay of config/default, then waits until the
+// operator's Deployment is available.
+func (c *Cluster) installMeshfed(ctx context.Context) error {
+	c.tb.progress("%s: installing meshfed from config/default", c.Name)
+	operator, err := c.tb.Image(ctx, "meshfed-operator", "./operator/cmd")
+	if err != nil {
+		return err
+	}
+	gateway, err := c.tb.Image(ctx, "eastwest-gateway", "./eastwest-gateway/cmd/eastwest-gateway")
+	if err != nil {
+		return err
+	}
+	c.tb.Images = Images{Operator: operator, Gateway: gateway}
+	ref, err := name.NewDigest(operator, name.Insecure)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(c.Dir, "install")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	base, err := filepath.Rel(dir, filepath.Join(c.tb.repoRoot, "config", "default"))
+	if err != nil {
+		return err
+	}
+	overlay := fmt.Sprintf(installOverlay, base, ref.Context().Name(), ref.DigestStr(), gateway, c.tb.opts.OperatorRole(c.Index))
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(overlay), 0o644); err != nil {
+		return err
+	}
+	if err := c.Kubectl(ctx, nil, "apply", "-k", dir); err != nil {
+		return err
+	}
+	return pollEvery(ctx, 2*time.Minute, 200*time.Millisecond, c.Name+" meshfed operator available", func(ctx context.Context) error {
+		var dep appsv1.Deployment
+		if err := c.Client.Get(ctx, keyOf(MeshfedNamespace, "meshfed-operator"), &dep); err != nil {
+			return err
+		}
+		if dep.Status.AvailableReplicas < 1 {
+			return fmt.Errorf("%d available replicas", dep.Status.AvailableReplicas)
+		}
+		return nil
+	})
+}
