@@ -8,12 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -231,13 +229,6 @@ func TestInstallFromConfigDefault(t *testing.T) {
 		must(t, c.Client.Update(ctx, &mesh))
 		testbed.Eventually(t, time.Minute, "the Mesh reports the missing permission", meshReady(metav1.ConditionFalse, "forbidden"))
 	})
-}
-
-func freeAddr(t *testing.T, ip string) string {
-	t.Helper()
-	port, err := testbed.FreePort(ip)
-	must(t, err)
-	return net.JoinHostPort(ip, strconv.Itoa(port))
 }
 
 func must(t *testing.T, err error) {

@@ -28,7 +28,7 @@ func (c *Cluster) NodeName() string { return c.Name + "-worker" }
 // podCredentials are the scheduler's and the node's identities.
 type podCredentials struct {
 	schedulerKubeconfig, nodeKubeconfig, proxyKubeconfig string
-	nodeCert, nodeKey                   string
+	nodeCert, nodeKey                                    string
 }
 
 // writePodCredentials writes the kube-scheduler's kubeconfig and the node's kubeconfig

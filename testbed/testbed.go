@@ -306,19 +306,6 @@ func (tb *Testbed) build(ctx context.Context, name, pkg string) error {
 	return nil
 }
 
-// StartOperatorProcess runs the operator, built from source, with exactly args and env
-// (and nothing the testbed adds), logging to <cluster dir>/<name>.log; it stops with the
-// testbed. Install tests use it to run the operator as a Deployment would.
-func (tb *Testbed) StartOperatorProcess(ctx context.Context, c *Cluster, name string, args []string, env ...string) error {
-	if tb.built["operator"] == "" {
-		if err := tb.build(ctx, "operator", "./operator/cmd"); err != nil {
-			return err
-		}
-	}
-	_, err := tb.start(c.Name+"/"+name, filepath.Join(c.Dir, name+".log"), append([]string{tb.built["operator"]}, args...), env...)
-	return err
-}
-
 // start launches a process and tracks it for Stop and the leak check.
 func (tb *Testbed) start(name, logPath string, argv []string, env ...string) (*process, error) {
 	p, err := startProcess(name, logPath, argv, env)
