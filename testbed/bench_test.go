@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
@@ -209,4 +211,125 @@ func floorWrites(ctx context.Context, tb *testbed.Testbed, ns, name string, clus
 		}
 	}
 	return nil
+}
+
+// treeResidentBytes is the resident memory of pid and every process under it (a node's
+// containers are its children).
+func treeResidentBytes(pid int) int64 {
+	total := residentBytes(pid)
+	tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	for _, task := range tasks {
+		children, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + task.Name() + "/children")
+		for _, f := range strings.Fields(string(children)) {
+			if child, err := strconv.Atoi(f); err == nil {
+				total += treeResidentBytes(child)
+			}
+		}
+	}
+	return total
+}
+
+// BenchmarkPodStartup measures, on one cluster of the testbed, how long a pod takes from
+// its creation through the API to phase Running when its image is already unpacked on the
+// node (the scheduler, the node's sandbox, volumes and process start), and the memory
+// each pod adds. `go test -run '^$' -bench PodStartup -benchtime 50x ./testbed`
+func BenchmarkPodStartup(b *testing.B) {
+	tb := testbed.StartForTest(b, testbed.Options{Clusters: 1, Pods: true})
+	if !testbed.CanRunPods(tb) {
+		b.Skip(testbed.ErrNeedsRoot.Error())
+	}
+	c := tb.Clusters[0]
+	ctx := context.Background()
+	image, err := tb.Image(ctx, "workload", "./testbed/cmd/workload")
+	if err != nil {
+		b.Fatal(err)
+	}
+	testbed.MustCreate(ctx, b, c.Client, testbed.Namespace("startup"))
+	testbed.Eventually(b, 30*time.Second, "default ServiceAccount", func() error {
+		return c.Client.Get(ctx, client.ObjectKey{Namespace: "startup", Name: "default"}, &corev1.ServiceAccount{})
+	})
+	watch, err := c.Kube.CoreV1().Pods("startup").Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer watch.Stop()
+	running := map[string]time.Time{}
+	waitRunning := func(name string) time.Time {
+		for {
+			if at, ok := running[name]; ok {
+				return at
+			}
+			ev, ok := <-watch.ResultChan()
+			if !ok {
+				b.Fatal("watch ended")
+			}
+			if pod, ok := ev.Object.(*corev1.Pod); ok && pod.Status.Phase == corev1.PodRunning {
+				if _, seen := running[pod.Name]; !seen {
+					running[pod.Name] = time.Now()
+				}
+			}
+		}
+	}
+	pod := func(name string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "startup", Name: name},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{testbed.WorkloadContainer(image)}, TerminationGracePeriodSeconds: ptr.To[int64](0)}}
+	}
+	// The first pod pulls and unpacks the image.
+	testbed.MustCreate(ctx, b, c.Client, pod("warm"))
+	waitRunning("warm")
+	var took []time.Duration
+	i := 0
+	for b.Loop() {
+		name := fmt.Sprintf("p-%d", i)
+		i++
+		start := time.Now()
+		testbed.MustCreate(ctx, b, c.Client, pod(name))
+		took = append(took, waitRunning(name).Sub(start))
+		b.StopTimer()
+		if err := c.Client.Delete(ctx, pod(name), client.GracePeriodSeconds(0)); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkStart3ClustersInstalled measures how long 3 clusters take to be up with meshfed
+// installed from config/default (the operator's Deployment available, its webhooks
+// registered), warm (binaries and images built, nothing pulled yet), and the memory of an
+// idle cluster with everything it runs, pods included.
+// `go test -run '^$' -bench Start3ClustersInstalled -benchtime 3x ./testbed`
+func BenchmarkStart3ClustersInstalled(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip(testbed.ErrNeedsRoot.Error())
+	}
+	var rss, podRSS, pods int64
+	for b.Loop() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		tb, err := testbed.Start(ctx, testbed.Options{Clusters: 3, Install: true})
+		cancel()
+		if err != nil {
+			if tb != nil {
+				tb.Stop()
+			}
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		rss, podRSS, pods = 0, 0, 0
+		for _, pid := range tb.PIDs() {
+			rss += treeResidentBytes(pid)
+		}
+		for _, pid := range tb.PodPIDs() {
+			podRSS += residentBytes(pid)
+			pods++
+		}
+		tb.Stop()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(rss)/3/(1<<20), "MiB-rss/cluster")
+	if pods > 0 {
+		b.ReportMetric(float64(podRSS)/float64(pods)/(1<<20), "MiB-rss/container")
+	}
 }
