@@ -75,7 +75,7 @@ func render(t *testing.T, dir string) []*unstructured.Unstructured {
 // their Service.
 func TestInstallFromConfigDefault(t *testing.T) {
 	objs := render(t, "default")
-	tb := testbed.StartForTest(t, testbed.Options{Clusters: 1, Install: true})
+	tb := testbed.StartForTest(t, testbed.Options{Clusters: 1, Operator: true})
 	if !testbed.CanRunPods(tb) {
 		t.Skip(testbed.ErrNeedsRoot.Error())
 	}

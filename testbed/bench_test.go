@@ -308,7 +308,7 @@ func BenchmarkStart3ClustersInstalled(b *testing.B) {
 	var rss, podRSS, pods int64
 	for b.Loop() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		tb, err := testbed.Start(ctx, testbed.Options{Clusters: 3, Install: true})
+		tb, err := testbed.Start(ctx, testbed.Options{Clusters: 3, Operator: true})
 		cancel()
 		if err != nil {
 			if tb != nil {

@@ -61,16 +61,12 @@ type Cluster struct {
 	Client client.Client
 	// Kube is a client-go clientset.
 	Kube kubernetes.Interface
-	// OperatorMetricsURL, OperatorProbeURL and OperatorPprofURL point at the operator's
-	// endpoints when the testbed runs it (profiles under OperatorPprofURL+"/debug/pprof/").
-	OperatorMetricsURL, OperatorProbeURL, OperatorPprofURL string
 
 	tb            *Testbed
 	apiserverArgs []string
 	apiserver     *process
 	kcm           *process
 	certManager   *process
-	operator      *process
 	scheduler     *process
 	node          *process
 	proxy         *process
@@ -181,19 +177,13 @@ func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
 		if err := c.startPods(ctx, podCreds, certs.ca); err != nil {
 			return err
 		}
-		if c.tb.opts.Install {
+		if c.tb.opts.Operator {
 			if err := c.runLoadBalancers(c.kubelet.ctx); err != nil {
 				return err
 			}
 			if err := c.installMeshfed(ctx); err != nil {
 				return err
 			}
-		}
-	}
-
-	if c.tb.opts.Operator {
-		if err := c.startOperator(ctx); err != nil {
-			return err
 		}
 	}
 	return nil
@@ -332,56 +322,10 @@ func (c *Cluster) ensureNamespace(ctx context.Context, name string) error {
 	return nil
 }
 
-func (c *Cluster) startOperator(ctx context.Context) error {
-	ip := apiServerIP(c.Octet)
-	metricsPort, err := FreePort(ip)
-	if err != nil {
-		return err
-	}
-	probePort, err := FreePort(ip)
-	if err != nil {
-		return err
-	}
-	pprofPort, err := FreePort(ip)
-	if err != nil {
-		return err
-	}
-	c.OperatorMetricsURL = fmt.Sprintf("http://%s:%d/metrics", ip, metricsPort)
-	c.OperatorProbeURL = fmt.Sprintf("http://%s:%d", ip, probePort)
-	c.OperatorPprofURL = fmt.Sprintf("http://%s:%d", ip, pprofPort)
-	role := c.tb.opts.OperatorRole(c.Index)
-	c.tb.progress("%s: starting operator (role %s)", c.Name, role)
-	c.operator, err = c.tb.start(c.Name+"/operator", filepath.Join(c.Dir, "operator.log"), append([]string{
-		c.tb.bin("operator"),
-		"--kubeconfig=" + c.KubeconfigPath,
-		"--role=" + role,
-		"--leader-elect=false",
-		fmt.Sprintf("--metrics-bind-address=%s:%d", ip, metricsPort),
-		fmt.Sprintf("--health-probe-bind-address=%s:%d", ip, probePort),
-		fmt.Sprintf("--pprof-bind-address=%s:%d", ip, pprofPort),
-		// The testbed registers no webhook configurations; tests that need the webhooks
-		// serve them themselves (operator/webhook).
-		"--webhook-port=0",
-		"--xds-bind-host=" + c.XDSHost(),
-	}, c.tb.opts.OperatorArgs...))
-	if err != nil {
-		return err
-	}
-	return pollEvery(ctx, 30*time.Second, 100*time.Millisecond, c.Name+" operator ready", func(ctx context.Context) error {
-		if c.operator.exited() {
-			return c.operator.exitError()
-		}
-		return httpOK(ctx, c.OperatorProbeURL+"/readyz")
-	})
-}
-
 // stop stops the cluster's processes in reverse start order; a kube-apiserver whose etcd
 // is gone can hang on SIGTERM, so every stop is bounded and ends in SIGKILL.
 func (c *Cluster) stop() {
-	if c.operator != nil {
-		c.operator.stop(10 * time.Second)
-	}
-	// The node stops its pods when it is told to stop.
+	// The node stops its pods (the operator's among them) when it is told to stop.
 	if c.node != nil {
 		c.node.stop(10 * time.Second)
 	}
@@ -402,35 +346,6 @@ func (c *Cluster) stop() {
 	if c.network != nil {
 		c.network.teardown()
 	}
-}
-
-// StopOperator sends the cluster's operator SIGTERM and returns how it exited: nil for a
-// clean exit within the grace period.
-func (c *Cluster) StopOperator() error {
-	if c.operator == nil {
-		return errors.New("the testbed runs no operator in " + c.Name)
-	}
-	p := c.operator
-	c.operator = nil
-	p.stop(30 * time.Second)
-	return p.err
-}
-
-// StartOperator starts the cluster's operator again (after StopOperator).
-func (c *Cluster) StartOperator(ctx context.Context) error {
-	if c.operator != nil && !c.operator.exited() {
-		return errors.New("the operator of " + c.Name + " is running")
-	}
-	return c.startOperator(ctx)
-}
-
-// XDSHost is the address the cluster's xDS server binds: the host end of the pod network,
-// which the cluster's pods reach, or the cluster's loopback address without one.
-func (c *Cluster) XDSHost() string {
-	if c.network != nil {
-		return c.network.hostIP()
-	}
-	return c.HostIP()
 }
 
 // HostIP is the loopback address of the cluster: its API server and operator listen

@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	appsv1 "k8s.io/api/apps/v1"
 )
 
 // MeshfedNamespace is where config/default installs the operator.
@@ -28,10 +27,11 @@ patches:
   patch: |
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--gateway-image=%s"}
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--role=%s"}
-`
+    - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--pprof-bind-address=:8082"}
+%s`
 
 // Images are the references, by digest, of the images the testbed installed meshfed
-// from (Options.Install).
+// from (Options.Operator).
 type Images struct {
 	Operator, Gateway string
 }
@@ -62,21 +62,16 @@ func (c *Cluster) installMeshfed(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	overlay := fmt.Sprintf(installOverlay, base, ref.Context().Name(), ref.DigestStr(), gateway, c.tb.opts.OperatorRole(c.Index))
+	var extra strings.Builder
+	for _, arg := range c.tb.opts.OperatorArgs {
+		fmt.Fprintf(&extra, "    - {op: add, path: /spec/template/spec/containers/0/args/-, value: %q}\n", arg)
+	}
+	overlay := fmt.Sprintf(installOverlay, base, ref.Context().Name(), ref.DigestStr(), gateway, c.tb.opts.OperatorRole(c.Index), extra.String())
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(overlay), 0o644); err != nil {
 		return err
 	}
 	if err := c.Kubectl(ctx, nil, "apply", "-k", dir); err != nil {
 		return err
 	}
-	return pollEvery(ctx, 2*time.Minute, 200*time.Millisecond, c.Name+" meshfed operator available", func(ctx context.Context) error {
-		var dep appsv1.Deployment
-		if err := c.Client.Get(ctx, keyOf(MeshfedNamespace, "meshfed-operator"), &dep); err != nil {
-			return err
-		}
-		if dep.Status.AvailableReplicas < 1 {
-			return fmt.Errorf("%d available replicas", dep.Status.AvailableReplicas)
-		}
-		return nil
-	})
+	return c.waitOperator(ctx)
 }

@@ -22,8 +22,9 @@ import (
 // EndpointSlices. 198.18.0.0/15 is the range reserved for benchmarking (RFC 2544), so it
 // clashes with no real network, and its traffic never leaves this machine.
 
-// ErrNeedsRoot is returned for workloads when the testbed cannot create network namespaces.
-var ErrNeedsRoot = errors.New("workload pods need root: they live in network namespaces (run the tests as root, e.g. in CI)")
+// ErrNeedsRoot is returned for pods (and so for meshfed, which runs as pods) when the
+// testbed cannot create network namespaces.
+var ErrNeedsRoot = errors.New("pods need root: they live in network namespaces (run as root, e.g. in CI); everything else runs without")
 
 const maxOctet = 250
 

@@ -30,13 +30,16 @@ type Options struct {
 	Dir string
 	// BinDir holds the binaries (default $MESHFED_BIN_DIR, else <repo>/bin).
 	BinDir string
-	// Operator runs the operator (built from the source tree) in every cluster, with the
-	// role OperatorRole gives.
+	// Operator installs meshfed in every cluster from its own manifests (config/default,
+	// pointed at images of the source tree in the testbed's registry): the operator runs
+	// as the pods of its Deployment, with the role OperatorRole gives, and the gateways as
+	// the pods of the Deployment the Mesh reconciler writes. It needs root (pods), and
+	// implies Pods; LoadBalancer Services get addresses.
 	Operator bool
 	// OperatorRole picks each cluster's operator role; the default makes the first cluster
 	// the hub and a member ("both") and the others members.
 	OperatorRole func(index int) string
-	// OperatorArgs are extra flags for every operator.
+	// OperatorArgs are flags added to every operator's.
 	OperatorArgs []string
 	// Registry runs the local OCI registry (Testbed.Registry).
 	Registry bool
@@ -44,10 +47,6 @@ type Options struct {
 	// cluster, so that pods created through the API run from their images (root only; it
 	// implies Registry).
 	Pods bool
-	// Install installs meshfed in every cluster from its own manifests (config/default,
-	// pointed at the testbed's registry), so that the operator and the gateways run as
-	// pods; it implies Pods, and gives LoadBalancer Services addresses.
-	Install bool
 	// CrashBackOff is the node's first restart delay (default 10 s, the kubelet's).
 	CrashBackOff time.Duration
 	// TokenRenewAfter makes the node renew projected tokens this long after issue instead
@@ -65,7 +64,7 @@ type Testbed struct {
 	Clusters []*Cluster
 	// Registry is the host:port of the local OCI registry (Options.Registry), "" without.
 	Registry string
-	// Images are the images meshfed was installed from (Options.Install).
+	// Images are the images meshfed was installed from (Options.Operator).
 	Images Images
 
 	opts      Options
@@ -91,8 +90,11 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 	if opts.Progress == nil {
 		opts.Progress = io.Discard
 	}
-	if opts.Install {
+	if opts.Operator {
 		opts.Pods = true
+	}
+	if opts.Operator && !canCreateNetns() {
+		return nil, ErrNeedsRoot
 	}
 	if opts.Pods {
 		opts.Registry = true
@@ -281,9 +283,6 @@ var projectBinaries = map[string]string{"operator": "./operator/cmd", "workload"
 func (tb *Testbed) buildProjectBinaries(ctx context.Context) error {
 	tb.built = map[string]string{}
 	targets := map[string]string{"workload": projectBinaries["workload"]}
-	if tb.opts.Operator {
-		targets["operator"] = projectBinaries["operator"]
-	}
 	if tb.opts.Pods && canCreateNetns() {
 		targets["node"] = projectBinaries["node"]
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -137,7 +138,7 @@ func TestThreeClusters(t *testing.T) {
 
 	t.Run("the processor time of each process is known by name", func(t *testing.T) {
 		cpu := tb.CPUTime()
-		for _, name := range []string{"etcd", "cluster-1/kube-apiserver", "cluster-3/kube-controller-manager", "cluster-2/operator"} {
+		for _, name := range []string{"etcd", "cluster-1/kube-apiserver", "cluster-3/kube-controller-manager", "cluster-2/node", "cluster-2/kube-proxy"} {
 			if cpu[name] <= 0 {
 				t.Errorf("no processor time for %s: %v", name, cpu)
 			}
@@ -146,21 +147,30 @@ func TestThreeClusters(t *testing.T) {
 
 	t.Run("the operator serves health, metrics and profiles and exits cleanly on SIGTERM", func(t *testing.T) {
 		c := tb.Clusters[0]
-		if body := httpGet(ctx, t, c.OperatorProbeURL+"/healthz"); body != "ok" {
+		if body := httpGet(ctx, t, c.OperatorProbeURL(ctx)+"/healthz"); body != "ok" {
 			t.Errorf("/healthz answered %q", body)
 		}
-		if v := testbed.Metric(ctx, c.OperatorMetricsURL, `meshfed_build_info{role="both"`); v == "" {
+		if v := testbed.Metric(ctx, c.OperatorMetricsURL(ctx), `meshfed_build_info{role="both"`); v == "" {
 			t.Errorf("/metrics has no meshfed_build_info for role both")
 		}
-		if index := httpGet(ctx, t, c.OperatorPprofURL+"/debug/pprof/"); !strings.Contains(index, "goroutine") {
+		if index := httpGet(ctx, t, c.OperatorPprofURL(ctx)+"/debug/pprof/"); !strings.Contains(index, "goroutine") {
 			t.Errorf("/debug/pprof/ lists no goroutine profile:\n%.500s", index)
 		}
-		if err := c.StopOperator(); err != nil {
+		if err := c.StopOperator(ctx); err != nil {
 			t.Errorf("operator did not exit cleanly on SIGTERM: %v", err)
 		}
 	})
 
+	pods := tb.PodPIDs()
+	if len(pods) == 0 {
+		t.Error("no pod processes before Stop")
+	}
 	tb.Stop()
+	for _, pid := range pods {
+		if err := syscall.Kill(pid, 0); err == nil {
+			t.Errorf("pod process %d still running after Stop", pid)
+		}
+	}
 	if left := tb.LeftoverPIDs(); len(left) > 0 {
 		t.Errorf("processes still running after Stop: %v", left)
 	}

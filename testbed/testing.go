@@ -23,6 +23,9 @@ func StartForTest(t testing.TB, opts Options) *Testbed {
 	if testing.Short() {
 		t.Skip("starts local clusters; skipped with -short")
 	}
+	if (opts.Operator || opts.Pods) && !canCreateNetns() {
+		t.Skip(ErrNeedsRoot.Error())
+	}
 	// controller-runtime clients log through a global logger; tests keep it quiet.
 	logf.SetLogger(logr.Discard())
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

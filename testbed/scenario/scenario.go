@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -155,7 +157,11 @@ func (m *Mesh) RunEcho(ctx context.Context, c *testbed.Cluster, name, mode, sa, 
 	if err := create(ctx, c.Client, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: sa}}); err != nil {
 		return nil, err
 	}
-	boot, err := bootstrap.JSON(bootstrap.Options{XDSAddress: c.XDSHost() + ":15010", NodeID: name + "." + Namespace, Cluster: c.Name, CertDir: certDir, Refresh: time.Second})
+	xds, err := c.XDSAddress(ctx)
+	if err != nil {
+		return nil, err
+	}
+	boot, err := bootstrap.JSON(bootstrap.Options{XDSAddress: xds, NodeID: name + "." + Namespace, Cluster: c.Name, CertDir: certDir, Refresh: time.Second})
 	if err != nil {
 		return nil, err
 	}
@@ -343,41 +349,64 @@ func AllOn(ctx context.Context, client *testbed.Workload, cluster string, n int,
 	})
 }
 
-// GatewayPort is where the scenario's east-west gateways listen.
-const GatewayPort = 15443
+// GatewayPort is where the east-west gateways listen (the Mesh's default).
+const GatewayPort = meshv1.DefaultGatewayPort
 
-// Gateway starts the east-west gateway of c as a pod, and advertises its address in c's
-// Mesh, so that the hub tells the other members to reach c's network through it.
-func (m *Mesh) Gateway(ctx context.Context, c *testbed.Cluster) (*testbed.Workload, error) {
-	bin, err := m.TB.Binary(ctx, "eastwest-gateway")
-	if err != nil {
-		return nil, err
-	}
-	w, err := c.RunWorkload(ctx, testbed.WorkloadSpec{Namespace: "kube-system", Name: "eastwest-gateway",
-		Ports: []corev1.ContainerPort{{ContainerPort: GatewayPort}},
-		Command: []string{bin, "--xds-address", c.XDSHost() + ":15010", "--cluster", c.Name, "--node-id", "eastwest-gateway." + c.Name,
-			"--listen", fmt.Sprintf(":%d", GatewayPort), "--admin", ":15021", "--drain", "2s"},
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := w.WaitReady(ctx, true); err != nil {
-		return nil, err
-	}
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+// Gateway is a cluster's east-west gateway: the pods of the Deployment its Mesh
+// reconciler writes, behind the address of its LoadBalancer Service.
+type Gateway struct {
+	// Address is the Mesh's gateway address (the Service's load-balancer address), where
+	// other networks reach the cluster.
+	Address string
+	// Pods are the gateway pods' addresses.
+	Pods []string
+}
+
+// Gateway waits until c's gateway is ready (the Mesh's GatewayReady condition) and
+// returns its address and pods.
+func (m *Mesh) Gateway(ctx context.Context, c *testbed.Cluster) (*Gateway, error) {
+	gw := &Gateway{}
+	err := testbed.Poll(ctx, 2*time.Minute, c.Name+": Mesh GatewayReady", func() error {
 		mesh, err := GetMesh(ctx, c)
 		if err != nil {
 			return err
 		}
-		mesh.Spec.EastWestGateway.AdvertisedAddress, mesh.Spec.EastWestGateway.Port = w.IP, GatewayPort
-		return c.Client.Update(ctx, mesh)
+		if cond := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionGatewayReady); cond == nil || cond.Status != metav1.ConditionTrue {
+			return fmt.Errorf("%+v", cond)
+		}
+		var pods corev1.PodList
+		if err := c.Client.List(ctx, &pods, client.InNamespace(testbed.MeshfedNamespace), client.MatchingLabels{"app.kubernetes.io/name": "meshfed-eastwest-gateway"}); err != nil {
+			return err
+		}
+		gw.Address, gw.Pods = mesh.Status.GatewayAddress, nil
+		for _, p := range pods.Items {
+			if p.Status.PodIP != "" && p.DeletionTimestamp == nil {
+				gw.Pods = append(gw.Pods, p.Status.PodIP)
+			}
+		}
+		if len(gw.Pods) == 0 {
+			return errors.New("no gateway pod")
+		}
+		return nil
 	})
-	return w, err
+	return gw, err
 }
 
-// GatewayMetric reads one line of a gateway's metrics (by its prefix); "" when absent.
-func GatewayMetric(ctx context.Context, gw *testbed.Workload, prefix string) string {
-	return testbed.Metric(ctx, "http://"+gw.Addr(15021)+"/metrics", prefix)
+// GatewayMetric is one metric of a gateway (by the prefix of its line), summed over its
+// pods; "" when no pod has it.
+func GatewayMetric(ctx context.Context, gw *Gateway, prefix string) string {
+	var sum float64
+	found := false
+	for _, ip := range gw.Pods {
+		v := testbed.Metric(ctx, "http://"+net.JoinHostPort(ip, "15021")+"/metrics", prefix)
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			sum, found = sum+f, true
+		}
+	}
+	if !found {
+		return ""
+	}
+	return strconv.FormatFloat(sum, 'f', -1, 64)
 }
 
 // Dial tells whether a plain TCP connection from a client workload's pod to addr opens.

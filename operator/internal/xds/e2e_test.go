@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -261,13 +260,14 @@ func TestProxylessGRPC(t *testing.T) {
 			t.Fatalf("a client without certificates was served: %+v", cs[0])
 		}
 		must(t, testbed.Poll(ctx, 10*time.Second, "the NACK counted", func() error {
-			if v := testbed.Metric(ctx, a.OperatorMetricsURL, `meshfed_xds_nacks_total{type="Cluster"} `); v == "" || v == "0" {
+			if v := testbed.Metric(ctx, a.OperatorMetricsURL(ctx), `meshfed_xds_nacks_total{type="Cluster"} `); v == "" || v == "0" {
 				return fmt.Errorf("nacks %q", v)
 			}
 			return nil
 		}))
-		log, _ := os.ReadFile(filepath.Join(a.Dir, "operator.log"))
-		if !strings.Contains(string(log), "nacker.shop") || !strings.Contains(string(log), "NACK") {
+		log, err := a.OperatorLogs(ctx)
+		must(t, err)
+		if !strings.Contains(log, "nacker.shop") || !strings.Contains(log, "NACK") {
 			t.Error("the operator log does not name the node whose NACK it got")
 		}
 		if s := sc.Split(f.calls(t, 20)); s[a.Name] != 20 {

@@ -29,11 +29,11 @@ func TestMultiNetwork(t *testing.T) {
 	m, err := sc.FederateNetworks(ctx, tb, t.TempDir(), map[string]string{c1.Name: "net-1", c2.Name: "net-2", c3.Name: "net-3"})
 	must(t, err)
 	gateways := map[string][]string{}
-	gws := map[string]*testbed.Workload{}
+	gws := map[string]*sc.Gateway{}
 	for _, c := range tb.Clusters {
 		gw, err := m.Gateway(ctx, c)
 		must(t, err)
-		gws[c.Name], gateways[c.Name] = gw, []string{gw.IP}
+		gws[c.Name], gateways[c.Name] = gw, []string{gw.Address}
 	}
 	must(t, tb.IsolateNetworks(gateways))
 	for _, c := range []*testbed.Cluster{c2, c3} {
@@ -57,7 +57,7 @@ func TestMultiNetwork(t *testing.T) {
 			t.Fatalf("a pod of %s opened a connection straight to a pod of %s", c1.Name, c2.Name)
 		}
 		t.Logf("direct %s → %s refused: %s", c1.Name, echo2.Addr(sc.EchoPort), why)
-		ok, why, err = sc.Dial(ctx, client, gws[c2.Name].Addr(sc.GatewayPort))
+		ok, why, err = sc.Dial(ctx, client, net.JoinHostPort(gws[c2.Name].Address, strconv.Itoa(sc.GatewayPort)))
 		must(t, err)
 		if !ok {
 			t.Fatalf("%s's gateway is not reachable from %s: %s", c2.Name, c1.Name, why)
@@ -137,7 +137,7 @@ func TestMultiNetwork(t *testing.T) {
 
 	t.Run("a gateway refuses what its cluster does not export", func(t *testing.T) {
 		gw := gws[c2.Name]
-		addr := net.JoinHostPort(gw.IP, strconv.Itoa(sc.GatewayPort))
+		addr := net.JoinHostPort(gw.Address, strconv.Itoa(sc.GatewayPort))
 		for _, sni := range []string{"outbound_.9000_._.billing.shop.svc.clusterset.local", "kubernetes.default.svc.cluster.local"} {
 			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
 			if err == nil {
@@ -153,7 +153,7 @@ func TestMultiNetwork(t *testing.T) {
 
 // logFailures logs why calls failed: the first errors the client saw, and what each
 // gateway refused.
-func logFailures(ctx context.Context, t *testing.T, cs []sc.Call, gws map[string]*testbed.Workload) {
+func logFailures(ctx context.Context, t *testing.T, cs []sc.Call, gws map[string]*sc.Gateway) {
 	logged := 0
 	for i, c := range cs {
 		if !c.OK && logged < 5 {

@@ -38,8 +38,11 @@ func newDemoCommand() *cobra.Command {
 				return err
 			}
 			d := &demo{start: time.Now()}
-			d.step("Starting 3 clusters (etcd, kube-apiserver, kube-controller-manager, cert-manager and the meshfed operator each)")
+			d.step("Starting 3 clusters (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, a node, kube-proxy, CoreDNS and cert-manager each), and installing meshfed in each with kubectl apply -k of config/default")
 			tb, err := testbed.Start(ctx, testbed.Options{Clusters: 3, Dir: dir, Operator: true, Progress: os.Stdout})
+			if errors.Is(err, testbed.ErrNeedsRoot) {
+				return fmt.Errorf("the demo runs meshfed as pods: %w", err)
+			}
 			if err != nil {
 				return err
 			}
@@ -48,10 +51,8 @@ func newDemoCommand() *cobra.Command {
 				tb.Stop()
 				fmt.Println("stopped; logs and kubeconfigs stay in", dir)
 			}()
-			if !testbed.CanRunWorkloads(tb) {
-				printWelcome(tb, "The clusters are up, without workloads.")
-				return errors.New("the demo's workloads run in network namespaces, which needs root: run it as root, or use `testbed up` for the clusters alone")
-			}
+			d.say("the operator runs as pods of its Deployment, from %s", tb.Images.Operator)
+			d.say("the gateways will run as pods of the Deployment each Mesh writes, from %s", tb.Images.Gateway)
 			if err := d.run(ctx, tb, dir); err != nil {
 				return err
 			}
@@ -100,16 +101,16 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed, dir string) error {
 	}
 	d.record("root CA (SHA-256)", fmt.Sprintf("%.16s…, an intermediate CA per member, bundle %s", fed.Status.Trust.RootFingerprint, fed.Status.Trust.BundleVersion))
 
-	d.step("Starting an east-west gateway in each cluster, then cutting every path between the networks except the gateways")
-	gws := map[string]*testbed.Workload{}
+	d.step("Waiting for each Mesh's east-west gateway (pods behind a LoadBalancer Service), then cutting every path between the networks except the gateways")
+	gws := map[string]*sc.Gateway{}
 	gateways := map[string][]string{}
 	for _, c := range tb.Clusters {
 		gw, err := m.Gateway(ctx, c)
 		if err != nil {
 			return err
 		}
-		gws[c.Name], gateways[c.Name] = gw, []string{gw.IP}
-		d.say("%s (%s): gateway at %s", c.Name, networks[c.Name], gw.Addr(sc.GatewayPort))
+		gws[c.Name], gateways[c.Name] = gw, []string{gw.Address}
+		d.say("%s (%s): gateway at %s:%d, %d pods from %s", c.Name, networks[c.Name], gw.Address, sc.GatewayPort, len(gw.Pods), tb.Images.Gateway)
 	}
 	if err := tb.IsolateNetworks(gateways); err != nil {
 		return err

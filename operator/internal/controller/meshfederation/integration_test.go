@@ -499,7 +499,7 @@ func TestServiceFederation(t *testing.T) {
 			}
 		}()
 
-		if err := f.hub.StopOperator(); err != nil {
+		if err := f.hub.StopOperator(ctx); err != nil {
 			t.Fatalf("hub did not stop cleanly: %v", err)
 		}
 		exportService(t, c, "shop", "while-hub-down", testbed.ClusterIPService(testbed.HTTPPort(80)))
@@ -556,7 +556,7 @@ func TestServiceFederation(t *testing.T) {
 	})
 
 	t.Run("deleting the MeshFederation, even while the hub is down, leaves nothing meshfed wrote in any member", func(t *testing.T) {
-		if err := f.hub.StopOperator(); err != nil {
+		if err := f.hub.StopOperator(ctx); err != nil {
 			t.Fatal(err)
 		}
 		if err := f.hub.Client.Delete(ctx, f.get(t)); err != nil {

@@ -261,7 +261,7 @@ func TestTrustRotation(t *testing.T) {
 		start := time.Now()
 		f.updateFederation(t, func(fed *meshv1.MeshFederation) { fed.Spec.Trust.Rotation.Revision = "r3" })
 		waitStage(t, f, meshv1.StageReissue)
-		must(t, f.hub.StopOperator())
+		must(t, f.hub.StopOperator(ctx))
 		must(t, f.hub.StartOperator(ctx))
 		run := rotate(t, f, tr, func(*meshv1.MeshFederation) {}, meshv1.ReasonRotationCompleted)
 		check("rotation with a hub restart", before, time.Since(start))
@@ -281,7 +281,7 @@ func TestTrustRotation(t *testing.T) {
 			}
 			return nil
 		})
-		if testbed.Metric(context.Background(), f.hub.OperatorMetricsURL, `meshfed_trust_rotation_stage{federation="meshfed-system/global"} `) != "1" {
+		if testbed.Metric(context.Background(), f.hub.OperatorMetricsURL(context.Background()), `meshfed_trust_rotation_stage{federation="meshfed-system/global"} `) != "1" {
 			t.Error("the rotation stage metric does not say AddRoot")
 		}
 		// Held: with a one-second delay the stage would otherwise end within seconds.
@@ -319,7 +319,7 @@ func TestTrustRotation(t *testing.T) {
 		checkOnlyRoot(t, f, run.fed, clientID, serverID)
 	})
 
-	if testbed.Metric(context.Background(), f.hub.OperatorMetricsURL, `meshfed_trust_rotation_stage{federation="meshfed-system/global"} `) != "0" {
+	if testbed.Metric(context.Background(), f.hub.OperatorMetricsURL(context.Background()), `meshfed_trust_rotation_stage{federation="meshfed-system/global"} `) != "0" {
 		t.Error("the rotation stage metric is not back to 0")
 	}
 	if tr.failed.Load() > 0 {
