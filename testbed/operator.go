@@ -168,3 +168,28 @@ func (c *Cluster) OperatorLogs(ctx context.Context) (string, error) {
 	}
 	return all.String(), nil
 }
+
+// OperatorMetric is one metric line's value (by its prefix) summed over the operator's
+// replicas: every replica serves xDS (so counts its proxies' requests), the leader alone
+// runs the controllers. "" when no replica has it.
+func (c *Cluster) OperatorMetric(ctx context.Context, prefix string) string {
+	var pods corev1.PodList
+	if err := c.Client.List(ctx, &pods, client.InNamespace(MeshfedNamespace), client.MatchingLabels{"app.kubernetes.io/component": "operator"}); err != nil {
+		return ""
+	}
+	var sum float64
+	found := false
+	for _, p := range pods.Items {
+		if p.Status.PodIP == "" {
+			continue
+		}
+		v := Metric(ctx, "http://"+net.JoinHostPort(p.Status.PodIP, strconv.Itoa(operatorMetricsPort))+"/metrics", prefix)
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			sum, found = sum+f, true
+		}
+	}
+	if !found {
+		return ""
+	}
+	return strconv.FormatFloat(sum, 'f', -1, 64)
+}

@@ -260,7 +260,7 @@ func TestProxylessGRPC(t *testing.T) {
 			t.Fatalf("a client without certificates was served: %+v", cs[0])
 		}
 		must(t, testbed.Poll(ctx, 10*time.Second, "the NACK counted", func() error {
-			if v := testbed.Metric(ctx, a.OperatorMetricsURL(ctx), `meshfed_xds_nacks_total{type="Cluster"} `); v == "" || v == "0" {
+			if v := a.OperatorMetric(ctx, `meshfed_xds_nacks_total{type="Cluster"} `); v == "" || v == "0" {
 				return fmt.Errorf("nacks %q", v)
 			}
 			return nil

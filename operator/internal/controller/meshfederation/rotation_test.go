@@ -281,7 +281,7 @@ func TestTrustRotation(t *testing.T) {
 			}
 			return nil
 		})
-		if testbed.Metric(context.Background(), f.hub.OperatorMetricsURL(context.Background()), `meshfed_trust_rotation_stage{federation="meshfed-system/global"} `) != "1" {
+		if f.hub.OperatorMetric(context.Background(), `meshfed_trust_rotation_stage{federation="meshfed-system/global"} `) != "1" {
 			t.Error("the rotation stage metric does not say AddRoot")
 		}
 		// Held: with a one-second delay the stage would otherwise end within seconds.
@@ -319,7 +319,7 @@ func TestTrustRotation(t *testing.T) {
 		checkOnlyRoot(t, f, run.fed, clientID, serverID)
 	})
 
-	if testbed.Metric(context.Background(), f.hub.OperatorMetricsURL(context.Background()), `meshfed_trust_rotation_stage{federation="meshfed-system/global"} `) != "0" {
+	if f.hub.OperatorMetric(context.Background(), `meshfed_trust_rotation_stage{federation="meshfed-system/global"} `) != "0" {
 		t.Error("the rotation stage metric is not back to 0")
 	}
 	if tr.failed.Load() > 0 {
