@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -83,7 +85,7 @@ func (c *Cluster) StopOperator(ctx context.Context) error {
 	if err := c.scaleOperator(ctx, 0); err != nil {
 		return err
 	}
-	var unclean []string
+	unclean := map[string]string{}
 	err := pollEvery(ctx, 60*time.Second, 100*time.Millisecond, c.Name+" operator pods gone", func(ctx context.Context) error {
 		var pods corev1.PodList
 		if err := c.Client.List(ctx, &pods, client.InNamespace(MeshfedNamespace), client.MatchingLabels{"app.kubernetes.io/component": "operator"}); err != nil {
@@ -92,7 +94,7 @@ func (c *Cluster) StopOperator(ctx context.Context) error {
 		for _, p := range pods.Items {
 			for _, st := range p.Status.ContainerStatuses {
 				if t := st.State.Terminated; t != nil && t.ExitCode != 0 {
-					unclean = append(unclean, fmt.Sprintf("%s exited %d (%s)", p.Name, t.ExitCode, t.Reason))
+					unclean[p.Name] = fmt.Sprintf("%s exited %d (%s)", p.Name, t.ExitCode, t.Reason)
 				}
 			}
 		}
@@ -105,7 +107,7 @@ func (c *Cluster) StopOperator(ctx context.Context) error {
 		return err
 	}
 	if len(unclean) > 0 {
-		return errors.New(strings.Join(unclean, "; "))
+		return errors.New(strings.Join(slices.Sorted(maps.Values(unclean)), "; "))
 	}
 	return nil
 }

@@ -38,10 +38,6 @@ type container struct {
 	dir    string
 
 	status corev1.ContainerStatus
-
-	// grace is how long a stop waits between SIGTERM and SIGKILL (read when ctx ends).
-	grace   time.Duration
-	graceMu sync.Mutex
 }
 
 // restarts tells whether a container that exited with code is started again.
@@ -62,16 +58,12 @@ func (c *container) restarts(code int32) bool {
 	return true
 }
 
-func (c *container) setGrace(d time.Duration) {
-	c.graceMu.Lock()
-	c.grace = d
-	c.graceMu.Unlock()
-}
-
-func (c *container) getGrace() time.Duration {
-	c.graceMu.Lock()
-	defer c.graceMu.Unlock()
-	return c.grace
+// grace is how long a stop waits between SIGTERM and SIGKILL: the pod's termination grace
+// period, set before any container is told to stop.
+func (c *container) grace() time.Duration {
+	c.pod.mu.Lock()
+	defer c.pod.mu.Unlock()
+	return c.pod.grace
 }
 
 // update changes the container's status under the pod's lock and reports the pod's.
@@ -155,6 +147,9 @@ func (c *container) runOnce(ctx context.Context, restart int32) (code int32, ran
 		c.pod.event(corev1.EventTypeWarning, "Failed", err.Error())
 		return 0, 0, err
 	}
+	if ctx.Err() != nil {
+		return 0, 0, ctx.Err() // deleted while the image was pulled: nothing to start
+	}
 	cmd, logs, err := c.start(ctx, img, restart)
 	if err != nil {
 		c.setWaiting("CreateContainerConfigError", err.Error())
@@ -188,7 +183,7 @@ func (c *container) runOnce(ctx context.Context, restart int32) (code int32, ran
 	select {
 	case <-exited:
 	case <-ctx.Done():
-		c.stop(cmd.Process, c.getGrace(), exited)
+		c.stop(cmd.Process, c.grace(), exited)
 	}
 	stopProbes()
 	<-probesDone

@@ -34,7 +34,7 @@ type podRun struct {
 
 	cancel      context.CancelFunc // ends the pod's life (termination follows)
 	terminating sync.Once
-	grace       time.Duration // set by terminate, before cancel
+	grace       time.Duration // set by terminate, before cancel; guarded by mu
 	done        chan struct{} // closed once everything of the pod is gone
 }
 
@@ -176,11 +176,9 @@ func (r *podRun) run(ctx context.Context) {
 	}()
 	r.renewTokens(ctx, finished)
 	<-ctx.Done() // completed pods stay until deleted, as with a kubelet
-	r.setGrace(r.main)
 	stopMain()
 	mainWG.Wait()
 	for i := len(sidecars) - 1; i >= 0; i-- {
-		r.setGrace(r.init)
 		sidecars[i]()
 	}
 	wg.Wait()
@@ -305,16 +303,6 @@ func (r *podRun) hostname() string {
 		return r.pod.Spec.Hostname
 	}
 	return r.pod.Name
-}
-
-// setGrace gives each container the pod's termination grace period.
-func (r *podRun) setGrace(cs []*container) {
-	r.mu.Lock()
-	grace := r.grace
-	r.mu.Unlock()
-	for _, c := range cs {
-		c.setGrace(grace)
-	}
 }
 
 // terminate starts the pod's termination with the grace period; it is safe to call again.
