@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
@@ -70,14 +69,14 @@ func startFederation(t testing.TB, grace time.Duration) *federation {
 
 // updateFederation applies change to the latest MeshFederation, retrying on conflicts with
 // the hub's own writes.
+// updateFederation changes the MeshFederation's spec with a merge patch: the hub writes
+// its status all along, and a patch of what changed does not race with that.
 func (f *federation) updateFederation(t testing.TB, change func(*meshv1.MeshFederation)) {
 	t.Helper()
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		fed := f.get(t)
-		change(fed)
-		return f.hub.Client.Update(context.Background(), fed)
-	})
-	if err != nil {
+	fed := f.get(t)
+	before := fed.DeepCopy()
+	change(fed)
+	if err := f.hub.Client.Patch(context.Background(), fed, client.MergeFrom(before)); err != nil {
 		t.Fatal(err)
 	}
 }
