@@ -279,6 +279,32 @@ func TestPodLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("pods deleted at once and created again get their address again and run", func(t *testing.T) {
+		// The lowest free address goes first: each pod takes the one its predecessor had.
+		var ips []string
+		for i := range 5 {
+			pod := podIn(t, c, &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("again-%d", i)},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{WorkloadContainer(image)}, TerminationGracePeriodSeconds: ptr.To[int64](0)},
+			})
+			waitPodReady(t, c, pod)
+			ips = append(ips, pod.Status.PodIP)
+			if err := c.Client.Delete(ctx, pod, client.GracePeriodSeconds(0)); err != nil {
+				t.Fatal(err)
+			}
+			Eventually(t, 30*time.Second, "pod "+pod.Name+" gone", func() error {
+				err := c.Client.Get(ctx, client.ObjectKeyFromObject(pod), &corev1.Pod{})
+				if err == nil {
+					return errors.New("still there")
+				}
+				return client.IgnoreNotFound(err)
+			})
+		}
+		if ips[0] != ips[len(ips)-1] {
+			t.Logf("addresses %v: the pods did not reuse one address, the test proves less", ips)
+		}
+	})
+
 	t.Run("a missing image gives ErrImagePull naming the reference", func(t *testing.T) {
 		missing := c.tb.Registry + "/no-such-image:v1"
 		pod := &corev1.Pod{

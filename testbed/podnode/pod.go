@@ -231,9 +231,18 @@ func (r *podRun) prepare(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Join(r.dir, "etc"), 0o755); err != nil {
 		return err
 	}
-	sb, err := r.node.network.create()
-	if err != nil {
-		return err
+	// A sandbox that cannot be made now (no address left, a network error) is retried,
+	// as a kubelet does, with an Event each time.
+	var sb *sandbox
+	for {
+		var err error
+		if sb, err = r.node.network.create(); err == nil {
+			break
+		}
+		r.event(corev1.EventTypeWarning, "FailedCreatePodSandBox", err.Error())
+		if !sleepCtx(ctx, 2*time.Second) {
+			return ctx.Err()
+		}
 	}
 	r.mu.Lock()
 	r.sandbox = sb

@@ -33,10 +33,12 @@ func (n *network) capacity() int {
 	return 1<<(n.pool.Addr().BitLen()-n.pool.Bits()) - 2
 }
 
-// sandbox is one pod's network namespace and address.
+// sandbox is one pod's network namespace and address, and the cluster namespace's end of
+// its veth pair.
 type sandbox struct {
-	netns string
-	ip    netip.Addr
+	netns  string
+	ip     netip.Addr
+	hostIf string
 }
 
 // netnsPath is where ip(8) keeps the namespace.
@@ -68,10 +70,10 @@ func (n *network) create() (*sandbox, error) {
 		return nil, err
 	}
 	last := ip.As4()[3]
-	s := &sandbox{netns: fmt.Sprintf("%s%d", n.prefix, last), ip: ip}
 	// Interface names have at most 15 bytes: "mfv<octet>x<last byte>".
 	hostIf := fmt.Sprintf("mfv%sx%d", strings.TrimPrefix(n.clusterNetns, "mftb"), last)
-	n.destroyNetns(s.netns) // left by a node that was killed
+	s := &sandbox{netns: fmt.Sprintf("%s%d", n.prefix, last), ip: ip, hostIf: hostIf}
+	n.remove(s) // left by a node that was killed
 	steps := [][]string{
 		{"netns", "add", s.netns},
 		{"-n", n.clusterNetns, "link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", s.netns},
@@ -92,15 +94,18 @@ func (n *network) create() (*sandbox, error) {
 	return s, nil
 }
 
-// destroy removes the namespace (its veth pair and the route go with it) and frees the
-// address.
+// destroy removes the pod's veth pair and namespace, and frees the address.
 func (n *network) destroy(s *sandbox) {
-	n.destroyNetns(s.netns)
+	n.remove(s)
 	n.release(s.ip)
 }
 
-func (n *network) destroyNetns(name string) {
-	_ = runIP("netns", "delete", name)
+// remove deletes the veth pair first: the kernel tears a namespace down asynchronously,
+// and a pair left to go with it could still hold its name when the address, and so the
+// name, is given to the next pod.
+func (n *network) remove(s *sandbox) {
+	_ = runIP("-n", n.clusterNetns, "link", "delete", s.hostIf)
+	_ = runIP("netns", "delete", s.netns)
 }
 
 func runIP(args ...string) error {
