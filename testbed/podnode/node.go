@@ -69,6 +69,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
+	// A pod start costs about ten requests (token, ConfigMap, Services, status, Events):
+	// client-go's default of 5 per second would make each take two seconds.
+	restCfg.QPS, restCfg.Burst = 100, 200
 	client, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return err
