@@ -106,9 +106,9 @@ func (p *Provider) CreatePod(_ context.Context, pod *corev1.Pod) error {
 
 // UpdatePod takes the pod's new metadata; a running container is not changed.
 func (p *Provider) UpdatePod(_ context.Context, pod *corev1.Pod) error {
-	r := p.get(pod.UID)
-	if r == nil {
-		return errdefs.NotFoundf("pod %s/%s is not on this node", pod.Namespace, pod.Name)
+	r, err := p.get(pod)
+	if err != nil {
+		return err
 	}
 	r.mu.Lock()
 	r.pod.Labels, r.pod.Annotations = pod.Labels, pod.Annotations
@@ -118,9 +118,9 @@ func (p *Provider) UpdatePod(_ context.Context, pod *corev1.Pod) error {
 
 // DeletePod starts the pod's termination: SIGTERM, then SIGKILL after the grace period.
 func (p *Provider) DeletePod(_ context.Context, pod *corev1.Pod) error {
-	r := p.get(pod.UID)
-	if r == nil {
-		return errdefs.NotFoundf("pod %s/%s is not on this node", pod.Namespace, pod.Name)
+	r, err := p.get(pod)
+	if err != nil {
+		return err
 	}
 	grace := 30 * time.Second
 	switch {
@@ -133,10 +133,14 @@ func (p *Provider) DeletePod(_ context.Context, pod *corev1.Pod) error {
 	return nil
 }
 
-func (p *Provider) get(uid types.UID) *podRun {
+// get is the pod's run, or virtual-kubelet's NotFound.
+func (p *Provider) get(pod *corev1.Pod) (*podRun, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.pods[uid]
+	if r := p.pods[pod.UID]; r != nil {
+		return r, nil
+	}
+	return nil, errdefs.NotFoundf("pod %s/%s is not on this node", pod.Namespace, pod.Name)
 }
 
 func (p *Provider) find(namespace, name string) *podRun {
