@@ -467,6 +467,27 @@ func TestPodVolumesAndEnvironment(t *testing.T) {
 		t.Errorf("init container statuses %+v: want init Completed, sidecar running", st)
 	}
 
+	// A changed Secret and a new label reach the volumes (not the environment, as with a
+	// kubelet).
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "pods", Name: "creds"}}
+	if err := c.Client.Patch(ctx, secret, client.RawPatch(types.MergePatchType, []byte(`{"stringData":{"password":"rotated"}}`))); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Client.Patch(ctx, pod, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"tier":"api"}}}`))); err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, 30*time.Second, "the volumes updated", func() error {
+		for path, want := range map[string]string{"/file/etc/creds/password": "rotated", "/file/etc/podinfo/labels": `tier="api"` + "\n"} {
+			if got, err := podGet(ctx, base+path); err != nil || got != want {
+				return fmt.Errorf("%s = %q (%v), want %q", path, got, err, want)
+			}
+		}
+		return nil
+	})
+	if got, err := podGet(ctx, base+"/env/PASSWORD"); err != nil || got != "s3cret" {
+		t.Errorf("the environment changed with the Secret: %q, %v", got, err)
+	}
+
 	// The projected token is the pod's, for the audience asked, and is renewed.
 	readToken := func() string {
 		tok, err := podGet(ctx, base+"/file/var/run/secrets/tokens/token")

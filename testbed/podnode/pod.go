@@ -174,7 +174,7 @@ func (r *podRun) run(ctx context.Context) {
 		mainWG.Wait()
 		close(finished)
 	}()
-	r.renewTokens(ctx, finished)
+	r.keepVolumes(ctx, finished)
 	<-ctx.Done() // completed pods stay until deleted, as with a kubelet
 	stopMain()
 	mainWG.Wait()
@@ -205,13 +205,16 @@ func (r *podRun) waitStarted(ctx context.Context, c *container) bool {
 	}
 }
 
-// renewTokens renews the pod's projected tokens until ctx ends.
-func (r *podRun) renewTokens(ctx context.Context, finished <-chan struct{}) {
-	if len(r.volumes.tokens) == 0 {
-		return
-	}
+// volumeSync is how often a pod's Secret, ConfigMap and downward API volumes are brought
+// up to date (a kubelet takes up to about a minute).
+const volumeSync = 5 * time.Second
+
+// keepVolumes renews the pod's projected tokens when due and brings its other volumes up
+// to date, until ctx ends or the pod's containers have finished.
+func (r *podRun) keepVolumes(ctx context.Context, finished <-chan struct{}) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	lastSync := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -219,11 +222,27 @@ func (r *podRun) renewTokens(ctx context.Context, finished <-chan struct{}) {
 		case <-finished:
 			return
 		case <-t.C:
-			if err := r.node.volumeWriter.renewDue(ctx, r.pod, r.volumes); err != nil && ctx.Err() == nil {
-				r.event(corev1.EventTypeWarning, "FailedMount", "renew service account token: "+err.Error())
-			}
+		}
+		w := r.node.volumeWriter
+		if err := w.renewDue(ctx, r.pod, r.volumes); err != nil && ctx.Err() == nil {
+			r.event(corev1.EventTypeWarning, "FailedMount", "renew service account token: "+err.Error())
+		}
+		if time.Since(lastSync) < volumeSync {
+			continue
+		}
+		lastSync = time.Now()
+		if err := w.refresh(ctx, r.snapshotPod(), r.volumes); err != nil && ctx.Err() == nil {
+			r.event(corev1.EventTypeWarning, "FailedMount", "update volumes: "+err.Error())
 		}
 	}
+}
+
+// snapshotPod is the pod as last updated (labels and annotations change, for the
+// downward API).
+func (r *podRun) snapshotPod() *corev1.Pod {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pod.DeepCopy()
 }
 
 // prepare makes the pod's network namespace, its files and its volumes.

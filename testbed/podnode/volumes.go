@@ -62,14 +62,29 @@ func (w *volumeWriter) setup(ctx context.Context, pod *corev1.Pod, dir string) (
 			return nil, err
 		}
 		v.paths[vol.Name] = path
-		if err := w.fill(ctx, pod, vol, path, v); err != nil {
+		if err := w.fill(ctx, pod, vol, path, v, true); err != nil {
 			return nil, fmt.Errorf("volume %q: %w", vol.Name, err)
 		}
 	}
 	return v, nil
 }
 
-func (w *volumeWriter) fill(ctx context.Context, pod *corev1.Pod, vol corev1.Volume, path string, v *volumes) error {
+// refresh writes again what changed in the pod's Secret, ConfigMap and downward API
+// volumes, as a kubelet's periodic sync does (tokens have their own renewal; a subPath
+// mount keeps what it had, as with a kubelet).
+func (w *volumeWriter) refresh(ctx context.Context, pod *corev1.Pod, v *volumes) error {
+	for _, vol := range pod.Spec.Volumes {
+		if path, ok := v.paths[vol.Name]; ok {
+			if err := w.fill(ctx, pod, vol, path, v, false); err != nil {
+				return fmt.Errorf("volume %q: %w", vol.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// fill writes one volume's files; first is the pod's start, when tokens are requested too.
+func (w *volumeWriter) fill(ctx context.Context, pod *corev1.Pod, vol corev1.Volume, path string, v *volumes, first bool) error {
 	src := vol.VolumeSource
 	switch {
 	case src.EmptyDir != nil:
@@ -91,7 +106,7 @@ func (w *volumeWriter) fill(ctx context.Context, pod *corev1.Pod, vol corev1.Vol
 				err = w.configMap(ctx, pod.Namespace, path, p.ConfigMap.Name, p.ConfigMap.Items, p.ConfigMap.Optional, mode)
 			case p.DownwardAPI != nil:
 				err = writeDownward(pod, path, p.DownwardAPI.Items, mode)
-			case p.ServiceAccountToken != nil:
+			case p.ServiceAccountToken != nil && first:
 				t := &token{
 					file:           filepath.Join(path, p.ServiceAccountToken.Path),
 					serviceAccount: pod.Spec.ServiceAccountName,
@@ -245,6 +260,11 @@ func writeFile(dir, rel string, data []byte, mode fs.FileMode) error {
 	path := filepath.Join(dir, clean)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
+	}
+	if old, err := os.ReadFile(path); err == nil && string(old) == string(data) {
+		if st, err := os.Stat(path); err == nil && st.Mode().Perm() == mode {
+			return nil // unchanged: readers that watch the file see no event
+		}
 	}
 	tmp := filepath.Join(filepath.Dir(path), ".."+filepath.Base(path)+".tmp")
 	if err := os.WriteFile(tmp, data, mode); err != nil {
