@@ -478,8 +478,12 @@ func TestPodVolumesAndEnvironment(t *testing.T) {
 	}
 	Eventually(t, 30*time.Second, "the volumes updated", func() error {
 		for path, want := range map[string]string{"/file/etc/creds/password": "rotated", "/file/etc/podinfo/labels": `tier="api"` + "\n"} {
-			if got, err := podGet(ctx, base+path); err != nil || got != want {
-				return fmt.Errorf("%s = %q (%v), want %q", path, got, err, want)
+			got, err := podGet(ctx, base+path)
+			if err != nil {
+				return err
+			}
+			if got != want {
+				return fmt.Errorf("%s = %q, want %q", path, got, want)
 			}
 		}
 		return nil
