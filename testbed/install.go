@@ -36,21 +36,28 @@ type Images struct {
 	Operator, Gateway string
 }
 
-// installMeshfed builds meshfed's images, pushes them to the registry and installs
-// meshfed with `kubectl apply -k` of an overlay of config/default, then waits until the
-// operator's Deployment is available.
+// meshfedImages builds meshfed's images from the source tree and pushes them to the
+// registry, once for all clusters.
+func (tb *Testbed) meshfedImages(ctx context.Context) (Images, error) {
+	tb.progress("building meshfed's images")
+	operator, err := tb.Image(ctx, "meshfed-operator", "./operator/cmd")
+	if err != nil {
+		return Images{}, err
+	}
+	gateway, err := tb.Image(ctx, "eastwest-gateway", "./eastwest-gateway/cmd/eastwest-gateway")
+	if err != nil {
+		return Images{}, err
+	}
+	return Images{Operator: operator, Gateway: gateway}, nil
+}
+
+// installMeshfed installs meshfed from tb.Images with `kubectl apply -k` of an overlay of
+// config/default, then waits until the operator's Deployment is available and a replica
+// leads.
 func (c *Cluster) installMeshfed(ctx context.Context) error {
 	c.tb.progress("%s: installing meshfed from config/default", c.Name)
-	operator, err := c.tb.Image(ctx, "meshfed-operator", "./operator/cmd")
-	if err != nil {
-		return err
-	}
-	gateway, err := c.tb.Image(ctx, "eastwest-gateway", "./eastwest-gateway/cmd/eastwest-gateway")
-	if err != nil {
-		return err
-	}
-	c.tb.Images = Images{Operator: operator, Gateway: gateway}
-	ref, err := name.NewDigest(operator, name.Insecure)
+	gateway := c.tb.Images.Gateway
+	ref, err := name.NewDigest(c.tb.Images.Operator, name.Insecure)
 	if err != nil {
 		return err
 	}

@@ -153,6 +153,11 @@ func Start(ctx context.Context, opts Options) (tb *Testbed, err error) {
 			return tb, err
 		}
 	}
+	if opts.Operator {
+		if tb.Images, err = tb.meshfedImages(ctx); err != nil {
+			return tb, err
+		}
+	}
 	for i, lease := range tb.leases {
 		tb.Clusters = append(tb.Clusters, &Cluster{
 			Name:  fmt.Sprintf("cluster-%d", i+1),
