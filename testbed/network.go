@@ -80,6 +80,15 @@ type podNetwork struct {
 	next int
 }
 
+// CheckPods returns ErrNeedsRoot when this machine cannot run the testbed's pods (and so
+// meshfed): a command can say so before it starts anything.
+func CheckPods() error {
+	if !canCreateNetns() {
+		return ErrNeedsRoot
+	}
+	return nil
+}
+
 // canCreateNetns reports whether this process may create network namespaces.
 func canCreateNetns() bool {
 	if os.Geteuid() != 0 {

@@ -29,6 +29,9 @@ func newDemoCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if err := testbed.CheckPods(); err != nil {
+				return fmt.Errorf("the demo runs meshfed as pods: %w", err)
+			}
 			root, err := testbed.RepoRoot()
 			if err != nil {
 				return err
@@ -40,9 +43,6 @@ func newDemoCommand() *cobra.Command {
 			d := &demo{start: time.Now()}
 			d.step("Starting 3 clusters (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, a node, kube-proxy, CoreDNS and cert-manager each), and installing meshfed in each with kubectl apply -k of config/default")
 			tb, err := testbed.Start(ctx, testbed.Options{Clusters: 3, Dir: dir, Operator: true, Progress: os.Stdout})
-			if errors.Is(err, testbed.ErrNeedsRoot) {
-				return fmt.Errorf("the demo runs meshfed as pods: %w", err)
-			}
 			if err != nil {
 				return err
 			}
