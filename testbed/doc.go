@@ -4,11 +4,13 @@
 // A cluster is real control-plane processes: a kube-apiserver (with its own etcd prefix in
 // one etcd the testbed shares between clusters), a kube-controller-manager (so garbage
 // collection, namespace deletion and EndpointSlices are real) and cert-manager's controllers.
-// Each cluster owns a loopback block 127.<octet>.0.0/16, taken under a file lock so that
-// testbeds in parallel test binaries never collide: the API server listens on 127.<octet>.0.1
-// and workload "pods" are real processes on 127.<octet>.1.x, with a small kubelet stand-in
-// that creates their Pod objects and keeps Pod status (IP, Running, Ready) true to the
-// process.
+// Each cluster owns an address block (octet o), taken under a file lock so that testbeds in
+// parallel test binaries never collide. As root, a cluster also runs pods as a user's
+// cluster does: a kube-scheduler, a node agent on virtual-kubelet (package podnode) that
+// runs pods from their images in network namespaces of their own, kube-proxy and CoreDNS;
+// with Options.Operator, meshfed is installed from config/default and runs as pods. A
+// small kubelet stand-in still runs the processes tests register with RunWorkload, and
+// keeps their Pod status (IP, Running, Ready) true to the process.
 //
 // The testbed must stop every process it started, also when a test fails: Stop is safe to
 // call more than once, and every child runs in its own process group that Stop kills.
