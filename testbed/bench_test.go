@@ -230,14 +230,8 @@ func floorWrites(ctx context.Context, tb *testbed.Testbed, ns, name string, clus
 // containers are its children).
 func treeResidentBytes(pid int) int64 {
 	total := residentBytes(pid)
-	tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
-	for _, task := range tasks {
-		children, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + task.Name() + "/children")
-		for _, f := range strings.Fields(string(children)) {
-			if child, err := strconv.Atoi(f); err == nil {
-				total += treeResidentBytes(child)
-			}
-		}
+	for _, child := range testbed.ChildPIDs(pid) {
+		total += treeResidentBytes(child)
 	}
 	return total
 }

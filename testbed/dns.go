@@ -5,6 +5,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -47,7 +48,7 @@ func (c *Cluster) startDNS(ctx context.Context) error {
 }
 
 // Kubectl runs bin/kubectl with the cluster's admin kubeconfig, stdin as its input.
-func (c *Cluster) Kubectl(ctx context.Context, stdin *strings.Reader, args ...string) error {
+func (c *Cluster) Kubectl(ctx context.Context, stdin io.Reader, args ...string) error {
 	cmd := exec.CommandContext(ctx, c.tb.bin("kubectl"), append([]string{"--kubeconfig=" + c.KubeconfigPath}, args...)...)
 	if stdin != nil {
 		cmd.Stdin = stdin

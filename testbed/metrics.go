@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -28,4 +29,20 @@ func Metric(ctx context.Context, url, sample string) string {
 		}
 	}
 	return ""
+}
+
+// MetricSum is Metric summed over several endpoints (the replicas of one component); ""
+// when none has the sample.
+func MetricSum(ctx context.Context, urls []string, sample string) string {
+	var sum float64
+	found := false
+	for _, url := range urls {
+		if f, err := strconv.ParseFloat(Metric(ctx, url, sample), 64); err == nil {
+			sum, found = sum+f, true
+		}
+	}
+	if !found {
+		return ""
+	}
+	return strconv.FormatFloat(sum, 'f', -1, 64)
 }

@@ -179,19 +179,11 @@ func (c *Cluster) OperatorMetric(ctx context.Context, prefix string) string {
 	if err := c.Client.List(ctx, &pods, client.InNamespace(MeshfedNamespace), client.MatchingLabels{"app.kubernetes.io/component": "operator"}); err != nil {
 		return ""
 	}
-	var sum float64
-	found := false
+	var urls []string
 	for _, p := range pods.Items {
-		if p.Status.PodIP == "" {
-			continue
-		}
-		v := Metric(ctx, "http://"+net.JoinHostPort(p.Status.PodIP, strconv.Itoa(operatorMetricsPort))+"/metrics", prefix)
-		if f, err := strconv.ParseFloat(v, 64); err == nil {
-			sum, found = sum+f, true
+		if p.Status.PodIP != "" {
+			urls = append(urls, "http://"+net.JoinHostPort(p.Status.PodIP, strconv.Itoa(operatorMetricsPort))+"/metrics")
 		}
 	}
-	if !found {
-		return ""
-	}
-	return strconv.FormatFloat(sum, 'f', -1, 64)
+	return MetricSum(ctx, urls, prefix)
 }

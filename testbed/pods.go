@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -229,18 +227,8 @@ func (tb *Testbed) push(ctx context.Context, imageName string, img v1.Image) (st
 func (tb *Testbed) PodPIDs() []int {
 	var out []int
 	for _, c := range tb.Clusters {
-		if c.node == nil || c.node.exited() {
-			continue
-		}
-		// A child belongs to the thread that started it: every thread's list counts.
-		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", c.node.pid()))
-		for _, task := range tasks {
-			children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", c.node.pid(), task.Name()))
-			for _, f := range strings.Fields(string(children)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					out = append(out, pid)
-				}
-			}
+		if c.node != nil && !c.node.exited() {
+			out = append(out, ChildPIDs(c.node.pid())...)
 		}
 	}
 	return out

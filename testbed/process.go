@@ -225,3 +225,19 @@ func Every(ctx context.Context, interval time.Duration, f func()) {
 		}
 	}
 }
+
+// ChildPIDs lists pid's children: every thread's list counts, since a child belongs to
+// the thread that started it.
+func ChildPIDs(pid int) []int {
+	var out []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		for _, f := range strings.Fields(string(children)) {
+			if child, err := strconv.Atoi(f); err == nil {
+				out = append(out, child)
+			}
+		}
+	}
+	return out
+}

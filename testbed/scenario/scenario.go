@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -395,18 +394,11 @@ func (m *Mesh) Gateway(ctx context.Context, c *testbed.Cluster) (*Gateway, error
 // GatewayMetric is one metric of a gateway (by the prefix of its line), summed over its
 // pods; "" when no pod has it.
 func GatewayMetric(ctx context.Context, gw *Gateway, prefix string) string {
-	var sum float64
-	found := false
-	for _, ip := range gw.Pods {
-		v := testbed.Metric(ctx, "http://"+net.JoinHostPort(ip, "15021")+"/metrics", prefix)
-		if f, err := strconv.ParseFloat(v, 64); err == nil {
-			sum, found = sum+f, true
-		}
+	urls := make([]string, len(gw.Pods))
+	for i, ip := range gw.Pods {
+		urls[i] = "http://" + net.JoinHostPort(ip, "15021") + "/metrics"
 	}
-	if !found {
-		return ""
-	}
-	return strconv.FormatFloat(sum, 'f', -1, 64)
+	return testbed.MetricSum(ctx, urls, prefix)
 }
 
 // Dial tells whether a plain TCP connection from a client workload's pod to addr opens.
