@@ -212,6 +212,28 @@ func TestInstallFromConfigDefault(t *testing.T) {
 		}
 	})
 
+	t.Run("each operator replica publishes its xDS proxy count in a Lease its pod owns", func(t *testing.T) {
+		var pods corev1.PodList
+		must(t, c.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels(deploy.Spec.Selector.MatchLabels)))
+		must(t, testbed.Poll(ctx, 30*time.Second, "a census Lease per running operator pod", func() error {
+			for _, p := range pods.Items {
+				if p.Status.Phase != corev1.PodRunning {
+					continue
+				}
+				lease := &unstructured.Unstructured{}
+				lease.SetAPIVersion("coordination.k8s.io/v1")
+				lease.SetKind("Lease")
+				if err := c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "meshfed-xds-" + p.Name}, lease); err != nil {
+					return err
+				}
+				if owners := lease.GetOwnerReferences(); len(owners) != 1 || owners[0].UID != p.UID {
+					return fmt.Errorf("Lease %s is owned by %+v, want pod %s", lease.GetName(), owners, p.UID)
+				}
+			}
+			return nil
+		}))
+	})
+
 	// Last: it takes a rule away from the operator.
 	t.Run("the operator runs with exactly config/rbac: a rule taken away is a Mesh that is not Ready", func(t *testing.T) {
 		var role rbacv1.ClusterRole

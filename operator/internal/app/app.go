@@ -6,10 +6,14 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"github.com/prometheus/client_golang/prometheus"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -50,6 +54,25 @@ func NewScheme() *runtime.Scheme {
 	return s
 }
 
+// cacheOptions limits the cache of census Leases to the operator's namespace, where its
+// Role lets it read them.
+func cacheOptions(opts Options) cache.Options {
+	if !opts.census() {
+		return cache.Options{}
+	}
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{opts.PodNamespace: {}}},
+	}}
+}
+
+// signal notes a change on ch without blocking; one pending signal stands for many.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
 // Run builds the manager for opts and runs it until ctx ends.
 func Run(ctx context.Context, opts Options) error {
 	log := ctrl.Log.WithName("setup")
@@ -75,6 +98,7 @@ func Run(ctx context.Context, opts Options) error {
 		// the lease to expire.
 		LeaderElectionReleaseOnCancel: true,
 		GracefulShutdownTimeout:       &shutdown,
+		Cache:                         cacheOptions(opts),
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host: opts.WebhookHost, Port: opts.WebhookPort, CertDir: opts.WebhookCertDir,
 		}),
@@ -98,24 +122,34 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	if opts.Role.Member() {
-		changed := make(chan struct{}, 1)
+		// The xDS server's changes go to the Mesh controller and to the replica's census.
+		changed, counted := make(chan struct{}, 1), make(chan struct{}, 1)
 		f := &feed.Feed{Client: mgr.GetClient(), Cache: mgr.GetCache(), BindHost: opts.XDSBindHost, Log: mgr.GetLogger().WithName("xds")}
 		f.Server = xds.NewServer(f.Log, f.Build, func() {
-			select {
-			case changed <- struct{}{}:
-			default:
-			}
+			signal(changed)
+			signal(counted)
 		})
 		if err := mgr.Add(f); err != nil {
 			return fmt.Errorf("add the xDS server: %w", err)
 		}
+		censusNamespace := ""
+		if opts.census() {
+			censusNamespace = opts.PodNamespace
+			if err := mgr.Add(&xds.Census{
+				Client: mgr.GetClient(), Server: f.Server, Changed: counted, Log: f.Log.WithName("census"),
+				Namespace: opts.PodNamespace, Pod: opts.PodName, PodUID: types.UID(opts.PodUID),
+			}); err != nil {
+				return fmt.Errorf("add the xDS census: %w", err)
+			}
+		}
 		if err := (&mesh.Reconciler{
-			Client:       mgr.GetClient(),
-			Recorder:     mgr.GetEventRecorderFor("meshfed-member"), //nolint:staticcheck // the events.k8s.io recorder has another interface; moving both controllers is its own change
-			Namespace:    opts.MeshNamespace,
-			XDS:          f.Server,
-			XDSChanged:   changed,
-			GatewayImage: opts.GatewayImage,
+			Client:          mgr.GetClient(),
+			Recorder:        mgr.GetEventRecorderFor("meshfed-member"), //nolint:staticcheck // the events.k8s.io recorder has another interface; moving both controllers is its own change
+			Namespace:       opts.MeshNamespace,
+			XDS:             f.Server,
+			XDSChanged:      changed,
+			CensusNamespace: censusNamespace,
+			GatewayImage:    opts.GatewayImage,
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up the Mesh controller: %w", err)
 		}

@@ -3,6 +3,7 @@ package app
 import (
 	"flag"
 	"fmt"
+	"os"
 	"time"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
@@ -75,6 +76,10 @@ type Options struct {
 	XDSBindHost string
 	// GatewayImage is the container image of the east-west gateway the member deploys.
 	GatewayImage string
+	// PodName, PodNamespace and PodUID name the operator's own Pod (from the downward API:
+	// $POD_NAME, $POD_NAMESPACE, $POD_UID). With all three, each replica publishes its xDS
+	// proxy count and the Mesh status counts every replica's; without, only this one's.
+	PodName, PodNamespace, PodUID string
 }
 
 // DefaultGatewayImage is the east-west gateway image of this release.
@@ -97,7 +102,15 @@ func DefaultOptions() Options {
 		WebhookPort:       9443,
 		WebhookCertDir:    "/tmp/k8s-webhook-server/serving-certs",
 		GatewayImage:      DefaultGatewayImage,
+		PodName:           os.Getenv("POD_NAME"),
+		PodNamespace:      os.Getenv("POD_NAMESPACE"),
+		PodUID:            os.Getenv("POD_UID"),
 	}
+}
+
+// census reports whether the replica knows its Pod, which the xDS census needs.
+func (o *Options) census() bool {
+	return o.PodName != "" && o.PodNamespace != "" && o.PodUID != ""
 }
 
 // BindFlags registers the options as command-line flags.

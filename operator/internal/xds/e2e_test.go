@@ -135,9 +135,11 @@ func TestProxylessGRPC(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		// The server and the client in A hold an ADS stream each.
-		if mesh.Status.ConnectedProxies < 2 || mesh.Status.SnapshotVersion == "" {
-			return fmt.Errorf("connected proxies %d, snapshot %q", mesh.Status.ConnectedProxies, mesh.Status.SnapshotVersion)
+		// The server and the client in A hold an ADS stream each, to whichever operator
+		// replica the Service gave them: the status counts both replicas' proxies.
+		streams := a.OperatorMetric(ctx, "meshfed_xds_connected_proxies")
+		if mesh.Status.ConnectedProxies < 2 || mesh.Status.SnapshotVersion == "" || streams != fmt.Sprint(mesh.Status.ConnectedProxies) {
+			return fmt.Errorf("connected proxies %d (the replicas count %s streams), snapshot %q", mesh.Status.ConnectedProxies, streams, mesh.Status.SnapshotVersion)
 		}
 		return nil
 	}))

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -34,6 +36,9 @@ type Reconciler struct {
 	XDS *xds.Server
 	// XDSChanged receives a signal when the xDS server's state changes.
 	XDSChanged <-chan struct{}
+	// CensusNamespace holds the replicas' census Leases (see xds.Census): the Mesh counts
+	// the proxies of every replica. Empty counts this replica's proxies only.
+	CensusNamespace string
 	// GatewayImage is the east-west gateway's container image.
 	GatewayImage string
 }
@@ -64,6 +69,14 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return err
 		}
 		b = b.WatchesRawSource(source.Channel(events, &handler.EnqueueRequestForObject{}))
+	}
+	if r.CensusNamespace != "" {
+		b = b.Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			if _, ok := o.GetLabels()[xds.CensusLabel]; !ok || o.GetNamespace() != r.CensusNamespace {
+				return nil
+			}
+			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: meshv1.MeshSingletonName}}}
+		}))
 	}
 	return b.
 		For(&meshv1.Mesh{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).

@@ -5,6 +5,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/meshfed/meshfed/operator/internal/xds"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
@@ -12,10 +16,14 @@ import (
 )
 
 // reconcileControlPlane reports the xDS server in the Mesh status.
-func (r *Reconciler) reconcileControlPlane(_ context.Context, s *scope) (metav1.Condition, error) {
+func (r *Reconciler) reconcileControlPlane(ctx context.Context, s *scope) (metav1.Condition, error) {
 	m := s.mesh
 	st := r.XDS.Status()
-	m.Status.ConnectedProxies, m.Status.SnapshotVersion = int32(st.Proxies), st.Version
+	proxies, err := r.connectedProxies(ctx, st)
+	if err != nil {
+		return metav1.Condition{}, err
+	}
+	m.Status.ConnectedProxies, m.Status.SnapshotVersion = int32(proxies), st.Version
 	cond := metav1.Condition{Type: meshv1.ConditionControlPlaneReady, Status: metav1.ConditionTrue, Reason: meshv1.ReasonServing,
 		Message: fmt.Sprintf("serving xDS configuration %s on port %d", st.Version, m.Spec.XDSPortOrDefault())}
 	switch {
@@ -28,6 +36,19 @@ func (r *Reconciler) reconcileControlPlane(_ context.Context, s *scope) (metav1.
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, meshv1.ReasonPending, "no xDS configuration built yet"
 	}
 	return cond, nil
+}
+
+// connectedProxies counts the proxies of every replica from their census Leases, or this
+// replica's when there is no census.
+func (r *Reconciler) connectedProxies(ctx context.Context, st xds.Status) (int, error) {
+	if r.CensusNamespace == "" {
+		return st.Proxies, nil
+	}
+	var leases coordinationv1.LeaseList
+	if err := r.Client.List(ctx, &leases, client.InNamespace(r.CensusNamespace), client.HasLabels{xds.CensusLabel}); err != nil {
+		return 0, fmt.Errorf("list the operator replicas' census Leases: %w", err)
+	}
+	return xds.CountProxies(leases.Items, time.Now()), nil
 }
 
 // statusEvents turns xDS server changes (a new snapshot, proxies coming and going) into
