@@ -26,8 +26,8 @@ func TestCountProxiesAddsUpTheLiveReplicas(t *testing.T) {
 		want   int
 	}{
 		{"no replicas", nil, 0},
-		{"two live replicas", []coordinationv1.Lease{lease("3", time.Second), lease("4", 29 * time.Second)}, 7},
-		{"an expired replica counts nothing", []coordinationv1.Lease{lease("3", time.Second), lease("4", 30 * time.Second)}, 3},
+		{"two live replicas", []coordinationv1.Lease{lease("3", time.Second), lease("4", 29*time.Second)}, 7},
+		{"an expired replica counts nothing", []coordinationv1.Lease{lease("3", time.Second), lease("4", 30*time.Second)}, 3},
 		{"a count that is not a number counts nothing", []coordinationv1.Lease{lease("3", 0), lease("many", 0), lease("-5", 0)}, 3},
 		{"a Lease never renewed counts nothing", []coordinationv1.Lease{{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{proxiesAnnotation: "9"}}}}, 0},
 	} {
