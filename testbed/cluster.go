@@ -71,13 +71,16 @@ type Cluster struct {
 	node          *process
 	proxy         *process
 	network       *podNetwork
-	kubelet       *kubelet
+	// runCtx ends when the cluster stops: the testbed's own controllers run under it.
+	runCtx  context.Context
+	stopRun context.CancelFunc
 }
 
 func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		return err
 	}
+	c.runCtx, c.stopRun = context.WithCancel(context.Background())
 	var err error
 	if canCreateNetns() {
 		if c.network, err = setupPodNetwork(c.Octet); err != nil {
@@ -170,15 +173,12 @@ func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
 		return err
 	}
 
-	if c.kubelet, err = startKubelet(ctx, c); err != nil {
-		return err
-	}
 	if c.tb.opts.Pods && c.network != nil {
 		if err := c.startPods(ctx, podCreds, certs.ca); err != nil {
 			return err
 		}
 		if c.tb.opts.Operator {
-			if err := c.runLoadBalancers(c.kubelet.ctx); err != nil {
+			if err := c.runLoadBalancers(c.runCtx); err != nil {
 				return err
 			}
 			if err := c.installMeshfed(ctx); err != nil {
@@ -335,8 +335,8 @@ func (c *Cluster) stop() {
 	if c.proxy != nil {
 		c.proxy.stop(5 * time.Second)
 	}
-	if c.kubelet != nil {
-		c.kubelet.stop()
+	if c.stopRun != nil {
+		c.stopRun()
 	}
 	for _, p := range []*process{c.certManager, c.kcm, c.apiserver} {
 		if p != nil {

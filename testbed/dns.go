@@ -12,6 +12,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // clusterDNSIP is the ClusterIP of the kube-dns Service, the nameserver of pods.
@@ -37,7 +38,7 @@ func (c *Cluster) startDNS(ctx context.Context) error {
 	}
 	return pollEvery(ctx, 60*time.Second, 100*time.Millisecond, c.Name+" cluster DNS available", func(ctx context.Context) error {
 		var dep appsv1.Deployment
-		if err := c.Client.Get(ctx, keyOf("kube-system", "coredns"), &dep); err != nil {
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "coredns"}, &dep); err != nil {
 			return err
 		}
 		if dep.Status.AvailableReplicas < 1 {

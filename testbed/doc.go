@@ -8,9 +8,8 @@
 // parallel test binaries never collide. As root, a cluster also runs pods as a user's
 // cluster does: a kube-scheduler, a node agent on virtual-kubelet (package podnode) that
 // runs pods from their images in network namespaces of their own, kube-proxy and CoreDNS;
-// with Options.Operator, meshfed is installed from config/default and runs as pods. A
-// small kubelet stand-in still runs the processes tests register with RunWorkload, and
-// keeps their Pod status (IP, Running, Ready) true to the process.
+// with Options.Operator, meshfed is installed from config/default and runs as pods. Test
+// workloads are pods too (RunWorkload).
 //
 // The testbed must stop every process it started, also when a test fails: Stop is safe to
 // call more than once, and every child runs in its own process group that Stop kills.

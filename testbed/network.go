@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 )
 
@@ -75,9 +74,6 @@ type podNetwork struct {
 	netns  string
 	hostIf string
 	nsIf   string
-
-	mu   sync.Mutex
-	next int
 }
 
 // CheckPods returns ErrNeedsRoot when this machine cannot run the testbed's pods (and so
@@ -104,7 +100,6 @@ func setupPodNetwork(o int) (*podNetwork, error) {
 		netns:  fmt.Sprintf("mftb%d", o),
 		hostIf: fmt.Sprintf("mfh%d", o),
 		nsIf:   fmt.Sprintf("mfp%d", o),
-		next:   10,
 	}
 	n.teardown() // a namespace left by a testbed that was killed; the lease makes it ours
 	host, ns := n.hostIP(), fmt.Sprintf("198.19.%d.2", o)
@@ -142,27 +137,6 @@ func (n *podNetwork) nsIP() string { return fmt.Sprintf("198.19.%d.2", n.octet) 
 
 // hostIP is the host's address on the pod network: pods reach the host there.
 func (n *podNetwork) hostIP() string { return fmt.Sprintf("198.19.%d.1", n.octet) }
-
-// allocate adds the next pod address to the namespace and returns it.
-func (n *podNetwork) allocate() (string, error) {
-	n.mu.Lock()
-	if n.next > 254 {
-		n.mu.Unlock()
-		return "", fmt.Errorf("cluster octet %d has no pod address left", n.octet)
-	}
-	ip := fmt.Sprintf("198.18.%d.%d", n.octet, n.next)
-	n.next++
-	n.mu.Unlock()
-	if err := runIP("-n", n.netns, "addr", "add", ip+"/32", "dev", n.nsIf); err != nil {
-		return "", err
-	}
-	return ip, nil
-}
-
-// wrap returns argv run inside the namespace.
-func (n *podNetwork) wrap(argv []string) []string {
-	return append([]string{"ip", "netns", "exec", n.netns}, argv...)
-}
 
 // teardown deletes the namespace (the veth pair and routes go with it) and the policy
 // rules of isolate.

@@ -34,7 +34,7 @@ const (
 // controllers run.
 func (c *Cluster) OperatorLeader(ctx context.Context) (*corev1.Pod, error) {
 	var lease coordinationv1.Lease
-	if err := c.Client.Get(ctx, keyOf(MeshfedNamespace, operatorLease), &lease); err != nil {
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: MeshfedNamespace, Name: operatorLease}, &lease); err != nil {
 		return nil, err
 	}
 	// The holder is "<pod name>_<uuid>".
@@ -43,7 +43,7 @@ func (c *Cluster) OperatorLeader(ctx context.Context) (*corev1.Pod, error) {
 		return nil, errors.New("no operator leads")
 	}
 	var pod corev1.Pod
-	if err := c.Client.Get(ctx, keyOf(MeshfedNamespace, holder), &pod); err != nil {
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: MeshfedNamespace, Name: holder}, &pod); err != nil {
 		return nil, err
 	}
 	if pod.Status.PodIP == "" || pod.DeletionTimestamp != nil {
@@ -132,7 +132,7 @@ func (c *Cluster) scaleOperator(ctx context.Context, replicas int) error {
 func (c *Cluster) waitOperator(ctx context.Context) error {
 	return pollEvery(ctx, 2*time.Minute, 200*time.Millisecond, c.Name+" meshfed operator available and leading", func(ctx context.Context) error {
 		var dep appsv1.Deployment
-		if err := c.Client.Get(ctx, keyOf(MeshfedNamespace, operatorDeployment), &dep); err != nil {
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: MeshfedNamespace, Name: operatorDeployment}, &dep); err != nil {
 			return err
 		}
 		if dep.Status.AvailableReplicas < 1 {
@@ -147,7 +147,7 @@ func (c *Cluster) waitOperator(ctx context.Context) error {
 // Service's ClusterIP and port.
 func (c *Cluster) XDSAddress(ctx context.Context) (string, error) {
 	var svc corev1.Service
-	if err := c.Client.Get(ctx, keyOf(MeshfedNamespace, xdsService), &svc); err != nil {
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: MeshfedNamespace, Name: xdsService}, &svc); err != nil {
 		return "", fmt.Errorf("the xDS Service: %w", err)
 	}
 	return net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(xdsPort)), nil

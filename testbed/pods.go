@@ -12,6 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshfed/meshfed/internal/imagebuild"
 )
@@ -122,7 +123,7 @@ func (c *Cluster) startPods(ctx context.Context, creds podCredentials, caPath st
 			return c.node.exitError()
 		}
 		var node corev1.Node
-		if err := c.Client.Get(ctx, keyOf("", c.NodeName()), &node); err != nil {
+		if err := c.Client.Get(ctx, client.ObjectKey{Name: c.NodeName()}, &node); err != nil {
 			return err
 		}
 		for _, cond := range node.Status.Conditions {

@@ -129,7 +129,7 @@ func createNamespace(t *testing.T, c *Cluster, name string) {
 		t.Fatal(err)
 	}
 	Eventually(t, 30*time.Second, "ServiceAccount "+name+"/default", func() error {
-		return c.Client.Get(ctx, keyOf(name, "default"), &corev1.ServiceAccount{})
+		return c.Client.Get(ctx, client.ObjectKey{Namespace: name, Name: "default"}, &corev1.ServiceAccount{})
 	})
 }
 

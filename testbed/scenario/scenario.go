@@ -13,8 +13,7 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/meshfed/meshfed/federation/join"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
@@ -46,21 +46,22 @@ const (
 type Mesh struct {
 	TB  *testbed.Testbed
 	Hub *testbed.Cluster
-	// Dir holds bootstraps and certificate files of the workloads.
-	Dir string
+
+	mu         sync.Mutex
+	identities map[string]bool // cluster/service account: copied by IdentitySecret
 }
 
 // Federate joins every cluster to a MeshFederation in the first one (all in one network,
 // trust bootstrapped by meshfed), creates the shop namespace everywhere, and waits until
 // every member can issue workload certificates and serves xDS.
-func Federate(ctx context.Context, tb *testbed.Testbed, dir string) (*Mesh, error) {
-	return FederateNetworks(ctx, tb, dir, nil)
+func Federate(ctx context.Context, tb *testbed.Testbed) (*Mesh, error) {
+	return FederateNetworks(ctx, tb, nil)
 }
 
 // FederateNetworks is Federate with the network of each cluster (by cluster name; "net-1"
 // for those not listed).
-func FederateNetworks(ctx context.Context, tb *testbed.Testbed, dir string, networks map[string]string) (*Mesh, error) {
-	m := &Mesh{TB: tb, Hub: tb.Clusters[0], Dir: dir}
+func FederateNetworks(ctx context.Context, tb *testbed.Testbed, networks map[string]string) (*Mesh, error) {
+	m := &Mesh{TB: tb, Hub: tb.Clusters[0], identities: map[string]bool{}}
 	if err := create(ctx, m.Hub.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: HubNamespace}}); err != nil {
 		return nil, err
 	}
@@ -127,32 +128,61 @@ func (m *Mesh) ExportEcho(ctx context.Context, c *testbed.Cluster) error {
 	return create(ctx, c.Client, testbed.ServiceExport(Namespace, "echo"))
 }
 
-// IdentityFiles has c's cert-manager issue the SPIFFE certificate of shop/sa and keeps it,
-// with the member's trust bundle, in a directory as grpc-go's file_watcher reads it, until
-// ctx ends (a stand-in for a node agent).
-func (m *Mesh) IdentityFiles(ctx context.Context, c *testbed.Cluster, sa string) (string, error) {
+// IdentitySecret has c's cert-manager issue the SPIFFE certificate of shop/sa and keeps a
+// copy, with the member's trust bundle, in the Secret <sa>-identity of the shop namespace
+// (keys named as grpc-go's file_watcher reads them) until ctx ends, so that pods mount it:
+// the testbed's stand-in for a node agent. It returns the Secret's name.
+func (m *Mesh) IdentitySecret(ctx context.Context, c *testbed.Cluster, sa string) (string, error) {
+	name, key := sa+"-identity", c.Name+"/"+sa
+	m.mu.Lock()
+	copying := m.identities[key]
+	m.mu.Unlock()
+	if copying {
+		return name, nil
+	}
 	if _, err := testbed.IssueWorkload(ctx, c.Client, join.MemberNamespace, "cluster.local", Namespace, sa, time.Minute); err != nil {
 		return "", err
 	}
-	dir := filepath.Join(m.Dir, c.Name, sa)
 	write := func() error {
 		id, err := testbed.ReadWorkload(ctx, c.Client, join.MemberNamespace, Namespace, sa)
 		if err != nil {
 			return err
 		}
-		return bootstrap.WriteCertFiles(dir, id.CertPEM, id.KeyPEM, id.BundlePEM)
+		return WriteIdentitySecret(ctx, c, name, id.CertPEM, id.KeyPEM, id.BundlePEM)
 	}
 	if err := write(); err != nil {
 		return "", err
 	}
+	m.mu.Lock()
+	m.identities[key] = true
+	m.mu.Unlock()
 	go testbed.Every(ctx, time.Second, func() { _ = write() })
-	return dir, nil
+	return name, nil
 }
 
-// RunEcho starts the echo workload (mode "server" or "client") in c under service account
-// sa, with a bootstrap pointing at c's xDS server and the certificate files in certDir
-// (none when empty), and waits until it is ready.
-func (m *Mesh) RunEcho(ctx context.Context, c *testbed.Cluster, name, mode, sa, certDir string, port int32, labels map[string]string) (*testbed.Workload, error) {
+// WriteIdentitySecret creates or updates the Secret name of the shop namespace with a
+// workload's certificate, key and trust bundle, as RunEcho mounts it.
+func WriteIdentitySecret(ctx context.Context, c *testbed.Cluster, name string, certPEM, keyPEM, bundlePEM []byte) error {
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: name}}
+	_, err := controllerutil.CreateOrUpdate(ctx, c.Client, secret, func() error {
+		secret.Data = map[string][]byte{bootstrap.CertFile: certPEM, bootstrap.KeyFile: keyPEM, bootstrap.BundleFile: bundlePEM}
+		return nil
+	})
+	return err
+}
+
+// Where RunEcho mounts a workload's xDS bootstrap and identity.
+const (
+	bootstrapDir = "/etc/meshfed/bootstrap"
+	identityDir  = "/var/run/meshfed/identity"
+	// EchoControlPort serves an echo server's pod controls (readiness, kill).
+	EchoControlPort = 8079
+)
+
+// RunEcho runs the echo workload (mode "server" or "client") as a pod of c under service
+// account sa, with an xDS bootstrap (a ConfigMap) pointing at c's xDS Service and the
+// identity Secret mounted (none when empty), and waits until it is ready.
+func (m *Mesh) RunEcho(ctx context.Context, c *testbed.Cluster, name, mode, sa, identity string, port int32, labels map[string]string) (*testbed.Workload, error) {
 	if err := create(ctx, c.Client, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: sa}}); err != nil {
 		return nil, err
 	}
@@ -160,48 +190,63 @@ func (m *Mesh) RunEcho(ctx context.Context, c *testbed.Cluster, name, mode, sa, 
 	if err != nil {
 		return nil, err
 	}
-	boot, err := bootstrap.JSON(bootstrap.Options{XDSAddress: xds, NodeID: name + "." + Namespace, Cluster: c.Name, CertDir: certDir, Refresh: time.Second})
+	opts := bootstrap.Options{XDSAddress: xds, NodeID: name + "." + Namespace, Cluster: c.Name, Refresh: time.Second}
+	if identity != "" {
+		opts.CertDir = identityDir
+	}
+	boot, err := bootstrap.JSON(opts)
 	if err != nil {
 		return nil, err
 	}
-	path := filepath.Join(m.Dir, c.Name+"-"+name+".json")
-	if err := os.MkdirAll(m.Dir, 0o700); err != nil {
+	config := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: name + "-xds-bootstrap"}}
+	if _, err := controllerutil.CreateOrUpdate(ctx, c.Client, config, func() error {
+		config.Data = map[string]string{"bootstrap.json": string(boot)}
+		return nil
+	}); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(path, boot, 0o600); err != nil {
-		return nil, err
-	}
-	echo, err := m.TB.Binary(ctx, "echo")
+	image, err := m.TB.Image(ctx, "echo", "./testbed/cmd/echo")
 	if err != nil {
 		return nil, err
 	}
-	w, err := c.RunWorkload(ctx, testbed.WorkloadSpec{Namespace: Namespace, Name: name, Labels: labels, ServiceAccount: sa,
-		Ports:   []corev1.ContainerPort{{ContainerPort: port}},
-		Command: []string{echo, mode},
-		Env:     map[string]string{"GRPC_XDS_BOOTSTRAP": path, "GRPC_EXPERIMENTAL_XDS_SNI": "true", "GRPC_GO_LOG_SEVERITY_LEVEL": "warning"},
-	})
+	spec := testbed.WorkloadSpec{Namespace: Namespace, Name: name, Labels: labels, ServiceAccount: sa,
+		Image: image, Args: []string{mode}, Ports: []corev1.ContainerPort{{ContainerPort: port}},
+		Env: map[string]string{"GRPC_XDS_BOOTSTRAP": bootstrapDir + "/bootstrap.json", "GRPC_EXPERIMENTAL_XDS_SNI": "true", "GRPC_GO_LOG_SEVERITY_LEVEL": "warning"},
+		Volumes: []corev1.Volume{{Name: "xds-bootstrap", VolumeSource: corev1.VolumeSource{
+			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: config.Name}}}}},
+		Mounts: []corev1.VolumeMount{{Name: "xds-bootstrap", MountPath: bootstrapDir, ReadOnly: true}},
+	}
+	if mode == "server" {
+		spec.ControlPort = EchoControlPort
+	}
+	if identity != "" {
+		spec.Volumes = append(spec.Volumes, corev1.Volume{Name: "identity", VolumeSource: corev1.VolumeSource{
+			Secret: &corev1.SecretVolumeSource{SecretName: identity}}})
+		spec.Mounts = append(spec.Mounts, corev1.VolumeMount{Name: "identity", MountPath: identityDir, ReadOnly: true})
+	}
+	w, err := c.RunWorkload(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
 	return w, w.WaitReady(ctx, true)
 }
 
-// Server starts an echo server (service account echo) behind the echo Service of c.
+// Server runs an echo server (service account echo) behind the echo Service of c.
 func (m *Mesh) Server(ctx context.Context, c *testbed.Cluster, name string) (*testbed.Workload, error) {
-	dir, err := m.IdentityFiles(ctx, c, "echo")
+	identity, err := m.IdentitySecret(ctx, c, "echo")
 	if err != nil {
 		return nil, err
 	}
-	return m.RunEcho(ctx, c, name, "server", "echo", dir, EchoPort, map[string]string{"app": "echo"})
+	return m.RunEcho(ctx, c, name, "server", "echo", identity, EchoPort, map[string]string{"app": "echo"})
 }
 
-// Client starts an echo client (service account client) in c.
+// Client runs an echo client (service account client) in c.
 func (m *Mesh) Client(ctx context.Context, c *testbed.Cluster, name string) (*testbed.Workload, error) {
-	dir, err := m.IdentityFiles(ctx, c, "client")
+	identity, err := m.IdentitySecret(ctx, c, "client")
 	if err != nil {
 		return nil, err
 	}
-	return m.RunEcho(ctx, c, name, "client", "client", dir, ClientPort, nil)
+	return m.RunEcho(ctx, c, name, "client", "client", identity, ClientPort, nil)
 }
 
 // SetPolicy makes tp the federation's only traffic policy (nil: none) and returns when the

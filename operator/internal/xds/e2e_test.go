@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -19,7 +18,6 @@ import (
 	"github.com/meshfed/meshfed/federation/join"
 	"github.com/meshfed/meshfed/federation/trust"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
-	"github.com/meshfed/meshfed/operator/bootstrap"
 	"github.com/meshfed/meshfed/testbed"
 	sc "github.com/meshfed/meshfed/testbed/scenario"
 )
@@ -44,7 +42,7 @@ func start(t testing.TB) *fixture {
 	testbed.RequireWorkloads(t, tb)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	m, err := sc.Federate(ctx, tb, t.TempDir())
+	m, err := sc.Federate(ctx, tb)
 	must(t, err)
 	f := &fixture{Mesh: m, a: tb.Clusters[0], b: tb.Clusters[1]}
 	must(t, m.ExportEcho(ctx, f.a))
@@ -220,7 +218,7 @@ func TestProxylessGRPC(t *testing.T) {
 	t.Run("failover when A's servers die, and back", func(t *testing.T) {
 		var dead time.Time
 		recovered, failed, load, _, cs := f.failover(t, func() {
-			f.serverA.Kill()
+			must(t, f.serverA.Kill(ctx))
 			dead = time.Now() // the process is gone: calls started later must not fail
 		})
 		t.Logf("KILL FAILOVER: %d calls, %d failed (in flight at the kill); 100%% success on B %.0f ms after the kill", len(cs), len(failed), recovered)
@@ -239,8 +237,8 @@ func TestProxylessGRPC(t *testing.T) {
 	})
 
 	t.Run("a certificate from another root is refused", func(t *testing.T) {
-		dir := foreignIdentity(t, f.Mesh, a)
-		rogue, err := f.RunEcho(ctx, a, "rogue", "client", "rogue", dir, sc.ClientPort, nil)
+		identity := foreignIdentity(t, a)
+		rogue, err := f.RunEcho(ctx, a, "rogue", "client", "rogue", identity, sc.ClientPort, nil)
 		must(t, err)
 		cs, err := sc.Calls(ctx, rogue, 5)
 		must(t, err)
@@ -279,8 +277,9 @@ func TestProxylessGRPC(t *testing.T) {
 }
 
 // foreignIdentity writes a SPIFFE certificate from a self-signed CA outside the federation
-// (and the federation's bundle, so that it would accept the server).
-func foreignIdentity(t *testing.T, m *sc.Mesh, c *testbed.Cluster) string {
+// (and the federation's bundle, so that it would accept the server) into an identity
+// Secret of the shop namespace, and returns its name.
+func foreignIdentity(t *testing.T, c *testbed.Cluster) string {
 	t.Helper()
 	ctx := context.Background()
 	testbed.MustCreate(ctx, t, c.Client, &cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: sc.Namespace, Name: "foreign"},
@@ -295,9 +294,8 @@ func foreignIdentity(t *testing.T, m *sc.Mesh, c *testbed.Cluster) string {
 	})
 	var ca corev1.Secret
 	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: join.MemberNamespace, Name: trust.CACertsSecret}, &ca))
-	dir := filepath.Join(m.Dir, c.Name, "foreign")
-	must(t, bootstrap.WriteCertFiles(dir, s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey], ca.Data[trust.KeyBundle]))
-	return dir
+	must(t, sc.WriteIdentitySecret(ctx, c, "foreign-identity", s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey], ca.Data[trust.KeyBundle]))
+	return "foreign-identity"
 }
 
 // BenchmarkFailoverAndSplit measures, with real proxyless gRPC clients and servers: the
@@ -313,7 +311,7 @@ func BenchmarkFailoverAndSplit(b *testing.B) {
 	for b.Loop() {
 		f.policy(b, func(tp *meshv1.TrafficPolicy) { tp.Failover = []string{f.b.Name} })
 		must(b, sc.AllOn(ctx, f.client, f.a.Name, 20, time.Minute))
-		ms, failed, _, _, _ := f.failover(b, f.serverA.Kill)
+		ms, failed, _, _, _ := f.failover(b, func() { must(b, f.serverA.Kill(ctx)) })
 		kills, lost = append(kills, ms), lost+len(failed)
 		i++
 		var err error

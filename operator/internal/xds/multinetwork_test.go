@@ -26,7 +26,7 @@ func TestMultiNetwork(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	c1, c2, c3 := tb.Clusters[0], tb.Clusters[1], tb.Clusters[2]
-	m, err := sc.FederateNetworks(ctx, tb, t.TempDir(), map[string]string{c1.Name: "net-1", c2.Name: "net-2", c3.Name: "net-3"})
+	m, err := sc.FederateNetworks(ctx, tb, map[string]string{c1.Name: "net-1", c2.Name: "net-2", c3.Name: "net-3"})
 	must(t, err)
 	gateways := map[string][]string{}
 	gws := map[string]*sc.Gateway{}
@@ -89,7 +89,7 @@ func TestMultiNetwork(t *testing.T) {
 			}
 			return err
 		}))
-		echo2.Kill()
+		must(t, echo2.Kill(ctx))
 		dead := time.Now()
 		must(t, sc.AllOn(ctx, client, c3.Name, 20, 20*time.Second))
 		cs, err := load.Stop(ctx)

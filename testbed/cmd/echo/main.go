@@ -2,11 +2,14 @@
 //
 //	echo server   serves grpc.testing.TestService as an xDS-enabled gRPC server on every
 //	              port of $PORTS at $POD_IP: UnaryCall answers with the cluster and pod that
-//	              served it and the caller's SPIFFE ID.
+//	              served it and the caller's SPIFFE ID. $CONTROL_PORT, when set, serves
+//	              the testbed's pod controls (package podctl): ready once every port
+//	              serves its xDS configuration.
 //	echo client   serves an HTTP API on $POD_IP:$PORTS that makes xDS gRPC calls:
 //	              GET /call?target=xds:///host:port&n=100     n calls now, a summary back
 //	              POST /load?target=...&interval=10ms          calls at a steady rate
 //	              GET /results                                 every call of the load so far
+//	              and the pod controls (package podctl)
 //
 // Both read their xDS bootstrap from GRPC_XDS_BOOTSTRAP.
 package main
@@ -25,12 +28,15 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/xds"
+
+	"github.com/meshfed/meshfed/testbed/cmd/internal/podctl"
 )
 
 func main() {
@@ -72,9 +78,15 @@ func serve() error {
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
-	for _, port := range strings.Split(os.Getenv("PORTS"), ",") {
+	ports := strings.Split(os.Getenv("PORTS"), ",")
+	var mu sync.Mutex
+	serving := map[string]bool{}
+	for _, port := range ports {
 		srv, err := xds.NewGRPCServer(grpc.Creds(creds), xds.ServingModeCallback(func(addr net.Addr, args xds.ServingModeChangeArgs) {
 			log.Printf("%s: serving mode %s %v", addr, args.Mode, args.Err)
+			mu.Lock()
+			serving[addr.String()] = args.Mode == connectivity.ServingModeServing
+			mu.Unlock()
 		}))
 		if err != nil {
 			return err
@@ -89,6 +101,21 @@ func serve() error {
 			defer wg.Done()
 			errs <- srv.Serve(lis)
 		}()
+	}
+	if port := os.Getenv("CONTROL_PORT"); port != "" {
+		mux := http.NewServeMux()
+		podctl.Handle(mux, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			n := 0
+			for _, ok := range serving {
+				if ok {
+					n++
+				}
+			}
+			return n == len(ports)
+		})
+		go func() { errs <- http.ListenAndServe(net.JoinHostPort(os.Getenv("POD_IP"), port), mux) }()
 	}
 	return <-errs
 }
@@ -230,6 +257,7 @@ func clientAPI() error {
 		}
 		c.mu.Unlock()
 	})
+	podctl.Handle(mux, func() bool { return true })
 	addr := net.JoinHostPort(os.Getenv("POD_IP"), strings.Split(os.Getenv("PORTS"), ",")[0])
 	return http.ListenAndServe(addr, mux)
 }

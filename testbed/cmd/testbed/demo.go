@@ -91,7 +91,7 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed, dir string) error {
 	c1, c2, c3 := tb.Clusters[0], tb.Clusters[1], tb.Clusters[2]
 	d.step("Federating: %s is the hub; each cluster joins (meshfedctl join) in a network of its own, and MeshFederation %s/%s bootstraps one root CA", c1.Name, sc.HubNamespace, sc.Federation)
 	networks := map[string]string{c1.Name: "net-1", c2.Name: "net-2", c3.Name: "net-3"}
-	m, err := sc.FederateNetworks(ctx, tb, filepath.Join(dir, "workloads"), networks)
+	m, err := sc.FederateNetworks(ctx, tb, networks)
 	if err != nil {
 		return err
 	}
@@ -140,7 +140,7 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed, dir string) error {
 	}
 	d.record("export → ServiceImport in all 3 clusters", time.Since(exported).Round(time.Millisecond).String())
 
-	d.step("Starting echo servers in %s and %s, and a client in %s (proxyless gRPC; SPIFFE certificates from each member's cert-manager)", c2.Name, c3.Name, c1.Name)
+	d.step("Starting echo servers in %s and %s, and a client in %s: pods of the echo image, proxyless gRPC, SPIFFE certificates from each member's cert-manager", c2.Name, c3.Name, c1.Name)
 	server2, err := m.Server(ctx, c2, "echo-2")
 	if err != nil {
 		return err
@@ -219,7 +219,9 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed, dir string) error {
 		return err
 	}
 	killed := time.Now()
-	server2.Kill()
+	if err := server2.Kill(ctx); err != nil {
+		return err
+	}
 	if err := sc.AllOn(ctx, cl, c3.Name, 20, 10*time.Second); err != nil {
 		return err
 	}

@@ -4,7 +4,8 @@
 //
 // It also answers /env/<NAME> with an environment variable and /file/<path> with a file,
 // so that tests can see a pod's environment and volumes from outside; flags make it crash
-// (-exit-after, -exit-code) or drain after SIGTERM (-drain), for tests of the node.
+// (-exit-after, -exit-code) or drain after SIGTERM (-drain), for tests of the node. Every
+// port also serves the pod controls of package podctl (/readyz, /ready, /kill).
 package main
 
 import (
@@ -23,6 +24,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/meshfed/meshfed/testbed/cmd/internal/podctl"
 )
 
 func main() {
@@ -75,6 +78,7 @@ func main() {
 		}
 		fmt.Fprint(w, strings.Join(addrs, ","))
 	})
+	podctl.Handle(mux, func() bool { return true })
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var servers []*http.Server
