@@ -26,6 +26,7 @@ patches:
 - target: {kind: Deployment, name: meshfed-operator}
   patch: |
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--gateway-image=%s"}
+    - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--agent-image=%s"}
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--role=%s"}
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--pprof-bind-address=:8082"}
 %s`
@@ -33,7 +34,7 @@ patches:
 // Images are the references, by digest, of the images the testbed installed meshfed
 // from (Options.Operator).
 type Images struct {
-	Operator, Gateway string
+	Operator, Gateway, Agent string
 }
 
 // meshfedImages builds meshfed's images from the source tree and pushes them to the
@@ -48,7 +49,11 @@ func (tb *Testbed) meshfedImages(ctx context.Context) (Images, error) {
 	if err != nil {
 		return Images{}, err
 	}
-	return Images{Operator: operator, Gateway: gateway}, nil
+	agent, err := tb.Image(ctx, "meshfed-agent", "./agent/cmd/meshfed-agent")
+	if err != nil {
+		return Images{}, err
+	}
+	return Images{Operator: operator, Gateway: gateway, Agent: agent}, nil
 }
 
 // installMeshfed installs meshfed from tb.Images with `kubectl apply -k` of an overlay of
@@ -73,7 +78,7 @@ func (c *Cluster) installMeshfed(ctx context.Context) error {
 	for _, arg := range c.tb.opts.OperatorArgs {
 		fmt.Fprintf(&extra, "    - {op: add, path: /spec/template/spec/containers/0/args/-, value: %q}\n", arg)
 	}
-	overlay := fmt.Sprintf(installOverlay, base, ref.Context().Name(), ref.DigestStr(), gateway, c.tb.opts.OperatorRole(c.Index), extra.String())
+	overlay := fmt.Sprintf(installOverlay, base, ref.Context().Name(), ref.DigestStr(), gateway, c.tb.Images.Agent, c.tb.opts.OperatorRole(c.Index), extra.String())
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(overlay), 0o644); err != nil {
 		return err
 	}

@@ -38,6 +38,7 @@ type Image struct {
 var Images = []Image{
 	{Name: "meshfed-operator", Package: "./operator/cmd"},
 	{Name: "eastwest-gateway", Package: "./eastwest-gateway/cmd/eastwest-gateway"},
+	{Name: "meshfed-agent", Package: "./agent/cmd/meshfed-agent"},
 }
 
 // NonRoot is the user and group the images run as.

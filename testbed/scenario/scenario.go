@@ -231,6 +231,59 @@ func (m *Mesh) RunEcho(ctx context.Context, c *testbed.Cluster, name, mode, sa, 
 	return w, w.WaitReady(ctx, true)
 }
 
+// EnableInjection labels the shop namespace of c for injection and waits until the Mesh
+// reports InjectionReady: pods created there from now on are meshed.
+func EnableInjection(ctx context.Context, c *testbed.Cluster) error {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var ns corev1.Namespace
+		if err := c.Client.Get(ctx, client.ObjectKey{Name: Namespace}, &ns); err != nil {
+			return err
+		}
+		if ns.Labels == nil {
+			ns.Labels = map[string]string{}
+		}
+		ns.Labels["meshfed.io/inject"] = "enabled"
+		return c.Client.Update(ctx, &ns)
+	})
+	if err != nil {
+		return err
+	}
+	return testbed.Poll(ctx, 2*time.Minute, c.Name+": Mesh InjectionReady", func() error {
+		mesh, err := GetMesh(ctx, c)
+		if err != nil {
+			return err
+		}
+		if cond := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionInjectionReady); cond == nil || cond.Status != metav1.ConditionTrue {
+			return fmt.Errorf("%+v", cond)
+		}
+		return nil
+	})
+}
+
+// RunInjected runs the echo workload (mode "server" or "client") as a plain pod of c under
+// service account sa, in the shop namespace, which EnableInjection labelled: the webhook
+// adds the agent, the identity and the xDS bootstrap. It waits until the pod is ready.
+func (m *Mesh) RunInjected(ctx context.Context, c *testbed.Cluster, name, mode, sa string, port int32, labels map[string]string) (*testbed.Workload, error) {
+	if err := create(ctx, c.Client, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: sa}}); err != nil {
+		return nil, err
+	}
+	image, err := m.TB.Image(ctx, "echo", "./testbed/cmd/echo")
+	if err != nil {
+		return nil, err
+	}
+	spec := testbed.WorkloadSpec{Namespace: Namespace, Name: name, Labels: labels, ServiceAccount: sa,
+		Image: image, Args: []string{mode}, Ports: []corev1.ContainerPort{{ContainerPort: port}},
+		Env: map[string]string{"GRPC_GO_LOG_SEVERITY_LEVEL": "warning"}}
+	if mode == "server" {
+		spec.ControlPort = EchoControlPort
+	}
+	w, err := c.RunWorkload(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	return w, w.WaitReady(ctx, true)
+}
+
 // Server runs an echo server (service account echo) behind the echo Service of c.
 func (m *Mesh) Server(ctx context.Context, c *testbed.Cluster, name string) (*testbed.Workload, error) {
 	identity, err := m.IdentitySecret(ctx, c, "echo")

@@ -109,3 +109,16 @@ const (
 	// EventInvalidCACerts: the member's meshfed-cacerts Secret does not parse.
 	EventInvalidCACerts = "InvalidCACerts"
 )
+
+// ConditionInjectionReady tells whether pods can join the mesh: the injection webhook
+// follows the Mesh's selector, the CA service has its certificate, and every namespace
+// has the trust bundle.
+const (
+	ConditionInjectionReady = "InjectionReady"
+
+	// ReasonWaitingForCertificate: cert-manager has not issued the control plane's
+	// serving certificate yet.
+	ReasonWaitingForCertificate = "WaitingForCertificate"
+	// ReasonWebhookMissing: the MutatingWebhookConfiguration of config/default is missing.
+	ReasonWebhookMissing = "WebhookMissing"
+)

@@ -7,6 +7,8 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -19,9 +21,12 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	caapi "github.com/meshfed/meshfed/operator/api/ca/v1alpha1"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+	"github.com/meshfed/meshfed/operator/internal/ca"
 	"github.com/meshfed/meshfed/operator/internal/controller/mesh"
 	"github.com/meshfed/meshfed/operator/internal/controller/meshfederation"
 	"github.com/meshfed/meshfed/operator/internal/feed"
@@ -54,15 +59,19 @@ func NewScheme() *runtime.Scheme {
 	return s
 }
 
-// cacheOptions limits the cache of census Leases to the operator's namespace, where its
-// Role lets it read them.
+// cacheOptions limits what the cache holds: census Leases of the operator's namespace
+// (where its Role lets it read them), the trust-bundle ConfigMaps meshfed writes (not
+// every ConfigMap of the cluster), and the CA service's CertificateRequests.
 func cacheOptions(opts Options) cache.Options {
-	if !opts.census() {
-		return cache.Options{}
+	managed := labels.SelectorFromSet(labels.Set{meshv1.LabelManagedBy: meshv1.ManagedByValue})
+	byObject := map[client.Object]cache.ByObject{
+		&corev1.ConfigMap{}:         {Label: managed},
+		&cmapi.CertificateRequest{}: {Namespaces: map[string]cache.Config{opts.MeshNamespace: {}}},
 	}
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{opts.PodNamespace: {}}},
-	}}
+	if opts.census() {
+		byObject[&coordinationv1.Lease{}] = cache.ByObject{Namespaces: map[string]cache.Config{opts.PodNamespace: {}}}
+	}
+	return cache.Options{ByObject: byObject}
 }
 
 // signal notes a change on ch without blocking; one pending signal stands for many.
@@ -132,9 +141,9 @@ func Run(ctx context.Context, opts Options) error {
 		if err := mgr.Add(f); err != nil {
 			return fmt.Errorf("add the xDS server: %w", err)
 		}
-		censusNamespace := ""
+		operatorNamespace := ""
 		if opts.census() {
-			censusNamespace = opts.PodNamespace
+			operatorNamespace = opts.PodNamespace
 			if err := mgr.Add(&xds.Census{
 				Client: mgr.GetClient(), Server: f.Server, Changed: counted, Log: f.Log.WithName("census"),
 				Namespace: opts.PodNamespace, Pod: opts.PodName, PodUID: types.UID(opts.PodUID),
@@ -142,14 +151,28 @@ func Run(ctx context.Context, opts Options) error {
 				return fmt.Errorf("add the xDS census: %w", err)
 			}
 		}
+		if opts.census() {
+			// Onboarding needs the operator's own Services: it runs only in a pod.
+			if err := mgr.Add(&ca.Server{Client: mgr.GetClient(), Pods: mgr.GetAPIReader(), Namespace: opts.MeshNamespace,
+				Addr: fmt.Sprintf(":%d", caapi.Port), Log: mgr.GetLogger().WithName("ca")}); err != nil {
+				return fmt.Errorf("add the CA service: %w", err)
+			}
+			if opts.WebhookPort != 0 {
+				mgr.GetWebhookServer().Register(meshwebhook.InjectPath, &webhook.Admission{Handler: &meshwebhook.Injector{
+					Client: mgr.GetClient(), Decoder: admission.NewDecoder(mgr.GetScheme()),
+					AgentImage: opts.AgentImage, OperatorNamespace: opts.PodNamespace, XDSPlaintext: true,
+				}})
+			}
+		}
 		if err := (&mesh.Reconciler{
-			Client:          mgr.GetClient(),
-			Recorder:        mgr.GetEventRecorderFor("meshfed-member"), //nolint:staticcheck // the events.k8s.io recorder has another interface; moving both controllers is its own change
-			Namespace:       opts.MeshNamespace,
-			XDS:             f.Server,
-			XDSChanged:      changed,
-			CensusNamespace: censusNamespace,
-			GatewayImage:    opts.GatewayImage,
+			Client:            mgr.GetClient(),
+			Recorder:          mgr.GetEventRecorderFor("meshfed-member"), //nolint:staticcheck // the events.k8s.io recorder has another interface; moving both controllers is its own change
+			Namespace:         opts.MeshNamespace,
+			XDS:               f.Server,
+			XDSChanged:        changed,
+			OperatorNamespace: operatorNamespace,
+			Reader:            mgr.GetAPIReader(),
+			GatewayImage:      opts.GatewayImage,
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up the Mesh controller: %w", err)
 		}

@@ -76,14 +76,20 @@ type Options struct {
 	XDSBindHost string
 	// GatewayImage is the container image of the east-west gateway the member deploys.
 	GatewayImage string
+	// AgentImage is the container image of meshfed-agent, which injection adds to pods.
+	AgentImage string
 	// PodName, PodNamespace and PodUID name the operator's own Pod (from the downward API:
 	// $POD_NAME, $POD_NAMESPACE, $POD_UID). With all three, each replica publishes its xDS
 	// proxy count and the Mesh status counts every replica's; without, only this one's.
 	PodName, PodNamespace, PodUID string
 }
 
-// DefaultGatewayImage is the east-west gateway image of this release.
-const DefaultGatewayImage = "ghcr.io/meshfed/eastwest-gateway:v0.1.0"
+// The images of this release the operator deploys: the east-west gateway, and the agent
+// it injects.
+const (
+	DefaultGatewayImage = "ghcr.io/meshfed/eastwest-gateway:v0.1.0"
+	DefaultAgentImage   = "ghcr.io/meshfed/meshfed-agent:v0.1.0"
+)
 
 // DefaultOptions returns the options a Deployment of the operator runs with.
 func DefaultOptions() Options {
@@ -102,6 +108,7 @@ func DefaultOptions() Options {
 		WebhookPort:       9443,
 		WebhookCertDir:    "/tmp/k8s-webhook-server/serving-certs",
 		GatewayImage:      DefaultGatewayImage,
+		AgentImage:        DefaultAgentImage,
 		PodName:           os.Getenv("POD_NAME"),
 		PodNamespace:      os.Getenv("POD_NAMESPACE"),
 		PodUID:            os.Getenv("POD_UID"),
@@ -132,6 +139,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "port of the admission webhook server (TLS); 0 turns the webhooks off")
 	fs.StringVar(&o.WebhookHost, "webhook-bind-host", o.WebhookHost, "address the webhook server binds; empty means every address")
 	fs.StringVar(&o.GatewayImage, "gateway-image", o.GatewayImage, "member: container image of the east-west gateway")
+	fs.StringVar(&o.AgentImage, "agent-image", o.AgentImage, "member: container image of meshfed-agent, which injection adds to pods")
 	fs.StringVar(&o.XDSBindHost, "xds-bind-host", o.XDSBindHost, "member: address the xDS server binds (its port is the Mesh's spec.controlPlane.xdsPort); empty means every address")
 	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "directory with the webhook server's tls.crt and tls.key")
 }

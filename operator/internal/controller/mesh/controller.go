@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	caapi "github.com/meshfed/meshfed/operator/api/ca/v1alpha1"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/operator/internal/xds"
 )
@@ -36,9 +37,13 @@ type Reconciler struct {
 	XDS *xds.Server
 	// XDSChanged receives a signal when the xDS server's state changes.
 	XDSChanged <-chan struct{}
-	// CensusNamespace holds the replicas' census Leases (see xds.Census): the Mesh counts
-	// the proxies of every replica. Empty counts this replica's proxies only.
-	CensusNamespace string
+	// OperatorNamespace is the namespace the operator runs in, as pods: it holds the
+	// replicas' census Leases (the Mesh counts every replica's proxies, see xds.Census)
+	// and the CA and xDS Services meshed pods use. Empty (the operator runs outside the
+	// cluster) counts this replica's proxies only and leaves injection out.
+	OperatorNamespace string
+	// Reader reads what the cache does not hold (the injection webhook's configuration).
+	Reader client.Reader
 	// GatewayImage is the east-west gateway's container image.
 	GatewayImage string
 }
@@ -70,13 +75,29 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 		b = b.WatchesRawSource(source.Channel(events, &handler.EnqueueRequestForObject{}))
 	}
-	if r.CensusNamespace != "" {
-		b = b.Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			if _, ok := o.GetLabels()[xds.CensusLabel]; !ok || o.GetNamespace() != r.CensusNamespace {
+	if r.OperatorNamespace != "" {
+		// The replicas' census, new namespaces (the trust bundle goes there), the bundle
+		// ConfigMaps (a changed or deleted one is put back), and the agents' requests.
+		mesh := func(_ context.Context, _ client.Object) []reconcile.Request {
+			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: meshv1.MeshSingletonName}}}
+		}
+		census := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			if _, ok := o.GetLabels()[xds.CensusLabel]; !ok || o.GetNamespace() != r.OperatorNamespace {
 				return nil
 			}
-			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: meshv1.MeshSingletonName}}}
-		}))
+			return mesh(ctx, o)
+		})
+		bundle := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			if o.GetName() != caapi.TrustBundleConfigMap {
+				return nil
+			}
+			return mesh(ctx, o)
+		})
+		b = b.Watches(&coordinationv1.Lease{}, census).
+			Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(mesh), builder.WithPredicates(predicate.Funcs{
+				UpdateFunc: func(event.UpdateEvent) bool { return false }, DeleteFunc: func(event.DeleteEvent) bool { return false }})).
+			Watches(&corev1.ConfigMap{}, bundle).
+			Watches(&cmapi.CertificateRequest{}, toMesh)
 	}
 	return b.
 		For(&meshv1.Mesh{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).

@@ -41,11 +41,11 @@ func (r *Reconciler) reconcileControlPlane(ctx context.Context, s *scope) (metav
 // connectedProxies counts the proxies of every replica from their census Leases, or this
 // replica's when there is no census.
 func (r *Reconciler) connectedProxies(ctx context.Context, st xds.Status) (int, error) {
-	if r.CensusNamespace == "" {
+	if r.OperatorNamespace == "" {
 		return st.Proxies, nil
 	}
 	var leases coordinationv1.LeaseList
-	if err := r.Client.List(ctx, &leases, client.InNamespace(r.CensusNamespace), client.HasLabels{xds.CensusLabel}); err != nil {
+	if err := r.Client.List(ctx, &leases, client.InNamespace(r.OperatorNamespace), client.HasLabels{xds.CensusLabel}); err != nil {
 		return 0, fmt.Errorf("list the operator replicas' census Leases: %w", err)
 	}
 	return xds.CountProxies(leases.Items, time.Now()), nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/meshfed/meshfed/federation/trust"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+	"github.com/meshfed/meshfed/operator/internal/ca"
 )
 
 // phase is one step of the member's reconcile: it returns the condition it reports, or an
@@ -33,6 +35,9 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, s *scope) error {
 	}
 	if r.XDS != nil {
 		phases = append(phases, phase{meshv1.ConditionControlPlaneReady, r.reconcileControlPlane})
+	}
+	if r.OperatorNamespace != "" {
+		phases = append(phases, phase{meshv1.ConditionInjectionReady, r.reconcileInjection})
 	}
 	var errs []error
 	for _, p := range phases {
@@ -135,7 +140,61 @@ func (r *Reconciler) reconcileWorkloads(ctx context.Context) (*meshv1.MeshTrustS
 			return nil, err
 		}
 	}
+	if err := r.countAgents(ctx, held, status); err != nil {
+		return nil, err
+	}
 	return status, nil
+}
+
+// countAgents adds the agents' certificates (the latest CertificateRequest of each pod,
+// see package ca) to status. A request whose pod is gone, or whose certificate has
+// expired, is deleted: it stands for no workload.
+func (r *Reconciler) countAgents(ctx context.Context, held *trust.CACerts, status *meshv1.MeshTrustStatus) error {
+	var crs cmapi.CertificateRequestList
+	if err := r.Client.List(ctx, &crs, client.InNamespace(r.Namespace), client.MatchingLabels{ca.LabelComponent: ca.ComponentCA}); err != nil {
+		return err
+	}
+	for i := range crs.Items {
+		cr := &crs.Items[i]
+		if len(cr.Status.Certificate) == 0 {
+			continue // being signed
+		}
+		if trust.SignedBy(cr.Status.Certificate, held.Intermediate) {
+			status.WorkloadCertificates++
+			status.WorkloadCertificatesCurrent++
+			continue
+		}
+		live, err := r.agentLives(ctx, cr)
+		if err != nil {
+			return err
+		}
+		if !live {
+			if err := r.Client.Delete(ctx, cr); client.IgnoreNotFound(err) != nil {
+				return err
+			}
+			continue
+		}
+		status.WorkloadCertificates++
+	}
+	return nil
+}
+
+// agentLives tells whether the pod of an agent's request still runs with a certificate
+// that has not expired.
+func (r *Reconciler) agentLives(ctx context.Context, cr *cmapi.CertificateRequest) (bool, error) {
+	chain, err := trust.ParseCertificates(cr.Status.Certificate)
+	if err != nil || len(chain) == 0 || time.Now().After(chain[0].NotAfter) {
+		return false, nil
+	}
+	var pod corev1.Pod
+	err = r.Reader.Get(ctx, client.ObjectKey{Namespace: cr.Labels[ca.LabelPodNamespace], Name: cr.Labels[ca.LabelPodName]}, &pod)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return string(pod.UID) == cr.Labels[ca.LabelPodUID] && pod.DeletionTimestamp == nil, nil
 }
 
 // setIssuing sets c's Issuing condition to True, in place of the one a failed issuance
