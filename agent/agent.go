@@ -23,7 +23,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 
 	caapi "github.com/meshfed/meshfed/operator/api/ca/v1alpha1"
 	"github.com/meshfed/meshfed/operator/bootstrap"
@@ -37,9 +36,6 @@ type Options struct {
 	CAAddress string
 	// XDSAddress is the control plane (host:port, likewise).
 	XDSAddress string
-	// XDSPlaintext connects to the control plane without TLS (a control plane that does
-	// not require mTLS yet).
-	XDSPlaintext bool
 	// TokenFile is the projected service-account token with audience caapi.Audience.
 	TokenFile string
 	// TrustDir is the mounted trust-bundle ConfigMap (caapi.TrustBundleConfigMap).
@@ -61,6 +57,9 @@ type Options struct {
 
 // BootstrapFile is the app's xDS bootstrap in the credentials directory.
 const BootstrapFile = "bootstrap.json"
+
+// ListenXDS is where the agent serves the app's xDS streams by default: the pod's loopback.
+const ListenXDS = "127.0.0.1:15010"
 
 // SPIFFEID is the pod's identity.
 func (o *Options) SPIFFEID() string {
@@ -109,11 +108,7 @@ func Run(ctx context.Context, opts Options) error {
 			}
 		}
 	}
-	creds := insecure.NewCredentials()
-	if !opts.XDSPlaintext {
-		creds = credentials.NewTLS(a.tlsConfig(opts.XDSAddress))
-	}
-	a.upstream, err = grpc.NewClient(opts.XDSAddress, grpc.WithTransportCredentials(creds))
+	a.upstream, err = grpc.NewClient(opts.XDSAddress, grpc.WithTransportCredentials(credentials.NewTLS(a.tlsConfig(opts.XDSAddress))))
 	if err != nil {
 		return err
 	}

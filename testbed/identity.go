@@ -2,11 +2,20 @@ package testbed
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -220,4 +229,52 @@ func (s *IdentitySource) TLSConfig(server bool, authorize func(peerID string) er
 			return s.Current().verifyPeer(false, authorize)(raw, chains)
 		},
 	}
+}
+
+// ForgeToken re-signs a service-account token of c with the cluster's own signing key
+// after edit changes its claims: a token the API server would have issued, but with (for
+// example) an expiry in the past. Tests use it to attack what reviews tokens.
+func (c *Cluster) ForgeToken(token string, edit func(claims map[string]any)) (string, error) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return "", errors.New("not a JWT")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return "", err
+	}
+	claims := map[string]any{}
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return "", err
+	}
+	edit(claims)
+	if payload, err = json.Marshal(claims); err != nil {
+		return "", err
+	}
+	data, err := os.ReadFile(filepath.Join(c.Dir, "sa.key"))
+	if err != nil {
+		return "", err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return "", errors.New("sa.key holds no PEM")
+	}
+	parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return "", err
+	}
+	key, ok := parsed.(*ecdsa.PrivateKey)
+	if !ok {
+		return "", fmt.Errorf("sa.key is a %T, not an ECDSA key", parsed)
+	}
+	signed := parts[0] + "." + base64.RawURLEncoding.EncodeToString(payload)
+	digest := sha256.Sum256([]byte(signed))
+	r, s, err := ecdsa.Sign(rand.Reader, key, digest[:])
+	if err != nil {
+		return "", err
+	}
+	sig := make([]byte, 64) // ES256: r and s, 32 bytes each
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	return signed + "." + base64.RawURLEncoding.EncodeToString(sig), nil
 }

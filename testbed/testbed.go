@@ -311,8 +311,8 @@ func (tb *Testbed) build(ctx context.Context, name, pkg string) error {
 }
 
 // start launches a process and tracks it for Stop and the leak check.
-func (tb *Testbed) start(name, logPath string, argv []string, env ...string) (*process, error) {
-	p, err := startProcess(name, logPath, argv, env)
+func (tb *Testbed) start(name, logPath string, argv []string) (*process, error) {
+	p, err := startProcess(name, logPath, argv)
 	if err != nil {
 		return nil, err
 	}

@@ -155,7 +155,7 @@ func TestTenThousandIdleConnections(t *testing.T) {
 	cp.set(t, true, a.addr)
 	ports := freePorts(t, 2)
 	listen, admin := "127.0.0.1:"+ports[0], "127.0.0.1:"+ports[1]
-	cmd := exec.Command(bin, "--xds-address", cp.addr, "--cluster", "c", "--node-id", "gw", "--listen", listen, "--admin", admin,
+	cmd := exec.Command(bin, "--xds-address", cp.addr, "--xds-cert-dir", cp.pki.files.CertDir, "--xds-trust-bundle", cp.pki.files.BundleFile, "--cluster", "c", "--node-id", "gw", "--listen", listen, "--admin", admin,
 		"--hello-timeout", "3s", "--drain", "1s")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -38,7 +40,10 @@ type Client struct {
 	OnTable func(*Table)
 	// OnReject, when set, hears of every configuration refused (NACKed).
 	OnReject func(error)
-	Log      logr.Logger
+	// TLS, when set, secures the connection (meshfed's xDS servers require mTLS); nil
+	// connects in plaintext, for tests with a control plane of their own.
+	TLS *tls.Config
+	Log logr.Logger
 }
 
 // GatewayNode is the node of a gateway in cluster.
@@ -79,7 +84,11 @@ type state struct {
 }
 
 func (c *Client) stream(ctx context.Context) error {
-	conn, err := grpc.NewClient(c.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if c.TLS != nil {
+		creds = credentials.NewTLS(c.TLS)
+	}
+	conn, err := grpc.NewClient(c.Address, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}

@@ -112,7 +112,7 @@ func startMeshfed(b *testing.B, backend string) proxy {
 	cp.set(b, true, backend)
 	ports := freePorts(b, 2)
 	addr := "127.0.0.1:" + ports[0]
-	pgid := startProcess(b, addr, bin, "--xds-address", cp.addr, "--cluster", "c", "--node-id", "gw", "--listen", addr, "--admin", "127.0.0.1:"+ports[1])
+	pgid := startProcess(b, addr, bin, "--xds-address", cp.addr, "--xds-cert-dir", cp.pki.files.CertDir, "--xds-trust-bundle", cp.pki.files.BundleFile, "--cluster", "c", "--node-id", "gw", "--listen", addr, "--admin", "127.0.0.1:"+ports[1])
 	// Listening comes before the configuration: wait until a connection is routed.
 	eventually(b, "the gateway routes", func() error {
 		_, err := dialTLS(addr)

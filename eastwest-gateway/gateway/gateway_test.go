@@ -38,6 +38,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshfed/meshfed/testbed"
@@ -116,17 +117,19 @@ type controlPlane struct {
 	addr    string
 	server  *grpc.Server
 	version int
+	// pki is its mTLS: clients use pki.files, as the gateway's binary does.
+	pki *testPKI
 }
 
 func startControlPlane(t testing.TB) *controlPlane {
 	t.Helper()
-	cp := &controlPlane{cache: cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil)}
+	cp := &controlPlane{cache: cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil), pki: newTestPKI(t)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cp.addr = ln.Addr().String()
-	cp.server = grpc.NewServer()
+	cp.server = grpc.NewServer(grpc.Creds(credentials.NewTLS(cp.pki.serverTLS())))
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(cp.server, serverv3.NewServer(context.Background(), cp.cache, nil))
 	go func() { _ = cp.server.Serve(ln) }()
 	t.Cleanup(cp.server.Stop)
@@ -261,7 +264,8 @@ func TestGateway(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	g := New(logr.Discard(), reg)
 	g.HelloTimeout = 300 * time.Millisecond
-	client := &Client{Address: cp.addr, Node: GatewayNode("gw", "cluster-1"), OnTable: g.SetTable, OnReject: g.Rejected, Log: logr.Discard()}
+	client := &Client{Address: cp.addr, Node: GatewayNode("gw", "cluster-1"), OnTable: g.SetTable, OnReject: g.Rejected, Log: logr.Discard(),
+		TLS: cp.pki.files.TLSConfig(cp.addr)}
 	go func() { _ = client.Run(ctx) }()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -550,7 +554,8 @@ func TestBusyLoopsLetTheRestRun(t *testing.T) {
 func startGateway(ctx context.Context, t *testing.T, cp *controlPlane) (*Gateway, string) {
 	t.Helper()
 	g := New(logr.Discard(), prometheus.NewRegistry())
-	client := &Client{Address: cp.addr, Node: GatewayNode("gw", "cluster-1"), OnTable: g.SetTable, OnReject: g.Rejected, Log: logr.Discard()}
+	client := &Client{Address: cp.addr, Node: GatewayNode("gw", "cluster-1"), OnTable: g.SetTable, OnReject: g.Rejected, Log: logr.Discard(),
+		TLS: cp.pki.files.TLSConfig(cp.addr)}
 	go func() { _ = client.Run(ctx) }()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

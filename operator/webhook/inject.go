@@ -29,7 +29,7 @@ const (
 	NamespaceWebhook = "namespace.inject.meshfed.io"
 )
 
-// Namespaces injection never touches, whatever the selectors say: a down webhook must not
+// SystemNamespaces are the namespaces injection never touches, whatever the selectors say: a down webhook must not
 // block the cluster's own pods or meshfed's.
 var SystemNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}
 
@@ -47,11 +47,10 @@ type Injector struct {
 	// Client reads the Mesh and the pod's Namespace.
 	Client  client.Reader
 	Decoder admission.Decoder
-	// AgentImage, OperatorNamespace and XDSPlaintext complete inject.Config; the rest
-	// comes from the Mesh.
+	// AgentImage and OperatorNamespace complete inject.Config; the rest comes from the
+	// Mesh.
 	AgentImage        string
 	OperatorNamespace string
-	XDSPlaintext      bool
 }
 
 // DefaultSelector is the namespace selector of a Mesh that sets none.
@@ -93,7 +92,7 @@ func (i *Injector) Handle(ctx context.Context, req admission.Request) admission.
 	}
 	injected, changed, err := inject.Inject(pod, inject.Config{
 		AgentImage: i.AgentImage, TrustDomain: mesh.Spec.TrustDomainOrDefault(), Cluster: mesh.Spec.ClusterName,
-		OperatorNamespace: i.OperatorNamespace, XDSPort: mesh.Spec.XDSPortOrDefault(), XDSPlaintext: i.XDSPlaintext,
+		OperatorNamespace: i.OperatorNamespace, XDSPort: mesh.Spec.XDSPortOrDefault(),
 	})
 	if err != nil {
 		injections.WithLabelValues("refused").Inc()

@@ -13,7 +13,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -25,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
+	"github.com/meshfed/meshfed/agent"
 	"github.com/meshfed/meshfed/federation/join"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/operator/bootstrap"
@@ -40,15 +40,14 @@ const (
 	ClientPort   = 8080
 	// Target is what clients dial: the echo service across the clusterset.
 	Target = "xds:///echo.shop.svc.clusterset.local:9000"
+	// InjectLabel on a namespace has its pods meshed (the Mesh's default selector).
+	InjectLabel = "meshfed.io/inject"
 )
 
 // Mesh is a federation of every cluster of a testbed, the first one the hub.
 type Mesh struct {
 	TB  *testbed.Testbed
 	Hub *testbed.Cluster
-
-	mu         sync.Mutex
-	identities map[string]bool // cluster/service account: copied by IdentitySecret
 }
 
 // Federate joins every cluster to a MeshFederation in the first one (all in one network,
@@ -61,7 +60,7 @@ func Federate(ctx context.Context, tb *testbed.Testbed) (*Mesh, error) {
 // FederateNetworks is Federate with the network of each cluster (by cluster name; "net-1"
 // for those not listed).
 func FederateNetworks(ctx context.Context, tb *testbed.Testbed, networks map[string]string) (*Mesh, error) {
-	m := &Mesh{TB: tb, Hub: tb.Clusters[0], identities: map[string]bool{}}
+	m := &Mesh{TB: tb, Hub: tb.Clusters[0]}
 	if err := create(ctx, m.Hub.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: HubNamespace}}); err != nil {
 		return nil, err
 	}
@@ -73,7 +72,7 @@ func FederateNetworks(ctx context.Context, tb *testbed.Testbed, networks map[str
 		}
 		for _, obj := range []client.Object{
 			&meshv1.Mesh{ObjectMeta: metav1.ObjectMeta{Name: meshv1.MeshSingletonName}, Spec: meshv1.MeshSpec{ClusterName: c.Name, Network: cmp.Or(networks[c.Name], "net-1")}},
-			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}},
+			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace, Labels: map[string]string{InjectLabel: "enabled"}}},
 		} {
 			if err := create(ctx, c.Client, obj); err != nil {
 				return nil, err
@@ -85,12 +84,12 @@ func FederateNetworks(ctx context.Context, tb *testbed.Testbed, networks map[str
 		return nil, err
 	}
 	for _, c := range tb.Clusters {
-		err := testbed.Poll(ctx, 2*time.Minute, c.Name+": Mesh TrustReady and ControlPlaneReady", func() error {
+		err := testbed.Poll(ctx, 2*time.Minute, c.Name+": Mesh TrustReady, ControlPlaneReady and InjectionReady", func() error {
 			mesh, err := GetMesh(ctx, c)
 			if err != nil {
 				return err
 			}
-			for _, typ := range []string{meshv1.ConditionTrustReady, meshv1.ConditionControlPlaneReady} {
+			for _, typ := range []string{meshv1.ConditionTrustReady, meshv1.ConditionControlPlaneReady, meshv1.ConditionInjectionReady} {
 				if cond := meta.FindStatusCondition(mesh.Status.Conditions, typ); cond == nil || cond.Status != metav1.ConditionTrue {
 					return fmt.Errorf("%s %+v", typ, cond)
 				}
@@ -128,38 +127,6 @@ func (m *Mesh) ExportEcho(ctx context.Context, c *testbed.Cluster) error {
 	return create(ctx, c.Client, testbed.ServiceExport(Namespace, "echo"))
 }
 
-// IdentitySecret has c's cert-manager issue the SPIFFE certificate of shop/sa and keeps a
-// copy, with the member's trust bundle, in the Secret <sa>-identity of the shop namespace
-// (keys named as grpc-go's file_watcher reads them) until ctx ends, so that pods mount it:
-// the testbed's stand-in for a node agent. It returns the Secret's name.
-func (m *Mesh) IdentitySecret(ctx context.Context, c *testbed.Cluster, sa string) (string, error) {
-	name, key := sa+"-identity", c.Name+"/"+sa
-	m.mu.Lock()
-	copying := m.identities[key]
-	m.mu.Unlock()
-	if copying {
-		return name, nil
-	}
-	if _, err := testbed.IssueWorkload(ctx, c.Client, join.MemberNamespace, "cluster.local", Namespace, sa, time.Minute); err != nil {
-		return "", err
-	}
-	write := func() error {
-		id, err := testbed.ReadWorkload(ctx, c.Client, join.MemberNamespace, Namespace, sa)
-		if err != nil {
-			return err
-		}
-		return WriteIdentitySecret(ctx, c, name, id.CertPEM, id.KeyPEM, id.BundlePEM)
-	}
-	if err := write(); err != nil {
-		return "", err
-	}
-	m.mu.Lock()
-	m.identities[key] = true
-	m.mu.Unlock()
-	go testbed.Every(ctx, time.Second, func() { _ = write() })
-	return name, nil
-}
-
 // WriteIdentitySecret creates or updates the Secret name of the shop namespace with a
 // workload's certificate, key and trust bundle, as RunEcho mounts it.
 func WriteIdentitySecret(ctx context.Context, c *testbed.Cluster, name string, certPEM, keyPEM, bundlePEM []byte) error {
@@ -179,18 +146,16 @@ const (
 	EchoControlPort = 8079
 )
 
-// RunEcho runs the echo workload (mode "server" or "client") as a pod of c under service
-// account sa, with an xDS bootstrap (a ConfigMap) pointing at c's xDS Service and the
-// identity Secret mounted (none when empty), and waits until it is ready.
+// RunEcho runs the echo workload (mode "server" or "client") as a meshed pod of c under
+// service account sa whose app brings an xDS bootstrap of its own (a ConfigMap; the
+// control plane is still its agent's) with the certificate of the identity Secret (none
+// when empty) instead of the agent's, and waits until it is ready. Tests use it to see
+// what the mesh does with such a client.
 func (m *Mesh) RunEcho(ctx context.Context, c *testbed.Cluster, name, mode, sa, identity string, port int32, labels map[string]string) (*testbed.Workload, error) {
 	if err := create(ctx, c.Client, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: sa}}); err != nil {
 		return nil, err
 	}
-	xds, err := c.XDSAddress(ctx)
-	if err != nil {
-		return nil, err
-	}
-	opts := bootstrap.Options{XDSAddress: xds, NodeID: name + "." + Namespace, Cluster: c.Name, Refresh: time.Second}
+	opts := bootstrap.Options{XDSAddress: agent.ListenXDS, NodeID: name + "." + Namespace, Cluster: c.Name, Refresh: time.Second}
 	if identity != "" {
 		opts.CertDir = identityDir
 	}
@@ -231,38 +196,10 @@ func (m *Mesh) RunEcho(ctx context.Context, c *testbed.Cluster, name, mode, sa, 
 	return w, w.WaitReady(ctx, true)
 }
 
-// EnableInjection labels the shop namespace of c for injection and waits until the Mesh
-// reports InjectionReady: pods created there from now on are meshed.
-func EnableInjection(ctx context.Context, c *testbed.Cluster) error {
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		var ns corev1.Namespace
-		if err := c.Client.Get(ctx, client.ObjectKey{Name: Namespace}, &ns); err != nil {
-			return err
-		}
-		if ns.Labels == nil {
-			ns.Labels = map[string]string{}
-		}
-		ns.Labels["meshfed.io/inject"] = "enabled"
-		return c.Client.Update(ctx, &ns)
-	})
-	if err != nil {
-		return err
-	}
-	return testbed.Poll(ctx, 2*time.Minute, c.Name+": Mesh InjectionReady", func() error {
-		mesh, err := GetMesh(ctx, c)
-		if err != nil {
-			return err
-		}
-		if cond := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionInjectionReady); cond == nil || cond.Status != metav1.ConditionTrue {
-			return fmt.Errorf("%+v", cond)
-		}
-		return nil
-	})
-}
-
 // RunInjected runs the echo workload (mode "server" or "client") as a plain pod of c under
-// service account sa, in the shop namespace, which EnableInjection labelled: the webhook
-// adds the agent, the identity and the xDS bootstrap. It waits until the pod is ready.
+// service account sa, in the shop namespace, which Federate labelled for injection: the
+// webhook adds the agent, which gets the identity and writes the xDS bootstrap. It waits
+// until the pod is ready.
 func (m *Mesh) RunInjected(ctx context.Context, c *testbed.Cluster, name, mode, sa string, port int32, labels map[string]string) (*testbed.Workload, error) {
 	if err := create(ctx, c.Client, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: sa}}); err != nil {
 		return nil, err
@@ -284,22 +221,15 @@ func (m *Mesh) RunInjected(ctx context.Context, c *testbed.Cluster, name, mode, 
 	return w, w.WaitReady(ctx, true)
 }
 
-// Server runs an echo server (service account echo) behind the echo Service of c.
+// Server runs an echo server (service account echo) behind the echo Service of c: a
+// plain pod that injection meshes.
 func (m *Mesh) Server(ctx context.Context, c *testbed.Cluster, name string) (*testbed.Workload, error) {
-	identity, err := m.IdentitySecret(ctx, c, "echo")
-	if err != nil {
-		return nil, err
-	}
-	return m.RunEcho(ctx, c, name, "server", "echo", identity, EchoPort, map[string]string{"app": "echo"})
+	return m.RunInjected(ctx, c, name, "server", "echo", EchoPort, map[string]string{"app": "echo"})
 }
 
-// Client runs an echo client (service account client) in c.
+// Client runs an echo client (service account client) in c, meshed by injection.
 func (m *Mesh) Client(ctx context.Context, c *testbed.Cluster, name string) (*testbed.Workload, error) {
-	identity, err := m.IdentitySecret(ctx, c, "client")
-	if err != nil {
-		return nil, err
-	}
-	return m.RunEcho(ctx, c, name, "client", "client", identity, ClientPort, nil)
+	return m.RunInjected(ctx, c, name, "client", "client", ClientPort, nil)
 }
 
 // SetPolicy makes tp the federation's only traffic policy (nil: none) and returns when the

@@ -33,6 +33,7 @@ func main() {
 func newCommand() *cobra.Command {
 	var (
 		xdsAddress, nodeID, cluster, listen, admin string
+		xdsCertDir, xdsBundle                      string
 		drain, helloTimeout                        time.Duration
 		verbosity                                  int
 	)
@@ -41,8 +42,8 @@ func newCommand() *cobra.Command {
 		Short:        "Route TLS connections between clusters by SNI, without terminating TLS",
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if xdsAddress == "" || cluster == "" {
-				return errors.New("--xds-address and --cluster are required")
+			if xdsAddress == "" || cluster == "" || xdsCertDir == "" || xdsBundle == "" {
+				return errors.New("--xds-address, --xds-cert-dir, --xds-trust-bundle and --cluster are required")
 			}
 			if nodeID == "" {
 				host, _ := os.Hostname()
@@ -62,7 +63,7 @@ func newCommand() *cobra.Command {
 					gw.SetTable(t)
 					logger.Info("configuration", "version", t.Version, "routes", len(t.Names()))
 				},
-				OnReject: gw.Rejected}
+				OnReject: gw.Rejected, TLS: gateway.XDSFiles{CertDir: xdsCertDir, BundleFile: xdsBundle}.TLSConfig(xdsAddress)}
 			go func() { _ = client.Run(ctx) }()
 
 			mux := http.NewServeMux()
@@ -95,7 +96,9 @@ func newCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&xdsAddress, "xds-address", "", "the member's xDS server (host:port)")
+	f.StringVar(&xdsAddress, "xds-address", "", "the member's xDS server (host:port; the host is the name its certificate has)")
+	f.StringVar(&xdsCertDir, "xds-cert-dir", "", "directory with the gateway's xDS client certificate (tls.crt, tls.key)")
+	f.StringVar(&xdsBundle, "xds-trust-bundle", "", "the federation's trust bundle (PEM), to check the xDS server")
 	f.StringVar(&cluster, "cluster", "", "the member's cluster name")
 	f.StringVar(&nodeID, "node-id", "", "xDS node ID (default eastwest-gateway~<hostname>)")
 	f.StringVar(&listen, "listen", ":15443", "address for TLS connections from other clusters")

@@ -68,9 +68,7 @@ func cacheOptions(opts Options) cache.Options {
 		&corev1.ConfigMap{}:         {Label: managed},
 		&cmapi.CertificateRequest{}: {Namespaces: map[string]cache.Config{opts.MeshNamespace: {}}},
 	}
-	if opts.census() {
-		byObject[&coordinationv1.Lease{}] = cache.ByObject{Namespaces: map[string]cache.Config{opts.PodNamespace: {}}}
-	}
+	byObject[&coordinationv1.Lease{}] = cache.ByObject{Namespaces: map[string]cache.Config{opts.PodNamespace: {}}}
 	return cache.Options{ByObject: byObject}
 }
 
@@ -141,9 +139,17 @@ func Run(ctx context.Context, opts Options) error {
 		if err := mgr.Add(f); err != nil {
 			return fmt.Errorf("add the xDS server: %w", err)
 		}
-		operatorNamespace := ""
+		tlsSource := &ca.TLSSource{Client: mgr.GetClient(), Namespace: opts.MeshNamespace}
+		f.Server.SetSecurity(&xds.Security{TLS: tlsSource, MeshNamespace: opts.MeshNamespace,
+			MaxConnections: opts.XDSMaxConnections, MaxConnectionAge: opts.XDSMaxConnectionAge,
+			TrustDomain: func(ctx context.Context) (string, error) {
+				var m meshv1.Mesh
+				if err := mgr.GetClient().Get(ctx, client.ObjectKey{Name: meshv1.MeshSingletonName}, &m); err != nil {
+					return "", err
+				}
+				return m.Spec.TrustDomainOrDefault(), nil
+			}})
 		if opts.census() {
-			operatorNamespace = opts.PodNamespace
 			if err := mgr.Add(&xds.Census{
 				Client: mgr.GetClient(), Server: f.Server, Changed: counted, Log: f.Log.WithName("census"),
 				Namespace: opts.PodNamespace, Pod: opts.PodName, PodUID: types.UID(opts.PodUID),
@@ -151,18 +157,15 @@ func Run(ctx context.Context, opts Options) error {
 				return fmt.Errorf("add the xDS census: %w", err)
 			}
 		}
-		if opts.census() {
-			// Onboarding needs the operator's own Services: it runs only in a pod.
-			if err := mgr.Add(&ca.Server{Client: mgr.GetClient(), Pods: mgr.GetAPIReader(), Namespace: opts.MeshNamespace,
-				Addr: fmt.Sprintf(":%d", caapi.Port), Log: mgr.GetLogger().WithName("ca")}); err != nil {
-				return fmt.Errorf("add the CA service: %w", err)
-			}
-			if opts.WebhookPort != 0 {
-				mgr.GetWebhookServer().Register(meshwebhook.InjectPath, &webhook.Admission{Handler: &meshwebhook.Injector{
-					Client: mgr.GetClient(), Decoder: admission.NewDecoder(mgr.GetScheme()),
-					AgentImage: opts.AgentImage, OperatorNamespace: opts.PodNamespace, XDSPlaintext: true,
-				}})
-			}
+		if err := mgr.Add(&ca.Server{Client: mgr.GetClient(), Pods: mgr.GetAPIReader(), Namespace: opts.MeshNamespace,
+			Addr: fmt.Sprintf(":%d", caapi.Port), TLS: tlsSource, Log: mgr.GetLogger().WithName("ca")}); err != nil {
+			return fmt.Errorf("add the CA service: %w", err)
+		}
+		if opts.WebhookPort != 0 {
+			mgr.GetWebhookServer().Register(meshwebhook.InjectPath, &webhook.Admission{Handler: &meshwebhook.Injector{
+				Client: mgr.GetClient(), Decoder: admission.NewDecoder(mgr.GetScheme()),
+				AgentImage: opts.AgentImage, OperatorNamespace: opts.PodNamespace,
+			}})
 		}
 		if err := (&mesh.Reconciler{
 			Client:            mgr.GetClient(),
@@ -170,7 +173,8 @@ func Run(ctx context.Context, opts Options) error {
 			Namespace:         opts.MeshNamespace,
 			XDS:               f.Server,
 			XDSChanged:        changed,
-			OperatorNamespace: operatorNamespace,
+			OperatorNamespace: opts.PodNamespace,
+			Census:            opts.census(),
 			Reader:            mgr.GetAPIReader(),
 			GatewayImage:      opts.GatewayImage,
 		}).SetupWithManager(mgr); err != nil {

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"os"
@@ -78,10 +79,17 @@ type Options struct {
 	GatewayImage string
 	// AgentImage is the container image of meshfed-agent, which injection adds to pods.
 	AgentImage string
-	// PodName, PodNamespace and PodUID name the operator's own Pod (from the downward API:
-	// $POD_NAME, $POD_NAMESPACE, $POD_UID). With all three, each replica publishes its xDS
-	// proxy count and the Mesh status counts every replica's; without, only this one's.
-	PodName, PodNamespace, PodUID string
+	// PodNamespace is the operator's namespace, where its Services (CA, xDS, webhook) are
+	// ($POD_NAMESPACE from the downward API, or --operator-namespace).
+	PodNamespace string
+	// PodName and PodUID name the operator's own Pod ($POD_NAME, $POD_UID). With them,
+	// each replica publishes its xDS proxy count and the Mesh status counts every
+	// replica's; without, only this one's.
+	PodName, PodUID string
+	// XDSMaxConnections caps the xDS server's connections; XDSMaxConnectionAge closes a
+	// connection (gracefully) after a while, so that proxies spread over the replicas.
+	XDSMaxConnections   int
+	XDSMaxConnectionAge time.Duration
 }
 
 // The images of this release the operator deploys: the east-west gateway, and the agent
@@ -94,30 +102,32 @@ const (
 // DefaultOptions returns the options a Deployment of the operator runs with.
 func DefaultOptions() Options {
 	return Options{
-		Role:              RoleMember,
-		MetricsAddr:       ":8080",
-		ProbeAddr:         ":8081",
-		LeaderElect:       true,
-		ShutdownTimeout:   30 * time.Second,
-		QPS:               50,
-		Burst:             100,
-		MemberQPS:         1000,
-		MemberBurst:       2000,
-		MemberGracePeriod: 30 * time.Second,
-		MeshNamespace:     meshv1.DefaultMeshNamespace,
-		WebhookPort:       9443,
-		WebhookCertDir:    "/tmp/k8s-webhook-server/serving-certs",
-		GatewayImage:      DefaultGatewayImage,
-		AgentImage:        DefaultAgentImage,
-		PodName:           os.Getenv("POD_NAME"),
-		PodNamespace:      os.Getenv("POD_NAMESPACE"),
-		PodUID:            os.Getenv("POD_UID"),
+		Role:                RoleMember,
+		MetricsAddr:         ":8080",
+		ProbeAddr:           ":8081",
+		LeaderElect:         true,
+		ShutdownTimeout:     30 * time.Second,
+		QPS:                 50,
+		Burst:               100,
+		MemberQPS:           1000,
+		MemberBurst:         2000,
+		MemberGracePeriod:   30 * time.Second,
+		MeshNamespace:       meshv1.DefaultMeshNamespace,
+		WebhookPort:         9443,
+		WebhookCertDir:      "/tmp/k8s-webhook-server/serving-certs",
+		GatewayImage:        DefaultGatewayImage,
+		AgentImage:          DefaultAgentImage,
+		XDSMaxConnections:   20000,
+		XDSMaxConnectionAge: 30 * time.Minute,
+		PodName:             os.Getenv("POD_NAME"),
+		PodNamespace:        cmp.Or(os.Getenv("POD_NAMESPACE"), "meshfed-system"),
+		PodUID:              os.Getenv("POD_UID"),
 	}
 }
 
 // census reports whether the replica knows its Pod, which the xDS census needs.
 func (o *Options) census() bool {
-	return o.PodName != "" && o.PodNamespace != "" && o.PodUID != ""
+	return o.PodName != "" && o.PodUID != ""
 }
 
 // BindFlags registers the options as command-line flags.
@@ -139,6 +149,9 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "port of the admission webhook server (TLS); 0 turns the webhooks off")
 	fs.StringVar(&o.WebhookHost, "webhook-bind-host", o.WebhookHost, "address the webhook server binds; empty means every address")
 	fs.StringVar(&o.GatewayImage, "gateway-image", o.GatewayImage, "member: container image of the east-west gateway")
+	fs.StringVar(&o.PodNamespace, "operator-namespace", o.PodNamespace, "the operator's namespace, where its Services are (default $POD_NAMESPACE)")
+	fs.IntVar(&o.XDSMaxConnections, "xds-max-connections", o.XDSMaxConnections, "member: connections the xDS server serves at once")
+	fs.DurationVar(&o.XDSMaxConnectionAge, "xds-max-connection-age", o.XDSMaxConnectionAge, "member: the xDS server closes a connection this long after it opened, so that proxies spread over the replicas")
 	fs.StringVar(&o.AgentImage, "agent-image", o.AgentImage, "member: container image of meshfed-agent, which injection adds to pods")
 	fs.StringVar(&o.XDSBindHost, "xds-bind-host", o.XDSBindHost, "member: address the xDS server binds (its port is the Mesh's spec.controlPlane.xdsPort); empty means every address")
 	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "directory with the webhook server's tls.crt and tls.key")

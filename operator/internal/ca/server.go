@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -66,11 +65,9 @@ type Server struct {
 	Namespace string
 	// Addr is where it listens (":15012").
 	Addr string
-	Log  logr.Logger
-
-	mu      sync.Mutex
-	serving *tls.Certificate
-	version string // of the serving Secret
+	// TLS gives the serving certificate.
+	TLS *TLSSource
+	Log logr.Logger
 }
 
 // NeedLeaderElection is false: every replica signs.
@@ -85,7 +82,7 @@ func (s *Server) Start(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+caapi.Path, s.sign)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
-		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.certificate}}
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.TLS.Certificate}}
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -96,25 +93,6 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	return nil
-}
-
-// certificate is the serving certificate from its Secret, parsed again when it changes.
-func (s *Server) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	var secret corev1.Secret
-	if err := s.Client.Get(hello.Context(), client.ObjectKey{Namespace: s.Namespace, Name: ServingSecret}, &secret); err != nil {
-		return nil, fmt.Errorf("no serving certificate yet (Secret %s/%s): %w", s.Namespace, ServingSecret, err)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.serving != nil && s.version == secret.ResourceVersion {
-		return s.serving, nil
-	}
-	pair, err := tls.X509KeyPair(secret.Data[corev1.TLSCertKey], secret.Data[corev1.TLSPrivateKeyKey])
-	if err != nil {
-		return nil, fmt.Errorf("Secret %s/%s: %w", s.Namespace, ServingSecret, err)
-	}
-	s.serving, s.version = &pair, secret.ResourceVersion
-	return s.serving, nil
 }
 
 func (s *Server) sign(w http.ResponseWriter, r *http.Request) {

@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"github.com/meshfed/meshfed/agent"
 	caapi "github.com/meshfed/meshfed/operator/api/ca/v1alpha1"
 )
 
@@ -50,8 +51,6 @@ const (
 	TokenFile      = "ca-token"
 	// AgentHealthPort serves the agent's /ready, /healthz and /metrics.
 	AgentHealthPort = 15021
-	// AgentXDSAddress is where the app's xDS client reaches the agent.
-	AgentXDSAddress = "127.0.0.1:15010"
 )
 
 // Config is what injection needs of the member.
@@ -62,8 +61,6 @@ type Config struct {
 	// OperatorNamespace is where the CA and xDS Services are.
 	OperatorNamespace string
 	XDSPort           int32
-	// XDSPlaintext has the agent reach the control plane without TLS.
-	XDSPlaintext bool
 }
 
 // Decide says whether a pod is meshed: its own label or annotation first, then whether
@@ -113,7 +110,7 @@ func Inject(in *corev1.Pod, cfg Config) (*corev1.Pod, bool, error) {
 	}
 	pod.Annotations[AnnotationInjected] = template
 	pod.Spec.Volumes = append(pod.Spec.Volumes, volumes()...)
-	pod.Spec.InitContainers = append([]corev1.Container{agent(cfg)}, pod.Spec.InitContainers...)
+	pod.Spec.InitContainers = append([]corev1.Container{agentContainer(cfg)}, pod.Spec.InitContainers...)
 	for i := range pod.Spec.Containers {
 		addApp(&pod.Spec.Containers[i])
 	}
@@ -164,7 +161,7 @@ func restricted() *corev1.SecurityContext {
 	}
 }
 
-func agent(cfg Config) corev1.Container {
+func agentContainer(cfg Config) corev1.Container {
 	svc := func(name string, port int32) string {
 		return fmt.Sprintf("%s.%s.svc:%d", name, cfg.OperatorNamespace, port)
 	}
@@ -176,11 +173,8 @@ func agent(cfg Config) corev1.Container {
 		"--token-file=" + TokenDir + "/" + TokenFile,
 		"--trust-dir=" + TrustDir,
 		"--credentials-dir=" + CredentialsDir,
-		"--listen-xds=" + AgentXDSAddress,
+		"--listen-xds=" + agent.ListenXDS,
 		"--health-address=:" + strconv.Itoa(AgentHealthPort),
-	}
-	if cfg.XDSPlaintext {
-		args = append(args, "--xds-plaintext")
 	}
 	ready := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromInt32(AgentHealthPort)}},
 		PeriodSeconds: 1, FailureThreshold: 1, TimeoutSeconds: 1}
@@ -214,7 +208,7 @@ func agent(cfg Config) corev1.Container {
 // What the user set stays.
 func addApp(c *corev1.Container) {
 	for _, e := range []corev1.EnvVar{
-		{Name: "GRPC_XDS_BOOTSTRAP", Value: CredentialsDir + "/bootstrap.json"},
+		{Name: "GRPC_XDS_BOOTSTRAP", Value: CredentialsDir + "/" + agent.BootstrapFile},
 		{Name: "GRPC_EXPERIMENTAL_XDS_SNI", Value: "true"},
 	} {
 		if !slices.ContainsFunc(c.Env, func(x corev1.EnvVar) bool { return x.Name == e.Name }) {

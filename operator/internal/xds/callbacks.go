@@ -13,13 +13,19 @@ import (
 // callbacks count proxies, pushes, NACKs and convergence.
 func (s *Server) callbacks() serverv3.Callbacks {
 	return serverv3.CallbackFuncs{
-		StreamOpenFunc: func(context.Context, int64, string) error {
+		StreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			if s.security != nil {
+				s.mu.Lock()
+				s.callers[id] = callerOf(ctx)
+				s.mu.Unlock()
+			}
 			return nil
 		},
 		StreamClosedFunc: func(id int64, _ *corev3.Node) {
 			s.mu.Lock()
 			_, ok := s.streams[id]
 			delete(s.streams, id)
+			delete(s.callers, id)
 			n := len(s.streams)
 			s.mu.Unlock()
 			if ok {
@@ -28,6 +34,11 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			}
 		},
 		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
+			if s.security != nil && req.Node != nil {
+				if err := s.admit(id, req.Node); err != nil {
+					return err
+				}
+			}
 			s.onRequest(id, req)
 			return nil
 		},

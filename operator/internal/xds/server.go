@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"slices"
 	"sync"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/go-logr/logr"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
@@ -95,6 +97,11 @@ type Server struct {
 	retired   map[string]retiredCluster
 	retention time.Duration
 
+	// security, when set, requires mTLS and admits nodes by their client's certificate;
+	// callers are the clients' SPIFFE IDs by stream.
+	security *Security
+	callers  map[int64]*url.URL
+
 	lisMu    sync.Mutex
 	listener net.Listener
 	grpc     *grpc.Server
@@ -113,7 +120,8 @@ type stream struct {
 func NewServer(log logr.Logger, build BuildFunc, onChange func()) *Server {
 	s := &Server{log: log, build: build, kick: make(chan struct{}, 1), onChange: onChange, debounce: DefaultDebounce,
 		versions: map[resource.Type]string{}, changedAt: map[resource.Type]time.Time{}, streams: map[int64]*stream{},
-		seen: map[string]bool{}, groupVer: map[string][5]string{}, retired: map[string]retiredCluster{}, retention: maxRetention}
+		seen: map[string]bool{}, groupVer: map[string][5]string{}, retired: map[string]retiredCluster{}, retention: maxRetention,
+		callers: map[int64]*url.URL{}}
 	s.cache = newSharedCache(cachev3.NewSnapshotCache(false, groupHash{}, nil))
 	return s
 }
@@ -355,6 +363,10 @@ func listOf[T types.Resource](in []T) []types.Resource {
 	return out
 }
 
+// SetSecurity makes the server require mTLS (before Listen). The operator always sets
+// it; tests of the push pipeline alone may leave it out.
+func (s *Server) SetSecurity(sec *Security) { s.security = sec }
+
 // Listen serves ADS on addr, replacing a listener on another address.
 func (s *Server) Listen(addr string) error {
 	s.lisMu.Lock()
@@ -369,12 +381,20 @@ func (s *Server) Listen(addr string) error {
 	if s.grpc != nil {
 		s.grpc.Stop()
 	}
-	gs := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		// Proxyless clients ping every 10 s at most; allow it so they can detect dead
 		// connections without being told too_many_pings.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.MaxConcurrentStreams(1<<20),
-	)
+	}
+	if s.security != nil {
+		opts = append(opts, s.security.serverOptions()...)
+		if s.security.MaxConnections > 0 {
+			lis = netutil.LimitListener(lis, s.security.MaxConnections)
+		}
+	} else {
+		opts = append(opts, grpc.MaxConcurrentStreams(1<<20))
+	}
+	gs := grpc.NewServer(opts...)
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, serverv3.NewServer(context.Background(), s.cache, s.callbacks()))
 	s.listener, s.grpc, s.addr = lis, gs, addr
 	go func() {

@@ -53,7 +53,7 @@ func newDemoCommand() *cobra.Command {
 			}()
 			d.say("the operator runs as pods of its Deployment, from %s", tb.Images.Operator)
 			d.say("the gateways will run as pods of the Deployment each Mesh writes, from %s", tb.Images.Gateway)
-			if err := d.run(ctx, tb, dir); err != nil {
+			if err := d.run(ctx, tb); err != nil {
 				return err
 			}
 			d.report()
@@ -87,7 +87,7 @@ func (d *demo) record(what, value string) {
 	d.say("%s: %s", what, value)
 }
 
-func (d *demo) run(ctx context.Context, tb *testbed.Testbed, dir string) error {
+func (d *demo) run(ctx context.Context, tb *testbed.Testbed) error {
 	c1, c2, c3 := tb.Clusters[0], tb.Clusters[1], tb.Clusters[2]
 	d.step("Federating: %s is the hub; each cluster joins (meshfedctl join) in a network of its own, and MeshFederation %s/%s bootstraps one root CA", c1.Name, sc.HubNamespace, sc.Federation)
 	networks := map[string]string{c1.Name: "net-1", c2.Name: "net-2", c3.Name: "net-3"}

@@ -14,13 +14,14 @@ const (
 	Port = 15012
 	// ServiceName is the CA service's Service in the operator's namespace.
 	ServiceName = "meshfed-ca"
-	// TrustBundleConfigMap is the ConfigMap the member operator keeps in every namespace
-	// with the federation's trust bundle (TrustBundleKey) and the fingerprint of the
-	// intermediate CA that signs today (IntermediateKey): an agent trusts the CA service
-	// through it and re-issues when the intermediate changes.
+	// TrustBundleConfigMap is the ConfigMap the member operator keeps in every namespace:
+	// an agent trusts the CA service through it and re-issues when the intermediate in it
+	// changes.
 	TrustBundleConfigMap = "meshfed-trust-bundle"
-	TrustBundleKey       = "ca.pem"
-	IntermediateKey      = "intermediate-sha256"
+	// TrustBundleKey holds the federation's trust bundle (PEM).
+	TrustBundleKey = "ca.pem"
+	// IntermediateKey holds the SHA-256 fingerprint of the intermediate CA that signs now.
+	IntermediateKey = "intermediate-sha256"
 )
 
 // SignRequest asks for a certificate for the caller's own SPIFFE ID.

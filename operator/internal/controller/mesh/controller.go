@@ -37,11 +37,12 @@ type Reconciler struct {
 	XDS *xds.Server
 	// XDSChanged receives a signal when the xDS server's state changes.
 	XDSChanged <-chan struct{}
-	// OperatorNamespace is the namespace the operator runs in, as pods: it holds the
-	// replicas' census Leases (the Mesh counts every replica's proxies, see xds.Census)
-	// and the CA and xDS Services meshed pods use. Empty (the operator runs outside the
-	// cluster) counts this replica's proxies only and leaves injection out.
+	// OperatorNamespace is the operator's namespace: it holds the replicas' census Leases
+	// and the CA and xDS Services meshed pods use.
 	OperatorNamespace string
+	// Census: every replica publishes its proxy count (xds.Census); without, the Mesh
+	// counts this replica's.
+	Census bool
 	// Reader reads what the cache does not hold (the injection webhook's configuration).
 	Reader client.Reader
 	// GatewayImage is the east-west gateway's container image.

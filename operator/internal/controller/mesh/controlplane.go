@@ -41,7 +41,7 @@ func (r *Reconciler) reconcileControlPlane(ctx context.Context, s *scope) (metav
 // connectedProxies counts the proxies of every replica from their census Leases, or this
 // replica's when there is no census.
 func (r *Reconciler) connectedProxies(ctx context.Context, st xds.Status) (int, error) {
-	if r.OperatorNamespace == "" {
+	if !r.Census {
 		return st.Proxies, nil
 	}
 	var leases coordinationv1.LeaseList

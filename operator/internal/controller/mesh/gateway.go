@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
+	caapi "github.com/meshfed/meshfed/operator/api/ca/v1alpha1"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
@@ -36,8 +37,20 @@ func gatewayLabels() map[string]string {
 	return map[string]string{"app.kubernetes.io/name": GatewayName, meshv1.LabelManagedBy: meshv1.ManagedByValue}
 }
 
-// GatewayObjects are the Deployment, Service and PodDisruptionBudget of a Mesh's gateway.
-func GatewayObjects(m *meshv1.Mesh, namespace, image string) (*appsv1.Deployment, *corev1.Service, *policyv1.PodDisruptionBudget) {
+// GatewayXDSSecret holds the gateway's client certificate for the xDS server (identity
+// spiffe://<trust domain>/ns/<mesh namespace>/sa/meshfed-eastwest-gateway), which the Mesh
+// controller has cert-manager issue from the member's CA.
+const GatewayXDSSecret = "meshfed-eastwest-gateway-xds"
+
+// Where the gateway's pods mount their xDS certificate and the trust bundle.
+const (
+	gatewayCertDir  = "/var/run/meshfed/xds"
+	gatewayTrustDir = "/var/run/meshfed/trust"
+)
+
+// GatewayObjects are the Deployment, Service and PodDisruptionBudget of a Mesh's gateway,
+// in namespace; the xDS server is the meshfed-xds Service of operatorNamespace.
+func GatewayObjects(m *meshv1.Mesh, namespace, operatorNamespace, image string) (*appsv1.Deployment, *corev1.Service, *policyv1.PodDisruptionBudget) {
 	gw := m.Spec.EastWestGateway
 	port := m.Spec.GatewayPortOrDefault()
 	replicas := ptr.Deref(gw.Replicas, 2)
@@ -53,11 +66,18 @@ func GatewayObjects(m *meshv1.Mesh, namespace, image string) (*appsv1.Deployment
 			// Long enough for the gateway's drain: open connections finish or move.
 			TerminationGracePeriodSeconds: ptr.To[int64](40),
 			SecurityContext:               &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			Volumes: []corev1.Volume{
+				{Name: "xds-certificate", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: GatewayXDSSecret}}},
+				{Name: "trust-bundle", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+					LocalObjectReference: corev1.LocalObjectReference{Name: caapi.TrustBundleConfigMap}}}},
+			},
 			Containers: []corev1.Container{{
 				Name:  "gateway",
 				Image: image,
 				Args: []string{
-					"--xds-address=" + XDSServiceName + "." + namespace + ".svc:" + strconv.Itoa(int(m.Spec.XDSPortOrDefault())),
+					"--xds-address=" + XDSServiceName + "." + operatorNamespace + ".svc:" + strconv.Itoa(int(m.Spec.XDSPortOrDefault())),
+					"--xds-cert-dir=" + gatewayCertDir,
+					"--xds-trust-bundle=" + gatewayTrustDir + "/" + caapi.TrustBundleKey,
 					"--cluster=" + m.Spec.ClusterName,
 					"--listen=:" + strconv.Itoa(int(port)),
 					"--admin=:" + strconv.Itoa(gatewayAdmin),
@@ -65,6 +85,8 @@ func GatewayObjects(m *meshv1.Mesh, namespace, image string) (*appsv1.Deployment
 				},
 				Ports: []corev1.ContainerPort{{Name: "tls", ContainerPort: port, Protocol: corev1.ProtocolTCP},
 					{Name: "admin", ContainerPort: gatewayAdmin, Protocol: corev1.ProtocolTCP}},
+				VolumeMounts: []corev1.VolumeMount{{Name: "xds-certificate", MountPath: gatewayCertDir, ReadOnly: true},
+					{Name: "trust-bundle", MountPath: gatewayTrustDir, ReadOnly: true}},
 				ReadinessProbe: probe("/readyz"),
 				LivenessProbe:  probe("/healthz"),
 				Resources: corev1.ResourceRequirements{
@@ -97,7 +119,7 @@ func GatewayObjects(m *meshv1.Mesh, namespace, image string) (*appsv1.Deployment
 func (r *Reconciler) reconcileGateway(ctx context.Context, s *scope) (metav1.Condition, error) {
 	m := s.mesh
 	cond := metav1.Condition{Type: meshv1.ConditionGatewayReady, Status: metav1.ConditionFalse}
-	dep, svc, pdb := GatewayObjects(m, r.Namespace, r.GatewayImage)
+	dep, svc, pdb := GatewayObjects(m, r.Namespace, r.OperatorNamespace, r.GatewayImage)
 	if !ptr.Deref(m.Spec.EastWestGateway.Enabled, true) {
 		for _, obj := range []client.Object{dep, svc, pdb} {
 			if err := r.deleteControlled(ctx, m, obj); err != nil {

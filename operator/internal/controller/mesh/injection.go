@@ -20,6 +20,7 @@ import (
 	caapi "github.com/meshfed/meshfed/operator/api/ca/v1alpha1"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/operator/internal/ca"
+	"github.com/meshfed/meshfed/operator/internal/xds"
 	meshwebhook "github.com/meshfed/meshfed/operator/webhook"
 )
 
@@ -50,7 +51,7 @@ func (r *Reconciler) reconcileInjection(ctx context.Context, s *scope) (metav1.C
 		cond.Reason, cond.Message = meshv1.ReasonInvalidCertificate, err.Error()
 		return cond, nil
 	}
-	if err := r.servingCertificate(ctx, s.mesh); err != nil {
+	if err := r.controlPlaneCertificates(ctx, s.mesh); err != nil {
 		return cond, err
 	}
 	if err := r.distributeBundle(ctx, held); err != nil {
@@ -77,29 +78,34 @@ func (r *Reconciler) reconcileInjection(ctx context.Context, s *scope) (metav1.C
 	return cond, nil
 }
 
-// servingCertificate keeps the Certificate of the control plane's serving certificate:
-// the DNS names of the CA and xDS Services, and the operator's SPIFFE ID.
-func (r *Reconciler) servingCertificate(ctx context.Context, m *meshv1.Mesh) error {
-	cert := &cmapi.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: ControlPlaneCertificate}}
-	_, err := controllerutil.CreateOrUpdate(ctx, r.Client, cert, func() error {
-		cert.Labels = map[string]string{meshv1.LabelManagedBy: meshv1.ManagedByValue}
-		var dns []string
-		for _, svc := range []string{caapi.ServiceName, "meshfed-xds"} {
-			dns = append(dns, svc+"."+r.OperatorNamespace+".svc", svc+"."+r.OperatorNamespace+".svc.cluster.local")
+// controlPlaneCertificates keeps the Certificates of the control plane: its serving
+// certificate (the DNS names of the CA and xDS Services, the operator's SPIFFE ID) and the
+// gateway's xDS client certificate (the gateway's SPIFFE ID). Both are workload
+// certificates of the member's CA: a root rotation re-issues them.
+func (r *Reconciler) controlPlaneCertificates(ctx context.Context, m *meshv1.Mesh) error {
+	var dns []string
+	for _, svc := range []string{caapi.ServiceName, XDSServiceName} {
+		dns = append(dns, svc+"."+r.OperatorNamespace+".svc", svc+"."+r.OperatorNamespace+".svc.cluster.local")
+	}
+	td := m.Spec.TrustDomainOrDefault()
+	for name, spec := range map[string]cmapi.CertificateSpec{
+		ControlPlaneCertificate: {SecretName: ca.ServingSecret, DNSNames: dns,
+			URIs: []string{fmt.Sprintf("spiffe://%s/ns/%s/sa/meshfed-operator", td, r.OperatorNamespace)}},
+		GatewayXDSSecret: {SecretName: GatewayXDSSecret,
+			URIs: []string{fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", td, r.Namespace, xds.GatewayServiceAccount)}},
+	} {
+		spec.Duration = &metav1.Duration{Duration: 24 * time.Hour}
+		spec.IssuerRef = cmmeta.IssuerReference{Name: trust.MemberIssuer, Kind: cmapi.IssuerKind, Group: "cert-manager.io"}
+		spec.Usages = []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment, cmapi.UsageServerAuth, cmapi.UsageClientAuth}
+		spec.PrivateKey = &cmapi.CertificatePrivateKey{Algorithm: cmapi.ECDSAKeyAlgorithm, Size: 256, RotationPolicy: cmapi.RotationPolicyAlways}
+		cert := &cmapi.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: name}}
+		if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, cert, func() error {
+			cert.Labels = map[string]string{meshv1.LabelManagedBy: meshv1.ManagedByValue}
+			cert.Spec = spec
+			return controllerutil.SetControllerReference(m, cert, r.Client.Scheme())
+		}); err != nil {
+			return fmt.Errorf("Certificate %s/%s: %w", r.Namespace, name, err)
 		}
-		cert.Spec = cmapi.CertificateSpec{
-			SecretName: ca.ServingSecret,
-			DNSNames:   dns,
-			URIs:       []string{fmt.Sprintf("spiffe://%s/ns/%s/sa/meshfed-operator", m.Spec.TrustDomainOrDefault(), r.OperatorNamespace)},
-			Duration:   &metav1.Duration{Duration: 24 * time.Hour},
-			IssuerRef:  cmmeta.IssuerReference{Name: trust.MemberIssuer, Kind: cmapi.IssuerKind, Group: "cert-manager.io"},
-			Usages:     []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment, cmapi.UsageServerAuth, cmapi.UsageClientAuth},
-			PrivateKey: &cmapi.CertificatePrivateKey{Algorithm: cmapi.ECDSAKeyAlgorithm, Size: 256, RotationPolicy: cmapi.RotationPolicyAlways},
-		}
-		return controllerutil.SetControllerReference(m, cert, r.Client.Scheme())
-	})
-	if err != nil {
-		return fmt.Errorf("Certificate %s/%s: %w", r.Namespace, ControlPlaneCertificate, err)
 	}
 	return nil
 }
