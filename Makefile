@@ -125,9 +125,10 @@ test-unit: ## Run only the tests that need no local clusters.
 	$(GO) test $(GO_TAGS) $(GO_TEST_FLAGS) -short ./...
 
 .PHONY: bench
-bench: tools build ## Run the benchmarks: testbed start, pod start-up, federation latency and burst, xDS builds and pushes, failover and splits.
+bench: tools build ## Run the benchmarks: testbed start, pod start-up, injected pods, federation latency and burst, xDS builds and pushes, failover and splits.
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench Start3Clusters -benchtime 3x -timeout 30m ./testbed
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench PodStartup -benchtime 100x -timeout 30m ./testbed
+	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench InjectedPodsAtOnce -benchtime 1x -timeout 30m ./operator/internal/inject
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench ExportToImport -benchtime 200x -timeout 30m ./operator/internal/controller/meshfederation
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench ExportBurst -benchtime 1x -timeout 30m ./operator/internal/controller/meshfederation
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench ServiceImportWrites -benchtime 3x -timeout 30m ./testbed

@@ -14,6 +14,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -54,7 +55,7 @@ func Generate(in Input) (map[string][]byte, error) {
 	var (
 		examples    []json.RawMessage
 		deployments []operatorsv1alpha1.StrategyDeploymentSpec
-		webhooks    []admissionregistrationv1.ValidatingWebhook
+		webhooks    []webhook
 		clusterRole = map[string][]rbacv1.PolicyRule{}
 		role        = map[string][]rbacv1.PolicyRule{}
 		bindings    []binding
@@ -104,7 +105,28 @@ func Generate(in Input) (map[string][]byte, error) {
 			if err := fromUnstructured(u, &w); err != nil {
 				return nil, err
 			}
-			webhooks = append(webhooks, w.Webhooks...)
+			for _, wh := range w.Webhooks {
+				webhooks = append(webhooks, webhook{name: wh.Name, typ: operatorsv1alpha1.ValidatingAdmissionWebhook, clientConfig: wh.ClientConfig,
+					rules: wh.Rules, failurePolicy: wh.FailurePolicy, sideEffects: wh.SideEffects, versions: wh.AdmissionReviewVersions,
+					objectSelector: wh.ObjectSelector, timeout: wh.TimeoutSeconds})
+			}
+		case gvk.Kind == "MutatingWebhookConfiguration":
+			var w admissionregistrationv1.MutatingWebhookConfiguration
+			if err := fromUnstructured(u, &w); err != nil {
+				return nil, err
+			}
+			for _, wh := range w.Webhooks {
+				if wh.NamespaceSelector != nil && len(wh.NamespaceSelector.MatchLabels) > 0 {
+					// OLM sets a webhook's namespaceSelector from the OperatorGroup: one that
+					// selects namespaces by label (injection by namespace) cannot be kept,
+					// and must not become "every namespace". Under OLM, pods opt in with
+					// their own label.
+					continue
+				}
+				webhooks = append(webhooks, webhook{name: wh.Name, typ: operatorsv1alpha1.MutatingAdmissionWebhook, clientConfig: wh.ClientConfig,
+					rules: wh.Rules, failurePolicy: wh.FailurePolicy, sideEffects: wh.SideEffects, versions: wh.AdmissionReviewVersions,
+					objectSelector: wh.ObjectSelector, timeout: wh.TimeoutSeconds, reinvocation: wh.ReinvocationPolicy})
+			}
 		case gvk.Kind == "Service" && !strings.Contains(u.GetName(), "webhook"):
 			// OLM creates the webhook's Service itself; others ship as manifests.
 			strip(u)
@@ -178,7 +200,21 @@ type binding struct{ account, kind, role string }
 
 // webhookDefinitions turns the webhook configuration into the CSV's definitions; OLM
 // creates the Service and the certificates and routes to the Deployment's webhook port.
-func webhookDefinitions(webhooks []admissionregistrationv1.ValidatingWebhook, d operatorsv1alpha1.StrategyDeploymentSpec) ([]operatorsv1alpha1.WebhookDescription, error) {
+// webhook is what a bundle keeps of a validating or mutating webhook.
+type webhook struct {
+	name           string
+	typ            operatorsv1alpha1.WebhookAdmissionType
+	clientConfig   admissionregistrationv1.WebhookClientConfig
+	rules          []admissionregistrationv1.RuleWithOperations
+	failurePolicy  *admissionregistrationv1.FailurePolicyType
+	sideEffects    *admissionregistrationv1.SideEffectClass
+	versions       []string
+	objectSelector *metav1.LabelSelector
+	timeout        *int32
+	reinvocation   *admissionregistrationv1.ReinvocationPolicyType
+}
+
+func webhookDefinitions(webhooks []webhook, d operatorsv1alpha1.StrategyDeploymentSpec) ([]operatorsv1alpha1.WebhookDescription, error) {
 	var port int32
 	for _, p := range d.Spec.Template.Spec.Containers[0].Ports {
 		if p.Name == "webhook" {
@@ -190,21 +226,24 @@ func webhookDefinitions(webhooks []admissionregistrationv1.ValidatingWebhook, d 
 	}
 	var out []operatorsv1alpha1.WebhookDescription
 	for _, w := range webhooks {
-		if w.ClientConfig.Service == nil || w.ClientConfig.Service.Path == nil {
-			return nil, fmt.Errorf("webhook %s: want a Service client config with a path", w.Name)
+		if w.clientConfig.Service == nil || w.clientConfig.Service.Path == nil {
+			return nil, fmt.Errorf("webhook %s: want a Service client config with a path", w.name)
 		}
 		target := intstr.FromInt32(port)
 		out = append(out, operatorsv1alpha1.WebhookDescription{
-			GenerateName:            w.Name,
-			Type:                    operatorsv1alpha1.ValidatingAdmissionWebhook,
+			GenerateName:            w.name,
+			Type:                    w.typ,
 			DeploymentName:          d.Name,
 			ContainerPort:           443,
 			TargetPort:              &target,
-			Rules:                   w.Rules,
-			FailurePolicy:           w.FailurePolicy,
-			SideEffects:             w.SideEffects,
-			AdmissionReviewVersions: w.AdmissionReviewVersions,
-			WebhookPath:             w.ClientConfig.Service.Path,
+			Rules:                   w.rules,
+			FailurePolicy:           w.failurePolicy,
+			SideEffects:             w.sideEffects,
+			AdmissionReviewVersions: w.versions,
+			WebhookPath:             w.clientConfig.Service.Path,
+			ObjectSelector:          w.objectSelector,
+			TimeoutSeconds:          w.timeout,
+			ReinvocationPolicy:      w.reinvocation,
 		})
 	}
 	return out, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
@@ -64,6 +65,12 @@ func (i *Injector) Handle(ctx context.Context, req admission.Request) admission.
 	if err := i.Decoder.Decode(req, pod); err != nil {
 		injections.WithLabelValues("error").Inc()
 		return admission.Errored(http.StatusBadRequest, err)
+	}
+	if slices.Contains(SystemNamespaces, req.Namespace) || req.Namespace == i.OperatorNamespace {
+		// The webhook configuration leaves them out; a configuration changed by hand (or
+		// by OLM) must not bring meshfed into the cluster's own pods or its own.
+		injections.WithLabelValues("skipped").Inc()
+		return admission.Allowed("not injected: meshfed never injects pods of " + req.Namespace)
 	}
 	var mesh meshv1.Mesh
 	if err := i.Client.Get(ctx, client.ObjectKey{Name: meshv1.MeshSingletonName}, &mesh); apierrors.IsNotFound(err) {

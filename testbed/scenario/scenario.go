@@ -249,6 +249,43 @@ func (m *Mesh) SetPolicy(ctx context.Context, tp *meshv1.TrafficPolicy) (time.Ti
 	return time.Now(), err
 }
 
+// RotateRoot starts a rotation of the federation's root to revision, each stage waiting
+// delay once every member reports it done, and returns when it has completed, with the
+// root fingerprints before and after.
+func (m *Mesh) RotateRoot(ctx context.Context, revision string, delay time.Duration) (string, string, error) {
+	var before string
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var fed meshv1.MeshFederation
+		if err := m.Hub.Client.Get(ctx, client.ObjectKey{Namespace: HubNamespace, Name: Federation}, &fed); err != nil {
+			return err
+		}
+		if fed.Status.Trust != nil {
+			before = fed.Status.Trust.RootFingerprint
+		}
+		fed.Spec.Trust.Rotation.Revision = revision
+		fed.Spec.Trust.Rotation.PropagationDelay = &metav1.Duration{Duration: delay}
+		return m.Hub.Client.Update(ctx, &fed)
+	})
+	if err != nil {
+		return "", "", err
+	}
+	var after string
+	err = testbed.Poll(ctx, 5*time.Minute, "the root rotation completed", func() error {
+		var fed meshv1.MeshFederation
+		if err := m.Hub.Client.Get(ctx, client.ObjectKey{Namespace: HubNamespace, Name: Federation}, &fed); err != nil {
+			return err
+		}
+		cond := meta.FindStatusCondition(fed.Status.Conditions, meshv1.ConditionRootRotation)
+		if fed.Status.Trust == nil || fed.Status.Trust.Rotation != nil || cond == nil || cond.Reason != meshv1.ReasonRotationCompleted ||
+			fed.Status.Trust.RootFingerprint == before {
+			return fmt.Errorf("RootRotation %+v", cond)
+		}
+		after = fed.Status.Trust.RootFingerprint
+		return nil
+	})
+	return before, after, err
+}
+
 // Policy is a traffic policy for the echo service.
 func Policy() *meshv1.TrafficPolicy {
 	return &meshv1.TrafficPolicy{Service: meshv1.ServiceRef{Namespace: Namespace, Name: "echo"}}

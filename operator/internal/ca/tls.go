@@ -68,15 +68,21 @@ func (s *TLSSource) Roots(ctx context.Context) (*x509.CertPool, error) {
 	return roots, nil
 }
 
-// VerifyClient checks a TLS client's chain against the trust bundle (for clientAuth) and
-// returns its SPIFFE ID: the one URI SAN of its certificate.
+// VerifyClient checks a TLS client's chain against the trust bundle now (for clientAuth)
+// and returns its SPIFFE ID.
 func (s *TLSSource) VerifyClient(ctx context.Context, cs tls.ConnectionState) (*url.URL, error) {
-	if len(cs.PeerCertificates) == 0 {
-		return nil, errors.New("no client certificate: the xDS server needs a certificate of the federation")
-	}
 	roots, err := s.Roots(ctx)
 	if err != nil {
 		return nil, err
+	}
+	return VerifyClient(cs, roots)
+}
+
+// VerifyClient checks a TLS client's chain against roots (for clientAuth) and returns its
+// SPIFFE ID: the one URI SAN of its certificate.
+func VerifyClient(cs tls.ConnectionState, roots *x509.CertPool) (*url.URL, error) {
+	if len(cs.PeerCertificates) == 0 {
+		return nil, errors.New("no client certificate: the xDS server needs a certificate of the federation")
 	}
 	leaf := cs.PeerCertificates[0]
 	inter := x509.NewCertPool()

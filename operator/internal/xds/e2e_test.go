@@ -236,6 +236,40 @@ func TestProxylessGRPC(t *testing.T) {
 		must(t, sc.AllOn(ctx, f.client, a.Name, 20, 20*time.Second))
 	})
 
+	t.Run("a root rotation under load: no call fails, and every agent re-issues", func(t *testing.T) {
+		load, err := sc.StartLoad(ctx, f.client, 20*time.Millisecond)
+		must(t, err)
+		start := time.Now()
+		// Longer than a pod's files take to follow a ConfigMap (5 s on the testbed's node)
+		// and the app to re-read them (1 s).
+		before, after, err := f.RotateRoot(ctx, "r2", 8*time.Second)
+		must(t, err)
+		cs, err := load.Stop(ctx)
+		must(t, err)
+		t.Logf("ROTATION UNDER LOAD: %d calls in %s, %d failed (root %.12s → %.12s)", len(cs), time.Since(start).Round(time.Second), sc.Split(cs)[""], before, after)
+		for _, c := range cs {
+			if !c.OK {
+				t.Errorf("a call %.0f ms into the rotation failed: %s", c.At, c.Error)
+			}
+		}
+		if len(cs) < 100 {
+			t.Errorf("only %d calls during the rotation", len(cs))
+		}
+		for _, c := range []*testbed.Cluster{a, b} {
+			mesh, err := sc.GetMesh(ctx, c)
+			must(t, err)
+			tr := mesh.Status.Trust
+			// The agents of the echo server and the client in A, the server in B, and the
+			// control plane's and the gateway's certificates.
+			if tr == nil || tr.WorkloadCertificates < 3 || tr.WorkloadCertificatesCurrent != tr.WorkloadCertificates {
+				t.Errorf("%s: trust status %+v, want every workload certificate current", c.Name, tr)
+			}
+		}
+		if s := sc.Split(f.calls(t, 20)); s[""] > 0 {
+			t.Errorf("calls after the rotation: %v", s)
+		}
+	})
+
 	t.Run("a certificate from another root is refused", func(t *testing.T) {
 		identity := foreignIdentity(t, a)
 		rogue, err := f.RunEcho(ctx, a, "rogue", "client", "rogue", identity, sc.ClientPort, nil)

@@ -19,18 +19,24 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-
-	"github.com/meshfed/meshfed/operator/internal/ca"
 )
 
 // GatewayServiceAccount is the service account of the east-west gateway's identity
 // (spiffe://<trust domain>/ns/<mesh namespace>/sa/meshfed-eastwest-gateway).
 const GatewayServiceAccount = "meshfed-eastwest-gateway"
 
+// Credentials are the xDS server's side of mTLS (ca.TLSSource in the operator).
+type Credentials interface {
+	// Certificate is the server's certificate (tls.Config.GetCertificate).
+	Certificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// VerifyClient checks a client's chain and returns its SPIFFE ID.
+	VerifyClient(context.Context, tls.ConnectionState) (*url.URL, error)
+}
+
 // Security makes the xDS server require mTLS with a certificate of the federation and
 // take what a client may be from its certificate, not from what its node claims.
 type Security struct {
-	TLS *ca.TLSSource
+	TLS Credentials
 	// TrustDomain is the mesh's trust domain now.
 	TrustDomain func(context.Context) (string, error)
 	// MeshNamespace is where the gateway's identity is.

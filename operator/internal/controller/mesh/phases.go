@@ -179,8 +179,8 @@ func (r *Reconciler) countAgents(ctx context.Context, held *trust.CACerts, statu
 	return nil
 }
 
-// agentLives tells whether the pod of an agent's request still runs with a certificate
-// that has not expired.
+// agentLives tells whether the pod of an agent's request still runs (it is not gone,
+// deleted or finished) with a certificate that has not expired.
 func (r *Reconciler) agentLives(ctx context.Context, cr *cmapi.CertificateRequest) (bool, error) {
 	chain, err := trust.ParseCertificates(cr.Status.Certificate)
 	if err != nil || len(chain) == 0 || time.Now().After(chain[0].NotAfter) {
@@ -194,7 +194,8 @@ func (r *Reconciler) agentLives(ctx context.Context, cr *cmapi.CertificateReques
 	if err != nil {
 		return false, err
 	}
-	return string(pod.UID) == cr.Labels[ca.LabelPodUID] && pod.DeletionTimestamp == nil, nil
+	finished := pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+	return string(pod.UID) == cr.Labels[ca.LabelPodUID] && pod.DeletionTimestamp == nil && !finished, nil
 }
 
 // setIssuing sets c's Issuing condition to True, in place of the one a failed issuance
