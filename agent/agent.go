@@ -52,11 +52,27 @@ type Options struct {
 	Lifetime time.Duration
 	// Refresh is how often the certificate files are re-read by the app (bootstrap).
 	Refresh time.Duration
+	// Mode is the injection template: ModeGRPC writes the app's gRPC bootstrap, ModeEnvoy
+	// the Envoy sidecar's as well.
+	Mode string
 	Log     *slog.Logger
 }
 
-// BootstrapFile is the app's xDS bootstrap in the credentials directory.
-const BootstrapFile = "bootstrap.json"
+// BootstrapFile is the app's xDS bootstrap in the credentials directory; EnvoyFile is the
+// Envoy sidecar's (mode envoy).
+const (
+	BootstrapFile = "bootstrap.json"
+	EnvoyFile     = "envoy.json"
+)
+
+// Modes of the agent: the injection template that added it.
+const (
+	ModeGRPC  = "grpc-agent"
+	ModeEnvoy = "envoy"
+)
+
+// EnvoyAdminPort is the Envoy sidecar's admin port (on loopback).
+const EnvoyAdminPort = 15000
 
 // ListenXDS is where the agent serves the app's xDS streams by default: the pod's loopback.
 const ListenXDS = "127.0.0.1:15010"
@@ -143,18 +159,37 @@ func (a *Agent) current() *Credentials {
 	return a.creds
 }
 
-// writeBootstrap writes the app's xDS bootstrap: the control plane is the agent.
+// writeBootstrap writes the app's xDS bootstrap, and the Envoy sidecar's in mode envoy:
+// the control plane is the agent.
 func (a *Agent) writeBootstrap() error {
 	boot, err := bootstrap.JSON(bootstrap.Options{XDSAddress: a.opts.ListenXDS, NodeID: a.opts.NodeID(), Cluster: a.opts.Cluster,
 		CertDir: a.opts.CredentialsDir, Refresh: a.opts.Refresh})
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(a.opts.CredentialsDir, BootstrapFile)
-	if err := os.WriteFile(path+".tmp", boot, 0o644); err != nil {
-		return err
+	files := map[string][]byte{BootstrapFile: boot}
+	if a.opts.Mode == ModeEnvoy {
+		b, err := bootstrap.Envoy(bootstrap.EnvoyOptions{XDSAddress: a.opts.ListenXDS, NodeID: a.opts.NodeID(), Cluster: a.opts.Cluster, AdminPort: EnvoyAdminPort})
+		if err != nil {
+			return err
+		}
+		if err := bootstrap.CheckEnvoy(b); err != nil {
+			return fmt.Errorf("the Envoy bootstrap: %w", err)
+		}
+		if files[EnvoyFile], err = bootstrap.EnvoyJSON(b); err != nil {
+			return err
+		}
 	}
-	return os.Rename(path+".tmp", path)
+	for name, data := range files {
+		path := filepath.Join(a.opts.CredentialsDir, name)
+		if err := os.WriteFile(path+".tmp", data, 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(path+".tmp", path); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // readTrust reads the trust-bundle ConfigMap's files.
@@ -309,15 +344,34 @@ func (a *Agent) probe(ctx context.Context) {
 func (a *Agent) serveHealth(ctx context.Context, lis net.Listener) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+	started := func() error {
 		switch {
 		case a.current() == nil:
-			http.Error(w, "no workload certificate yet", http.StatusServiceUnavailable)
+			return errors.New("no workload certificate yet")
 		case !a.ready.Load():
-			http.Error(w, "no configuration from the control plane yet", http.StatusServiceUnavailable)
-		default:
-			_, _ = w.Write([]byte("ok\n"))
+			return errors.New("no configuration from the control plane yet")
 		}
+		return nil
+	}
+	// /started: credentials and a first configuration (what comes after the agent in the
+	// pod may start); /ready: that, and the Envoy sidecar ready in mode envoy.
+	mux.HandleFunc("GET /started", func(w http.ResponseWriter, _ *http.Request) {
+		if err := started(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
+		err := started()
+		if err == nil && a.opts.Mode == ModeEnvoy {
+			err = envoyReady(r.Context())
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", metricsHandler())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -326,4 +380,23 @@ func (a *Agent) serveHealth(ctx context.Context, lis net.Listener) {
 		_ = srv.Close()
 	}()
 	_ = srv.Serve(lis)
+}
+
+// envoyReady asks the Envoy sidecar's admin interface whether it is ready.
+func envoyReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/ready", EnvoyAdminPort), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("the Envoy sidecar: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the Envoy sidecar is not ready (%s)", resp.Status)
+	}
+	return nil
 }

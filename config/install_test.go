@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshfed/meshfed/federation/join"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/testbed"
 )
@@ -173,6 +174,13 @@ func TestInstallFromConfigDefault(t *testing.T) {
 		}
 	}
 	testbed.Eventually(t, 2*time.Minute, "the sample Mesh is Ready", meshReady(metav1.ConditionTrue, ""))
+	// The gateway's pods need their xDS certificate, from the member's CA: the cluster
+	// joins a federation of its own.
+	_, err = join.Join(ctx, join.Options{Name: mesh.Spec.ClusterName, Member: c.Client, MemberConfig: c.Config, Hub: c.Client, HubNamespace: ns})
+	must(t, err)
+	testbed.MustCreate(ctx, t, c.Client, &meshv1.MeshFederation{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "alone"},
+		Spec: meshv1.MeshFederationSpec{Trust: meshv1.TrustSpec{Bootstrap: meshv1.BootstrapSelfSigned},
+			Members: []meshv1.Member{{Name: mesh.Spec.ClusterName, KubeconfigSecretRef: meshv1.SecretKeyRef{Name: join.SecretName(mesh.Spec.ClusterName)}}}}})
 	testbed.Eventually(t, 2*time.Minute, "the sample Mesh's gateway is Ready", func() error {
 		must(t, c.Client.Get(ctx, client.ObjectKeyFromObject(&mesh), &mesh))
 		if !meta.IsStatusConditionTrue(mesh.Status.Conditions, meshv1.ConditionGatewayReady) {

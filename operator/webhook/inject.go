@@ -48,10 +48,10 @@ type Injector struct {
 	// Client reads the Mesh and the pod's Namespace.
 	Client  client.Reader
 	Decoder admission.Decoder
-	// AgentImage and OperatorNamespace complete inject.Config; the rest comes from the
-	// Mesh.
-	AgentImage        string
-	OperatorNamespace string
+	// AgentImage, EnvoyImage and OperatorNamespace complete inject.Config; the rest
+	// comes from the Mesh.
+	AgentImage, EnvoyImage string
+	OperatorNamespace      string
 }
 
 // DefaultSelector is the namespace selector of a Mesh that sets none.
@@ -98,7 +98,7 @@ func (i *Injector) Handle(ctx context.Context, req admission.Request) admission.
 		return admission.Allowed("not injected: " + why)
 	}
 	injected, changed, err := inject.Inject(pod, inject.Config{
-		AgentImage: i.AgentImage, TrustDomain: mesh.Spec.TrustDomainOrDefault(), Cluster: mesh.Spec.ClusterName,
+		AgentImage: i.AgentImage, EnvoyImage: i.EnvoyImage, TrustDomain: mesh.Spec.TrustDomainOrDefault(), Cluster: mesh.Spec.ClusterName,
 		OperatorNamespace: i.OperatorNamespace, XDSPort: mesh.Spec.XDSPortOrDefault(),
 	})
 	if err != nil {

@@ -1,6 +1,8 @@
 // Command meshfed-agent is the sidecar the injection webhook adds to meshed pods (package
 // agent). The pod's name, namespace and service account come from the downward API
 // ($POD_NAME, $POD_NAMESPACE, $SERVICE_ACCOUNT); the rest are flags the webhook sets.
+// "meshfed-agent capture" is the envoy template's init container: it redirects the pod's
+// TCP traffic to the Envoy sidecar.
 package main
 
 import (
@@ -10,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -17,6 +20,10 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "capture" {
+		capture(os.Args[2:])
+		return
+	}
 	o := agent.Options{
 		PodName: os.Getenv("POD_NAME"), Namespace: os.Getenv("POD_NAMESPACE"), ServiceAccount: os.Getenv("SERVICE_ACCOUNT"),
 	}
@@ -31,6 +38,7 @@ func main() {
 	flag.StringVar(&o.HealthAddr, "health-address", ":15021", "where /healthz, /ready and /metrics are served")
 	flag.DurationVar(&o.Lifetime, "lifetime", 0, "certificate lifetime to ask for (0: the CA's default)")
 	flag.DurationVar(&o.Refresh, "refresh", time.Second, "how often the app re-reads the certificate files")
+	flag.StringVar(&o.Mode, "mode", agent.ModeGRPC, "the injection template: grpc-agent (a proxyless gRPC app) or envoy (an Envoy sidecar too)")
 	flag.Parse()
 	if o.PodName == "" || o.Namespace == "" || o.ServiceAccount == "" {
 		fmt.Fprintln(os.Stderr, "meshfed-agent: POD_NAME, POD_NAMESPACE and SERVICE_ACCOUNT must be set (the injection webhook sets them from the downward API)")
@@ -41,6 +49,31 @@ func main() {
 	defer stop()
 	if err := agent.Run(ctx, o); err != nil {
 		o.Log.Error("meshfed-agent stopped", "error", err)
+		os.Exit(1)
+	}
+}
+
+// capture is the envoy template's init container: it sends the pod's TCP traffic through
+// the Envoy sidecar, then exits.
+func capture(args []string) {
+	fs := flag.NewFlagSet("capture", flag.ExitOnError)
+	out := fs.Uint("outbound-port", 15001, "Envoy's port for the connections the pod opens")
+	in := fs.Uint("inbound-port", 15006, "Envoy's port for the connections the pod accepts")
+	var uids []uint32
+	fs.Func("exclude-uid", "a user whose connections are not redirected: Envoy's, the agent's (repeatable)", func(s string) error {
+		u, err := strconv.ParseUint(s, 10, 32)
+		uids = append(uids, uint32(u))
+		return err
+	})
+	var exclude []uint16
+	fs.Func("exclude-inbound-port", "a port that reaches the pod without Envoy (repeatable)", func(s string) error {
+		p, err := strconv.ParseUint(s, 10, 16)
+		exclude = append(exclude, uint16(p))
+		return err
+	})
+	_ = fs.Parse(args)
+	if err := agent.Capture(agent.CaptureOptions{OutboundPort: uint16(*out), InboundPort: uint16(*in), ExcludeUIDs: uids, ExcludeInboundPorts: exclude}); err != nil {
+		fmt.Fprintln(os.Stderr, "meshfed-agent capture:", err)
 		os.Exit(1)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -30,6 +31,7 @@ import (
 	"github.com/meshfed/meshfed/operator/internal/controller/mesh"
 	"github.com/meshfed/meshfed/operator/internal/controller/meshfederation"
 	"github.com/meshfed/meshfed/operator/internal/feed"
+	"github.com/meshfed/meshfed/operator/internal/inject"
 	"github.com/meshfed/meshfed/operator/internal/xds"
 	meshwebhook "github.com/meshfed/meshfed/operator/webhook"
 )
@@ -148,6 +150,22 @@ func Run(ctx context.Context, opts Options) error {
 					return "", err
 				}
 				return m.Spec.TrustDomainOrDefault(), nil
+			},
+			// A pod injected with the envoy template is an Envoy node; any other workload
+			// (a pod of the grpc-agent template, or no pod at all) a proxyless one.
+			GroupOf: func(ctx context.Context, namespace, name string) (string, error) {
+				var pod corev1.Pod
+				err := mgr.GetAPIReader().Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &pod)
+				if apierrors.IsNotFound(err) {
+					return xds.GroupGRPC, nil
+				}
+				if err != nil {
+					return "", err
+				}
+				if pod.Annotations[inject.AnnotationInjected] == inject.TemplateEnvoy {
+					return xds.GroupEnvoy, nil
+				}
+				return xds.GroupGRPC, nil
 			}})
 		if opts.census() {
 			if err := mgr.Add(&xds.Census{
@@ -164,7 +182,7 @@ func Run(ctx context.Context, opts Options) error {
 		if opts.WebhookPort != 0 {
 			mgr.GetWebhookServer().Register(meshwebhook.InjectPath, &webhook.Admission{Handler: &meshwebhook.Injector{
 				Client: mgr.GetClient(), Decoder: admission.NewDecoder(mgr.GetScheme()),
-				AgentImage: opts.AgentImage, OperatorNamespace: opts.PodNamespace,
+				AgentImage: opts.AgentImage, EnvoyImage: opts.EnvoyImage, OperatorNamespace: opts.PodNamespace,
 			}})
 		}
 		if err := (&mesh.Reconciler{

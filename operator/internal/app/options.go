@@ -8,6 +8,7 @@ import (
 	"time"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+	"github.com/meshfed/meshfed/operator/internal/inject"
 )
 
 // Role selects which controllers the operator runs.
@@ -77,8 +78,9 @@ type Options struct {
 	XDSBindHost string
 	// GatewayImage is the container image of the east-west gateway the member deploys.
 	GatewayImage string
-	// AgentImage is the container image of meshfed-agent, which injection adds to pods.
-	AgentImage string
+	// AgentImage is the container image of meshfed-agent, which injection adds to pods;
+	// EnvoyImage the Envoy sidecar's of the envoy template.
+	AgentImage, EnvoyImage string
 	// PodNamespace is the operator's namespace, where its Services (CA, xDS, webhook) are
 	// ($POD_NAMESPACE from the downward API, or --operator-namespace).
 	PodNamespace string
@@ -117,6 +119,7 @@ func DefaultOptions() Options {
 		WebhookCertDir:      "/tmp/k8s-webhook-server/serving-certs",
 		GatewayImage:        DefaultGatewayImage,
 		AgentImage:          DefaultAgentImage,
+		EnvoyImage:          inject.DefaultEnvoyImage,
 		XDSMaxConnections:   20000,
 		XDSMaxConnectionAge: 30 * time.Minute,
 		PodName:             os.Getenv("POD_NAME"),
@@ -153,6 +156,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.XDSMaxConnections, "xds-max-connections", o.XDSMaxConnections, "member: connections the xDS server serves at once")
 	fs.DurationVar(&o.XDSMaxConnectionAge, "xds-max-connection-age", o.XDSMaxConnectionAge, "member: the xDS server closes a connection this long after it opened, so that proxies spread over the replicas")
 	fs.StringVar(&o.AgentImage, "agent-image", o.AgentImage, "member: container image of meshfed-agent, which injection adds to pods")
+	fs.StringVar(&o.EnvoyImage, "envoy-image", o.EnvoyImage, "member: container image of the Envoy sidecar of the envoy injection template")
 	fs.StringVar(&o.XDSBindHost, "xds-bind-host", o.XDSBindHost, "member: address the xDS server binds (its port is the Mesh's spec.controlPlane.xdsPort); empty means every address")
 	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "directory with the webhook server's tls.crt and tls.key")
 }

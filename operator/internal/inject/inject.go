@@ -7,7 +7,10 @@
 // configuration), a memory volume it shares with the app for the certificate, key, trust
 // bundle and the xDS bootstrap, the trust-bundle ConfigMap, and a projected
 // service-account token for the CA; each app container gets GRPC_XDS_BOOTSTRAP,
-// GRPC_EXPERIMENTAL_XDS_SNI and the shared volume, read-only.
+// GRPC_EXPERIMENTAL_XDS_SNI and the shared volume, read-only. Template envoy adds the same
+// agent (which also writes an Envoy bootstrap), an Envoy sidecar that reads its bootstrap
+// and certificates from the shared volume, and an init container that redirects the pod's
+// TCP traffic to Envoy (it needs NET_ADMIN); the app containers stay as they are.
 package inject
 
 import (
@@ -23,6 +26,7 @@ import (
 
 	"github.com/meshfed/meshfed/agent"
 	caapi "github.com/meshfed/meshfed/operator/api/ca/v1alpha1"
+	"github.com/meshfed/meshfed/operator/internal/translate"
 )
 
 // The label (or annotation) a pod opts in or out with, and its values.
@@ -36,19 +40,30 @@ const (
 	AnnotationTemplate = "meshfed.io/template"
 )
 
-// TemplateGRPCAgent is the proxyless gRPC template.
-const TemplateGRPCAgent = "grpc-agent"
+// Templates: proxyless gRPC, and an Envoy sidecar.
+const (
+	TemplateGRPCAgent = agent.ModeGRPC
+	TemplateEnvoy     = agent.ModeEnvoy
+)
 
 // Names of what injection adds.
 const (
-	AgentContainer = "meshfed-agent"
-	CredentialsVol = "meshfed-credentials"
-	TrustVol       = "meshfed-trust"
-	TokenVol       = "meshfed-token"
-	CredentialsDir = "/var/run/meshfed/credentials"
-	TrustDir       = "/var/run/meshfed/trust"
-	TokenDir       = "/var/run/secrets/meshfed/tokens"
-	TokenFile      = "ca-token"
+	AgentContainer   = "meshfed-agent"
+	ProxyContainer   = "meshfed-proxy"
+	CaptureContainer = "meshfed-init"
+	// EnvoyUID is the Envoy sidecar's user and AgentUID the agent's (its image's):
+	// capture lets their own connections through.
+	EnvoyUID = 1337
+	AgentUID = 65532
+	// DefaultEnvoyImage is the Envoy of the envoy template.
+	DefaultEnvoyImage = "docker.io/envoyproxy/envoy:v1.36.2"
+	CredentialsVol    = "meshfed-credentials"
+	TrustVol          = "meshfed-trust"
+	TokenVol          = "meshfed-token"
+	CredentialsDir    = "/var/run/meshfed/credentials"
+	TrustDir          = "/var/run/meshfed/trust"
+	TokenDir          = "/var/run/secrets/meshfed/tokens"
+	TokenFile         = "ca-token"
 	// AgentHealthPort serves the agent's /ready, /healthz and /metrics.
 	AgentHealthPort = 15021
 )
@@ -56,6 +71,7 @@ const (
 // Config is what injection needs of the member.
 type Config struct {
 	AgentImage  string
+	EnvoyImage  string
 	TrustDomain string
 	Cluster     string
 	// OperatorNamespace is where the CA and xDS Services are.
@@ -92,8 +108,8 @@ func Inject(in *corev1.Pod, cfg Config) (*corev1.Pod, bool, error) {
 	if template == "" {
 		template = TemplateGRPCAgent
 	}
-	if template != TemplateGRPCAgent {
-		return nil, false, &Refusal{fmt.Sprintf("annotation %s=%q: the template is %s", AnnotationTemplate, template, TemplateGRPCAgent)}
+	if template != TemplateGRPCAgent && template != TemplateEnvoy {
+		return nil, false, &Refusal{fmt.Sprintf("annotation %s=%q: the templates are %s and %s", AnnotationTemplate, template, TemplateGRPCAgent, TemplateEnvoy)}
 	}
 	if in.Annotations[AnnotationInjected] == template && hasContainer(in.Spec.InitContainers, AgentContainer) {
 		return in, false, nil
@@ -110,10 +126,15 @@ func Inject(in *corev1.Pod, cfg Config) (*corev1.Pod, bool, error) {
 	}
 	pod.Annotations[AnnotationInjected] = template
 	pod.Spec.Volumes = append(pod.Spec.Volumes, volumes()...)
-	pod.Spec.InitContainers = append([]corev1.Container{agentContainer(cfg)}, pod.Spec.InitContainers...)
-	for i := range pod.Spec.Containers {
-		addApp(&pod.Spec.Containers[i])
+	added := []corev1.Container{agentContainer(cfg, template)}
+	if template == TemplateEnvoy {
+		added = []corev1.Container{captureContainer(cfg), added[0], envoyContainer(cfg)}
+	} else {
+		for i := range pod.Spec.Containers {
+			addApp(&pod.Spec.Containers[i])
+		}
 	}
+	pod.Spec.InitContainers = append(added, pod.Spec.InitContainers...)
 	return pod, true, nil
 }
 
@@ -123,7 +144,7 @@ func hasContainer(cs []corev1.Container, name string) bool {
 
 // conflicts refuses a pod that already uses the names injection adds.
 func conflicts(pod *corev1.Pod) error {
-	for _, name := range []string{AgentContainer} {
+	for _, name := range []string{AgentContainer, ProxyContainer, CaptureContainer} {
 		if hasContainer(pod.Spec.Containers, name) || hasContainer(pod.Spec.InitContainers, name) {
 			return &Refusal{fmt.Sprintf("the pod already has a container named %s, which meshfed injects; rename it, or opt out with the label %s=%s", name, LabelInject, Disabled)}
 		}
@@ -154,14 +175,14 @@ func fieldEnv(name, path string) corev1.EnvVar {
 // level, as the image's non-root user.
 func restricted() *corev1.SecurityContext {
 	return &corev1.SecurityContext{
-		RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532), RunAsGroup: ptr.To[int64](65532),
+		RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](AgentUID), RunAsGroup: ptr.To[int64](AgentUID),
 		AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
 		Capabilities:   &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}
 }
 
-func agentContainer(cfg Config) corev1.Container {
+func agentContainer(cfg Config, template string) corev1.Container {
 	svc := func(name string, port int32) string {
 		return fmt.Sprintf("%s.%s.svc:%d", name, cfg.OperatorNamespace, port)
 	}
@@ -175,9 +196,11 @@ func agentContainer(cfg Config) corev1.Container {
 		"--credentials-dir=" + CredentialsDir,
 		"--listen-xds=" + agent.ListenXDS,
 		"--health-address=:" + strconv.Itoa(AgentHealthPort),
+		"--mode=" + template,
 	}
-	ready := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromInt32(AgentHealthPort)}},
-		PeriodSeconds: 1, FailureThreshold: 1, TimeoutSeconds: 1}
+	probe := func(path string) corev1.ProbeHandler {
+		return corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(AgentHealthPort)}}
+	}
 	return corev1.Container{
 		Name:          AgentContainer,
 		Image:         cfg.AgentImage,
@@ -186,11 +209,11 @@ func agentContainer(cfg Config) corev1.Container {
 		Env: []corev1.EnvVar{fieldEnv("POD_NAME", "metadata.name"), fieldEnv("POD_NAMESPACE", "metadata.namespace"),
 			fieldEnv("SERVICE_ACCOUNT", "spec.serviceAccountName")},
 		Ports: []corev1.ContainerPort{{Name: "meshfed-health", ContainerPort: AgentHealthPort, Protocol: corev1.ProtocolTCP}},
-		// The app starts once the agent has credentials and a first configuration.
-		StartupProbe:   &corev1.Probe{ProbeHandler: ready.ProbeHandler, PeriodSeconds: 1, FailureThreshold: 300, TimeoutSeconds: 1},
-		ReadinessProbe: ready,
-		LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(AgentHealthPort)}},
-			PeriodSeconds: 10, FailureThreshold: 3, TimeoutSeconds: 1},
+		// What comes next (Envoy, the app) starts once the agent has credentials and a
+		// first configuration; the pod is ready once Envoy is too (envoy template).
+		StartupProbe:   &corev1.Probe{ProbeHandler: probe("/started"), PeriodSeconds: 1, FailureThreshold: 300, TimeoutSeconds: 1},
+		ReadinessProbe: &corev1.Probe{ProbeHandler: probe("/ready"), PeriodSeconds: 1, FailureThreshold: 1, TimeoutSeconds: 1},
+		LivenessProbe:  &corev1.Probe{ProbeHandler: probe("/healthz"), PeriodSeconds: 10, FailureThreshold: 3, TimeoutSeconds: 1},
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: CredentialsVol, MountPath: CredentialsDir},
 			{Name: TrustVol, MountPath: TrustDir, ReadOnly: true},
@@ -216,4 +239,45 @@ func addApp(c *corev1.Container) {
 		}
 	}
 	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: CredentialsVol, MountPath: CredentialsDir, ReadOnly: true})
+}
+
+// envoyContainer is the Envoy sidecar of the envoy template: a native sidecar that starts
+// after the agent, reads the bootstrap the agent writes and the certificates beside it
+// (the directory the control plane's SDS secrets name), and runs as EnvoyUID.
+func envoyContainer(cfg Config) corev1.Container {
+	image := cfg.EnvoyImage
+	if image == "" {
+		image = DefaultEnvoyImage
+	}
+	sc := restricted()
+	sc.RunAsUser, sc.RunAsGroup = ptr.To[int64](EnvoyUID), ptr.To[int64](EnvoyUID)
+	return corev1.Container{
+		Name:          ProxyContainer,
+		Image:         image,
+		Args:          []string{"-c", translate.EnvoyCertDir + "/" + agent.EnvoyFile, "--drain-time-s", "5", "--log-level", "warning"},
+		RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
+		VolumeMounts:  []corev1.VolumeMount{{Name: CredentialsVol, MountPath: translate.EnvoyCertDir, ReadOnly: true}},
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
+		},
+		SecurityContext: sc,
+	}
+}
+
+// captureContainer is the init container of the envoy template that sends the pod's TCP
+// traffic through Envoy (meshfed-agent capture): it needs NET_ADMIN, as root, for the
+// moment it runs.
+func captureContainer(cfg Config) corev1.Container {
+	return corev1.Container{
+		Name:  CaptureContainer,
+		Image: cfg.AgentImage,
+		Args: []string{"capture", "--outbound-port=15001", "--inbound-port=15006",
+			"--exclude-uid=" + strconv.Itoa(EnvoyUID), "--exclude-uid=" + strconv.Itoa(AgentUID),
+			"--exclude-inbound-port=" + strconv.Itoa(AgentHealthPort)},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser: ptr.To[int64](0), RunAsNonRoot: ptr.To(false), AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+			Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN", "NET_RAW"}, Drop: []corev1.Capability{"ALL"}},
+		},
+	}
 }

@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -34,6 +33,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshfed/meshfed/internal/testpki"
 	caapi "github.com/meshfed/meshfed/operator/api/ca/v1alpha1"
 	"github.com/meshfed/meshfed/operator/internal/inject"
 	"github.com/meshfed/meshfed/testbed"
@@ -51,17 +51,9 @@ func must(t testing.TB, err error) {
 // own (the agent gets their identity from the member's CA service) and call each other
 // with mutual SPIFFE authentication.
 func TestOnboarding(t *testing.T) {
-	tb := testbed.StartForTest(t, testbed.Options{Clusters: 1, Operator: true})
-	testbed.RequireWorkloads(t, tb)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	c := tb.Clusters[0]
-	m, err := sc.Federate(ctx, tb)
-	must(t, err)
+	ctx, c, m, cl := meshedCluster(t)
 	must(t, m.ExportEcho(ctx, c))
-	_, err = m.RunInjected(ctx, c, "echo-0", "server", "echo", sc.EchoPort, map[string]string{"app": "echo"})
-	must(t, err)
-	cl, err := m.RunInjected(ctx, c, "client", "client", "client", sc.ClientPort, nil)
+	_, err := m.RunInjected(ctx, c, "echo-0", "server", "echo", sc.EchoPort, map[string]string{"app": "echo"})
 	must(t, err)
 
 	t.Run("the webhook adds the agent as a native sidecar and leaves the app its own", func(t *testing.T) {
@@ -93,6 +85,22 @@ func TestOnboarding(t *testing.T) {
 // TestOnboardingRefusesWhatIsNotThePodsOwn attacks the CA service (tokens and CSRs that
 // are not the pod's own) and the xDS server (clients without a federation certificate,
 // nodes that disagree with their certificate).
+// meshedCluster is a one-cluster federation whose shop namespace is meshed, with an
+// injected echo client (service account client) running.
+func meshedCluster(t *testing.T) (context.Context, *testbed.Cluster, *sc.Mesh, *testbed.Workload) {
+	t.Helper()
+	tb := testbed.StartForTest(t, testbed.Options{Clusters: 1, Operator: true})
+	testbed.RequireWorkloads(t, tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
+	c := tb.Clusters[0]
+	m, err := sc.Federate(ctx, tb)
+	must(t, err)
+	cl, err := m.RunInjected(ctx, c, "client", "client", "client", sc.ClientPort, nil)
+	must(t, err)
+	return ctx, c, m, cl
+}
+
 // Last in TestOnboarding: it stops the operator.
 func downWebhook(ctx context.Context, t *testing.T, c *testbed.Cluster) {
 	must(t, c.StopOperator(ctx))
@@ -122,15 +130,7 @@ func downWebhook(ctx context.Context, t *testing.T, c *testbed.Cluster) {
 }
 
 func TestOnboardingRefusesWhatIsNotThePodsOwn(t *testing.T) {
-	tb := testbed.StartForTest(t, testbed.Options{Clusters: 1, Operator: true})
-	testbed.RequireWorkloads(t, tb)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	c := tb.Clusters[0]
-	m, err := sc.Federate(ctx, tb)
-	must(t, err)
-	cl, err := m.RunInjected(ctx, c, "client", "client", "client", sc.ClientPort, nil)
-	must(t, err)
+	ctx, c, m, cl := meshedCluster(t)
 	var pod corev1.Pod
 	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: sc.Namespace, Name: cl.Name}, &pod))
 	own := "spiffe://cluster.local/ns/shop/sa/client"
@@ -199,7 +199,16 @@ func TestOnboardingRefusesWhatIsNotThePodsOwn(t *testing.T) {
 		if cert == nil {
 			t.Fatal("no certificate for the pod's own identity")
 		}
-		foreign := selfSignedClient(t, own)
+		foreign := testpki.New(t).Workload(t, own) // a CA outside the federation
+		// A pod of the same service account injected with the envoy template: its node is
+		// an Envoy (it need not run: Envoy cannot here).
+		envoyPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: sc.Namespace, Name: "sidecar",
+			Annotations: map[string]string{inject.AnnotationTemplate: inject.TemplateEnvoy}},
+			Spec: corev1.PodSpec{ServiceAccountName: "client", Containers: []corev1.Container{{Name: "app", Image: "example.invalid/app:1"}}}}
+		must(t, c.Client.Create(ctx, envoyPod))
+		if envoyPod.Annotations[inject.AnnotationInjected] != inject.TemplateEnvoy {
+			t.Fatalf("the pod was not injected with the envoy template: %v", envoyPod.Annotations)
+		}
 		node := func(id string, group string) *corev3.Node {
 			n := &corev3.Node{Id: id, Cluster: c.Name}
 			if group != "" {
@@ -215,10 +224,12 @@ func TestOnboardingRefusesWhatIsNotThePodsOwn(t *testing.T) {
 		}{
 			{"the pod's certificate and its node", cert, node("client.shop", ""), true},
 			{"a plaintext client", nil, node("client.shop", ""), false},
-			{"a certificate of another CA", foreign, node("client.shop", ""), false},
+			{"a certificate of another CA", &foreign, node("client.shop", ""), false},
 			{"a node in another namespace", cert, node("admin.kube-system", ""), false},
 			{"a workload that claims to be a gateway", cert, node("client.shop", "gateway"), false},
 			{"a workload that claims to be an Envoy", cert, node("client.shop", "envoy"), false},
+			{"the pod the envoy template injected, as an Envoy", cert, node("sidecar.shop", "envoy"), true},
+			{"the pod the envoy template injected, claiming to be a gateway", cert, node("sidecar.shop", "gateway"), false},
 		} {
 			err := xdsStream(ctx, t, c, tc.cert, tc.node)
 			if (err == nil) != tc.served {
@@ -322,20 +333,6 @@ func callCA(ctx context.Context, t *testing.T, c *testbed.Cluster, token, id str
 	pair, err := tls.X509KeyPair([]byte(signed.CertChain), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
 	must(t, err)
 	return resp.StatusCode, "", &pair
-}
-
-// selfSignedClient is a client certificate for id from a CA outside the federation.
-func selfSignedClient(t *testing.T, id string) *tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(t, err)
-	u, err := url.Parse(id)
-	must(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), URIs: []*url.URL{u}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	must(t, err)
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
 // xdsStream opens an ADS stream to an operator pod of c as node, with cert (nil:

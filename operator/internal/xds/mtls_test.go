@@ -2,13 +2,8 @@ package xds
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"net/url"
 	"testing"
@@ -17,6 +12,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/meshfed/meshfed/internal/testpki"
 	"github.com/meshfed/meshfed/operator/internal/ca"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -33,34 +29,8 @@ type testCredentials struct {
 
 func newTestCredentials(t testing.TB) *testCredentials {
 	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test root"}, IsCA: true, BasicConstraintsValid: true,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, _ := x509.ParseCertificate(caDER)
-	issue := func(serial int64, tmpl *x509.Certificate) tls.Certificate {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl.SerialNumber, tmpl.NotBefore, tmpl.NotAfter = big.NewInt(serial), time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, root, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	}
-	id, _ := url.Parse("spiffe://cluster.local/ns/ns/sa/proxy")
-	c := &testCredentials{
-		server: issue(2, &x509.Certificate{IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}),
-		client: issue(3, &x509.Certificate{URIs: []*url.URL{id}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}),
-		roots:  x509.NewCertPool(),
-	}
-	c.roots.AddCert(root)
-	return c
+	ca := testpki.New(t)
+	return &testCredentials{server: ca.Server(t, net.IPv4(127, 0, 0, 1)), client: ca.Workload(t, "spiffe://cluster.local/ns/ns/sa/proxy"), roots: ca.Pool}
 }
 
 func (c *testCredentials) Certificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -74,7 +44,8 @@ func (c *testCredentials) VerifyClient(_ context.Context, cs tls.ConnectionState
 // security is the xDS server's Security with these credentials.
 func (c *testCredentials) security() *Security {
 	return &Security{TLS: c, MeshNamespace: "meshfed-system", MaxConnections: 5000, MaxConnectionAge: time.Hour,
-		TrustDomain: func(context.Context) (string, error) { return "cluster.local", nil }}
+		TrustDomain: func(context.Context) (string, error) { return "cluster.local", nil },
+		GroupOf:     func(context.Context, string, string) (string, error) { return GroupGRPC, nil }}
 }
 
 // clientTLS is a workload's side of the connection.

@@ -41,6 +41,9 @@ type Security struct {
 	TrustDomain func(context.Context) (string, error)
 	// MeshNamespace is where the gateway's identity is.
 	MeshNamespace string
+	// GroupOf is the group a workload's pod is in, from how it was injected (GroupEnvoy
+	// for the envoy template, else GroupGRPC; GroupGRPC for a workload that is no pod).
+	GroupOf func(ctx context.Context, namespace, pod string) (string, error)
 	// MaxConnections caps the connections served at once; MaxConnectionAge closes a
 	// connection after a while (gracefully), so that clients spread over new replicas.
 	MaxConnections   int
@@ -96,9 +99,9 @@ func (r *refusal) Error() string { return r.message }
 
 // Authorize is the group a node may be in when its client holds the certificate of id,
 // or why it may not connect: the gateway's identity makes a gateway node; any other is a
-// workload, whose node ID must be <pod>.<its namespace> and which is proxyless (the
-// injection template is grpc-agent), whatever its metadata says.
-func Authorize(id *url.URL, node *corev3.Node, trustDomain, meshNamespace string) (string, error) {
+// workload, whose node ID must be <pod>.<its namespace> and whose group is what groupOf
+// says of that pod (its injection template), whatever its metadata claims.
+func Authorize(id *url.URL, node *corev3.Node, trustDomain, meshNamespace string, groupOf func(namespace, pod string) (string, error)) (string, error) {
 	if id == nil {
 		return "", &refusal{"NoIdentity", "the client presented no SPIFFE ID"}
 	}
@@ -117,11 +120,15 @@ func Authorize(id *url.URL, node *corev3.Node, trustDomain, meshNamespace string
 	if !found || pod == "" || nodeNS != ns {
 		return "", &refusal{"NodeMismatch", fmt.Sprintf("node %q is not <pod>.%s, the namespace of %s", node.GetId(), ns, id)}
 	}
-	if claimed != GroupGRPC {
-		what := map[string]string{GroupGateway: "the east-west gateway", GroupEnvoy: "an Envoy sidecar"}[claimed]
-		return "", &refusal{"GroupMismatch", fmt.Sprintf("node %q claims to be %s, but %s is a workload's (its injection template is %s)", node.GetId(), what, id, "grpc-agent")}
+	group, err := groupOf(ns, pod)
+	if err != nil {
+		return "", err
 	}
-	return GroupGRPC, nil
+	if claimed != GroupGRPC && claimed != group {
+		what := map[string]string{GroupGateway: "the east-west gateway", GroupEnvoy: "an Envoy sidecar"}[claimed]
+		return "", &refusal{"GroupMismatch", fmt.Sprintf("node %q claims to be %s, but %s is a workload's whose pod was injected as %s", node.GetId(), what, id, group)}
+	}
+	return group, nil
 }
 
 func cutLast(s, sep string) (string, string, bool) {
@@ -153,11 +160,16 @@ func (s *Server) admit(streamID int64, node *corev3.Node) error {
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "the control plane cannot read its Mesh: %v", err)
 	}
-	group, err := Authorize(id, node, td, s.security.MeshNamespace)
+	group, err := Authorize(id, node, td, s.security.MeshNamespace, func(namespace, pod string) (string, error) {
+		return s.security.GroupOf(ctx, namespace, pod)
+	})
 	if r := (*refusal)(nil); errors.As(err, &r) {
 		refusedNodes.WithLabelValues(r.reason).Inc()
 		s.log.Info("refused an xDS stream: the node disagrees with the client's certificate", "reason", r.reason, "node", node.GetId(), "identity", fmt.Sprint(id))
 		return status.Error(codes.PermissionDenied, r.message)
+	}
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "the control plane cannot check node %q: %v", node.GetId(), err)
 	}
 	if node.Metadata == nil {
 		node.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{}}

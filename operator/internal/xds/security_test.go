@@ -40,6 +40,9 @@ func TestAuthorizeTakesTheNodeFromTheCertificate(t *testing.T) {
 		{"a node ID that is only the namespace", client, node(".shop", ""), "", "NodeMismatch"},
 		{"a workload that claims to be a gateway", client, node("client.shop", GroupGateway), "", "GroupMismatch"},
 		{"a workload that claims to be an Envoy", client, node("client.shop", GroupEnvoy), "", "GroupMismatch"},
+		{"an Envoy-injected pod", client, node("sidecar.shop", GroupEnvoy), GroupEnvoy, ""},
+		{"an Envoy-injected pod without metadata", client, node("sidecar.shop", ""), GroupEnvoy, ""},
+		{"an Envoy-injected pod that claims to be a gateway", client, node("sidecar.shop", GroupGateway), "", "GroupMismatch"},
 		{"the gateway", gateway, node("eastwest-gateway~pod-1", GroupGateway), GroupGateway, ""},
 		{"the gateway without metadata", gateway, node("eastwest-gateway~pod-1", ""), GroupGateway, ""},
 		{"the gateway claiming Envoy", gateway, node("gw", GroupEnvoy), "", "GroupMismatch"},
@@ -48,7 +51,12 @@ func TestAuthorizeTakesTheNodeFromTheCertificate(t *testing.T) {
 		{"not a workload path", id("spiffe://cluster.local/admin"), node("client.shop", ""), "", "ForeignIdentity"},
 		{"no identity", nil, node("client.shop", ""), "", "NoIdentity"},
 	} {
-		group, err := Authorize(tc.id, tc.node, "cluster.local", "meshfed-system")
+		group, err := Authorize(tc.id, tc.node, "cluster.local", "meshfed-system", func(namespace, pod string) (string, error) {
+			if namespace == "shop" && pod == "sidecar" {
+				return GroupEnvoy, nil
+			}
+			return GroupGRPC, nil
+		})
 		reason := ""
 		if r := (*refusal)(nil); errors.As(err, &r) {
 			reason = r.reason

@@ -140,7 +140,7 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed) error {
 	}
 	d.record("export → ServiceImport in all 3 clusters", time.Since(exported).Round(time.Millisecond).String())
 
-	d.step("Starting echo servers in %s and %s, and a client in %s: pods of the echo image, proxyless gRPC, SPIFFE certificates from each member's cert-manager", c2.Name, c3.Name, c1.Name)
+	d.step("Starting echo servers in %s and %s, and a client in %s: plain pods of the echo image in namespace shop, labelled %s=enabled, so meshfed's webhook adds meshfed-agent, which gets each pod its SPIFFE certificate from the member's CA service and carries its xDS over mTLS", c2.Name, c3.Name, c1.Name, sc.InjectLabel)
 	server2, err := m.Server(ctx, c2, "echo-2")
 	if err != nil {
 		return err

@@ -159,7 +159,12 @@ func (r *Reconciler) reconcileGateway(ctx context.Context, s *scope) (metav1.Con
 			}
 		}
 	}
+	var cert corev1.Secret
+	certErr := r.Client.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: GatewayXDSSecret}, &cert)
 	switch {
+	case dep.Status.AvailableReplicas == 0 && apierrors.IsNotFound(certErr):
+		cond.Reason = meshv1.ReasonGatewayUnavailable
+		cond.Message = fmt.Sprintf("the gateway's pods wait for their xDS certificate (Secret %s/%s), which the member's CA issues once this cluster is a member of a MeshFederation", r.Namespace, GatewayXDSSecret)
 	case dep.Status.AvailableReplicas == 0:
 		cond.Reason = meshv1.ReasonGatewayUnavailable
 		cond.Message = fmt.Sprintf("Deployment %s/%s has no available replica yet", r.Namespace, GatewayName)

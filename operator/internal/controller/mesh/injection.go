@@ -26,7 +26,8 @@ import (
 
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=create;update;patch
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=create;update;patch;delete
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests,verbs=deletecollection
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;update;patch,resourceNames=meshfed-injector
 
 // ControlPlaneCertificate is the Certificate of the CA service's and the xDS server's
@@ -41,6 +42,11 @@ func (r *Reconciler) reconcileInjection(ctx context.Context, s *scope) (metav1.C
 	var secret corev1.Secret
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: trust.CACertsSecret}, &secret)
 	if apierrors.IsNotFound(err) {
+		// Not a member (yet, or any more): what the member's CA issued for the control
+		// plane and the agents belongs to no federation.
+		if err := r.forgetFederation(ctx); err != nil {
+			return cond, err
+		}
 		cond.Reason, cond.Message = meshv1.ReasonWaitingForHub, "no intermediate CA yet: meshed pods get certificates once the hub has written "+trust.CACertsSecret
 		return cond, nil
 	} else if err != nil {
@@ -76,6 +82,36 @@ func (r *Reconciler) reconcileInjection(ctx context.Context, s *scope) (metav1.C
 	cond.Message = fmt.Sprintf("pods of namespaces matching %s (or labelled meshfed.io/inject=enabled) get meshfed-agent and a certificate for spiffe://%s/ns/<namespace>/sa/<service account>",
 		selector, s.mesh.Spec.TrustDomainOrDefault())
 	return cond, nil
+}
+
+// forgetFederation deletes the control plane's certificates (Certificates and Secrets)
+// and the agents' CertificateRequests.
+func (r *Reconciler) forgetFederation(ctx context.Context) error {
+	for _, name := range []string{ControlPlaneCertificate, GatewayXDSSecret} {
+		cert := &cmapi.Certificate{ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: name}}
+		if err := r.Client.Delete(ctx, cert); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+	}
+	for _, name := range []string{ca.ServingSecret, GatewayXDSSecret} {
+		var secret corev1.Secret
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: name}, &secret)
+		if apierrors.IsNotFound(err) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		// cert-manager wrote them for the Certificates above; a Secret of that name
+		// without its annotation is someone else's.
+		if secret.Annotations[cmapi.CertificateNameKey] == "" {
+			continue
+		}
+		if err := r.Client.Delete(ctx, &secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+	}
+	return client.IgnoreNotFound(r.Client.DeleteAllOf(ctx, &cmapi.CertificateRequest{}, client.InNamespace(r.Namespace),
+		client.MatchingLabels{ca.LabelComponent: ca.ComponentCA}))
 }
 
 // controlPlaneCertificates keeps the Certificates of the control plane: its serving
