@@ -55,7 +55,7 @@ type Options struct {
 	// Mode is the injection template: ModeGRPC writes the app's gRPC bootstrap, ModeEnvoy
 	// the Envoy sidecar's as well.
 	Mode string
-	Log     *slog.Logger
+	Log  *slog.Logger
 }
 
 // BootstrapFile is the app's xDS bootstrap in the credentials directory; EnvoyFile is the

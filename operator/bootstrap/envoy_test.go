@@ -23,7 +23,7 @@ func TestEnvoyBootstrapPassesItsChecks(t *testing.T) {
 	for name, breakIt := range map[string]func(*bootstrapv3.Bootstrap){
 		"ADS on a cluster that is not there": func(b *bootstrapv3.Bootstrap) { b.StaticResources.Clusters[0].Name = "elsewhere" },
 		"listeners not over ADS": func(b *bootstrapv3.Bootstrap) {
-			b.DynamicResources.LdsConfig = &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Path{Path: "/lds.yaml"}}
+			b.DynamicResources.LdsConfig = &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_PathConfigSource{PathConfigSource: &corev3.PathConfigSource{Path: "/lds.yaml"}}}
 		},
 		"no node ID":       func(b *bootstrapv3.Bootstrap) { b.Node.Id = "" },
 		"an invalid field": func(b *bootstrapv3.Bootstrap) { b.StaticResources.Clusters[0].Name = "" },
