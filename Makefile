@@ -128,7 +128,7 @@ test-unit: ## Run only the tests that need no local clusters.
 bench: tools build ## Run the benchmarks: testbed start, pod start-up, injected pods, federation latency and burst, xDS builds and pushes, failover and splits.
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench Start3Clusters -benchtime 3x -timeout 30m ./testbed
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench PodStartup -benchtime 100x -timeout 30m ./testbed
-	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench InjectedPodsAtOnce -benchtime 1x -timeout 30m ./operator/internal/inject
+	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'InjectedPodsAtOnce|PlainPodsAtOnce' -benchtime 1x -timeout 30m ./operator/internal/inject
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench ExportToImport -benchtime 200x -timeout 30m ./operator/internal/controller/meshfederation
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench ExportBurst -benchtime 1x -timeout 30m ./operator/internal/controller/meshfederation
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench ServiceImportWrites -benchtime 3x -timeout 30m ./testbed

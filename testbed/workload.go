@@ -22,9 +22,10 @@ import (
 // WorkloadSpec describes a test workload: a Pod from an image, created through the API and
 // run by the cluster's node like any other.
 type WorkloadSpec struct {
-	Namespace string
-	Name      string
-	Labels    map[string]string
+	Namespace   string
+	Name        string
+	Labels      map[string]string
+	Annotations map[string]string
 	// ServiceAccount of the pod (default "default").
 	ServiceAccount string
 	// Image is the container image; the default is the testbed's workload image
@@ -88,7 +89,7 @@ func workloadPod(c *Cluster, spec WorkloadSpec, image string) *corev1.Pod {
 	}
 	container.Env = env
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: spec.Namespace, Name: spec.Name, Labels: spec.Labels},
+		ObjectMeta: metav1.ObjectMeta{Namespace: spec.Namespace, Name: spec.Name, Labels: spec.Labels, Annotations: spec.Annotations},
 		Spec: corev1.PodSpec{
 			ServiceAccountName:            spec.ServiceAccount,
 			RestartPolicy:                 corev1.RestartPolicyNever,

@@ -201,16 +201,22 @@ func (m *Mesh) RunEcho(ctx context.Context, c *testbed.Cluster, name, mode, sa, 
 // webhook adds the agent, which gets the identity and writes the xDS bootstrap. It waits
 // until the pod is ready.
 func (m *Mesh) RunInjected(ctx context.Context, c *testbed.Cluster, name, mode, sa string, port int32, labels map[string]string) (*testbed.Workload, error) {
-	if err := create(ctx, c.Client, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: sa}}); err != nil {
+	return m.RunInjectedWith(ctx, c, testbed.WorkloadSpec{Name: name, Labels: labels, ServiceAccount: sa}, mode, port)
+}
+
+// RunInjectedWith is RunInjected with the pod's name, labels, annotations and service
+// account from spec.
+func (m *Mesh) RunInjectedWith(ctx context.Context, c *testbed.Cluster, spec testbed.WorkloadSpec, mode string, port int32) (*testbed.Workload, error) {
+	if err := create(ctx, c.Client, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: spec.ServiceAccount}}); err != nil {
 		return nil, err
 	}
 	image, err := m.TB.Image(ctx, "echo", "./testbed/cmd/echo")
 	if err != nil {
 		return nil, err
 	}
-	spec := testbed.WorkloadSpec{Namespace: Namespace, Name: name, Labels: labels, ServiceAccount: sa,
-		Image: image, Args: []string{mode}, Ports: []corev1.ContainerPort{{ContainerPort: port}},
-		Env: map[string]string{"GRPC_GO_LOG_SEVERITY_LEVEL": "warning"}}
+	spec.Namespace, spec.Image, spec.Args = Namespace, image, []string{mode}
+	spec.Ports = []corev1.ContainerPort{{ContainerPort: port}}
+	spec.Env = map[string]string{"GRPC_GO_LOG_SEVERITY_LEVEL": "warning"}
 	if mode == "server" {
 		spec.ControlPort = EchoControlPort
 	}

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/meshfed/meshfed/agent"
 	caapi "github.com/meshfed/meshfed/operator/api/ca/v1alpha1"
+	"github.com/meshfed/meshfed/operator/internal/ca"
 	"github.com/meshfed/meshfed/operator/internal/translate"
 )
 
@@ -38,6 +40,9 @@ const (
 	AnnotationInjected = "meshfed.io/injected"
 	// AnnotationTemplate picks the template (default grpc-agent).
 	AnnotationTemplate = "meshfed.io/template"
+	// AnnotationLifetime asks for workload certificates of this lifetime (a Go duration
+	// within the CA's bounds; the CA's default when absent).
+	AnnotationLifetime = "meshfed.io/certificate-lifetime"
 )
 
 // Templates: proxyless gRPC, and an Envoy sidecar.
@@ -117,6 +122,12 @@ func Inject(in *corev1.Pod, cfg Config) (*corev1.Pod, bool, error) {
 	if err := conflicts(in); err != nil {
 		return nil, false, err
 	}
+	lifetime := in.Annotations[AnnotationLifetime]
+	if lifetime != "" {
+		if d, err := time.ParseDuration(lifetime); err != nil || d < ca.MinLifetime || d > ca.MaxLifetime {
+			return nil, false, &Refusal{fmt.Sprintf("annotation %s=%q: want a duration from %s to %s (for example 2h)", AnnotationLifetime, lifetime, ca.MinLifetime, ca.MaxLifetime)}
+		}
+	}
 	if in.Spec.HostNetwork {
 		return nil, false, &Refusal{"a pod on the host network cannot be meshed: its agent would take the node's ports; set " + LabelInject + "=" + Disabled}
 	}
@@ -126,7 +137,7 @@ func Inject(in *corev1.Pod, cfg Config) (*corev1.Pod, bool, error) {
 	}
 	pod.Annotations[AnnotationInjected] = template
 	pod.Spec.Volumes = append(pod.Spec.Volumes, volumes()...)
-	added := []corev1.Container{agentContainer(cfg, template)}
+	added := []corev1.Container{agentContainer(cfg, template, lifetime)}
 	if template == TemplateEnvoy {
 		added = []corev1.Container{captureContainer(cfg), added[0], envoyContainer(cfg)}
 	} else {
@@ -182,7 +193,7 @@ func restricted() *corev1.SecurityContext {
 	}
 }
 
-func agentContainer(cfg Config, template string) corev1.Container {
+func agentContainer(cfg Config, template, lifetime string) corev1.Container {
 	svc := func(name string, port int32) string {
 		return fmt.Sprintf("%s.%s.svc:%d", name, cfg.OperatorNamespace, port)
 	}
@@ -197,6 +208,9 @@ func agentContainer(cfg Config, template string) corev1.Container {
 		"--listen-xds=" + agent.ListenXDS,
 		"--health-address=:" + strconv.Itoa(AgentHealthPort),
 		"--mode=" + template,
+	}
+	if lifetime != "" {
+		args = append(args, "--lifetime="+lifetime)
 	}
 	probe := func(path string) corev1.ProbeHandler {
 		return corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(AgentHealthPort)}}

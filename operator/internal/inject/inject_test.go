@@ -111,8 +111,12 @@ func TestInjectRefusesWhatItCannotHandle(t *testing.T) {
 	host.Spec.HostNetwork = true
 	template := appPod()
 	template.Annotations = map[string]string{AnnotationTemplate: "sidecar-of-my-own"}
+	short := appPod()
+	short.Annotations = map[string]string{AnnotationLifetime: "10s"}
+	garbage := appPod()
+	garbage.Annotations = map[string]string{AnnotationLifetime: "forever"}
 	for name, pod := range map[string]*corev1.Pod{"a container named meshfed-agent": named, "a volume named meshfed-credentials": volume,
-		"the host network": host, "an unknown template": template} {
+		"the host network": host, "an unknown template": template, "a lifetime below the CA's": short, "a lifetime that is no duration": garbage} {
 		_, _, err := Inject(pod, cfg)
 		var r *Refusal
 		if !errors.As(err, &r) {

@@ -77,6 +77,31 @@ func TestOnboarding(t *testing.T) {
 		}
 	})
 
+	t.Run("the agent renews at half the lifetime, and the app uses each new certificate", func(t *testing.T) {
+		short, err := m.RunInjectedWith(ctx, c, testbed.WorkloadSpec{Name: "short-lived", ServiceAccount: "client",
+			Annotations: map[string]string{inject.AnnotationLifetime: "1m"}}, "client", sc.ClientPort)
+		must(t, err)
+		started := time.Now()
+		metrics := "http://" + short.Addr(inject.AgentHealthPort) + "/metrics"
+		// Two renewals: the first certificate (one minute) is gone by the second.
+		must(t, testbed.Poll(ctx, 2*time.Minute, "two renewals", func() error {
+			if v := testbed.Metric(ctx, metrics, "meshfed_agent_certificates_total "); v != "3" {
+				return fmt.Errorf("certificates %q", v)
+			}
+			return nil
+		}))
+		took := time.Since(started)
+		t.Logf("RENEWAL: the third certificate %s after the pod started (lifetime 1 min)", took.Round(time.Second))
+		if took < 55*time.Second {
+			t.Errorf("two renewals within %s: not at half a one-minute lifetime", took)
+		}
+		for _, call := range must1(t)(sc.Calls(ctx, short, 10)) {
+			if !call.OK || call.Caller != "spiffe://cluster.local/ns/shop/sa/client" {
+				t.Fatalf("a call after the renewals: %+v", call)
+			}
+		}
+	})
+
 	t.Run("a down webhook blocks only new pods of meshed namespaces, never kube-system", func(t *testing.T) {
 		downWebhook(ctx, t, c)
 	})
