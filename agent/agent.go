@@ -116,10 +116,10 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	go a.serveHealth(ctx, health)
-	for a.current() == nil {
+	for backoff := time.Second; a.current() == nil; backoff = min(2*backoff, 30*time.Second) {
 		if err := a.renew(ctx); err != nil {
-			opts.Log.Error("no workload certificate yet; trying again", "error", err)
-			if !sleep(ctx, time.Second) {
+			opts.Log.Error("no workload certificate yet; trying again", "error", err, "in", backoff)
+			if !sleep(ctx, backoff) {
 				return nil
 			}
 		}

@@ -49,8 +49,13 @@ const (
 // controller has cert-manager issue it from the member's CA).
 const ServingSecret = "meshfed-control-plane-tls"
 
-// maxBody bounds a request body: a CSR is a few hundred bytes.
-const maxBody = 64 << 10
+// maxBody bounds a request body: a CSR is a few hundred bytes. maxInFlight bounds the
+// requests served at once (each costs a TokenReview and a CertificateRequest); more are
+// told to come back.
+const (
+	maxBody     = 64 << 10
+	maxInFlight = 64
+)
 
 // Server is the member's CA service (a manager.Runnable on every replica): it signs a
 // workload's CSR for the SPIFFE ID of the pod whose token comes with it, through a
@@ -80,7 +85,18 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("CA service: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+caapi.Path, s.sign)
+	inFlight := make(chan struct{}, maxInFlight)
+	mux.HandleFunc("POST "+caapi.Path, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case inFlight <- struct{}{}:
+			defer func() { <-inFlight }()
+			s.sign(w, r)
+		default:
+			refused.WithLabelValues("Busy").Inc()
+			w.Header().Set("Retry-After", "1")
+			writeJSON(w, http.StatusTooManyRequests, caapi.Refusal{Reason: "Busy", Message: fmt.Sprintf("the CA serves %d requests at once; try again", maxInFlight)})
+		}
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
 		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.TLS.Certificate}}
 	go func() {

@@ -23,10 +23,12 @@ import (
 // CensusLabel marks the census Leases; its value is the replica's pod name.
 const CensusLabel = "meshfed.io/xds-census"
 
+// ProxiesAnnotation holds a census Lease's count.
+const ProxiesAnnotation = "meshfed.io/connected-proxies"
+
 const (
-	proxiesAnnotation = "meshfed.io/connected-proxies"
-	censusLease       = 30 * time.Second
-	censusRenew       = 10 * time.Second
+	censusLease = 30 * time.Second
+	censusRenew = 10 * time.Second
 )
 
 // Census publishes this replica's proxy count (a manager.Runnable on every replica).
@@ -89,7 +91,7 @@ func (c *Census) publish(ctx context.Context) error {
 		lease.Annotations = map[string]string{}
 	}
 	lease.Labels[CensusLabel] = c.Pod
-	lease.Annotations[proxiesAnnotation] = strconv.Itoa(c.Server.Status().Proxies)
+	lease.Annotations[ProxiesAnnotation] = strconv.Itoa(c.Server.Status().Proxies)
 	lease.Spec.HolderIdentity = ptr.To(c.Pod)
 	lease.Spec.LeaseDurationSeconds = ptr.To(int32(censusLease / time.Second))
 	lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
@@ -120,7 +122,7 @@ func CountProxies(leases []coordinationv1.Lease, now time.Time) int {
 			!now.Before(s.RenewTime.Add(time.Duration(*s.LeaseDurationSeconds)*time.Second)) {
 			continue
 		}
-		if n, err := strconv.Atoi(l.Annotations[proxiesAnnotation]); err == nil && n > 0 {
+		if n, err := strconv.Atoi(l.Annotations[ProxiesAnnotation]); err == nil && n > 0 {
 			total += n
 		}
 	}

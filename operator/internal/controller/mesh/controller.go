@@ -94,7 +94,12 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return mesh(ctx, o)
 		})
-		b = b.Watches(&coordinationv1.Lease{}, census).
+		// A census Lease is renewed every few seconds: only a changed count (or a replica
+		// coming or going) is news.
+		counted := predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+			return e.ObjectOld.GetAnnotations()[xds.ProxiesAnnotation] != e.ObjectNew.GetAnnotations()[xds.ProxiesAnnotation]
+		}}
+		b = b.Watches(&coordinationv1.Lease{}, census, builder.WithPredicates(counted)).
 			Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(mesh), builder.WithPredicates(predicate.Funcs{
 				UpdateFunc: func(event.UpdateEvent) bool { return false }, DeleteFunc: func(event.DeleteEvent) bool { return false }})).
 			Watches(&corev1.ConfigMap{}, bundle).
