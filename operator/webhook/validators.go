@@ -27,13 +27,13 @@ const (
 // Setup registers both validators with the manager's webhook server. reader looks up the
 // kubeconfig Secrets a MeshFederation names (a missing one is a warning, not an error:
 // `meshfedctl join` may run after the federation is written).
-func Setup(mgr ctrl.Manager, reader client.Reader) error {
+func Setup(mgr ctrl.Manager, reader client.Reader, federationNamespace string) error {
 	if err := ctrl.NewWebhookManagedBy(mgr, &meshv1.Mesh{}).
 		WithValidator(MeshValidator{}).WithValidatorCustomPath(MeshPath).Complete(); err != nil {
 		return err
 	}
 	return ctrl.NewWebhookManagedBy(mgr, &meshv1.MeshFederation{}).
-		WithValidator(FederationValidator{Reader: reader}).WithValidatorCustomPath(MeshFederationPath).Complete()
+		WithValidator(FederationValidator{Reader: reader, Namespace: federationNamespace}).WithValidatorCustomPath(MeshFederationPath).Complete()
 }
 
 // MeshValidator admits Meshes that meshv1.CheckMesh finds nothing wrong with.
@@ -60,13 +60,20 @@ func (MeshValidator) ValidateDelete(context.Context, *meshv1.Mesh) (admission.Wa
 // with, and warns about kubeconfig Secrets that do not exist.
 type FederationValidator struct {
 	Reader client.Reader
+	// Namespace, when set, is the only namespace MeshFederations are admitted in.
+	Namespace string
 }
 
 var _ admission.Validator[*meshv1.MeshFederation] = FederationValidator{}
 
 // ValidateCreate implements admission.Validator.
 func (v FederationValidator) ValidateCreate(ctx context.Context, f *meshv1.MeshFederation) (admission.Warnings, error) {
-	if err := invalid(meshv1.GroupVersion.WithKind("MeshFederation").GroupKind(), f.Name, meshv1.CheckFederation(f)); err != nil {
+	errs := meshv1.CheckFederation(f)
+	if v.Namespace != "" && f.Namespace != v.Namespace {
+		errs = append(errs, field.Invalid(field.NewPath("metadata", "namespace"), f.Namespace,
+			fmt.Sprintf("the hub honours MeshFederations only in namespace %s (the operator's --federation-namespace): create it there", v.Namespace)))
+	}
+	if err := invalid(meshv1.GroupVersion.WithKind("MeshFederation").GroupKind(), f.Name, errs); err != nil {
 		return nil, err
 	}
 	return v.missingSecrets(ctx, f), nil

@@ -104,6 +104,11 @@ func TestWebhooksOnAPIServer(t *testing.T) {
 			f.Spec.TrafficPolicies = append(f.Spec.TrafficPolicies, f.Spec.TrafficPolicies[0])
 			return f
 		}(), []string{"spec.trafficPolicies[1].service", "already has trafficPolicies[0]", "merge the two"}},
+		{"a MeshFederation outside the hub's namespace", func() client.Object {
+			f := fed.DeepCopy()
+			f.Namespace = "default"
+			return f
+		}(), []string{"metadata.namespace", "only in namespace meshfed-system", "--federation-namespace"}},
 		{"intermediates renewed before they are issued", func() client.Object {
 			f := fed.DeepCopy()
 			f.Spec.Trust.IntermediateDuration = &metav1.Duration{Duration: 24 * time.Hour}

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 
@@ -123,7 +124,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	buildInfo.WithLabelValues(Version, string(opts.Role)).Set(1)
 	if opts.WebhookPort != 0 {
-		if err := meshwebhook.Setup(mgr, mgr.GetAPIReader()); err != nil {
+		if err := meshwebhook.Setup(mgr, mgr.GetAPIReader(), cmp.Or(opts.FederationNamespace, opts.PodNamespace)); err != nil {
 			return fmt.Errorf("set up the admission webhooks: %w", err)
 		}
 		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
@@ -201,6 +202,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if opts.Role.Hub() {
 		if err := (&meshfederation.Reconciler{
+			Namespace:   cmp.Or(opts.FederationNamespace, opts.PodNamespace),
 			Client:      mgr.GetClient(),
 			Recorder:    mgr.GetEventRecorderFor("meshfed-hub"), //nolint:staticcheck // the events.k8s.io recorder has another interface; moving both controllers is its own change
 			GracePeriod: opts.MemberGracePeriod,

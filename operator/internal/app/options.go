@@ -81,6 +81,9 @@ type Options struct {
 	// AgentImage is the container image of meshfed-agent, which injection adds to pods;
 	// EnvoyImage the Envoy sidecar's of the envoy template.
 	AgentImage, EnvoyImage string
+	// FederationNamespace is the only namespace whose MeshFederations the hub honours;
+	// empty means PodNamespace.
+	FederationNamespace string
 	// PodNamespace is the operator's namespace, where its Services (CA, xDS, webhook) are
 	// ($POD_NAMESPACE from the downward API, or --operator-namespace).
 	PodNamespace string
@@ -152,6 +155,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "port of the admission webhook server (TLS); 0 turns the webhooks off")
 	fs.StringVar(&o.WebhookHost, "webhook-bind-host", o.WebhookHost, "address the webhook server binds; empty means every address")
 	fs.StringVar(&o.GatewayImage, "gateway-image", o.GatewayImage, "member: container image of the east-west gateway")
+	fs.StringVar(&o.FederationNamespace, "federation-namespace", o.FederationNamespace, "hub: the only namespace whose MeshFederations are honoured (default: the operator's namespace)")
 	fs.StringVar(&o.PodNamespace, "operator-namespace", o.PodNamespace, "the operator's namespace, where its Services are (default $POD_NAMESPACE)")
 	fs.IntVar(&o.XDSMaxConnections, "xds-max-connections", o.XDSMaxConnections, "member: connections the xDS server serves at once")
 	fs.DurationVar(&o.XDSMaxConnectionAge, "xds-max-connection-age", o.XDSMaxConnectionAge, "member: the xDS server closes a connection this long after it opened, so that proxies spread over the replicas")

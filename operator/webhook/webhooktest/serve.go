@@ -41,7 +41,7 @@ func Serve(t testing.TB, c *testbed.Cluster, repoRoot string) {
 	}
 	srv := webhook.NewServer(webhook.Options{Host: c.HostIP(), Port: port, CertDir: dir})
 	srv.Register(meshwebhook.MeshPath, admission.WithValidator(testbed.Scheme, meshwebhook.MeshValidator{}))
-	srv.Register(meshwebhook.MeshFederationPath, admission.WithValidator(testbed.Scheme, meshwebhook.FederationValidator{Reader: c.Client}))
+	srv.Register(meshwebhook.MeshFederationPath, admission.WithValidator(testbed.Scheme, meshwebhook.FederationValidator{Reader: c.Client, Namespace: "meshfed-system"}))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -35,6 +35,9 @@ const DefaultGracePeriod = 30 * time.Second
 type Reconciler struct {
 	Client   client.Client
 	Recorder record.EventRecorder
+	// Namespace is the only namespace whose MeshFederations the hub honours (its
+	// --federation-namespace): whoever may write one there chooses the members' Secrets.
+	Namespace string
 	// GracePeriod keeps a disconnected member's endpoints imported elsewhere; after it they
 	// are withdrawn so that traffic fails over.
 	GracePeriod time.Duration
@@ -84,7 +87,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&meshv1.MeshFederation{}, builder.WithPredicates(specOrDeletion())).
+		For(&meshv1.MeshFederation{}, builder.WithPredicates(specOrDeletion(), predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetNamespace() == r.Namespace
+		}))).
 		Owns(&cmapi.Certificate{}).
 		Owns(&cmapi.Issuer{}).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.federationsInNamespace)).
@@ -94,6 +99,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // Reconcile runs one pass for a MeshFederation: connect, gather, aggregate, write, report.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	if req.Namespace != r.Namespace {
+		return ctrl.Result{}, nil // not the hub's: see Namespace
+	}
 	var fed meshv1.MeshFederation
 	if err := r.Client.Get(ctx, req.NamespacedName, &fed); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
