@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -103,6 +104,57 @@ func workloadPod(c *Cluster, spec WorkloadSpec, image string) *corev1.Pod {
 // RunWorkload creates the workload's Pod and returns once the node runs it with its IP;
 // readiness follows as the container comes up (WaitReady).
 func (c *Cluster) RunWorkload(ctx context.Context, spec WorkloadSpec) (*Workload, error) {
+	pod, err := c.prepare(ctx, &spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.create(ctx, spec, pod); err != nil {
+		return nil, err
+	}
+	return c.running(ctx, spec, client.ObjectKeyFromObject(pod))
+}
+
+// RunDeployment runs spec as a Deployment of one replica, as a user runs an app: the pod
+// restarts a process that ends (a killed one comes back after the node's back-off). It
+// returns the Deployment's pod once the node runs it.
+func (c *Cluster) RunDeployment(ctx context.Context, spec WorkloadSpec) (*Workload, error) {
+	pod, err := c.prepare(ctx, &spec)
+	if err != nil {
+		return nil, err
+	}
+	selector := map[string]string{"app.kubernetes.io/instance": spec.Name}
+	labels := maps.Clone(pod.Labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	maps.Copy(labels, selector)
+	pod.Spec.RestartPolicy = corev1.RestartPolicyAlways
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: spec.Namespace, Name: spec.Name},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: selector},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: pod.Annotations}, Spec: pod.Spec}}}
+	if err := c.create(ctx, spec, dep); err != nil {
+		return nil, err
+	}
+	var name string
+	err = pollEvery(ctx, time.Minute, 50*time.Millisecond, "a pod of Deployment "+spec.Namespace+"/"+spec.Name, func(ctx context.Context) error {
+		var pods corev1.PodList
+		if err := c.Client.List(ctx, &pods, client.InNamespace(spec.Namespace), client.MatchingLabels(selector)); err != nil {
+			return err
+		}
+		if len(pods.Items) == 0 {
+			return errors.New("none yet")
+		}
+		name = pods.Items[0].Name
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c.running(ctx, spec, client.ObjectKey{Namespace: spec.Namespace, Name: name})
+}
+
+// prepare fills spec's defaults and returns its pod.
+func (c *Cluster) prepare(ctx context.Context, spec *WorkloadSpec) (*corev1.Pod, error) {
 	if !CanRunPods(c.tb) {
 		return nil, ErrNeedsRoot
 	}
@@ -119,22 +171,27 @@ func (c *Cluster) RunWorkload(ctx context.Context, spec WorkloadSpec) (*Workload
 			return nil, err
 		}
 	}
-	pod := workloadPod(c, spec, image)
-	// The ServiceAccount admission plugin refuses pods until the controller-manager has
-	// created the namespace's ServiceAccount.
-	err := pollEvery(ctx, 30*time.Second, 100*time.Millisecond, "create pod "+spec.Namespace+"/"+spec.Name, func(ctx context.Context) error {
-		return c.Client.Create(ctx, pod)
+	return workloadPod(c, *spec, image), nil
+}
+
+// create creates obj; the ServiceAccount admission plugin refuses pods until the
+// controller-manager has created the namespace's ServiceAccount.
+func (c *Cluster) create(ctx context.Context, spec WorkloadSpec, obj client.Object) error {
+	return pollEvery(ctx, 30*time.Second, 100*time.Millisecond, fmt.Sprintf("create %T %s/%s", obj, spec.Namespace, spec.Name), func(ctx context.Context) error {
+		return c.Client.Create(ctx, obj)
 	})
-	if err != nil {
-		return nil, err
-	}
-	w := &Workload{Cluster: c, Namespace: spec.Namespace, Name: spec.Name, control: spec.ControlPort}
-	err = pollEvery(ctx, time.Minute, 20*time.Millisecond, fmt.Sprintf("pod %s/%s running", spec.Namespace, spec.Name), func(ctx context.Context) error {
-		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
+}
+
+// running waits until the node runs the pod key and returns it as a Workload.
+func (c *Cluster) running(ctx context.Context, spec WorkloadSpec, key client.ObjectKey) (*Workload, error) {
+	w := &Workload{Cluster: c, Namespace: key.Namespace, Name: key.Name, control: spec.ControlPort}
+	err := pollEvery(ctx, time.Minute, 20*time.Millisecond, fmt.Sprintf("pod %s running", key), func(ctx context.Context) error {
+		var pod corev1.Pod
+		if err := c.Client.Get(ctx, key, &pod); err != nil {
 			return err
 		}
 		if pod.Status.Phase != corev1.PodRunning || pod.Status.PodIP == "" {
-			return fmt.Errorf("phase %s, ip %q: %s", pod.Status.Phase, pod.Status.PodIP, waitingReason(pod))
+			return fmt.Errorf("phase %s, ip %q: %s", pod.Status.Phase, pod.Status.PodIP, waitingReason(&pod))
 		}
 		w.IP = pod.Status.PodIP
 		return nil

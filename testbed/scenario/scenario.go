@@ -207,6 +207,19 @@ func (m *Mesh) RunInjected(ctx context.Context, c *testbed.Cluster, name, mode, 
 // RunInjectedWith is RunInjected with the pod's name, labels, annotations and service
 // account from spec.
 func (m *Mesh) RunInjectedWith(ctx context.Context, c *testbed.Cluster, spec testbed.WorkloadSpec, mode string, port int32) (*testbed.Workload, error) {
+	return m.runEcho(ctx, c, spec, mode, port, c.RunWorkload)
+}
+
+// DeployInjected is RunInjected as a Deployment of one replica: a killed process is
+// restarted by the node, as a user's app is.
+func (m *Mesh) DeployInjected(ctx context.Context, c *testbed.Cluster, name, mode, sa string, port int32, labels map[string]string) (*testbed.Workload, error) {
+	return m.runEcho(ctx, c, testbed.WorkloadSpec{Name: name, Labels: labels, ServiceAccount: sa}, mode, port, c.RunDeployment)
+}
+
+// runEcho runs the echo workload in the shop namespace with run (a pod or a Deployment)
+// and waits until it is ready.
+func (m *Mesh) runEcho(ctx context.Context, c *testbed.Cluster, spec testbed.WorkloadSpec, mode string, port int32,
+	run func(context.Context, testbed.WorkloadSpec) (*testbed.Workload, error)) (*testbed.Workload, error) {
 	if err := create(ctx, c.Client, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: spec.ServiceAccount}}); err != nil {
 		return nil, err
 	}
@@ -220,7 +233,7 @@ func (m *Mesh) RunInjectedWith(ctx context.Context, c *testbed.Cluster, spec tes
 	if mode == "server" {
 		spec.ControlPort = EchoControlPort
 	}
-	w, err := c.RunWorkload(ctx, spec)
+	w, err := run(ctx, spec)
 	if err != nil {
 		return nil, err
 	}

@@ -140,15 +140,16 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed) error {
 	}
 	d.record("export → ServiceImport in all 3 clusters", time.Since(exported).Round(time.Millisecond).String())
 
-	d.step("Starting echo servers in %s and %s, and a client in %s: plain pods of the echo image in namespace shop, labelled %s=enabled, so meshfed's webhook adds meshfed-agent, which gets each pod its SPIFFE certificate from the member's CA service and carries its xDS over mTLS", c2.Name, c3.Name, c1.Name, sc.InjectLabel)
-	server2, err := m.Server(ctx, c2, "echo-2")
+	d.step("Deploying echo servers in %s and %s, and a client in %s: plain Deployments of the echo image in namespace shop, labelled %s=enabled, so meshfed's webhook adds meshfed-agent, which gets each pod its SPIFFE certificate from the member's CA service and carries its xDS over mTLS; the testbed writes no certificate or bootstrap", c2.Name, c3.Name, c1.Name, sc.InjectLabel)
+	echo := map[string]string{"app": "echo"}
+	server2, err := m.DeployInjected(ctx, c2, "echo", "server", "echo", sc.EchoPort, echo)
 	if err != nil {
 		return err
 	}
-	if _, err := m.Server(ctx, c3, "echo-3"); err != nil {
+	if _, err := m.DeployInjected(ctx, c3, "echo", "server", "echo", sc.EchoPort, echo); err != nil {
 		return err
 	}
-	cl, err := m.Client(ctx, c1, "client")
+	cl, err := m.DeployInjected(ctx, c1, "client", "client", "client", sc.ClientPort, nil)
 	if err != nil {
 		return err
 	}
@@ -240,15 +241,16 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed) error {
 	}
 	d.record("failover after the kill", fmt.Sprintf("every call succeeds on %s %.0f ms later; %d of %d calls lost (in flight)",
 		c3.Name, sc.SteadyAfter(cs, load.Offset(killed), c3.Name), sc.Split(cs)[""], len(cs)))
-	d.step("Bringing %s back", c2.Name)
-	if _, err := m.Server(ctx, c2, "echo-2b"); err != nil {
+	d.step("%s's node restarts the killed server (the Deployment's pod, after the back-off)", c2.Name)
+	if err := server2.WaitReady(ctx, true); err != nil {
 		return err
 	}
 	back := time.Now()
 	if err := sc.AllOn(ctx, cl, c2.Name, 20, 30*time.Second); err != nil {
 		return err
 	}
-	d.record("traffic back on "+c2.Name, time.Since(back).Round(time.Millisecond).String()+" after its new server was ready")
+	d.record("traffic back on "+c2.Name, fmt.Sprintf("%s after the kill; %s after its server was ready again",
+		back.Sub(killed).Round(100*time.Millisecond), time.Since(back).Round(time.Millisecond)))
 	return nil
 }
 
