@@ -175,13 +175,22 @@ func (r *podRun) run(ctx context.Context) {
 		close(finished)
 	}()
 	r.keepVolumes(ctx, finished)
-	<-ctx.Done() // completed pods stay until deleted, as with a kubelet
+	stopSidecars := func() {
+		for i := len(sidecars) - 1; i >= 0; i-- {
+			sidecars[i]()
+		}
+		wg.Wait()
+	}
+	if ctx.Err() == nil {
+		// Every container has ended for good: as a kubelet does, the sidecars are
+		// stopped, last started first; the pod stays, completed, until it is deleted.
+		stopSidecars()
+		r.changed()
+	}
+	<-ctx.Done()
 	stopMain()
 	mainWG.Wait()
-	for i := len(sidecars) - 1; i >= 0; i-- {
-		sidecars[i]()
-	}
-	wg.Wait()
+	stopSidecars()
 	r.cleanup()
 	r.changed()
 }

@@ -193,6 +193,11 @@ type MeshTrustStatus struct {
 	// WorkloadCertificatesCurrent counts those issued by the current intermediate.
 	// +optional
 	WorkloadCertificatesCurrent int32 `json:"workloadCertificatesCurrent,omitempty"`
+	// Pending names (at most 10) the workload certificates not issued by the current
+	// intermediate yet: a Certificate, or an agent's pod.
+	// +optional
+	// +kubebuilder:validation:MaxItems=10
+	Pending []string `json:"pending,omitempty"`
 }
 
 // Mesh is this cluster's membership in a federated mesh. There is one per cluster, named

@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"errors"
+	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 
@@ -127,5 +128,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	defer func() {
 		err = errors.Join(err, r.patchStatus(ctx, s, err))
 	}()
-	return ctrl.Result{}, r.reconcileNormal(ctx, s)
+	if err := r.reconcileNormal(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	// While workload certificates wait for the current intermediate (a rotation's
+	// Reissue), count again now and then, whatever events come.
+	if t := m.Status.Trust; t != nil && len(t.Pending) > 0 {
+		return ctrl.Result{RequeueAfter: 5 * time.Second}, nil
+	}
+	return ctrl.Result{}, nil
 }

@@ -136,6 +136,7 @@ func (r *Reconciler) reconcileWorkloads(ctx context.Context) (*meshv1.MeshTrustS
 			status.WorkloadCertificatesCurrent++
 			continue
 		}
+		pend(status, "Certificate "+c.Namespace+"/"+c.Name)
 		if err := r.reissue(ctx, c); err != nil {
 			return nil, err
 		}
@@ -175,6 +176,7 @@ func (r *Reconciler) countAgents(ctx context.Context, held *trust.CACerts, statu
 			continue
 		}
 		status.WorkloadCertificates++
+		pend(status, "the agent of pod "+cr.Labels[ca.LabelPodNamespace]+"/"+cr.Labels[ca.LabelPodName])
 	}
 	return nil
 }
@@ -228,4 +230,12 @@ func (r *Reconciler) reissue(ctx context.Context, c *cmapi.Certificate) error {
 		return fmt.Errorf("re-issue Certificate %s/%s: %w", c.Namespace, c.Name, err)
 	}
 	return nil
+}
+
+// pend names a workload certificate that the current intermediate has not issued yet, in
+// the status (the first ten).
+func pend(status *meshv1.MeshTrustStatus, what string) {
+	if len(status.Pending) < 10 {
+		status.Pending = append(status.Pending, what)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -209,7 +210,7 @@ func stageWaiting(s *scope, stage, bundleVersion string, serving, next *generati
 			case rep.IntermediateFingerprint != trust.Fingerprint(ca.Chain[0]):
 				waiting = append(waiting, name+": has not loaded its new intermediate yet")
 			case rep.WorkloadCertificatesCurrent < rep.WorkloadCertificates:
-				waiting = append(waiting, fmt.Sprintf("%s: %d of %d workload certificates re-issued", name, rep.WorkloadCertificatesCurrent, rep.WorkloadCertificates))
+				waiting = append(waiting, fmt.Sprintf("%s: %d of %d workload certificates re-issued (waiting for %s)", name, rep.WorkloadCertificatesCurrent, rep.WorkloadCertificates, strings.Join(rep.Pending, ", ")))
 			}
 		}
 	}
