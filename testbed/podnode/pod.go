@@ -175,22 +175,13 @@ func (r *podRun) run(ctx context.Context) {
 		close(finished)
 	}()
 	r.keepVolumes(ctx, finished)
-	stopSidecars := func() {
-		for i := len(sidecars) - 1; i >= 0; i-- {
-			sidecars[i]()
-		}
-		wg.Wait()
-	}
-	if ctx.Err() == nil {
-		// Every container has ended for good: as a kubelet does, the sidecars are
-		// stopped, last started first; the pod stays, completed, until it is deleted.
-		stopSidecars()
-		r.changed()
-	}
-	<-ctx.Done()
+	<-ctx.Done() // completed pods stay until deleted, as with a kubelet
 	stopMain()
 	mainWG.Wait()
-	stopSidecars()
+	for i := len(sidecars) - 1; i >= 0; i-- {
+		sidecars[i]()
+	}
+	wg.Wait()
 	r.cleanup()
 	r.changed()
 }

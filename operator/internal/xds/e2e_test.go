@@ -231,9 +231,12 @@ func TestProxylessGRPC(t *testing.T) {
 			}
 		}
 		var err error
+		killed := f.serverA
 		f.serverA, err = f.Server(ctx, a, "echo-a2")
 		must(t, err)
 		must(t, sc.AllOn(ctx, f.client, a.Name, 20, 20*time.Second))
+		// The dead pod is cleaned up, as its owner would: its agent's certificate goes too.
+		must(t, a.Client.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: killed.Namespace, Name: killed.Name}}, client.GracePeriodSeconds(0)))
 	})
 
 	t.Run("a root rotation under load: no call fails, and every agent re-issues", func(t *testing.T) {
