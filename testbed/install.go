@@ -8,6 +8,10 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // MeshfedNamespace is where config/default installs the operator.
@@ -85,5 +89,36 @@ func (c *Cluster) installMeshfed(ctx context.Context) error {
 	if err := c.Kubectl(ctx, nil, "apply", "-k", dir); err != nil {
 		return err
 	}
+	for _, arg := range c.tb.opts.OperatorArgs {
+		if ns, ok := strings.CutPrefix(arg, "--mesh-namespace="); ok {
+			if err := c.bindMeshNamespace(ctx, ns); err != nil {
+				return err
+			}
+		}
+	}
 	return c.waitOperator(ctx)
+}
+
+// bindMeshNamespace gives the operator in another mesh namespace than meshfed-system what
+// config/rbac's Role gives it in meshfed-system, as docs/user-guide.md tells users to.
+func (c *Cluster) bindMeshNamespace(ctx context.Context, ns string) error {
+	var role rbacv1.Role
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: MeshfedNamespace, Name: "meshfed-operator"}, &role); err != nil {
+		return fmt.Errorf("the operator's Role in meshfed-system: %w", err)
+	}
+	var binding rbacv1.RoleBinding
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: MeshfedNamespace, Name: "meshfed-operator"}, &binding); err != nil {
+		return fmt.Errorf("the operator's RoleBinding in meshfed-system: %w", err)
+	}
+	objs := []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: role.Name}, Rules: role.Rules},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: binding.Name}, RoleRef: binding.RoleRef, Subjects: binding.Subjects},
+	}
+	for _, obj := range objs {
+		if err := c.Client.Create(ctx, obj); client.IgnoreAlreadyExists(err) != nil {
+			return fmt.Errorf("%T %s: %w", obj, obj.GetName(), err)
+		}
+	}
+	return nil
 }

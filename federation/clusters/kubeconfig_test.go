@@ -8,9 +8,9 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
-// TestRestConfigTakesTheKubeconfigAsData: what a member's kubeconfig may say, and each
-// thing it may not, named by its field.
-func TestRestConfigTakesTheKubeconfigAsData(t *testing.T) {
+// TestKubeconfigExecPluginIsRefused: a member kubeconfig is data, not code. What it may say,
+// and each thing it may not (exec and auth-provider plugins, file paths...), named by its field.
+func TestKubeconfigExecPluginIsRefused(t *testing.T) {
 	good := func() *clientcmdapi.Config {
 		cfg := clientcmdapi.NewConfig()
 		cfg.Clusters["m"] = &clientcmdapi.Cluster{Server: "https://member.example:6443", CertificateAuthorityData: []byte("ca")}

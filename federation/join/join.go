@@ -51,12 +51,13 @@ func HubRules() []rbacv1.PolicyRule {
 	}
 }
 
-// TrustRules are what the hub does in the member's namespace: it writes the member's
-// intermediate CA into one Secret (create cannot be limited to a name in RBAC).
+// TrustRules are what the hub does in the member's namespace: it writes the member's signed
+// intermediate, public material only, into one ConfigMap (create cannot be limited to a
+// name in RBAC). The hub holds no verb on Secrets: the member keeps its CA key.
 func TrustRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{trust.CACertsSecret},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{trust.IntermediateConfigMap},
 			Verbs: []string{"get", "update", "patch", "delete"}},
 	}
 }

@@ -2,6 +2,8 @@ package trust
 
 import (
 	"fmt"
+	"maps"
+	"strconv"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -11,10 +13,17 @@ import (
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
-// Names of what the federation writes.
+// Names of what the federation and its members write.
 const (
-	// CACertsSecret is the Secret each member gets in its mesh namespace.
+	// CACertsSecret is the Secret each member's operator keeps in its mesh namespace: its
+	// intermediate CA (key included) and the trust bundle.
 	CACertsSecret = "meshfed-cacerts"
+	// KeySecret is where a member's operator keeps the key of its intermediate CA and the
+	// CSR it publishes for it.
+	KeySecret = "meshfed-ca-key"
+	// IntermediateConfigMap is what the hub writes into a member: the signed intermediate,
+	// the root and the trust bundle, public material only (PublicData).
+	IntermediateConfigMap = "meshfed-intermediate"
 	// MemberIssuer is the member's cert-manager CA Issuer, backed by CACertsSecret.
 	MemberIssuer = "meshfed-ca"
 )
@@ -32,6 +41,8 @@ const (
 	KeyChain = "cert-chain.pem"
 	// KeyBundle holds every root the federation currently trusts.
 	KeyBundle = "trust-bundle.pem"
+	// KeyRequest holds the member's CSR, in KeySecret.
+	KeyRequest = "csr.pem"
 )
 
 // Default lifetimes when the spec leaves them out (the CRD defaults them too).
@@ -64,7 +75,8 @@ func generationSuffix(gen int32) string {
 // RootName names a bootstrapped root's Certificate, its Secret and the CA Issuer it backs.
 func RootName(fed string, gen int32) string { return fed + "-root-ca" + generationSuffix(gen) }
 
-// IntermediateName names a member's intermediate Certificate and its Secret in the hub.
+// IntermediateName is the name prefix of a member's intermediate CertificateRequests in the
+// hub.
 func IntermediateName(fed, member string, gen int32) string {
 	return fed + "-" + member + "-ca" + generationSuffix(gen)
 }
@@ -140,27 +152,38 @@ func Bootstrap(f *meshv1.MeshFederation, gen int32, labels map[string]string) (*
 	return selfSigned, root, ca
 }
 
-// Intermediate is the CA Certificate of one member under a root generation.
-func Intermediate(f *meshv1.MeshFederation, member string, root meshv1.RootRef, labels map[string]string) *cmapi.Certificate {
-	duration, renew := DefaultIntermediateDuration, DefaultIntermediateRenewBefore
-	if d := f.Spec.Trust.IntermediateDuration; d != nil {
-		duration = d.Duration
-	}
-	if r := f.Spec.Trust.IntermediateRenewBefore; r != nil {
-		renew = r.Duration
-	}
-	name := IntermediateName(f.Name, member, root.Generation)
-	return &cmapi.Certificate{
-		ObjectMeta: metav1.ObjectMeta{Namespace: f.Namespace, Name: name, Labels: labels},
-		Spec: cmapi.CertificateSpec{
-			IsCA:        true,
-			CommonName:  fmt.Sprintf("meshfed intermediate %s%s", member, generationSuffix(root.Generation)),
-			SecretName:  name,
-			Duration:    &metav1.Duration{Duration: duration},
-			RenewBefore: &metav1.Duration{Duration: renew},
-			PrivateKey:  &cmapi.CertificatePrivateKey{Algorithm: cmapi.ECDSAKeyAlgorithm, Size: 256, RotationPolicy: cmapi.RotationPolicyAlways},
-			Usages:      []cmapi.KeyUsage{cmapi.UsageCertSign, cmapi.UsageCRLSign, cmapi.UsageDigitalSignature},
-			IssuerRef:   RootIssuer(f, root),
+// IntermediateRequest is the CertificateRequest that has the root issuer sign a member's
+// intermediate CSR under a root generation. Its name is generated: a renewal or a new key
+// is a new request, and the one in use stays until its successor is issued.
+func IntermediateRequest(f *meshv1.MeshFederation, member, requestSHA string, csr []byte, root meshv1.RootRef, labels map[string]string) *cmapi.CertificateRequest {
+	l := maps.Clone(labels)
+	l[meshv1.LabelMember] = member
+	l[meshv1.LabelRootGeneration] = strconv.Itoa(int(root.Generation))
+	return &cmapi.CertificateRequest{
+		ObjectMeta: metav1.ObjectMeta{Namespace: f.Namespace, GenerateName: IntermediateName(f.Name, member, root.Generation) + "-",
+			Labels: l, Annotations: map[string]string{meshv1.AnnotationRequestSHA256: requestSHA}},
+		Spec: cmapi.CertificateRequestSpec{
+			Request:   csr,
+			IsCA:      true,
+			Duration:  &metav1.Duration{Duration: IntermediateDuration(f)},
+			Usages:    []cmapi.KeyUsage{cmapi.UsageCertSign, cmapi.UsageCRLSign, cmapi.UsageDigitalSignature},
+			IssuerRef: RootIssuer(f, root),
 		},
 	}
+}
+
+// IntermediateDuration is the lifetime of members' intermediates.
+func IntermediateDuration(f *meshv1.MeshFederation) time.Duration {
+	if d := f.Spec.Trust.IntermediateDuration; d != nil {
+		return d.Duration
+	}
+	return DefaultIntermediateDuration
+}
+
+// IntermediateRenewBefore is how long before expiry the hub has an intermediate signed anew.
+func IntermediateRenewBefore(f *meshv1.MeshFederation) time.Duration {
+	if r := f.Spec.Trust.IntermediateRenewBefore; r != nil {
+		return r.Duration
+	}
+	return DefaultIntermediateRenewBefore
 }

@@ -25,6 +25,15 @@ const (
 	// trust bundle it carries.
 	AnnotationTrustBundleVersion = "meshfed.io/trust-bundle-version"
 
+	// LabelMember and LabelRootGeneration tell apart the hub's CertificateRequests for
+	// members' intermediates: whose, and under which root generation.
+	LabelMember         = "meshfed.io/member"
+	LabelRootGeneration = "meshfed.io/root-generation"
+
+	// AnnotationRequestSHA256 on an intermediate's CertificateRequest is the SHA-256 of the
+	// member's CSR it carries (hex), so the hub sees when the member asks anew.
+	AnnotationRequestSHA256 = "meshfed.io/request-sha256"
+
 	// AnnotationTrafficPolicy on a ServiceImport carries, as JSON, the MeshFederation's
 	// TrafficPolicy for the service; the hub writes it, the member's control plane reads it.
 	AnnotationTrafficPolicy = "meshfed.io/traffic-policy"

@@ -181,6 +181,12 @@ type MeshStatus struct {
 
 // MeshTrustStatus is what the member's operator has loaded of meshfed-cacerts.
 type MeshTrustStatus struct {
+	// IntermediateRequest is the PEM CSR for this member's intermediate CA. Its key stays in
+	// this cluster (Secret meshfed-ca-key); the hub has the federation's root sign the CSR
+	// and writes back only the certificates (ConfigMap meshfed-intermediate).
+	// +optional
+	// +kubebuilder:validation:MaxLength=8192
+	IntermediateRequest string `json:"intermediateRequest,omitempty"`
 	// BundleVersion identifies the trust bundle in meshfed-cacerts.
 	// +optional
 	BundleVersion string `json:"bundleVersion,omitempty"`

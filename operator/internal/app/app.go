@@ -63,13 +63,21 @@ func NewScheme() *runtime.Scheme {
 }
 
 // cacheOptions limits what the cache holds: census Leases of the operator's namespace
-// (where its Role lets it read them), the trust-bundle ConfigMaps meshfed writes (not
-// every ConfigMap of the cluster), and the CA service's CertificateRequests.
+// (where its Role lets it read them), the ConfigMaps meshfed writes (not every ConfigMap
+// of the cluster), and the CertificateRequests of the CA service (mesh namespace) and of
+// members' intermediates (federation namespace).
 func cacheOptions(opts Options) cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{meshv1.LabelManagedBy: meshv1.ManagedByValue})
+	requests := map[string]cache.Config{}
+	if opts.Role.Member() {
+		requests[opts.MeshNamespace] = cache.Config{}
+	}
+	if opts.Role.Hub() {
+		requests[cmp.Or(opts.FederationNamespace, opts.PodNamespace)] = cache.Config{}
+	}
 	byObject := map[client.Object]cache.ByObject{
 		&corev1.ConfigMap{}:         {Label: managed},
-		&cmapi.CertificateRequest{}: {Namespaces: map[string]cache.Config{opts.MeshNamespace: {}}},
+		&cmapi.CertificateRequest{}: {Namespaces: requests},
 	}
 	byObject[&coordinationv1.Lease{}] = cache.ByObject{Namespaces: map[string]cache.Config{opts.PodNamespace: {}}}
 	return cache.Options{ByObject: byObject}

@@ -21,17 +21,19 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	"github.com/meshfed/meshfed/federation/trust"
 	caapi "github.com/meshfed/meshfed/operator/api/ca/v1alpha1"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/operator/internal/xds"
 )
 
-// Reconciler reports the state of the member's Mesh and keeps the member's cert-manager
-// CA Issuer, backed by the intermediate CA the hub writes.
+// Reconciler reports the state of the member's Mesh and keeps the member's intermediate CA
+// (its own key, signed through the hub) and the cert-manager CA Issuer it backs.
 type Reconciler struct {
 	Client   client.Client
 	Recorder record.EventRecorder
-	// Namespace is the mesh namespace: the hub writes meshfed-cacerts there and the
+	// Namespace is the mesh namespace: the member's CA key and meshfed-cacerts are kept
+	// there, the hub answers its intermediate request there, and the
 	// workload certificates are issued there.
 	Namespace string
 	// XDS is the member's xDS server, whose state the Mesh reports; nil leaves it out.
@@ -89,12 +91,6 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return mesh(ctx, o)
 		})
-		bundle := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-			if o.GetName() != caapi.TrustBundleConfigMap {
-				return nil
-			}
-			return mesh(ctx, o)
-		})
 		// A census Lease is renewed every few seconds: only a changed count (or a replica
 		// coming or going) is news.
 		counted := predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
@@ -103,11 +99,19 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		b = b.Watches(&coordinationv1.Lease{}, census, builder.WithPredicates(counted)).
 			Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(mesh), builder.WithPredicates(predicate.Funcs{
 				UpdateFunc: func(event.UpdateEvent) bool { return false }, DeleteFunc: func(event.DeleteEvent) bool { return false }})).
-			Watches(&corev1.ConfigMap{}, bundle).
 			Watches(&cmapi.CertificateRequest{}, toMesh)
 	}
+	// The hub's answer to the member's intermediate request, and the bundle ConfigMaps.
+	configMaps := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		ours := o.GetName() == trust.IntermediateConfigMap && o.GetNamespace() == r.Namespace
+		if !ours && (r.OperatorNamespace == "" || o.GetName() != caapi.TrustBundleConfigMap) {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: meshv1.MeshSingletonName}}}
+	})
 	return b.
 		For(&meshv1.Mesh{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.ConfigMap{}, configMaps).
 		Watches(&corev1.Secret{}, toMesh).
 		Watches(&cmapi.Issuer{}, toMesh).
 		Watches(&cmapi.Certificate{}, toMesh).

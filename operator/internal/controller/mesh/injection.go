@@ -47,7 +47,7 @@ func (r *Reconciler) reconcileInjection(ctx context.Context, s *scope) (metav1.C
 		if err := r.forgetFederation(ctx); err != nil {
 			return cond, err
 		}
-		cond.Reason, cond.Message = meshv1.ReasonWaitingForHub, "no intermediate CA yet: meshed pods get certificates once the hub has written "+trust.CACertsSecret
+		cond.Reason, cond.Message = meshv1.ReasonWaitingForHub, "no intermediate CA yet: meshed pods get certificates once the hub has signed this cluster's intermediate (see TrustReady)"
 		return cond, nil
 	} else if err != nil {
 		return cond, err

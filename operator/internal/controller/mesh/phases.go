@@ -52,34 +52,41 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, s *scope) error {
 	return errors.Join(errs...)
 }
 
-// reconcileTrust keeps the member's CA Issuer and has workload certificates follow its
-// intermediate.
+// reconcileTrust keeps the member's intermediate CA and its CA Issuer, and has workload
+// certificates follow the intermediate.
 func (r *Reconciler) reconcileTrust(ctx context.Context, s *scope) (metav1.Condition, error) {
-	cond, err := r.reconcileIssuer(ctx, s.mesh)
+	csr, held, err := r.reconcileIntermediate(ctx, s.mesh)
+	waiting := errors.Is(err, errWaitingForHub)
+	if err != nil && !waiting {
+		return metav1.Condition{}, err
+	}
+	cond := metav1.Condition{Type: meshv1.ConditionTrustReady, Status: metav1.ConditionFalse, Reason: meshv1.ReasonWaitingForHub}
+	switch {
+	case held != nil:
+		if cond, err = r.reconcileIssuer(ctx, s.mesh, held); err != nil {
+			return cond, err
+		}
+	case waiting:
+		cond.Message = fmt.Sprintf("no intermediate CA yet: %v", err)
+	default:
+		cond.Message = fmt.Sprintf("no intermediate CA yet: this cluster's request is in Mesh status.trust.intermediateRequest; the hub answers in ConfigMap %s/%s once this cluster is a member of a MeshFederation", r.Namespace, trust.IntermediateConfigMap)
+	}
+	status, err := r.reconcileWorkloads(ctx)
 	if err != nil {
 		return cond, err
 	}
-	trust, err := r.reconcileWorkloads(ctx)
-	if err != nil {
-		return cond, err
+	if status == nil {
+		status = &meshv1.MeshTrustStatus{}
 	}
-	s.mesh.Status.Trust = trust
+	status.IntermediateRequest = csr
+	s.mesh.Status.Trust = status
 	return cond, nil
 }
 
 // reconcileIssuer keeps the CA Issuer that signs workload certificates with the member's
-// intermediate, once the hub has written it, and reports whether it is ready.
-func (r *Reconciler) reconcileIssuer(ctx context.Context, m *meshv1.Mesh) (metav1.Condition, error) {
+// intermediate (Secret held) and reports whether it is ready.
+func (r *Reconciler) reconcileIssuer(ctx context.Context, m *meshv1.Mesh, held *corev1.Secret) (metav1.Condition, error) {
 	cond := metav1.Condition{Type: meshv1.ConditionTrustReady, Status: metav1.ConditionFalse}
-	var secret corev1.Secret
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: trust.CACertsSecret}, &secret)
-	if apierrors.IsNotFound(err) {
-		cond.Reason = meshv1.ReasonWaitingForHub
-		cond.Message = fmt.Sprintf("no intermediate CA yet: the hub writes Secret %s/%s once this cluster is a member of a MeshFederation", r.Namespace, trust.CACertsSecret)
-		return cond, nil
-	} else if err != nil {
-		return cond, err
-	}
 	issuer := &cmapi.Issuer{ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: trust.MemberIssuer}}
 	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, issuer, func() error {
 		issuer.Labels = map[string]string{meshv1.LabelManagedBy: meshv1.ManagedByValue}
@@ -93,8 +100,8 @@ func (r *Reconciler) reconcileIssuer(ctx context.Context, m *meshv1.Mesh) (metav
 		if c.Type == cmapi.IssuerConditionReady {
 			if c.Status == cmmeta.ConditionTrue {
 				cond.Status, cond.Reason = metav1.ConditionTrue, meshv1.ReasonReconciled
-				cond.Message = fmt.Sprintf("workload certificates are issued by Issuer %s/%s (trust bundle %s)",
-					r.Namespace, trust.MemberIssuer, secret.Annotations[meshv1.AnnotationTrustBundleVersion])
+				cond.Message = fmt.Sprintf("workload certificates are issued by Issuer %s/%s with this cluster's own intermediate CA (trust bundle %s)",
+					r.Namespace, trust.MemberIssuer, held.Annotations[meshv1.AnnotationTrustBundleVersion])
 			} else {
 				cond.Message = fmt.Sprintf("Issuer %s/%s: %s", r.Namespace, trust.MemberIssuer, c.Message)
 			}

@@ -91,6 +91,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return o.GetNamespace() == r.Namespace
 		}))).
 		Owns(&cmapi.Certificate{}).
+		Owns(&cmapi.CertificateRequest{}).
 		Owns(&cmapi.Issuer{}).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.federationsInNamespace)).
 		WatchesRawSource(source.Channel(r.changes, &handler.EnqueueRequestForObject{})).

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,7 +17,6 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -183,23 +183,12 @@ func checkOnlyRoot(t *testing.T, f *federation, fed *meshv1.MeshFederation, ids 
 			}
 		}
 	}
-	var certs cmapi.CertificateList
-	must(t, f.hub.Client.List(ctx, &certs, client.InNamespace(hubNS)))
-	var names []string
-	for _, c := range certs.Items {
-		names = append(names, c.Name)
-	}
-	gen := fed.Status.Trust.Root.Generation
-	for _, m := range f.members {
-		for g := int32(0); g < gen; g++ {
-			old := trust.IntermediateName("global", m.Name, g)
-			if slices.Contains(names, old) {
-				t.Errorf("the hub still has Certificate %s of generation %d (now %d)", old, g, gen)
-			}
-			var s corev1.Secret
-			if err := f.hub.Client.Get(ctx, client.ObjectKey{Namespace: hubNS, Name: old}, &s); !apierrors.IsNotFound(err) {
-				t.Errorf("the hub still has the key of %s (err %v)", old, err)
-			}
+	var crs cmapi.CertificateRequestList
+	must(t, f.hub.Client.List(ctx, &crs, client.InNamespace(hubNS), client.HasLabels{meshv1.LabelMember}))
+	gen := strconv.Itoa(int(fed.Status.Trust.Root.Generation))
+	for _, cr := range crs.Items {
+		if cr.Labels[meshv1.LabelRootGeneration] != gen {
+			t.Errorf("the hub still has CertificateRequest %s of root generation %s (now %s)", cr.Name, cr.Labels[meshv1.LabelRootGeneration], gen)
 		}
 	}
 }

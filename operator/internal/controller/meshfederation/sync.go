@@ -389,18 +389,19 @@ func cleanupMember(ctx context.Context, m *clusters.Member, label string) error 
 		})
 		errs = append(errs, err)
 	}
-	var cacerts corev1.Secret
-	err := m.APIReader().Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: trust.CACertsSecret}, &cacerts)
-	if err == nil && cacerts.Labels[meshv1.LabelFederation] == label {
-		errs = append(errs, client.IgnoreNotFound(c.Delete(ctx, &cacerts)))
+	var public corev1.ConfigMap
+	err := m.APIReader().Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: trust.IntermediateConfigMap}, &public)
+	if err == nil && public.Labels[meshv1.LabelFederation] == label {
+		errs = append(errs, client.IgnoreNotFound(c.Delete(ctx, &public)))
 	} else if client.IgnoreNotFound(err) != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
-// syncTrust writes the member's meshfed-cacerts: its intermediate, the chain and the trust
-// bundle. A member without a usable intermediate keeps what it has.
+// syncTrust writes the member's meshfed-intermediate ConfigMap: its signed intermediate,
+// the root and the trust bundle. The member's operator pairs them with its own key. A
+// member without a usable intermediate keeps what it has.
 func (r *Reconciler) syncTrust(ctx context.Context, s *scope, mv *memberView, c client.Client) error {
 	ca := s.trust.cas[mv.spec.Name]
 	if ca == nil {
@@ -410,27 +411,26 @@ func (r *Reconciler) syncTrust(ctx context.Context, s *scope, mv *memberView, c 
 	if rep := mv.reportedTrust(); rep.BundleVersion == version && rep.IntermediateFingerprint == trust.Fingerprint(ca.Chain[0]) {
 		return nil // the member's operator reports holding exactly this
 	}
-	want := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: mv.member.Namespace, Name: trust.CACertsSecret, Labels: mcs.OwnedLabels(s.label),
+	want := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: mv.member.Namespace, Name: trust.IntermediateConfigMap, Labels: mcs.OwnedLabels(s.label),
 			Annotations: map[string]string{meshv1.AnnotationTrustBundleVersion: version}},
-		Type: corev1.SecretTypeTLS,
-		Data: trust.MemberSecretData(ca, &s.trust.bundle),
+		Data: trust.PublicData(ca, &s.trust.bundle),
 	}
-	var have corev1.Secret
+	var have corev1.ConfigMap
 	err := mv.member.APIReader().Get(ctx, client.ObjectKeyFromObject(want), &have)
 	switch {
 	case apierrors.IsNotFound(err):
 		if err := c.Create(ctx, want); err != nil {
-			return fmt.Errorf("create Secret %s/%s: %w", want.Namespace, want.Name, err)
+			return fmt.Errorf("create ConfigMap %s/%s: %w", want.Namespace, want.Name, err)
 		}
 	case err != nil:
-		return fmt.Errorf("read Secret %s/%s: %w", want.Namespace, want.Name, err)
+		return fmt.Errorf("read ConfigMap %s/%s: %w", want.Namespace, want.Name, err)
 	case have.Labels[meshv1.LabelFederation] != s.label:
-		return fmt.Errorf("Secret %s/%s exists and this federation did not write it: delete it so the member gets its intermediate CA", want.Namespace, want.Name)
-	case !apiequality.Semantic.DeepEqual(have.Data, want.Data) || have.Annotations[meshv1.AnnotationTrustBundleVersion] != version:
+		return fmt.Errorf("ConfigMap %s/%s exists and this federation did not write it: delete it so the member gets its intermediate CA", want.Namespace, want.Name)
+	case !maps.Equal(have.Data, want.Data) || have.Annotations[meshv1.AnnotationTrustBundleVersion] != version:
 		have.Data, have.Annotations = want.Data, want.Annotations
 		if err := c.Update(ctx, &have); err != nil {
-			return fmt.Errorf("update Secret %s/%s: %w", want.Namespace, want.Name, err)
+			return fmt.Errorf("update ConfigMap %s/%s: %w", want.Namespace, want.Name, err)
 		}
 	}
 	return nil

@@ -5,12 +5,16 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/meshfed/meshfed/federation/mcs"
 	"github.com/meshfed/meshfed/federation/trust"
@@ -22,6 +26,7 @@ import (
 const renewalSlack = 5 * time.Second
 
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates;issuers,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests,verbs=get;list;watch;create;delete;deletecollection
 // +kubebuilder:rbac:groups=cert-manager.io,resources=clusterissuers,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=delete
 
@@ -60,6 +65,9 @@ type generation struct {
 	cas          map[string]*trust.IntermediateCA
 	problems     map[string]memberTrustProblem
 	root         *x509.Certificate
+	// plans and requests are, per member, what to sign and what the member asks for.
+	plans    map[string]trust.SigningPlan
+	requests map[string]memberRequest
 }
 
 // reconcileTrust keeps the root generations in use (bootstrapped roots and one
@@ -151,30 +159,28 @@ func (r *Reconciler) reconcileTrust(ctx context.Context, s *scope) error {
 		inUse = append(inUse, t.rotation.To)
 	}
 	wanted := map[string]bool{}
+	generations := map[string]bool{}
 	for _, ref := range inUse {
 		for _, obj := range generationObjects(s, ref) {
 			wanted[obj.GetName()] = true
 			errs = append(errs, r.ensureOwned(ctx, s.fed, obj))
 		}
+		generations[strconv.Itoa(int(ref.Generation))] = true
+		errs = append(errs, r.applySigning(ctx, s, load(ref)))
 	}
-	errs = append(errs, r.deleteUnwanted(ctx, s, wanted))
+	errs = append(errs, r.deleteUnwanted(ctx, s, wanted, generations))
 	return errors.Join(errs...)
 }
 
-// generationObjects are the cert-manager objects of a root generation: for a bootstrapped
-// root its self-signed Issuer, root Certificate and CA Issuer, then one intermediate
-// Certificate per member.
+// generationObjects are the cert-manager objects of a bootstrapped root generation: its
+// self-signed Issuer, root Certificate and CA Issuer. Members' intermediates are
+// CertificateRequests, which applySigning keeps.
 func generationObjects(s *scope, ref meshv1.RootRef) []client.Object {
-	labels := mcs.OwnedLabels(s.label)
-	var objs []client.Object
-	if ref.IssuerKind == trust.KindSelfSigned {
-		selfSigned, root, ca := trust.Bootstrap(s.fed, ref.Generation, labels)
-		objs = append(objs, selfSigned, root, ca)
+	if ref.IssuerKind != trust.KindSelfSigned {
+		return nil
 	}
-	for _, mv := range s.members {
-		objs = append(objs, trust.Intermediate(s.fed, mv.spec.Name, ref, labels))
-	}
-	return objs
+	selfSigned, root, ca := trust.Bootstrap(s.fed, ref.Generation, mcs.OwnedLabels(s.label))
+	return []client.Object{selfSigned, root, ca}
 }
 
 // bundleOf is the trust bundle of a plan: the roots of its trusted generations.
@@ -217,46 +223,166 @@ func stageWaiting(s *scope, stage, bundleVersion string, serving, next *generati
 	return waiting
 }
 
-// loadGeneration reads what cert-manager issued for one root generation and checks it.
+// loadGeneration reads the members' intermediate CertificateRequests of one root
+// generation, checks what the issuer signed, and plans, per member, which intermediate it
+// gets and what to request next (see trust.PlanSigning).
 func (r *Reconciler) loadGeneration(ctx context.Context, s *scope, ref meshv1.RootRef) (*generation, error) {
-	g := &generation{ref: ref, cas: map[string]*trust.IntermediateCA{}, problems: map[string]memberTrustProblem{}}
-	labels := mcs.OwnedLabels(s.label)
-	var errs []error
+	g := &generation{ref: ref, cas: map[string]*trust.IntermediateCA{}, problems: map[string]memberTrustProblem{}, plans: map[string]trust.SigningPlan{}, requests: map[string]memberRequest{}}
 	g.issuerReason, g.issuer = r.checkIssuer(ctx, trust.RootIssuer(s.fed, ref), s.fed.Namespace)
-
-	renewBefore := trust.DefaultIntermediateRenewBefore
-	if rb := s.fed.Spec.Trust.IntermediateRenewBefore; rb != nil {
-		renewBefore = rb.Duration
+	var list cmapi.CertificateRequestList
+	sel := client.MatchingLabels(mcs.OwnedLabels(s.label))
+	sel[meshv1.LabelRootGeneration] = strconv.Itoa(int(ref.Generation))
+	if err := r.Client.List(ctx, &list, client.InNamespace(s.fed.Namespace), sel); err != nil {
+		return g, err
 	}
+	now := time.Now()
+	renewBefore := trust.IntermediateRenewBefore(s.fed)
 	for _, mv := range s.members {
 		name := mv.spec.Name
-		cert := trust.Intermediate(s.fed, name, ref, labels)
-		var secret corev1.Secret
-		err := r.Client.Get(ctx, client.ObjectKey{Namespace: cert.Namespace, Name: cert.Spec.SecretName}, &secret)
-		if apierrors.IsNotFound(err) {
-			g.problems[name] = memberTrustProblem{meshv1.ReasonIntermediatePending,
-				fmt.Errorf("waiting for cert-manager to issue Certificate %s/%s%s", cert.Namespace, cert.Name, r.certificateState(ctx, cert))}
-			continue
-		} else if err != nil {
-			errs = append(errs, err)
-			continue
+		req := requestOf(mv)
+		g.requests[name] = req
+		var signings []trust.Signing
+		var refused *cmapi.CertificateRequest
+		for i := range list.Items {
+			if cr := &list.Items[i]; cr.Labels[meshv1.LabelMember] == name {
+				sg := readSigning(cr)
+				if !sg.FailedSince.IsZero() {
+					refused = cr
+				}
+				if sg.Invalid != nil {
+					r.Recorder.Eventf(s.fed, corev1.EventTypeWarning, meshv1.ReasonInvalidCertificate, "member %s: %v", name, sg.Invalid)
+				}
+				signings = append(signings, sg)
+			}
 		}
-		ca, err := trust.ParseIntermediate(&secret)
-		if err != nil {
-			g.problems[name] = memberTrustProblem{meshv1.ReasonInvalidCertificate, err}
-			continue
+		plan := trust.PlanSigning(signings, req.sha, trust.IntermediateDuration(s.fed), renewBefore, now)
+		g.plans[name] = plan
+		if !plan.RenewAt.IsZero() {
+			s.requeue(plan.RenewAt.Sub(now) + renewalSlack)
 		}
-		g.cas[name] = ca
-		if g.root == nil || ca.Root.NotBefore.After(g.root.NotBefore) {
-			g.root = ca.Root
+		if plan.Current != nil {
+			g.cas[name] = plan.Current.CA
+			if g.root == nil || plan.Current.CA.Root.NotBefore.After(g.root.NotBefore) {
+				g.root = plan.Current.CA.Root
+			}
 		}
-		// cert-manager renews when renewBefore is left; a pass then checks it did.
-		if left := time.Until(ca.NotAfter()); left < renewBefore {
-			g.problems[name] = memberTrustProblem{meshv1.ReasonIntermediateExpiring,
-				fmt.Errorf("the intermediate of %s expires in %s and cert-manager has not renewed it: see the Events of Certificate %s/%s", name, left.Round(time.Second), cert.Namespace, cert.Name)}
-		} else {
-			s.requeue(left - renewBefore + renewalSlack)
+		if p, ok := signingProblem(s.fed, name, plan, req, refused, renewBefore, now); ok {
+			g.problems[name] = p
 		}
 	}
-	return g, errors.Join(errs...)
+	return g, nil
+}
+
+// memberRequest is a member's published intermediate CSR, checked.
+type memberRequest struct {
+	csr []byte
+	sha string // empty unless the CSR passed CheckIntermediateRequest
+	err error  // why the CSR cannot be signed
+}
+
+// requestOf reads the intermediate CSR a member publishes in its Mesh status. The member is
+// not trusted to ask for more than its own intermediate: trust.CheckIntermediateRequest.
+func requestOf(mv *memberView) memberRequest {
+	if mv.mesh == nil {
+		return memberRequest{}
+	}
+	rep := mv.reportedTrust()
+	if rep.IntermediateRequest == "" {
+		return memberRequest{err: errors.New("its Mesh publishes no intermediate CA request yet (status.trust.intermediateRequest): is its operator running?")}
+	}
+	csr := []byte(rep.IntermediateRequest)
+	if _, err := trust.CheckIntermediateRequest(csr, mv.spec.Name, mv.mesh.Spec.TrustDomainOrDefault()); err != nil {
+		return memberRequest{err: fmt.Errorf("its intermediate CA request (Mesh status.trust.intermediateRequest) is refused: %w", err)}
+	}
+	return memberRequest{csr: csr, sha: trust.RequestSHA256(csr)}
+}
+
+// readSigning reads one intermediate CertificateRequest: signed and checked, waiting, or
+// refused by the issuer.
+func readSigning(cr *cmapi.CertificateRequest) trust.Signing {
+	sg := trust.Signing{Name: cr.Name, RequestSHA: cr.Annotations[meshv1.AnnotationRequestSHA256]}
+	if cr.Spec.Duration != nil {
+		sg.Duration = cr.Spec.Duration.Duration
+	}
+	where := fmt.Sprintf("CertificateRequest %s/%s", cr.Namespace, cr.Name)
+	if len(cr.Status.Certificate) > 0 {
+		sg.CA, sg.Invalid = trust.ParseIssued(where, cr.Status.Certificate, cr.Status.CA, cr.Spec.Request)
+		if sg.Invalid != nil {
+			sg.CA = nil
+		}
+		return sg
+	}
+	for _, c := range cr.Status.Conditions {
+		refused := c.Status == cmmeta.ConditionTrue && (c.Type == cmapi.CertificateRequestConditionDenied || c.Type == cmapi.CertificateRequestConditionInvalidRequest)
+		failed := c.Type == cmapi.CertificateRequestConditionReady && c.Reason == cmapi.CertificateRequestReasonFailed
+		if refused || failed {
+			sg.FailedSince = cr.CreationTimestamp.Time
+			if c.LastTransitionTime != nil {
+				sg.FailedSince = c.LastTransitionTime.Time
+			}
+		}
+	}
+	return sg
+}
+
+// signingProblem says why a member has no usable intermediate, or that it expires unrenewed.
+func signingProblem(fed *meshv1.MeshFederation, name string, plan trust.SigningPlan, req memberRequest, refused *cmapi.CertificateRequest, renewBefore time.Duration, now time.Time) (memberTrustProblem, bool) {
+	why := req.err
+	if why == nil && refused != nil {
+		why = fmt.Errorf("the root issuer refused CertificateRequest %s/%s%s", refused.Namespace, refused.Name, requestState(refused))
+	}
+	if plan.Current == nil {
+		if why == nil {
+			why = fmt.Errorf("waiting for the root issuer to sign its intermediate (CertificateRequests %s/%s-*)", fed.Namespace, trust.IntermediateName(fed.Name, name, 0))
+		}
+		return memberTrustProblem{meshv1.ReasonIntermediatePending, why}, true
+	}
+	if left := plan.Current.CA.NotAfter().Sub(now); left < renewBefore {
+		msg := fmt.Sprintf("the intermediate of %s expires in %s and the root issuer has not signed its renewal", name, left.Round(time.Second))
+		if why != nil {
+			msg += ": " + why.Error()
+		}
+		return memberTrustProblem{meshv1.ReasonIntermediateExpiring, errors.New(msg)}, true
+	}
+	return memberTrustProblem{}, false
+}
+
+// requestState quotes a CertificateRequest's failing condition, for messages.
+func requestState(cr *cmapi.CertificateRequest) string {
+	for _, c := range cr.Status.Conditions {
+		if c.Status == cmmeta.ConditionTrue || c.Type == cmapi.CertificateRequestConditionReady {
+			return " (" + c.Reason + ": " + c.Message + ")"
+		}
+	}
+	return ""
+}
+
+// applySigning carries out a generation's signing plans: it asks the root issuer to sign
+// members' current CSRs and deletes the requests no longer needed. Members whose exports
+// are unknown (not synced since the hub started) are left as they are.
+func (r *Reconciler) applySigning(ctx context.Context, s *scope, g *generation) error {
+	var errs []error
+	for _, mv := range s.members {
+		name := mv.spec.Name
+		if mv.mesh == nil {
+			continue
+		}
+		plan := g.plans[name]
+		for _, n := range plan.Delete {
+			cr := &cmapi.CertificateRequest{ObjectMeta: metav1.ObjectMeta{Namespace: s.fed.Namespace, Name: n}}
+			errs = append(errs, client.IgnoreNotFound(r.Client.Delete(ctx, cr)))
+		}
+		if plan.Create {
+			req := g.requests[name]
+			cr := trust.IntermediateRequest(s.fed, name, req.sha, req.csr, g.ref, mcs.OwnedLabels(s.label))
+			if err := controllerutil.SetControllerReference(s.fed, cr, r.Client.Scheme()); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if err := r.Client.Create(ctx, cr); err != nil {
+				errs = append(errs, fmt.Errorf("request the intermediate of %s: %w", name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

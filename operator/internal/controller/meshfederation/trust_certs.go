@@ -19,20 +19,24 @@ import (
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
-// deleteUnwanted removes the federation's CA Certificates (with their Secrets) and CA
-// Issuers that no generation in use needs: intermediates of members that left and the
-// objects of a root rotated away from.
-func (r *Reconciler) deleteUnwanted(ctx context.Context, s *scope, wanted map[string]bool) error {
+// deleteUnwanted removes the federation's CA objects that no generation in use needs: the
+// intermediate requests of other generations, and the objects of a bootstrapped root
+// rotated away from (its Certificate with the Secret holding the root's key).
+func (r *Reconciler) deleteUnwanted(ctx context.Context, s *scope, wanted, generations map[string]bool) error {
 	labels := client.MatchingLabels(mcs.OwnedLabels(s.label))
 	var errs []error
+	var crs cmapi.CertificateRequestList
+	errs = append(errs, r.Client.List(ctx, &crs, client.InNamespace(s.fed.Namespace), labels))
+	for i := range crs.Items {
+		if cr := &crs.Items[i]; !generations[cr.Labels[meshv1.LabelRootGeneration]] {
+			errs = append(errs, client.IgnoreNotFound(r.Client.Delete(ctx, cr)))
+		}
+	}
 	var certs cmapi.CertificateList
 	errs = append(errs, r.Client.List(ctx, &certs, client.InNamespace(s.fed.Namespace), labels))
 	for i := range certs.Items {
-		c := &certs.Items[i]
-		if c.Spec.IsCA && !wanted[c.Name] {
-			errs = append(errs, client.IgnoreNotFound(r.Client.Delete(ctx, c)))
-			secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: c.Spec.SecretName}}
-			errs = append(errs, client.IgnoreNotFound(r.Client.Delete(ctx, secret)))
+		if c := &certs.Items[i]; c.Spec.IsCA && !wanted[c.Name] {
+			errs = append(errs, r.deleteCertificate(ctx, c))
 		}
 	}
 	var issuers cmapi.IssuerList
@@ -45,21 +49,27 @@ func (r *Reconciler) deleteUnwanted(ctx context.Context, s *scope, wanted map[st
 	return errors.Join(errs...)
 }
 
-// deleteTrust removes the federation's Certificates and then their Secrets from the hub,
-// so that no CA key outlives the federation (cert-manager leaves Secrets behind).
-// Certificates go first: a Certificate whose Secret vanished would be issued again.
-func (r *Reconciler) deleteTrust(ctx context.Context, s *scope) error {
-	var certs cmapi.CertificateList
-	if err := r.Client.List(ctx, &certs, client.InNamespace(s.fed.Namespace), client.MatchingLabels(mcs.OwnedLabels(s.label))); err != nil {
+// deleteCertificate deletes a Certificate and then its Secret: cert-manager leaves Secrets
+// behind, and a Certificate whose Secret vanished would be issued again.
+func (r *Reconciler) deleteCertificate(ctx context.Context, c *cmapi.Certificate) error {
+	if err := client.IgnoreNotFound(r.Client.Delete(ctx, c)); err != nil {
 		return err
 	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: c.Spec.SecretName}}
+	return client.IgnoreNotFound(r.Client.Delete(ctx, secret))
+}
+
+// deleteTrust removes the federation's CA objects from the hub, so that no root key
+// outlives the federation.
+func (r *Reconciler) deleteTrust(ctx context.Context, s *scope) error {
+	labels := client.MatchingLabels(mcs.OwnedLabels(s.label))
 	var errs []error
+	var certs cmapi.CertificateList
+	errs = append(errs, r.Client.List(ctx, &certs, client.InNamespace(s.fed.Namespace), labels))
 	for i := range certs.Items {
-		c := &certs.Items[i]
-		errs = append(errs, client.IgnoreNotFound(r.Client.Delete(ctx, c)))
-		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: c.Spec.SecretName}}
-		errs = append(errs, client.IgnoreNotFound(r.Client.Delete(ctx, secret)))
+		errs = append(errs, r.deleteCertificate(ctx, &certs.Items[i]))
 	}
+	errs = append(errs, client.IgnoreNotFound(r.Client.DeleteAllOf(ctx, &cmapi.CertificateRequest{}, client.InNamespace(s.fed.Namespace), labels)))
 	caExpiry.DeletePartialMatch(prometheus.Labels{"federation": s.owner})
 	rotationStage.DeleteLabelValues(s.owner)
 	rotations.DeletePartialMatch(prometheus.Labels{"federation": s.owner})
@@ -125,18 +135,4 @@ func issuerGetError(where string, err error) (string, error) {
 		return meshv1.ReasonIssuerNotFound, fmt.Errorf("cert-manager %s not found: create it (a CA issuer that can sign CA certificates) or fix spec.trust.issuerRef", where)
 	}
 	return meshv1.ReasonIssuerNotReady, fmt.Errorf("read cert-manager %s: %w", where, err)
-}
-
-// certificateState quotes a Certificate's Ready condition, for messages.
-func (r *Reconciler) certificateState(ctx context.Context, cert *cmapi.Certificate) string {
-	var c cmapi.Certificate
-	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(cert), &c); err != nil {
-		return ""
-	}
-	for _, cond := range c.Status.Conditions {
-		if cond.Type == cmapi.CertificateConditionReady && cond.Status != cmmeta.ConditionTrue {
-			return " (" + cond.Reason + ": " + cond.Message + ")"
-		}
-	}
-	return ""
 }

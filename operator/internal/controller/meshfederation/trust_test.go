@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,8 +17,10 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -194,18 +197,14 @@ func TestTrustBootstrap(t *testing.T) {
 			must(t, m.Client.Get(ctx, client.ObjectKey{Namespace: join.MemberNamespace, Name: trust.CACertsSecret}, &s))
 			before[m.Name] = s.Data[trust.KeyCert]
 		}
-		broken := trust.IntermediateName("global", b.Name, 0)
-		var hubSecret corev1.Secret
-		must(t, f.hub.Client.Get(ctx, client.ObjectKey{Namespace: hubNS, Name: broken}, &hubSecret))
-		hubSecret.Data[corev1.TLSCertKey] = []byte("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
-		must(t, f.hub.Client.Update(ctx, &hubSecret))
-		testbed.Eventually(t, time.Minute, "an InvalidCertificate Event naming the Secret", func() error {
+		broken := breakIntermediate(t, f.hub, "global", b.Name)
+		testbed.Eventually(t, time.Minute, "an InvalidCertificate Event naming the CertificateRequest", func() error {
 			var events corev1.EventList
 			if err := f.hub.Client.List(ctx, &events, client.InNamespace(hubNS)); err != nil {
 				return err
 			}
 			for _, e := range events.Items {
-				if e.Reason == "InvalidCertificate" && strings.Contains(e.Message, "Secret meshfed-system/"+broken) && strings.Contains(e.Message, b.Name) {
+				if e.Reason == "InvalidCertificate" && strings.Contains(e.Message, "CertificateRequest meshfed-system/"+broken) && strings.Contains(e.Message, b.Name) {
 					return nil
 				}
 			}
@@ -218,7 +217,7 @@ func TestTrustBootstrap(t *testing.T) {
 				t.Errorf("%s lost its intermediate CA (%v)", m.Name, err)
 			}
 			if m.Name != b.Name && !bytes.Equal(s.Data[trust.KeyCert], before[m.Name]) {
-				t.Errorf("%s's intermediate changed because of %s's broken Secret", m.Name, b.Name)
+				t.Errorf("%s's intermediate changed because of %s's broken certificate", m.Name, b.Name)
 			}
 			mesh := &meshv1.Mesh{}
 			must(t, m.Client.Get(ctx, client.ObjectKey{Name: meshv1.MeshSingletonName}, mesh))
@@ -228,9 +227,9 @@ func TestTrustBootstrap(t *testing.T) {
 		}
 		// A handshake between the undisturbed members still works.
 		if _, _, err := handshake(t, idA, idC); err != nil {
-			t.Errorf("mTLS A → C after B's broken Secret: %v", err)
+			t.Errorf("mTLS A → C after B's broken certificate: %v", err)
 		}
-		// cert-manager issues the broken Secret again; trust recovers.
+		// The hub has B's intermediate signed again; trust recovers.
 		waitTrust(t, f.hub, "global", f.members)
 	})
 
@@ -247,6 +246,11 @@ func TestTrustBootstrap(t *testing.T) {
 		}
 		var mesh meshv1.Mesh
 		must(t, c.Client.Get(ctx, client.ObjectKey{Name: meshv1.MeshSingletonName}, &mesh))
+		// The one PEM a status carries is the member's CSR, public by nature.
+		if _, err := trust.CheckIntermediateRequest([]byte(mesh.Status.Trust.IntermediateRequest), c.Name, trustDomain); err != nil {
+			t.Errorf("%s: the published intermediate request: %v", c.Name, err)
+		}
+		mesh.Status.Trust.IntermediateRequest = ""
 		var peers meshv1.MeshPeerList
 		must(t, c.Client.List(ctx, &peers))
 		statuses := []any{mesh.Status}
@@ -294,7 +298,7 @@ func unrelatedIdentity(t *testing.T, c *testbed.Cluster, roots *x509.CertPool) *
 // exist reports it (condition and Event) and still federates services; once the user
 // creates the issuer, the intermediates chain to the user's root. A malformed intermediate
 // Secret is reported without taking the member's CA away. The member's mesh namespace is
-// not the default one: the hub writes its intermediate where join and the member's
+// not the default one: the hub writes its intermediate's certificates where join and the member's
 // --mesh-namespace say, its one source of truth being the kubeconfig join wrote.
 func TestTrustBringYourOwnIssuer(t *testing.T) {
 	const meshNS = "mesh-corp"
@@ -373,14 +377,8 @@ func TestTrustBringYourOwnIssuer(t *testing.T) {
 	}
 
 	// A malformed intermediate in the hub: reported, and the member keeps its CA.
-	var member corev1.Secret
-	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: meshNS, Name: trust.CACertsSecret}, &member))
-	interName := trust.IntermediateName("corp", c.Name, 0)
-	var hubSecret corev1.Secret
-	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: hubNS, Name: interName}, &hubSecret))
-	hubSecret.Data[corev1.TLSCertKey] = []byte("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
-	must(t, c.Client.Update(ctx, &hubSecret))
-	testbed.Eventually(t, time.Minute, "InvalidCertificate reported, or cert-manager already re-issued", func() error {
+	interName := breakIntermediate(t, c, "corp", c.Name)
+	testbed.Eventually(t, time.Minute, "InvalidCertificate reported", func() error {
 		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(fed), fed); err != nil {
 			return err
 		}
@@ -389,7 +387,7 @@ func TestTrustBringYourOwnIssuer(t *testing.T) {
 			return err
 		}
 		for _, e := range events.Items {
-			if e.InvolvedObject.Name == "corp" && e.Reason == "InvalidCertificate" && strings.Contains(e.Message, "Secret meshfed-system/"+interName) {
+			if e.InvolvedObject.Name == "corp" && e.Reason == "InvalidCertificate" && strings.Contains(e.Message, "CertificateRequest meshfed-system/"+interName) {
 				return nil
 			}
 		}
@@ -398,12 +396,12 @@ func TestTrustBringYourOwnIssuer(t *testing.T) {
 	var after corev1.Secret
 	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: meshNS, Name: trust.CACertsSecret}, &after))
 	if len(after.Data[trust.KeyKey]) == 0 || len(after.Data[trust.KeyCert]) == 0 {
-		t.Error("the member lost its intermediate CA to a malformed Secret in the hub")
+		t.Error("the member lost its intermediate CA to a malformed certificate in the hub")
 	}
 	if _, err := trust.ParseCertificates(after.Data[trust.KeyCert]); err != nil {
 		t.Errorf("the member got the malformed certificate: %v", err)
 	}
-	// cert-manager notices the broken Secret and issues it again; trust recovers.
+	// The hub has the intermediate signed again; trust recovers.
 	waitTrust(t, c, "corp", []*testbed.Cluster{c})
 
 	// An intermediate that enters its renewal window while its issuer cannot sign: the
@@ -418,10 +416,10 @@ func TestTrustBringYourOwnIssuer(t *testing.T) {
 	}))
 	testbed.Eventually(t, time.Minute, "the intermediate re-issued with a one-hour lifetime", func() error {
 		var s corev1.Secret
-		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: hubNS, Name: interName}, &s); err != nil {
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: meshNS, Name: trust.CACertsSecret}, &s); err != nil {
 			return err
 		}
-		certs, err := trust.ParseCertificates(s.Data[corev1.TLSCertKey])
+		certs, err := trust.ParseCertificates(s.Data[trust.KeyCert])
 		if err != nil || len(certs) == 0 || certs[0].NotAfter.Sub(certs[0].NotBefore) > 2*time.Hour {
 			return fmt.Errorf("not yet (%w)", err)
 		}
@@ -431,7 +429,7 @@ func TestTrustBringYourOwnIssuer(t *testing.T) {
 	testbed.Eventually(t, time.Minute, "TrustReady=False saying the intermediate is not renewed", func() error {
 		must(t, c.Client.Get(ctx, client.ObjectKeyFromObject(fed), fed))
 		tc := meta.FindStatusCondition(fed.Status.Conditions, meshv1.ConditionTrustReady)
-		if tc == nil || tc.Status != metav1.ConditionFalse || !strings.Contains(tc.Message, "cert-manager has not renewed it") {
+		if tc == nil || tc.Status != metav1.ConditionFalse || !strings.Contains(tc.Message, "the root issuer has not signed its renewal") {
 			return fmt.Errorf("TrustReady %+v", tc)
 		}
 		t.Logf("expiring intermediate reported: %s", tc.Message)
@@ -447,5 +445,111 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// breakIntermediate overwrites the certificate cert-manager signed for member's current
+// intermediate with garbage, as a confused admin or a faulty issuer might, and returns the
+// CertificateRequest's name.
+func breakIntermediate(t *testing.T, hub *testbed.Cluster, fed, member string) string {
+	t.Helper()
+	ctx := context.Background()
+	var crs cmapi.CertificateRequestList
+	must(t, hub.Client.List(ctx, &crs, client.InNamespace(hubNS), client.MatchingLabels{meshv1.LabelMember: member}))
+	var current *cmapi.CertificateRequest
+	for i := range crs.Items {
+		cr := &crs.Items[i]
+		if strings.HasPrefix(cr.Name, trust.IntermediateName(fed, member, 0)+"-") && len(cr.Status.Certificate) > 0 &&
+			(current == nil || cr.CreationTimestamp.After(current.CreationTimestamp.Time)) {
+			current = cr
+		}
+	}
+	if current == nil {
+		t.Fatalf("no signed intermediate request for %s", member)
+	}
+	current.Status.Certificate = []byte("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+	must(t, hub.Client.Status().Update(ctx, current))
+	return current.Name
+}
+
+// TestHubCannotReadMemberSecrets: the hub's credentials in a member (what `meshfedctl join`
+// gave it) must not reach any Secret there. Before, its Role let it delete meshfed-cacerts
+// and create a Secret of that name as a service-account token Secret for the member's
+// operator, then read the token; and the hub held every member's intermediate CA key.
+// Now each member makes its key and the hub only ever sees CSRs and certificates.
+func TestHubCannotReadMemberSecrets(t *testing.T) {
+	// One cluster is hub and member; the member's mesh namespace is not the hub's.
+	const ns = "mesh-own"
+	tb := testbed.StartForTest(t, testbed.Options{Clusters: 1, Operator: true, OperatorArgs: []string{"--mesh-namespace=" + ns}})
+	c := tb.Clusters[0]
+	ctx := context.Background()
+	if _, err := join.Join(ctx, join.Options{Name: c.Name, Member: c.Client, MemberConfig: c.Config, Hub: c.Client, HubNamespace: hubNS, Namespace: ns}); err != nil {
+		t.Fatal(err)
+	}
+	testbed.MustCreate(ctx, t, c.Client, &meshv1.Mesh{ObjectMeta: metav1.ObjectMeta{Name: meshv1.MeshSingletonName},
+		Spec: meshv1.MeshSpec{ClusterName: c.Name, Network: "net-1"}})
+	testbed.MustCreate(ctx, t, c.Client, &meshv1.MeshFederation{ObjectMeta: metav1.ObjectMeta{Namespace: hubNS, Name: "global"}, Spec: meshv1.MeshFederationSpec{
+		Trust:   meshv1.TrustSpec{Bootstrap: meshv1.BootstrapSelfSigned},
+		Members: []meshv1.Member{{Name: c.Name, KubeconfigSecretRef: meshv1.SecretKeyRef{Name: join.SecretName(c.Name)}}},
+	}})
+	waitTrust(t, c, "global", []*testbed.Cluster{c})
+
+	var kubeconfig corev1.Secret
+	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: hubNS, Name: join.SecretName(c.Name)}, &kubeconfig))
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig.Data["kubeconfig"])
+	must(t, err)
+	hub, err := client.New(cfg, client.Options{Scheme: testbed.Scheme})
+	must(t, err)
+	attacks := []struct {
+		name string
+		do   func() error
+	}{
+		{"read meshfed-cacerts", func() error {
+			return hub.Get(ctx, client.ObjectKey{Namespace: ns, Name: trust.CACertsSecret}, &corev1.Secret{})
+		}},
+		{"read the member's CA key", func() error {
+			return hub.Get(ctx, client.ObjectKey{Namespace: ns, Name: trust.KeySecret}, &corev1.Secret{})
+		}},
+		{"list the mesh namespace's Secrets", func() error { return hub.List(ctx, &corev1.SecretList{}, client.InNamespace(ns)) }},
+		{"list every Secret", func() error { return hub.List(ctx, &corev1.SecretList{}) }},
+		{"delete meshfed-cacerts", func() error {
+			return hub.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: trust.CACertsSecret}})
+		}},
+		{"create a token Secret for the member's operator", func() error {
+			return hub.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "stolen",
+				Annotations: map[string]string{corev1.ServiceAccountNameKey: "meshfed-operator"}}, Type: corev1.SecretTypeServiceAccountToken})
+		}},
+	}
+	for _, a := range attacks {
+		if err := a.do(); !apierrors.IsForbidden(err) {
+			t.Errorf("the hub's member credentials could %s: got %v, want Forbidden", a.name, err)
+		}
+	}
+
+	// The member's intermediate is for the key only the member holds, limited to its trust
+	// domain, and no Secret in the hub holds that key.
+	var held, key corev1.Secret
+	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: trust.CACertsSecret}, &held))
+	must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: trust.KeySecret}, &key))
+	pair, err := tls.X509KeyPair(held.Data[trust.KeyCert], key.Data[trust.KeyKey])
+	if err != nil {
+		t.Fatalf("the intermediate is not for the key in %s: %v", trust.KeySecret, err)
+	}
+	if got := pair.Leaf.PermittedURIDomains; !slices.Equal(got, []string{trustDomain}) || !pair.Leaf.PermittedDNSDomainsCritical {
+		t.Errorf("the intermediate's permitted URI domains %v (critical %v), want only %s", got, pair.Leaf.PermittedDNSDomainsCritical, trustDomain)
+	}
+	var hubSecrets corev1.SecretList
+	must(t, c.Client.List(ctx, &hubSecrets, client.InNamespace(hubNS)))
+	for _, s := range hubSecrets.Items {
+		for k, v := range s.Data {
+			if bytes.Contains(v, key.Data[trust.KeyKey]) || k == corev1.TLSPrivateKeyKey && bytes.Equal(v, held.Data[trust.KeyKey]) {
+				t.Errorf("hub Secret %s/%s holds the member's intermediate key", s.Namespace, s.Name)
+			}
+			if k == corev1.TLSCertKey {
+				if certs, err := trust.ParseCertificates(v); err == nil && len(certs) > 0 && certs[0].Equal(pair.Leaf) {
+					t.Errorf("hub Secret %s/%s holds the member's intermediate with its key", s.Namespace, s.Name)
+				}
+			}
+		}
 	}
 }

@@ -1,0 +1,3 @@
+// Package repo holds checks of the repository itself, such as that no credential is
+// committed.
+package repo
