@@ -51,11 +51,17 @@ func (r *Reconciler) reconcileIntermediate(ctx context.Context, m *meshv1.Mesh) 
 	var public corev1.ConfigMap
 	err = r.Client.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: trust.IntermediateConfigMap}, &public)
 	if apierrors.IsNotFound(err) {
-		if exists {
-			// The hub took its certificates back: the member left the federation.
+		if exists && metav1.IsControlledBy(&held, m) {
+			// The hub took its certificates back: the member left the federation. (A
+			// meshfed-cacerts this Mesh does not control was written by a hub of an earlier
+			// version: it serves until the hub's first answer replaces it.)
 			if err := client.IgnoreNotFound(r.Client.Delete(ctx, &held)); err != nil {
 				return "", nil, err
 			}
+			return string(key.csr), nil, nil
+		}
+		if exists {
+			return string(key.csr), &held, nil
 		}
 		return string(key.csr), nil, nil
 	} else if err != nil {
