@@ -19,6 +19,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
 
 	"github.com/meshfed/meshfed/testbed"
 )
@@ -146,17 +147,41 @@ func TestTenThousandIdleConnections(t *testing.T) {
 		t.Skip("opens 10,000 connections")
 	}
 	const idle = 10000
+	a := startBackend(t, "a")
+	listen, admin, _ := gatewayProcess(t, a, "--hello-timeout", "3s")
+	start := time.Now()
+	conns := openConns(t, listen, idle, nil)
+	t.Logf("%d idle connections open in %s", len(conns), time.Since(start).Round(time.Millisecond))
+	if name, err := call(listen, echoSNI, a); err != nil || name != "a" {
+		t.Fatalf("good traffic beside %d idle connections: %q %v", len(conns), name, err)
+	}
+	testbed.Eventually(t, 30*time.Second, "every idle connection timed out and counted", func() error {
+		got := testbed.Metric(context.Background(), "http://"+admin+"/metrics", `meshfed_gateway_refusals_total{reason="hello_timeout"} `)
+		if got != strconv.Itoa(idle) {
+			return fmt.Errorf("%q hello timeouts, want %d", got, idle)
+		}
+		return nil
+	})
+	if name, err := call(listen, echoSNI, a); err != nil || name != "a" {
+		t.Errorf("good traffic afterwards: %q %v", name, err)
+	}
+}
+
+// gatewayProcess builds the gateway binary and runs it, fed by a control plane that
+// routes echoSNI to a, with args added; it returns the listen and admin addresses once the
+// gateway is ready, and its process.
+func gatewayProcess(t testing.TB, a *backend, args ...string) (listen, admin string, proc *os.Process) {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "eastwest-gateway")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/eastwest-gateway").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	a := startBackend(t, "a")
 	cp := startControlPlane(t)
 	cp.set(t, true, a.addr)
 	ports := freePorts(t, 2)
-	listen, admin := "127.0.0.1:"+ports[0], "127.0.0.1:"+ports[1]
-	cmd := exec.Command(bin, "--xds-address", cp.addr, "--xds-cert-dir", cp.pki.files.CertDir, "--xds-trust-bundle", cp.pki.files.BundleFile, "--cluster", "c", "--node-id", "gw", "--listen", listen, "--admin", admin,
-		"--hello-timeout", "3s", "--drain", "1s")
+	listen, admin = "127.0.0.1:"+ports[0], "127.0.0.1:"+ports[1]
+	cmd := exec.Command(bin, append([]string{"--xds-address", cp.addr, "--xds-cert-dir", cp.pki.files.CertDir, "--xds-trust-bundle", cp.pki.files.BundleFile,
+		"--cluster", "c", "--node-id", "gw", "--listen", listen, "--admin", admin, "--drain", "1s"}, args...)...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -173,22 +198,28 @@ func TestTenThousandIdleConnections(t *testing.T) {
 		}
 		return nil
 	})
+	return listen, admin, cmd.Process
+}
 
-	conns := make([]net.Conn, 0, idle)
-	defer func() {
+// openConns opens n connections to addr from 20 workers, each sending first (if not
+// nil), and closes them when the test ends.
+func openConns(t testing.TB, addr string, n int, first []byte) []net.Conn {
+	t.Helper()
+	conns := make([]net.Conn, 0, n)
+	t.Cleanup(func() {
 		for _, c := range conns {
 			c.Close()
 		}
-	}()
-	start := time.Now()
+	})
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for w := range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range idle / 20 {
-				c, err := net.DialTimeout("tcp", listen, 5*time.Second)
+		wg.Go(func() {
+			for range n / 20 {
+				c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+				if err == nil && first != nil {
+					_, err = c.Write(first)
+				}
 				if err != nil {
 					t.Errorf("connection from worker %d: %v", w, err)
 					return
@@ -197,23 +228,79 @@ func TestTenThousandIdleConnections(t *testing.T) {
 				conns = append(conns, c)
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	t.Logf("%d idle connections open in %s", len(conns), time.Since(start).Round(time.Millisecond))
-	if name, err := call(listen, echoSNI, a); err != nil || name != "a" {
-		t.Fatalf("good traffic beside %d idle connections: %q %v", len(conns), name, err)
+	if t.Failed() {
+		t.FailNow()
 	}
-	testbed.Eventually(t, 30*time.Second, "every idle connection timed out and counted", func() error {
-		got := testbed.Metric(context.Background(), "http://"+admin+"/metrics", `meshfed_gateway_refusals_total{reason="hello_timeout"} `)
-		if got != strconv.Itoa(idle) {
-			return fmt.Errorf("%q hello timeouts, want %d", got, idle)
+	return conns
+}
+
+// BenchmarkHalfOpenClientHellos records the gateway binary's resident memory while it
+// holds 20,000 connections that each sent 8 KB of a 16 KB ClientHello and stopped: what
+// a flood from another network costs it (docs/performance.md, "Bounds"). The gateway and
+// the benchmark each need a descriptor per connection: where the hard limit is lower (and
+// cannot be raised), it opens as many as the limit leaves room for, and says so.
+func BenchmarkHalfOpenClientHellos(b *testing.B) {
+	conns := 20000
+	var limit unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &limit); err != nil {
+		b.Fatal(err)
+	}
+	if want := uint64(conns + 1000); limit.Max < want {
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: want, Max: want}); err == nil {
+			limit.Max = want
+		} else {
+			conns = int(limit.Max) - 1000
+			b.Logf("the descriptor limit is %d and cannot be raised (%v): %d connections", limit.Max, err, conns)
 		}
-		return nil
-	})
-	if name, err := call(listen, echoSNI, a); err != nil || name != "a" {
-		t.Errorf("good traffic afterwards: %q %v", name, err)
 	}
+	_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: limit.Max, Max: limit.Max})
+	// A record announcing a 16,000-byte ClientHello, and half of it.
+	partial := append([]byte{0x16, 0x03, 0x01, 0x3e, 0x80, 0x01, 0x00, 0x3e, 0x7c, 0x03, 0x03}, make([]byte, 8000)...)
+	for range b.N {
+		a := startBackend(b, "a")
+		listen, admin, proc := gatewayProcess(b, a, "--hello-timeout", "10m", "--max-connections", strconv.Itoa(conns+100))
+		before := residentBytes(b, proc.Pid)
+		start := time.Now()
+		openConns(b, listen, conns, partial)
+		b.Logf("%d half-open connections in %s", conns, time.Since(start).Round(time.Millisecond))
+		testbed.Eventually(b, time.Minute, "every connection accepted", func() error {
+			got := testbed.Metric(context.Background(), "http://"+admin+"/metrics", "meshfed_gateway_active_connections ")
+			if got != strconv.Itoa(conns) {
+				return fmt.Errorf("%s active connections, want %d", got, conns)
+			}
+			return nil
+		})
+		if name, err := call(listen, echoSNI, a); err != nil || name != "a" {
+			b.Fatalf("good traffic beside %d half-open connections: %q %v", conns, name, err)
+		}
+		after := residentBytes(b, proc.Pid)
+		b.ReportMetric(float64(after)/(1<<20), "MiB-resident")
+		b.ReportMetric(float64(conns), "conns")
+		b.ReportMetric(float64(after-before)/float64(conns), "B/conn")
+	}
+}
+
+// residentBytes is a process's resident set size.
+func residentBytes(t testing.TB, pid int) int64 {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if kb, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n << 10
+		}
+	}
+	t.Fatalf("no VmRSS in /proc/%d/status", pid)
+	return 0
 }
 
 func freePorts(t testing.TB, n int) []string {

@@ -38,16 +38,54 @@ type Gateway struct {
 	DialTimeout time.Duration
 	// MaxHello bounds the ClientHello.
 	MaxHello int
-	Log      logr.Logger
+	// MaxConnections caps the client connections open at once (0: no cap). At the cap the
+	// gateway stops accepting: new connections wait in the listen backlog, then the
+	// kernel's SYN queue, instead of being taken and dropped.
+	MaxConnections int
+	// IdleTimeout closes a routed pair after that long without a byte either way (0:
+	// never).
+	IdleTimeout time.Duration
+	Log         logr.Logger
 
 	table   atomic.Pointer[Table]
+	open    atomic.Int64 // client connections accepted and not finished
 	metrics *metrics
 }
+
+// Defaults of the gateway's bounds.
+const (
+	DefaultMaxConnections = 20000
+	DefaultIdleTimeout    = time.Hour // Envoy's tcp_proxy default
+)
 
 // New returns a gateway with its metrics registered on reg.
 func New(log logr.Logger, reg prometheus.Registerer) *Gateway {
 	return &Gateway{HelloTimeout: 5 * time.Second, DialTimeout: 2 * time.Second, MaxHello: sni.DefaultMaxHello,
-		Log: log, metrics: newMetrics(reg)}
+		MaxConnections: DefaultMaxConnections, IdleTimeout: DefaultIdleTimeout, Log: log, metrics: newMetrics(reg)}
+}
+
+// sweepEvery is how often the gateway looks for ClientHello and connect deadlines, and, at
+// the connection cap, whether it may accept again.
+const sweepEvery = 50 * time.Millisecond
+
+// idleSweepEvery is how often the gateway looks for idle pairs: a pair is closed within a
+// quarter of the idle timeout after it expires, and never looked for oftener than sweeps.
+func idleSweepEvery(idle time.Duration) time.Duration {
+	return min(max(idle/4, sweepEvery), 10*time.Second)
+}
+
+// reserve counts a connection about to be accepted, unless the gateway holds as many as
+// it may. (A reservation whose accept finds nothing is given back.)
+func (g *Gateway) reserve() bool {
+	for {
+		n := g.open.Load()
+		if g.MaxConnections > 0 && n >= int64(g.MaxConnections) {
+			return false
+		}
+		if g.open.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
 // SetTable makes t the routing table for new connections.

@@ -32,8 +32,6 @@ import (
 // its own with splice(2), never through the gateway's memory.
 
 const (
-	// sweepEvery is how often a loop looks for ClientHello and connect deadlines.
-	sweepEvery = 50 * time.Millisecond
 	// idleAfter is how long after its last event a loop keeps its processor while it
 	// waits; yieldEvery is how often such a loop lets the process's other goroutines run
 	// (the xDS client, metrics, the collector).
@@ -164,7 +162,8 @@ func (l *loop) signal() {
 func (l *loop) run(ctx context.Context, drain time.Duration, loops int) error {
 	var drainUntil, nextSweep, yielded, active time.Time
 	l.now = time.Now()
-	lastSweep := l.now
+	lastSweep, lastIdleSweep := l.now, l.now
+	idleEvery := idleSweepEvery(l.g.IdleTimeout)
 	procs := runtime.GOMAXPROCS(0)
 	for {
 		now := l.now
@@ -175,6 +174,11 @@ func (l *loop) run(ctx context.Context, drain time.Duration, loops int) error {
 				nextSweep = now.Add(sweepEvery)
 			}
 			timeout = nextSweep.Sub(now)
+		}
+		if l.g.IdleTimeout > 0 && len(l.pairs) > 0 {
+			if t := max(lastIdleSweep.Add(idleEvery).Sub(now), 0); timeout < 0 || t < timeout {
+				timeout = t
+			}
 		}
 		// A loop with traffic waits holding its processor, at most yieldEvery at a time,
 		// unless the loops outnumber the processors (the runtime can lower GOMAXPROCS when
@@ -230,6 +234,11 @@ func (l *loop) run(ctx context.Context, drain time.Duration, loops int) error {
 			l.sweep(now)
 			l.closeFinished()
 			lastSweep = now
+		}
+		if l.g.IdleTimeout > 0 && now.Sub(lastIdleSweep) >= idleEvery {
+			l.sweepIdle(now)
+			l.closeFinished()
+			lastIdleSweep = now
 		}
 		if !drainUntil.IsZero() && (len(l.pairs) == 0 || now.After(drainUntil)) {
 			l.finishAll()

@@ -12,6 +12,8 @@ type metrics struct {
 	bytesOut    prometheus.Counter
 	spliced     prometheus.Counter
 	rejected    prometheus.Counter
+	atCap       prometheus.Counter
+	idleClosed  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -29,9 +31,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		spliced: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshfed_gateway_spliced_bytes_total",
 			Help: "Bytes of bulk transfers, both ways, moved from socket to socket without a copy (splice); part of the received and sent totals."}),
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshfed_gateway_config_rejected_total", Help: "xDS configurations the gateway refused (NACK)."}),
+		atCap: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshfed_gateway_accept_paused_total",
+			Help: "Times the gateway stopped accepting because it held --max-connections connections (new ones wait in the listen backlog)."}),
+		idleClosed: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshfed_gateway_idle_closed_total",
+			Help: "Routed connections closed after --idle-timeout without a byte either way."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.refusals, m.perSNI, m.active, m.routes, m.bytesIn, m.bytesOut, m.spliced, m.rejected)
+		reg.MustRegister(m.connections, m.refusals, m.perSNI, m.active, m.routes, m.bytesIn, m.bytesOut, m.spliced, m.rejected, m.atCap, m.idleClosed)
 	}
 	return m
 }

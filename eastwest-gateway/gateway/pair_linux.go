@@ -22,11 +22,15 @@ type pair struct {
 	client, backend int // -1: none
 	phase           phase
 	deadline        time.Time
-	hello           []byte // what the client sent before it was routed
-	helloEOF        bool
-	name            string
-	up, down        direction // client → backend, backend → client
-	clientWrites    bool      // the client socket is watched for room to write
+	// needHello is how many bytes the client must have sent before its ClientHello can
+	// be whole; until its socket holds that many, the hello is not looked at again.
+	needHello int
+	hello     []byte // what the client sent before it was routed
+	// active is when a routed pair last had an event, for the idle timeout.
+	active       time.Time
+	name         string
+	up, down     direction // client → backend, backend → client
+	clientWrites bool      // the client socket is watched for room to write
 }
 
 type phase int
@@ -73,18 +77,27 @@ func (d *direction) readableOn(events uint32) {
 // accept takes one connection per event, as nginx does by default: the listening socket
 // is level-triggered, so the next one comes with the next event (possibly in another
 // loop), and no accept is spent learning that there is none.
+//
+// At the connection cap the loop stops accepting (back-pressure: connections wait in the
+// listen backlog, and clients slow down as it fills) and looks again every sweep.
 func (l *loop) accept() {
+	if !l.g.reserve() {
+		l.g.metrics.atCap.Inc()
+		l.pauseAccept(l.now.Add(sweepEvery))
+		return
+	}
 	fd, _, errno := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(l.lfd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
 	switch errno {
 	case 0:
 	case unix.EAGAIN, unix.ECONNABORTED, unix.EINTR, unix.EBADF, unix.EINVAL:
+		l.g.open.Add(-1)
 		return // another loop took it, the client left, or the listener is closed
 	default:
 		// Out of descriptors or memory: the socket stays readable, so pause accepting
 		// rather than spin, and let connections finish meanwhile.
+		l.g.open.Add(-1)
 		l.g.Log.Error(errno, "accept: pausing new connections for a second")
-		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.lfd, nil)
-		l.acceptAgain = l.now.Add(time.Second)
+		l.pauseAccept(l.now.Add(time.Second))
 		return
 	}
 	// The ClientHello is read on the connection's first event: most often it has not
@@ -92,6 +105,7 @@ func (l *loop) accept() {
 	p := &pair{client: int(fd), backend: -1, deadline: l.now.Add(l.g.HelloTimeout)}
 	if err := l.add(p.client, p, clientEvents); err != nil {
 		closeFD(p.client)
+		l.g.open.Add(-1)
 		l.g.Log.Error(err, "epoll_ctl")
 		return
 	}
@@ -141,6 +155,7 @@ func (l *loop) serve(p *pair, fd int, events uint32) {
 		}
 		l.connected(p)
 	case proxying:
+		p.active = l.now
 		// Only the ways this event can move: what fd has to read, and what waits to be
 		// written to fd once it takes more.
 		from, to := &p.up, &p.down // from reads fd, to writes to fd
@@ -171,43 +186,69 @@ func (l *loop) serve(p *pair, fd int, events uint32) {
 // helloLimit bounds what is read before routing: the ClientHello and its record headers.
 func (l *loop) helloLimit() int { return l.g.MaxHello + 1024 }
 
-// readHello reads what the client sent and routes it once it holds a whole ClientHello.
+// readHello routes the client once what it sent holds a whole ClientHello. The bytes stay
+// in the socket's receive buffer until then (they are peeked at, not read), so a client
+// that sends part of a ClientHello and stops costs the gateway no memory of its own; and
+// they are peeked at again only once enough has arrived for the records announced so far,
+// so one that sends a byte at a time costs a system call per event, not a copy.
 func (l *loop) readHello(p *pair) {
-	for p.up.readable && !p.helloEOF && len(p.hello) < l.helloLimit() {
-		want := min(len(l.scratch), l.helloLimit()-len(p.hello))
-		n, errno := read(p.client, l.scratch[:want])
-		if errno == unix.EAGAIN {
-			p.up.readable = false
-			break
-		}
-		if errno != 0 {
+	if !p.up.readable {
+		return
+	}
+	p.up.readable = false // edge-triggered: the next event says there is more
+	if p.needHello > 0 && !p.up.hangup {
+		if queued, errno := queuedBytes(p.client); errno != 0 {
 			l.refuse(p, ReasonReadFailed, errno)
 			return
-		}
-		if n == 0 {
-			p.helloEOF = true
-			break
-		}
-		p.hello = append(p.hello, l.scratch[:n]...)
-		if n < want {
-			// A short read empties the socket: more comes with an event, or, if the client
-			// hung up, never.
-			p.up.readable, p.helloEOF = false, p.up.hangup
+		} else if queued < p.needHello {
+			return
 		}
 	}
-	name, err := sni.Parse(p.hello, l.g.MaxHello)
+	n, errno := peek(p.client, l.scratch[:l.helloLimit()])
+	if errno == unix.EAGAIN {
+		n, errno = 0, 0
+		if !p.up.hangup {
+			return
+		}
+	}
+	if errno != 0 {
+		l.refuse(p, ReasonReadFailed, errno)
+		return
+	}
+	sent := l.scratch[:n]
+	name, err := sni.Parse(sent, l.g.MaxHello)
 	more := errors.Is(err, sni.ErrTruncated) || errors.Is(err, io.EOF)
 	switch {
-	case more && !p.helloEOF && len(p.hello) < l.helloLimit():
-		return // wait for the rest
-	case more && !p.helloEOF:
+	case more && !p.up.hangup && n < l.helloLimit():
+		p.needHello = min(max(n+1, helloNeeds(sent)), l.helloLimit())
+	case more && !p.up.hangup:
 		l.refuse(p, ReasonTooLarge, err)
 	case err != nil:
 		l.refuse(p, helloReason(err), err)
 	default:
+		// Routed: what was peeked at is taken now, to go to the backend first.
+		p.hello = make([]byte, n)
+		if got, errno := read(p.client, p.hello); errno != 0 || got != n {
+			l.refuse(p, ReasonReadFailed, errno)
+			return
+		}
+		p.up.readable = true // anything after it is read once connected
 		p.name = name
 		l.route(p)
 	}
+}
+
+// helloNeeds is how many bytes the TLS records that start sent announce: through the end
+// of the last record whose header has arrived, or the next header.
+func helloNeeds(sent []byte) int {
+	off := 0
+	for off+5 <= len(sent) {
+		off += 5 + (int(sent[off+3])<<8 | int(sent[off+4]))
+	}
+	if off < len(sent) {
+		return off + 5 // a header cut short
+	}
+	return max(off, len(sent)+1)
 }
 
 // route connects the pair to a backend of its server name.
@@ -233,16 +274,15 @@ func (l *loop) route(p *pair) {
 		return
 	}
 	p.backend, p.phase, p.deadline = fd, connecting, l.now.Add(l.g.DialTimeout)
-	// The ClientHello, and anything the client sent after it, go to the backend first.
+	// The ClientHello, and anything the client sent with it, go to the backend first.
 	p.up.pending, p.hello = p.hello, nil
-	p.up.eof = p.helloEOF
 	if errno == 0 {
 		l.connected(p)
 	}
 }
 
 func (l *loop) connected(p *pair) {
-	p.phase = proxying
+	p.phase, p.active = proxying, l.now
 	delete(l.waiting, p)
 	l.g.metrics.routed(p.name)
 	l.check(p, l.move(p.client, p.backend, &p.up, &p.down), l.move(p.backend, p.client, &p.down, &p.up))
@@ -293,6 +333,7 @@ func (l *loop) finish(p *pair) {
 	}
 	p.client, p.backend = -1, -1
 	delete(l.waiting, p)
+	l.g.open.Add(-1)
 	l.g.metrics.active.Dec()
 	l.g.metrics.bytesIn.Add(float64(p.up.bytes))
 	l.g.metrics.bytesOut.Add(float64(p.down.bytes))
@@ -331,4 +372,23 @@ func (l *loop) sweep(now time.Time) {
 			l.refuse(p, ReasonDialFailed, os.ErrDeadlineExceeded)
 		}
 	}
+}
+
+// sweepIdle closes the routed pairs that had no event for the idle timeout.
+func (l *loop) sweepIdle(now time.Time) {
+	for fd, p := range l.pairs {
+		if fd == p.client && p.phase == proxying && now.Sub(p.active) >= l.g.IdleTimeout {
+			l.g.metrics.idleClosed.Inc()
+			l.g.Log.V(1).Info("idle connection closed", "serverName", p.name)
+			l.finish(p)
+		}
+	}
+}
+
+// pauseAccept takes the listening socket out of the loop's epoll set until again.
+func (l *loop) pauseAccept(again time.Time) {
+	if l.acceptAgain.IsZero() {
+		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.lfd, nil)
+	}
+	l.acceptAgain = again
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshfed/meshfed/eastwest-gateway/sni"
@@ -26,8 +27,20 @@ func (g *Gateway) servePortable(ctx context.Context, ln net.Listener, drain time
 	defer stop()
 	var err error
 	for {
+		// At the connection cap, stop accepting (back-pressure, as the event loops do).
+		for !g.reserve() && ctx.Err() == nil {
+			g.metrics.atCap.Inc()
+			select {
+			case <-ctx.Done():
+			case <-time.After(sweepEvery):
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
 		c, aerr := ln.Accept()
 		if aerr != nil {
+			g.open.Add(-1)
 			if ctx.Err() == nil {
 				err = aerr
 			}
@@ -64,6 +77,7 @@ func (g *Gateway) servePortable(ctx context.Context, ln net.Listener, drain time
 func (g *Gateway) proxy(client net.Conn) {
 	g.metrics.active.Inc()
 	defer g.metrics.active.Dec()
+	defer g.open.Add(-1)
 	defer client.Close()
 	hello, name, err := g.readHello(client)
 	if err != nil {
@@ -86,19 +100,61 @@ func (g *Gateway) proxy(client net.Conn) {
 		return
 	}
 	g.metrics.bytesIn.Add(float64(len(hello)))
+	var last atomic.Int64 // when a byte last moved, either way (Unix nanoseconds)
+	last.Store(time.Now().UnixNano())
+	if g.IdleTimeout > 0 {
+		done := make(chan struct{})
+		defer close(done)
+		go g.closeWhenIdle(done, &last, client, up)
+	}
 	upDone := make(chan struct{})
 	go func() {
 		defer close(upDone)
-		copyHalf(up, client, g.metrics.bytesIn)
+		copyHalf(up, client, g.metrics.bytesIn, &last)
 	}()
-	copyHalf(client, up, g.metrics.bytesOut)
+	copyHalf(client, up, g.metrics.bytesOut, &last)
 	<-upDone
+}
+
+// closeWhenIdle closes both connections of a pair once no byte moved for the idle
+// timeout, until done.
+func (g *Gateway) closeWhenIdle(done <-chan struct{}, last *atomic.Int64, conns ...net.Conn) {
+	tick := time.NewTicker(idleSweepEvery(g.IdleTimeout))
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-tick.C:
+			if now.Sub(time.Unix(0, last.Load())) >= g.IdleTimeout {
+				g.metrics.idleClosed.Inc()
+				for _, c := range conns {
+					c.Close()
+				}
+				return
+			}
+		}
+	}
+}
+
+// touching notes in last when bytes are read.
+type touching struct {
+	io.Reader
+	last *atomic.Int64
+}
+
+func (t touching) Read(b []byte) (int, error) {
+	n, err := t.Reader.Read(b)
+	if n > 0 {
+		t.last.Store(time.Now().UnixNano())
+	}
+	return n, err
 }
 
 // copyHalf copies one way of a pair: from src until it ends, then ends dst's writing. A
 // failure either way ends the pair: both connections are closed, so the other way ends too.
-func copyHalf(dst, src net.Conn, counted interface{ Add(float64) }) {
-	n, err := io.Copy(dst, src)
+func copyHalf(dst, src net.Conn, counted interface{ Add(float64) }, last *atomic.Int64) {
+	n, err := io.Copy(dst, touching{src, last})
 	counted.Add(float64(n))
 	if err != nil {
 		dst.Close()

@@ -40,10 +40,30 @@ type Validity struct {
 	Message string
 }
 
-// Validate tells whether an export can be exported: its Service must exist and must not be
-// of type ExternalName.
-func Validate(e Export) Validity {
+// ReasonNamespaceNotAllowed marks an export from a namespace the federation's export policy
+// does not list. (The MCS API names no reason for it.)
+const ReasonNamespaceNotAllowed mcsv1beta1.ServiceExportConditionReason = "NamespaceNotAllowed"
+
+// Policy is a federation's export policy.
+type Policy struct {
+	// Federation names the MeshFederation, for messages.
+	Federation string
+	// AllowedNamespaces may export services; empty allows every namespace.
+	AllowedNamespaces []string
+}
+
+func (p Policy) allows(namespace string) bool {
+	return len(p.AllowedNamespaces) == 0 || slices.Contains(p.AllowedNamespaces, namespace)
+}
+
+// Validate tells whether an export can be exported: its namespace must be allowed by the
+// policy, its Service must exist and must not be of type ExternalName.
+func Validate(e Export, p Policy) Validity {
 	switch {
+	case !p.allows(e.Key.Namespace):
+		return Validity{Reason: ReasonNamespaceNotAllowed,
+			Message: fmt.Sprintf("%s is not exported: namespace %s is not in spec.exportPolicy.allowedNamespaces of MeshFederation %s; "+
+				"ask the federation's administrator to add it, or delete the ServiceExport", e.Key, e.Key.Namespace, p.Federation)}
 	case e.Service == nil:
 		return Validity{Reason: mcsv1beta1.ServiceExportReasonNoService,
 			Message: fmt.Sprintf("Service %s does not exist in cluster %s: create it, or delete the ServiceExport", e.Key, e.Cluster)}
@@ -83,11 +103,12 @@ type Result struct {
 
 // Aggregate merges the valid exports into one Import per service. Properties that cannot be
 // merged are taken from the oldest export (creation time, then cluster name) and reported
-// as a conflict on every export of the service. Invalid exports are left out.
-func Aggregate(exports []Export) Result {
+// as a conflict on every export of the service. Invalid exports, those the policy refuses
+// among them, are left out.
+func Aggregate(exports []Export, p Policy) Result {
 	byKey := map[ServiceKey][]Export{}
 	for _, e := range exports {
-		if Validate(e).Valid {
+		if Validate(e, p).Valid {
 			byKey[e.Key] = append(byKey[e.Key], e)
 		}
 	}

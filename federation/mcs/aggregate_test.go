@@ -39,19 +39,24 @@ func export(cluster string, age time.Duration, svc *corev1.Service) Export {
 }
 
 func TestValidate(t *testing.T) {
+	onlyPay := Policy{Federation: "meshfed-system/global", AllowedNamespaces: []string{"pay"}}
 	tests := []struct {
 		name   string
 		export Export
+		policy Policy
 		want   mcsv1beta1.ServiceExportConditionReason
 	}{
-		{"an export of a ClusterIP Service is valid", export("a", 0, service(port("http", 80))), mcsv1beta1.ServiceExportReasonValid},
-		{"an export of a headless Service is valid", export("a", 0, service(headless)), mcsv1beta1.ServiceExportReasonValid},
-		{"an export without its Service is NoService", export("a", 0, nil), mcsv1beta1.ServiceExportReasonNoService},
-		{"an export of an ExternalName Service is InvalidServiceType", export("a", 0, service(externalName)), mcsv1beta1.ServiceExportReasonInvalidServiceType},
+		{"an export of a ClusterIP Service is valid", export("a", 0, service(port("http", 80))), Policy{}, mcsv1beta1.ServiceExportReasonValid},
+		{"an export of a headless Service is valid", export("a", 0, service(headless)), Policy{}, mcsv1beta1.ServiceExportReasonValid},
+		{"an export without its Service is NoService", export("a", 0, nil), Policy{}, mcsv1beta1.ServiceExportReasonNoService},
+		{"an export of an ExternalName Service is InvalidServiceType", export("a", 0, service(externalName)), Policy{}, mcsv1beta1.ServiceExportReasonInvalidServiceType},
+		{"an export from a namespace the policy does not list is NamespaceNotAllowed", export("a", 0, service(port("http", 80))), onlyPay, ReasonNamespaceNotAllowed},
+		{"an export from a namespace the policy lists is valid", export("a", 0, service(port("http", 80))),
+			Policy{AllowedNamespaces: []string{"pay", "shop"}}, mcsv1beta1.ServiceExportReasonValid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := Validate(tc.export)
+			got := Validate(tc.export, tc.policy)
 			if got.Reason != tc.want || got.Valid != (tc.want == mcsv1beta1.ServiceExportReasonValid) {
 				t.Errorf("Validate = %+v, want reason %s", got, tc.want)
 			}
@@ -152,7 +157,7 @@ func TestAggregate(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			res := Aggregate(tc.exports)
+			res := Aggregate(tc.exports, Policy{})
 			imp := res.Imports[ServiceKey{"shop", "reviews"}]
 			if imp == nil {
 				t.Fatal("no import")
@@ -185,9 +190,13 @@ func TestAggregate(t *testing.T) {
 }
 
 func TestAggregateWithoutValidExportsHasNoImport(t *testing.T) {
-	res := Aggregate([]Export{export("a", 0, nil), export("b", 0, service(externalName))})
+	res := Aggregate([]Export{export("a", 0, nil), export("b", 0, service(externalName))}, Policy{})
 	if len(res.Imports) != 0 {
 		t.Errorf("imports %v, want none", res.Imports)
+	}
+	res = Aggregate([]Export{export("a", 0, service(port("http", 80)))}, Policy{AllowedNamespaces: []string{"pay"}})
+	if len(res.Imports) != 0 {
+		t.Errorf("imports %v, want none: the policy refuses namespace shop", res.Imports)
 	}
 }
 

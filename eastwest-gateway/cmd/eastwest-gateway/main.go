@@ -34,8 +34,8 @@ func newCommand() *cobra.Command {
 	var (
 		xdsAddress, nodeID, cluster, listen, admin string
 		xdsCertDir, xdsBundle                      string
-		drain, helloTimeout                        time.Duration
-		verbosity                                  int
+		drain, helloTimeout, idleTimeout           time.Duration
+		verbosity, maxConnections                  int
 	)
 	cmd := &cobra.Command{
 		Use:          "eastwest-gateway --xds-address HOST:PORT --cluster NAME",
@@ -57,7 +57,7 @@ func newCommand() *cobra.Command {
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			gw := gateway.New(logger, reg)
-			gw.HelloTimeout = helloTimeout
+			gw.HelloTimeout, gw.IdleTimeout, gw.MaxConnections = helloTimeout, idleTimeout, maxConnections
 			client := &gateway.Client{Address: xdsAddress, Node: gateway.GatewayNode(nodeID, cluster), Log: logger.WithName("xds"),
 				OnTable: func(t *gateway.Table) {
 					gw.SetTable(t)
@@ -105,6 +105,9 @@ func newCommand() *cobra.Command {
 	f.StringVar(&admin, "admin", ":15021", "address of /healthz, /readyz and /metrics")
 	f.DurationVar(&drain, "drain", 30*time.Second, "how long open connections may finish after SIGTERM")
 	f.DurationVar(&helloTimeout, "hello-timeout", 5*time.Second, "how long a client has to send its whole ClientHello")
+	f.IntVar(&maxConnections, "max-connections", gateway.DefaultMaxConnections,
+		"connections held at once; beyond, new ones wait in the listen backlog (0: no cap)")
+	f.DurationVar(&idleTimeout, "idle-timeout", gateway.DefaultIdleTimeout, "close a routed connection after this long without a byte either way (0: never)")
 	f.IntVar(&verbosity, "v", 0, "log verbosity (1 logs every refused connection)")
 	return cmd
 }

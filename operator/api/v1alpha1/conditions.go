@@ -106,6 +106,7 @@ const (
 	EventMemberConfigInvalid  = "MemberConfigInvalid"
 	EventMemberRemoved        = "MemberRemoved"
 	EventMemberCleanupSkipped = "MemberCleanupSkipped"
+	EventMemberCleanupPending = "MemberCleanupPending"
 	// EventInvalidCACerts: the member's meshfed-cacerts Secret does not parse.
 	EventInvalidCACerts = "InvalidCACerts"
 )

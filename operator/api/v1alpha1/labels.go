@@ -17,6 +17,9 @@ const (
 	// EndpointSliceManager is meshfed's value of endpointslice.kubernetes.io/managed-by on
 	// the EndpointSlices it imports.
 	EndpointSliceManager = "meshfed.io"
+	// KubeEndpointSliceManager is the value the EndpointSlice controller of Kubernetes
+	// sets there: slices of Services with a selector, holding pod addresses.
+	KubeEndpointSliceManager = "endpointslice-controller.k8s.io"
 
 	// FinalizerFederation lets the hub clean every member before a MeshFederation goes.
 	FinalizerFederation = "meshfed.io/federation-cleanup"

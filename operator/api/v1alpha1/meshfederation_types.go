@@ -135,7 +135,8 @@ type IssuerRef struct {
 
 // ExportPolicy limits exports.
 type ExportPolicy struct {
-	// AllowedNamespaces may export services; empty allows every namespace.
+	// AllowedNamespaces may export services; empty allows every namespace. An export from
+	// any other namespace is not imported and gets Valid=False, reason NamespaceNotAllowed.
 	// +kubebuilder:validation:MaxItems=1024
 	// +kubebuilder:validation:items:MaxLength=63
 	// +listType=set
@@ -262,6 +263,25 @@ type MemberStatus struct {
 	// Message explains a failure, naming what to fix.
 	// +optional
 	Message string `json:"message,omitempty"`
+	// KubeconfigSecretRef is the Secret the hub reaches the member with, remembered here so
+	// that a member removed from the spec while the hub was down can still be cleaned.
+	// +optional
+	KubeconfigSecretRef *SecretKeyRef `json:"kubeconfigSecretRef,omitempty"`
+}
+
+// LeavingMember is a member removed from the spec that still holds what the federation
+// wrote there: the hub cleans it once it answers.
+type LeavingMember struct {
+	// Name of the member.
+	Name string `json:"name"`
+	// KubeconfigSecretRef is the Secret the hub reaches the member with.
+	// +optional
+	KubeconfigSecretRef *SecretKeyRef `json:"kubeconfigSecretRef,omitempty"`
+	// Since is when the hub first saw the member leave.
+	Since metav1.Time `json:"since"`
+	// Message says why the member is not cleaned yet.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // MeshFederationStatus reports the federation's health.
@@ -281,6 +301,13 @@ type MeshFederationStatus struct {
 	// +listMapKey=name
 	// +optional
 	Members []MemberStatus `json:"members,omitempty"`
+
+	// LeavingMembers were removed from the spec and are not cleaned yet (unreachable, or
+	// the hub was down when they left).
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	LeavingMembers []LeavingMember `json:"leavingMembers,omitempty"`
 
 	// ConnectedMembers counts the members the hub reaches.
 	// +optional

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"slices"
 	"strconv"
 
 	"github.com/go-logr/logr"
@@ -28,6 +30,7 @@ import (
 )
 
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 // +kubebuilder:rbac:groups=multicluster.x-k8s.io,resources=serviceimports,verbs=get;list;watch
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshpeers,verbs=get;list;watch
@@ -64,7 +67,7 @@ func (f *Feed) Start(ctx context.Context) error {
 		},
 		DeleteFunc: func(any) { f.Server.Trigger() },
 	}
-	for _, obj := range []client.Object{&meshv1.Mesh{}, &corev1.Service{}, &discoveryv1.EndpointSlice{}, &mcsv1beta1.ServiceImport{}, &meshv1.MeshPeer{}} {
+	for _, obj := range []client.Object{&meshv1.Mesh{}, &corev1.Service{}, &discoveryv1.EndpointSlice{}, &mcsv1beta1.ServiceImport{}, &meshv1.MeshPeer{}, &corev1.Node{}} {
 		inf, err := f.Cache.GetInformer(ctx, obj)
 		if err != nil {
 			return fmt.Errorf("watch %T for xDS: %w", obj, err)
@@ -96,12 +99,14 @@ func (f *Feed) Build(ctx context.Context) (*xds.Config, error) {
 	var slices discoveryv1.EndpointSliceList
 	var imports mcsv1beta1.ServiceImportList
 	var peers meshv1.MeshPeerList
-	for _, list := range []client.ObjectList{&services, &slices, &imports, &peers} {
+	var nodes corev1.NodeList
+	for _, list := range []client.ObjectList{&services, &slices, &imports, &peers, &nodes} {
 		if err := f.Client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, err
 		}
 	}
 	in.Services, in.Slices, in.Imports, in.Peers = services.Items, slices.Items, imports.Items, peers.Items
+	in.PodNetworks = podNetworks(nodes.Items)
 	model, problems := translate.BuildModel(in)
 	for _, p := range problems {
 		f.Log.Error(p, "part of the member's configuration is left out")
@@ -120,4 +125,17 @@ func (f *Feed) Build(ctx context.Context) (*xds.Config, error) {
 		cfg.Debounce = d.Duration
 	}
 	return cfg, nil
+}
+
+// podNetworks are the Nodes' podCIDRs, each once.
+func podNetworks(nodes []corev1.Node) []netip.Prefix {
+	var out []netip.Prefix
+	for _, n := range nodes {
+		for _, cidr := range n.Spec.PodCIDRs {
+			if p, err := netip.ParsePrefix(cidr); err == nil && !slices.Contains(out, p.Masked()) {
+				out = append(out, p.Masked())
+			}
+		}
+	}
+	return out
 }

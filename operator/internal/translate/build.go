@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,6 +25,9 @@ type Inputs struct {
 	Slices  []discoveryv1.EndpointSlice
 	Imports []mcsv1beta1.ServiceImport
 	Peers   []meshv1.MeshPeer
+	// PodNetworks are the ranges this cluster's pod addresses come from (its Nodes'
+	// podCIDRs). When known, a local endpoint outside them is left out: it is not a pod.
+	PodNetworks []netip.Prefix
 }
 
 // BuildModel builds the model from the member's objects. Problems that make part of the
@@ -86,15 +91,29 @@ func BuildModel(in Inputs) (*Model, []error) {
 			}
 		}
 	}
+	// Endpoints come only from slices the EndpointSlice controller wrote (pod addresses)
+	// and meshfed's mirrors of other clusters': anyone allowed to write an EndpointSlice
+	// could otherwise point a service, and the gateway that other networks reach, at any
+	// address (the cloud's metadata server, the API server).
+	var foreign, outside []string
 	for i := range in.Slices {
 		sl := &in.Slices[i]
 		cluster, network := m.Cluster, m.Network
 		name := sl.Labels[discoveryv1.LabelServiceName]
-		if sl.Labels[discoveryv1.LabelManagedBy] == meshv1.EndpointSliceManager {
+		switch manager := sl.Labels[discoveryv1.LabelManagedBy]; manager {
+		case meshv1.KubeEndpointSliceManager:
+		case meshv1.EndpointSliceManager:
 			name, cluster, network = sl.Labels[mcsv1beta1.LabelServiceName], sl.Labels[mcsv1beta1.LabelSourceCluster], sl.Labels[meshv1.LabelSourceNetwork]
 			if cluster == "" || cluster == m.Cluster {
 				continue
 			}
+		default:
+			// Reported where it matters, for services this cluster exports (the API
+			// server's own slice of default/kubernetes has no manager, for one).
+			if s := byKey[key{sl.Namespace, name}]; s != nil && s.ExportedHere {
+				foreign = append(foreign, fmt.Sprintf("%s/%s (managed by %q)", sl.Namespace, sl.Name, manager))
+			}
+			continue
 		}
 		s := byKey[key{sl.Namespace, name}]
 		if s == nil || name == "" {
@@ -110,9 +129,22 @@ func BuildModel(in Inputs) (*Model, []error) {
 		for _, e := range sl.Endpoints {
 			ready := e.Conditions.Ready == nil || *e.Conditions.Ready
 			for _, addr := range e.Addresses {
+				if cluster == m.Cluster && !inPodNetwork(addr, in.PodNetworks) {
+					if s.ExportedHere {
+						outside = append(outside, fmt.Sprintf("%s in %s/%s", addr, sl.Namespace, sl.Name))
+					}
+					continue
+				}
 				s.Endpoints = append(s.Endpoints, Endpoint{Cluster: cluster, Network: network, Address: addr, Ports: ports, Ready: ready})
 			}
 		}
+	}
+	if len(foreign) > 0 {
+		problems = append(problems, fmt.Errorf("%d EndpointSlices left out, written by neither the EndpointSlice controller nor meshfed: %s",
+			len(foreign), examples(foreign)))
+	}
+	if len(outside) > 0 {
+		problems = append(problems, fmt.Errorf("%d local endpoints left out, outside the Nodes' podCIDRs %v: %s", len(outside), in.PodNetworks, examples(outside)))
 	}
 	for _, s := range byKey {
 		sortEndpoints(s.Endpoints)
@@ -157,4 +189,22 @@ func ptrString(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+// inPodNetwork tells whether addr is in one of the pod networks; any address is when
+// they are not known.
+func inPodNetwork(addr string, networks []netip.Prefix) bool {
+	if len(networks) == 0 {
+		return true
+	}
+	ip, err := netip.ParseAddr(addr)
+	return err == nil && slices.ContainsFunc(networks, func(p netip.Prefix) bool { return p.Contains(ip.Unmap()) })
+}
+
+// examples names the first three of what a problem is about.
+func examples(what []string) string {
+	if len(what) > 3 {
+		return strings.Join(what[:3], ", ") + ", ..."
+	}
+	return strings.Join(what, ", ")
 }

@@ -1,6 +1,8 @@
 package translate
 
 import (
+	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -95,5 +97,48 @@ func TestBuildModel(t *testing.T) {
 	}
 	if err := Check(Translate(m)); err != nil {
 		t.Errorf("translation of the built model: %v", err)
+	}
+}
+
+// TestAnEndpointSliceMeshfedMustNotTrustIsNotRouted: whoever may write an EndpointSlice
+// in a namespace cannot point an exported service (and the gateway other networks reach)
+// at an address of their choice: slices written by neither the EndpointSlice controller
+// nor meshfed are left out, and so are local addresses outside the Nodes' pod networks,
+// each reported.
+func TestAnEndpointSliceMeshfedMustNotTrustIsNotRouted(t *testing.T) {
+	forged := slice("reviews-forged", "", map[string]string{discoveryv1.LabelServiceName: "reviews", discoveryv1.LabelManagedBy: "someone"}, nil, "169.254.169.254")
+	unlabelled := slice("reviews-bare", "", map[string]string{discoveryv1.LabelServiceName: "reviews"}, nil, "10.96.0.1")
+	in := Inputs{
+		Mesh: &meshv1.Mesh{Spec: meshv1.MeshSpec{ClusterName: "a", Network: "net-1"}},
+		Services: []corev1.Service{{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "reviews"},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "grpc", Port: 9080}}}}},
+		Slices: []discoveryv1.EndpointSlice{
+			slice("reviews-x", "reviews", nil, nil, "198.18.1.130", "169.254.169.254"),
+			forged, unlabelled,
+		},
+		Imports: []mcsv1beta1.ServiceImport{{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "reviews"},
+			Spec:   mcsv1beta1.ServiceImportSpec{Ports: []mcsv1beta1.ServicePort{{Name: "grpc", Port: 9080}}},
+			Status: mcsv1beta1.ServiceImportStatus{Clusters: []mcsv1beta1.ClusterStatus{{Cluster: "a"}}}}},
+		PodNetworks: []netip.Prefix{netip.MustParsePrefix("198.18.1.128/25")},
+	}
+	m, problems := BuildModel(in)
+	var addrs []string
+	for _, ep := range m.Services[0].Endpoints {
+		addrs = append(addrs, ep.Address)
+	}
+	if strings.Join(addrs, ",") != "198.18.1.130" {
+		t.Errorf("endpoints %v, want only the pod's address", addrs)
+	}
+	all := errors.Join(problems...).Error()
+	for _, want := range []string{"shop/reviews-forged (managed by \"someone\")", "shop/reviews-bare", "169.254.169.254 in shop/reviews-x"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("problems %q do not name %s", all, want)
+		}
+	}
+
+	in.PodNetworks = nil // unknown (no Node has a podCIDR): not checked
+	m, _ = BuildModel(in)
+	if len(m.Services[0].Endpoints) != 2 {
+		t.Errorf("without known pod networks: %d endpoints, want both of the controller's slice", len(m.Services[0].Endpoints))
 	}
 }

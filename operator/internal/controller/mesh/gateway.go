@@ -65,7 +65,10 @@ func GatewayObjects(m *meshv1.Mesh, namespace, operatorNamespace, image string) 
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: gatewayLabels()}, Spec: corev1.PodSpec{
 			// Long enough for the gateway's drain: open connections finish or move.
 			TerminationGracePeriodSeconds: ptr.To[int64](40),
-			SecurityContext:               &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			// The gateway talks to no API server (its configuration comes over xDS, with
+			// the certificate below): a stolen gateway holds no Kubernetes credential.
+			AutomountServiceAccountToken: ptr.To(false),
+			SecurityContext:              &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 			Volumes: []corev1.Volume{
 				{Name: "xds-certificate", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: GatewayXDSSecret}}},
 				{Name: "trust-bundle", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{

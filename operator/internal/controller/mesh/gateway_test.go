@@ -80,6 +80,15 @@ func TestGatewayDeployment(t *testing.T) {
 	if err := c.Client.Create(ctx, pod, client.DryRunAll); err != nil {
 		t.Errorf("the gateway pod is refused by the restricted policy: %v", err)
 	}
+	// A gateway broken into from another network finds no Kubernetes credential: the
+	// pod, as admission leaves it, mounts no service-account token.
+	for _, ctr := range pod.Spec.Containers {
+		for _, vm := range ctr.VolumeMounts {
+			if strings.HasPrefix(vm.MountPath, "/var/run/secrets/kubernetes.io") {
+				t.Errorf("the gateway mounts a service-account token (volume %s at %s)", vm.Name, vm.MountPath)
+			}
+		}
+	}
 
 	status := func(want string, reason string) {
 		t.Helper()

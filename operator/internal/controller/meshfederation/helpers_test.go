@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
@@ -42,11 +43,15 @@ func TestExportConditions(t *testing.T) {
 		valid, ready, conflict metav1.ConditionStatus
 		reason                 string // of Valid, or of Conflict when there is one
 		message                string // in Ready's message
+		allowed                []string
 	}{
 		{name: "an export without its Service is invalid and not ready", valid: metav1.ConditionFalse, ready: metav1.ConditionFalse,
 			conflict: metav1.ConditionFalse, reason: string(mcsv1beta1.ServiceExportReasonNoService), message: "create it"},
 		{name: "an ExternalName Service cannot be exported", service: external, valid: metav1.ConditionFalse, ready: metav1.ConditionFalse,
 			conflict: metav1.ConditionFalse, reason: string(mcsv1beta1.ServiceExportReasonInvalidServiceType), message: "ClusterIP or headless"},
+		{name: "an export from a namespace the export policy does not list is refused", service: svc, allowed: []string{"pay"},
+			valid: metav1.ConditionFalse, ready: metav1.ConditionFalse, conflict: metav1.ConditionFalse,
+			reason: string(mcs.ReasonNamespaceNotAllowed), message: "not in spec.exportPolicy.allowedNamespaces of MeshFederation meshfed-system/global"},
 		{name: "a valid export names the exporting clusters", service: svc, valid: metav1.ConditionTrue, ready: metav1.ConditionTrue,
 			conflict: metav1.ConditionFalse, reason: string(mcsv1beta1.ServiceExportReasonValid), message: "exported by [a b]"},
 		{name: "a conflict is reported on a valid export", service: svc, valid: metav1.ConditionTrue, ready: metav1.ConditionTrue,
@@ -54,7 +59,8 @@ func TestExportConditions(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newScope(&meshv1.MeshFederation{}, "meshfed-system/global")
+			fed := &meshv1.MeshFederation{Spec: meshv1.MeshFederationSpec{ExportPolicy: meshv1.ExportPolicy{AllowedNamespaces: tc.allowed}}}
+			s := newScope(fed, "meshfed-system/global")
 			s.agg = mcs.Result{Imports: map[mcs.ServiceKey]*mcs.Import{cart: {Key: cart, Clusters: []string{"a", "b"}}},
 				Conflicts: map[mcs.ServiceKey]mcs.Conflict{}}
 			if tc.conflict == metav1.ConditionTrue {
@@ -277,5 +283,55 @@ func TestUpdateStatus(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestLeavingMembers(t *testing.T) {
+	ref := func(name string) *meshv1.SecretKeyRef { return &meshv1.SecretKeyRef{Name: name} }
+	earlier := metav1.NewTime(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+	now := metav1.NewTime(time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC))
+	fed := &meshv1.MeshFederation{
+		Spec: meshv1.MeshFederationSpec{Members: []meshv1.Member{{Name: "a"}, {Name: "back"}}},
+		Status: meshv1.MeshFederationStatus{
+			Members: []meshv1.MemberStatus{
+				{Name: "a", KubeconfigSecretRef: ref("member-a")},
+				{Name: "b", KubeconfigSecretRef: ref("member-b")}, // removed while the hub was down
+				{Name: "old"}, // reported by a hub that did not remember Secrets
+			},
+			LeavingMembers: []meshv1.LeavingMember{
+				{Name: "c", KubeconfigSecretRef: ref("member-c"), Since: earlier, Message: "not reachable"},
+				{Name: "back", KubeconfigSecretRef: ref("member-back"), Since: earlier}, // re-added to the spec
+			},
+		},
+	}
+	got := leavingMembers(fed, []string{"a", "c", "d"}, now)
+	want := []meshv1.LeavingMember{
+		{Name: "b", KubeconfigSecretRef: ref("member-b"), Since: now},
+		{Name: "c", KubeconfigSecretRef: ref("member-c"), Since: earlier, Message: "not reachable"},
+		{Name: "d", Since: now}, // left while the hub ran: the registry holds its kubeconfig
+		{Name: "old", Since: now},
+	}
+	if !apiequality.Semantic.DeepEqual(got, want) {
+		t.Errorf("leaving members\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestKeepUnknown(t *testing.T) {
+	cs := func(names ...string) []mcsv1beta1.ClusterStatus {
+		var out []mcsv1beta1.ClusterStatus
+		for _, n := range names {
+			out = append(out, mcsv1beta1.ClusterStatus{Cluster: n})
+		}
+		return out
+	}
+	unknown := map[string]bool{"b": true}
+	if got := keepUnknown(cs("a", "c"), cs("a", "b", "c"), unknown); !apiequality.Semantic.DeepEqual(got, cs("a", "b", "c")) {
+		t.Errorf("an unknown exporter was dropped: %v", got)
+	}
+	if got := keepUnknown(cs("a"), cs("a", "c"), unknown); !apiequality.Semantic.DeepEqual(got, cs("a")) {
+		t.Errorf("a known cluster that stopped exporting was kept: %v", got)
+	}
+	if !listsAny(cs("a", "b"), unknown) || listsAny(cs("a", "c"), unknown) {
+		t.Error("listsAny does not find the unknown member")
 	}
 }

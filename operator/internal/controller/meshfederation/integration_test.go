@@ -26,6 +26,7 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/meshfed/meshfed/federation/join"
+	"github.com/meshfed/meshfed/federation/mcs"
 	"github.com/meshfed/meshfed/federation/trust"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/testbed"
@@ -315,6 +316,31 @@ func TestServiceFederation(t *testing.T) {
 		})
 	})
 
+	t.Run("an export from a namespace the export policy does not allow is refused and not imported", func(t *testing.T) {
+		for _, m := range f.members {
+			testbed.MustCreate(ctx, t, m.Client, testbed.Namespace("outside"))
+		}
+		exportService(t, a, "outside", "spy", testbed.ClusterIPService(testbed.HTTPPort(80)))
+		waitImport(t, []*testbed.Cluster{b, c}, "outside", "spy", func(*mcsv1beta1.ServiceImport) error { return nil })
+		shopImports := importUIDs(t, b)
+		delete(shopImports, "outside/spy")
+
+		f.updateFederation(t, func(fed *meshv1.MeshFederation) {
+			fed.Spec.ExportPolicy.AllowedNamespaces = []string{"shop", "billing", "temp"}
+		})
+		waitExportCondition(t, a, "outside", "spy", mcsv1beta1.ServiceExportConditionValid, metav1.ConditionFalse, mcs.ReasonNamespaceNotAllowed)
+		waitNoImport(t, []*testbed.Cluster{b, c}, "outside", "spy")
+		for key, uid := range importUIDs(t, b) {
+			if shopImports[key] != uid {
+				t.Errorf("import %s changed (%s -> %s) though its namespace is allowed", key, shopImports[key], uid)
+			}
+		}
+
+		f.updateFederation(t, func(fed *meshv1.MeshFederation) { fed.Spec.ExportPolicy.AllowedNamespaces = nil })
+		waitExportCondition(t, a, "outside", "spy", mcsv1beta1.ServiceExportConditionValid, metav1.ConditionTrue, mcsv1beta1.ServiceExportReasonValid)
+		waitImport(t, []*testbed.Cluster{b, c}, "outside", "spy", func(*mcsv1beta1.ServiceImport) error { return nil })
+	})
+
 	t.Run("a member without the service's namespace gets the import once the namespace exists", func(t *testing.T) {
 		testbed.MustCreate(ctx, t, a.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "billing"}})
 		exportService(t, a, "billing", "invoices", testbed.ClusterIPService(testbed.HTTPPort(80)))
@@ -378,6 +404,56 @@ func TestServiceFederation(t *testing.T) {
 				waitRemoteEndpoint(t, m, "shop", "ratings", a.Name, "net-1", w.IP, ready)
 			}
 		}
+	})
+
+	t.Run("an EndpointSlice name held by an object meshfed did not write is reported, never skipped", func(t *testing.T) {
+		testbed.RequireWorkloads(t, f.tb)
+		svc := testbed.ClusterIPService(testbed.HTTPPort(80))
+		svc.Namespace, svc.Name, svc.Spec.Selector = "shop", "squatted", map[string]string{"app": "squatted"}
+		testbed.MustCreate(ctx, t, a.Client, svc)
+		var source discoveryv1.EndpointSlice
+		testbed.Eventually(t, 30*time.Second, "the Service's own EndpointSlice in "+a.Name, func() error {
+			var slices discoveryv1.EndpointSliceList
+			if err := a.Client.List(ctx, &slices, client.InNamespace("shop"), client.MatchingLabels{discoveryv1.LabelServiceName: "squatted"}); err != nil {
+				return err
+			}
+			if len(slices.Items) != 1 {
+				return fmt.Errorf("%d slices", len(slices.Items))
+			}
+			source = slices.Items[0]
+			return nil
+		})
+		// Another writer takes, in b, the name of the mirror of a's endpoints, with a decoy.
+		squatter := &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: "shop", Name: mcs.RemoteSliceName("squatted", a.Name, source.Name)},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"192.0.2.66"}}},
+		}
+		testbed.MustCreate(ctx, t, b.Client, squatter)
+		testbed.MustCreate(ctx, t, a.Client, testbed.ServiceExport("shop", "squatted"))
+		w, err := a.RunWorkload(ctx, testbed.WorkloadSpec{Namespace: "shop", Name: "squatted-0",
+			Labels: map[string]string{"app": "squatted"}, Ports: []corev1.ContainerPort{{ContainerPort: 8080}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		testbed.Eventually(t, 30*time.Second, "the held name reported in the status of "+b.Name, func() error {
+			fed := f.get(t)
+			for _, ms := range fed.Status.Members {
+				if ms.Name == b.Name && strings.Contains(ms.Message, "EndpointSlice shop/"+squatter.Name) && strings.Contains(ms.Message, "meshfed did not write") {
+					if ready := meta.FindStatusCondition(fed.Status.Conditions, meshv1.ConditionReady); ready.Status != metav1.ConditionFalse {
+						return fmt.Errorf("Ready is %s", ready.Status)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("members: %+v", fed.Status.Members)
+		})
+		waitRemoteEndpoint(t, c, "shop", "squatted", a.Name, "net-1", w.IP, true) // the other members are served
+		if err := b.Client.Delete(ctx, squatter); err != nil {
+			t.Fatal(err)
+		}
+		waitRemoteEndpoint(t, b, "shop", "squatted", a.Name, "net-1", w.IP, true)
+		f.waitReady(t)
 	})
 
 	t.Run("a member with a broken kubeconfig Secret is reported by name while the others keep syncing", func(t *testing.T) {
@@ -577,7 +653,62 @@ current-context: evil
 		}
 	})
 
-	t.Run("removing a member deletes what meshfed wrote there and its endpoints elsewhere", func(t *testing.T) {
+	t.Run("a member unreachable across a hub restart is disconnected, not gone: its imports stay, its endpoints go after the grace period", func(t *testing.T) {
+		testbed.RequireWorkloads(t, f.tb)
+		fromB := func(m *testbed.Cluster) int {
+			var slices discoveryv1.EndpointSliceList
+			if err := m.Client.List(ctx, &slices, client.MatchingLabels{mcsv1beta1.LabelSourceCluster: b.Name}); err != nil {
+				t.Fatal(err)
+			}
+			return len(slices.Items)
+		}
+		// before-outage is exported by b alone, with a ready endpoint (see above).
+		testbed.Eventually(t, 30*time.Second, "b's endpoints mirrored in "+a.Name, func() error {
+			if n := fromB(a); n == 0 {
+				return fmt.Errorf("none")
+			}
+			return nil
+		})
+		if err := f.hub.StopOperator(ctx); err != nil {
+			t.Fatal(err)
+		}
+		b.StopAPIServer()
+		if err := f.hub.StartOperator(ctx); err != nil {
+			t.Fatal(err)
+		}
+		testbed.Eventually(t, 30*time.Second, "b's endpoints withdrawn in "+a.Name+" after the grace period", func() error {
+			if n := fromB(a); n > 0 {
+				return fmt.Errorf("%d slices from %s left", n, b.Name)
+			}
+			return nil
+		})
+		for _, m := range []*testbed.Cluster{a, c} {
+			var si mcsv1beta1.ServiceImport
+			if err := m.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "before-outage"}, &si); err != nil {
+				t.Errorf("%s: the import of the unknown member's service: %v", m.Name, err)
+			} else if !strings.Contains(clusters(&si), b.Name) {
+				t.Errorf("%s: the import no longer lists %s: %s", m.Name, b.Name, clusters(&si))
+			}
+			var peer meshv1.MeshPeer
+			if err := m.Client.Get(ctx, client.ObjectKey{Name: b.Name}, &peer); err != nil {
+				t.Errorf("%s: MeshPeer %s: %v", m.Name, b.Name, err)
+			} else if peer.Spec.Network != "net-2" || meta.IsStatusConditionTrue(peer.Status.Conditions, meshv1.ConditionConnected) {
+				t.Errorf("%s: MeshPeer %s lost what was known of it or says it is connected: %+v", m.Name, b.Name, peer)
+			}
+		}
+		if err := b.StartAPIServer(ctx); err != nil {
+			t.Fatal(err)
+		}
+		f.waitReady(t)
+		testbed.Eventually(t, 30*time.Second, "b's endpoints back in "+a.Name, func() error {
+			if n := fromB(a); n == 0 {
+				return fmt.Errorf("none")
+			}
+			return nil
+		})
+	})
+
+	t.Run("a member removed while unreachable is cleaned once it answers, even after a hub restart", func(t *testing.T) {
 		// The removed member's endpoints must be seen mirrored first, then gone: a pod.
 		testbed.RequireWorkloads(t, f.tb)
 		svc := testbed.ClusterIPService(testbed.HTTPPort(80))
@@ -592,8 +723,42 @@ current-context: evil
 		for _, m := range []*testbed.Cluster{a, b} {
 			waitRemoteEndpoint(t, m, "shop", "from-c", c.Name, "net-3", w.IP, true)
 		}
+		c.StopAPIServer()
 		f.updateFederation(t, func(fed *meshv1.MeshFederation) { fed.Spec.Members = fed.Spec.Members[:2] })
+		testbed.Eventually(t, 30*time.Second, "the leaving member listed with why it is not cleaned, and an Event", func() error {
+			fed := f.get(t)
+			if len(fed.Status.LeavingMembers) != 1 || fed.Status.LeavingMembers[0].Name != c.Name ||
+				!strings.Contains(fed.Status.LeavingMembers[0].Message, "not reachable") {
+				return fmt.Errorf("leaving members %+v", fed.Status.LeavingMembers)
+			}
+			var events corev1.EventList
+			if err := f.hub.Client.List(ctx, &events, client.InNamespace(hubNS)); err != nil {
+				return err
+			}
+			for _, e := range events.Items {
+				if e.Reason == meshv1.EventMemberCleanupPending && strings.Contains(e.Message, c.Name) {
+					return nil
+				}
+			}
+			return fmt.Errorf("no %s Event", meshv1.EventMemberCleanupPending)
+		})
+		// What the hub must still clean survives its restart (its connections do not).
+		if err := f.hub.StopOperator(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.hub.StartOperator(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.StartAPIServer(ctx); err != nil {
+			t.Fatal(err)
+		}
 		waitNothingWritten(t, c)
+		testbed.Eventually(t, 30*time.Second, "no leaving member left", func() error {
+			if left := f.get(t).Status.LeavingMembers; len(left) > 0 {
+				return fmt.Errorf("%+v", left)
+			}
+			return nil
+		})
 		waitNoImport(t, []*testbed.Cluster{a, b}, "shop", "from-c")
 		for _, m := range []*testbed.Cluster{a, b} {
 			testbed.Eventually(t, 30*time.Second, "no MeshPeer or endpoints of the removed member in "+m.Name, func() error {

@@ -28,7 +28,7 @@ type exportView struct {
 
 func (r *Reconciler) reconcileNormal(ctx context.Context, s *scope) (ctrl.Result, error) {
 	r.connectMembers(ctx, s)
-	errs := []error{r.removeStaleMembers(ctx, s)}
+	errs := []error{r.cleanLeavingMembers(ctx, s)}
 	if err := r.gather(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -94,11 +94,14 @@ func secretKey(ref meshv1.SecretKeyRef) string {
 	return ref.Key
 }
 
+// errSecretNotFound is wrapped by readKubeconfig's error when the Secret does not exist.
+var errSecretNotFound = errors.New("not found")
+
 func (r *Reconciler) readKubeconfig(ctx context.Context, namespace string, ref meshv1.SecretKeyRef) ([]byte, error) {
 	var secret corev1.Secret
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: ref.Name}, &secret); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("kubeconfig Secret %s/%s not found: create it (docs/user-guide.md, \"Join a member\")", namespace, ref.Name)
+			return nil, fmt.Errorf("kubeconfig Secret %s/%s %w: create it (docs/user-guide.md, \"Join a member\")", namespace, ref.Name, errSecretNotFound)
 		}
 		return nil, fmt.Errorf("read kubeconfig Secret %s/%s: %w", namespace, ref.Name, err)
 	}
@@ -109,29 +112,6 @@ func (r *Reconciler) readKubeconfig(ctx context.Context, namespace string, ref m
 	return data, nil
 }
 
-// removeStaleMembers cleans members that left the spec and forgets them.
-func (r *Reconciler) removeStaleMembers(ctx context.Context, s *scope) error {
-	var errs []error
-	for _, name := range r.registry.Names(s.owner) {
-		if _, ok := s.byName[name]; ok {
-			continue
-		}
-		if m, err := r.registry.Get(s.owner, name); err == nil {
-			if err := cleanupMember(ctx, m, s.label); err != nil {
-				errs = append(errs, fmt.Errorf("clean removed member %s: %w", name, err))
-				continue
-			}
-			r.Recorder.Eventf(s.fed, corev1.EventTypeNormal, meshv1.EventMemberRemoved, "removed member %s and everything meshfed wrote there", name)
-		} else {
-			r.Recorder.Eventf(s.fed, corev1.EventTypeWarning, meshv1.EventMemberCleanupSkipped,
-				"member %s left the federation while unreachable; delete the objects labelled %s=%s there by hand", name, meshv1.LabelFederation, s.label)
-		}
-		r.registry.Disconnect(s.owner, name)
-		caExpiry.DeleteLabelValues(s.owner, name)
-	}
-	return errors.Join(errs...)
-}
-
 // gather reads every known member's exports, Services, EndpointSlices and Mesh from its
 // cache, decides which members are withdrawn or unknown, and aggregates the exports.
 func (r *Reconciler) gather(ctx context.Context, s *scope) error {
@@ -140,10 +120,16 @@ func (r *Reconciler) gather(ctx context.Context, s *scope) error {
 	for _, mv := range s.members {
 		if !mv.known {
 			// Its exports are unknown: deleting imports now could drop what it exports.
-			// A hub that just started waits a grace period for it.
+			// A hub that just started waits a grace period for it; after that the member
+			// is disconnected: its endpoints are withdrawn, the imports it was listed in
+			// stay (syncImports).
 			if left := r.GracePeriod - now.Sub(r.started); left > 0 {
 				s.incomplete = true
 				s.requeue(left)
+			} else {
+				mv.withdrawn = true
+				s.withdrawn[mv.spec.Name] = true
+				s.unknown[mv.spec.Name] = true
 			}
 			continue
 		}
@@ -164,7 +150,7 @@ func (r *Reconciler) gather(ctx context.Context, s *scope) error {
 			exports = append(exports, e.export)
 		}
 	}
-	s.agg = mcs.Aggregate(exports)
+	s.agg = mcs.Aggregate(exports, s.exportPolicy)
 	s.policies = map[mcs.ServiceKey]string{}
 	for _, tp := range s.fed.Spec.TrafficPolicies {
 		raw, err := json.Marshal(tp)
@@ -207,7 +193,7 @@ func readMember(ctx context.Context, mv *memberView) (mcs.Source, error) {
 		byKey[mcs.ServiceKey{Namespace: services.Items[i].Namespace, Name: services.Items[i].Name}] = &services.Items[i]
 	}
 	var slices discoveryv1.EndpointSliceList
-	if err := c.List(ctx, &slices, client.MatchingLabels{discoveryv1.LabelManagedBy: "endpointslice-controller.k8s.io"}, client.UnsafeDisableDeepCopy); err != nil {
+	if err := c.List(ctx, &slices, client.MatchingLabels{discoveryv1.LabelManagedBy: meshv1.KubeEndpointSliceManager}, client.UnsafeDisableDeepCopy); err != nil {
 		return mcs.Source{}, err
 	}
 	src := mcs.Source{Cluster: mv.spec.Name, Slices: map[mcs.ServiceKey][]discoveryv1.EndpointSlice{}}

@@ -18,6 +18,8 @@ type scope struct {
 
 	members []*memberView
 	byName  map[string]*memberView
+	// leaving are the members removed from the spec that are not cleaned yet.
+	leaving []meshv1.LeavingMember
 
 	// incomplete is set while a member's exports are unknown (not synced since the hub
 	// started): no import or endpoint may be deleted then, since that member may export it.
@@ -25,7 +27,12 @@ type scope struct {
 	// sources and withdrawn feed the EndpointSlice mirroring.
 	sources   map[string]mcs.Source
 	withdrawn map[string]bool
-	agg       mcs.Result
+	// unknown members have not synced since the hub started, past the grace period: the
+	// imports that list them stay, since they may still export those services.
+	unknown map[string]bool
+	agg     mcs.Result
+	// exportPolicy decides which exports count.
+	exportPolicy mcs.Policy
 	// policies are the traffic policies, as the JSON the members read, by service.
 	policies map[mcs.ServiceKey]string
 	trust    trustView
@@ -56,12 +63,14 @@ type memberView struct {
 
 func newScope(fed *meshv1.MeshFederation, owner string) *scope {
 	return &scope{
-		fed:       fed,
-		owner:     owner,
-		label:     federationLabel(fed.Namespace, fed.Name),
-		byName:    map[string]*memberView{},
-		sources:   map[string]mcs.Source{},
-		withdrawn: map[string]bool{},
+		fed:          fed,
+		owner:        owner,
+		exportPolicy: mcs.Policy{Federation: owner, AllowedNamespaces: fed.Spec.ExportPolicy.AllowedNamespaces},
+		label:        federationLabel(fed.Namespace, fed.Name),
+		byName:       map[string]*memberView{},
+		sources:      map[string]mcs.Source{},
+		withdrawn:    map[string]bool{},
+		unknown:      map[string]bool{},
 	}
 }
 

@@ -31,14 +31,14 @@ func (r *Reconciler) updateStatus(s *scope, reconcileErr error) {
 	var problems []string
 	for _, mv := range s.members {
 		ms := meshv1.MemberStatus{Name: mv.spec.Name, Connected: mv.usable, Imported: mv.imported,
-			LastSyncTime: previous[mv.spec.Name].LastSyncTime}
+			LastSyncTime: previous[mv.spec.Name].LastSyncTime, KubeconfigSecretRef: mv.spec.KubeconfigSecretRef.DeepCopy()}
 		if rep := mv.reportedTrust(); rep.BundleVersion != "" {
 			ms.TrustBundleVersion, ms.IntermediateFingerprint = rep.BundleVersion, rep.IntermediateFingerprint
 		} else {
 			ms.TrustBundleVersion, ms.IntermediateFingerprint = previous[mv.spec.Name].TrustBundleVersion, previous[mv.spec.Name].IntermediateFingerprint
 		}
 		for _, e := range mv.exports {
-			if mcs.Validate(e.export).Valid {
+			if mcs.Validate(e.export, s.exportPolicy).Valid {
 				ms.Exported++
 			}
 		}
@@ -72,6 +72,7 @@ func (r *Reconciler) updateStatus(s *scope, reconcileErr error) {
 		}
 		fed.Status.Members = append(fed.Status.Members, ms)
 	}
+	fed.Status.LeavingMembers = s.leaving
 	fed.Status.ObservedGeneration = fed.Generation
 	cond := metav1.Condition{Type: meshv1.ConditionReady, Status: metav1.ConditionTrue, Reason: meshv1.ReasonReconciled,
 		Message: fmt.Sprintf("%d members connected and synced", fed.Status.ConnectedMembers), ObservedGeneration: fed.Generation}
@@ -99,8 +100,15 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (ctrl.Result
 	// A hub that restarted has not connected the members yet: connect them and give them
 	// until the grace period to sync before calling any of them unreachable.
 	r.connectMembers(ctx, s)
-	for _, mv := range s.members {
-		if mv.member != nil && !mv.usable && time.Since(r.started) < r.GracePeriod {
+	for _, lm := range leavingMembers(s.fed, nil, metav1.Now()) {
+		_, _ = r.reachLeaving(ctx, s, lm) // registers it; the loop below reports what fails
+	}
+	for _, name := range r.registry.Names(s.owner) {
+		m, ok := r.registry.Lookup(s.owner, name)
+		if !ok {
+			continue
+		}
+		if st := m.State(); (!st.Connected || !st.Synced) && time.Since(r.started) < r.GracePeriod {
 			return ctrl.Result{RequeueAfter: 500 * time.Millisecond}, nil
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
@@ -74,6 +75,9 @@ func (r *Reconciler) syncImports(ctx context.Context, s *scope, mv *memberView, 
 	var mu sync.Mutex
 	errs := []error{parallel(ctx, keys, func(ctx context.Context, key mcs.ServiceKey) error {
 		want := mcs.ServiceImport(s.agg.Imports[key], s.label)
+		if have[key] != nil {
+			want.Status.Clusters = keepUnknown(want.Status.Clusters, have[key].Status.Clusters, s.unknown)
+		}
 		if tp, ok := s.policies[key]; ok {
 			want.Annotations = maps.Clone(want.Annotations)
 			if want.Annotations == nil {
@@ -94,7 +98,7 @@ func (r *Reconciler) syncImports(ctx context.Context, s *scope, mv *memberView, 
 	mv.imported = int32(len(out))
 	if !s.incomplete {
 		for key, si := range have {
-			if _, keep := s.agg.Imports[key]; !keep {
+			if _, keep := s.agg.Imports[key]; !keep && !listsAny(si.Status.Clusters, s.unknown) {
 				if err := c.Delete(ctx, si); client.IgnoreNotFound(err) != nil {
 					errs = append(errs, fmt.Errorf("delete ServiceImport %s: %w", key, err))
 				}
@@ -102,6 +106,23 @@ func (r *Reconciler) syncImports(ctx context.Context, s *scope, mv *memberView, 
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// keepUnknown adds to an import's clusters those of had that are unknown since the hub
+// started: what the hub cannot see it does not take away.
+func keepUnknown(clusters, had []mcsv1beta1.ClusterStatus, unknown map[string]bool) []mcsv1beta1.ClusterStatus {
+	for _, c := range had {
+		if unknown[c.Cluster] && !slices.ContainsFunc(clusters, func(w mcsv1beta1.ClusterStatus) bool { return w.Cluster == c.Cluster }) {
+			clusters = append(clusters, c)
+		}
+	}
+	slices.SortFunc(clusters, func(a, b mcsv1beta1.ClusterStatus) int { return strings.Compare(a.Cluster, b.Cluster) })
+	return clusters
+}
+
+// listsAny tells whether any of the clusters is in set.
+func listsAny(clusters []mcsv1beta1.ClusterStatus, set map[string]bool) bool {
+	return slices.ContainsFunc(clusters, func(c mcsv1beta1.ClusterStatus) bool { return set[c.Cluster] })
 }
 
 // ensureImport creates or updates one ServiceImport. An object of that name that meshfed
@@ -119,8 +140,8 @@ func ensureImport(ctx context.Context, c client.Client, m *clusters.Member, want
 			if err := m.APIReader().Get(ctx, client.ObjectKeyFromObject(want), have); err != nil {
 				return nil, err
 			}
-			if have.Labels[meshv1.LabelFederation] != want.Labels[meshv1.LabelFederation] {
-				return nil, fmt.Errorf("a ServiceImport of that name exists and meshfed did not write it: delete it so the federation can import the service")
+			if err := heldByOther(have, want, "so the federation can import the service"); err != nil {
+				return nil, err
 			}
 		default:
 			return nil, err
@@ -167,7 +188,7 @@ func (r *Reconciler) syncEndpointSlices(ctx context.Context, s *scope, mv *membe
 			}}
 			k := client.ObjectKeyFromObject(&slice)
 			want[k] = true
-			if err := ensureSlice(ctx, c, &slice, have[k]); err != nil {
+			if err := ensureSlice(ctx, c, mv.member.APIReader(), &slice, have[k]); err != nil {
 				errs = append(errs, fmt.Errorf("EndpointSlice %s: %w", k, err))
 			}
 		}
@@ -187,11 +208,15 @@ func (r *Reconciler) syncEndpointSlices(ctx context.Context, s *scope, mv *membe
 	return errors.Join(errs...)
 }
 
-func ensureSlice(ctx context.Context, c client.Client, want, have *discoveryv1.EndpointSlice) error {
+func ensureSlice(ctx context.Context, c client.Client, r client.Reader, want, have *discoveryv1.EndpointSlice) error {
 	if have == nil {
 		err := c.Create(ctx, want)
 		if apierrors.IsAlreadyExists(err) {
-			return nil // the cache is behind; the next pass updates it
+			var taken discoveryv1.EndpointSlice
+			if err := r.Get(ctx, client.ObjectKeyFromObject(want), &taken); err != nil {
+				return err
+			}
+			return heldByOther(&taken, want, "so the federation can mirror the endpoints of cluster "+want.Labels[mcsv1beta1.LabelSourceCluster])
 		}
 		return err
 	}
@@ -202,6 +227,21 @@ func ensureSlice(ctx context.Context, c client.Client, want, have *discoveryv1.E
 	updated := have.DeepCopy()
 	updated.Labels, updated.Endpoints, updated.Ports, updated.OwnerReferences = want.Labels, want.Endpoints, want.Ports, want.OwnerReferences
 	return c.Patch(ctx, updated, client.MergeFrom(have))
+}
+
+// heldByOther is called when the name of an object meshfed creates is taken. When the
+// holder carries this federation's label the cache is only behind (nil: the next pass
+// updates it); otherwise another writer holds the name, and the error says what to delete.
+func heldByOther(holder, want client.Object, purpose string) error {
+	label := want.GetLabels()[meshv1.LabelFederation]
+	switch other := holder.GetLabels()[meshv1.LabelFederation]; other {
+	case label:
+		return nil
+	case "":
+		return fmt.Errorf("the name is held by an object meshfed did not write: delete it %s", purpose)
+	default:
+		return fmt.Errorf("the name is held by federation %s: remove the member from one of the federations %s", other, purpose)
+	}
 }
 
 // syncExportConditions sets Valid, Conflict and Ready on the member's own ServiceExports.
@@ -255,7 +295,7 @@ func parallel[T any](ctx context.Context, items []T, fn func(context.Context, T)
 
 // exportConditions are the MCS conditions of one export.
 func exportConditions(ev exportView, s *scope) []metav1.Condition {
-	v := mcs.Validate(ev.export)
+	v := mcs.Validate(ev.export, s.exportPolicy)
 	if !v.Valid {
 		return []metav1.Condition{
 			{Type: string(mcsv1beta1.ServiceExportConditionValid), Status: metav1.ConditionFalse, Reason: string(v.Reason), Message: v.Message},
@@ -295,7 +335,12 @@ func (r *Reconciler) syncPeers(ctx context.Context, s *scope, mv *memberView, c 
 			continue
 		}
 		want := peerFor(other, s.label)
-		if err := ensurePeer(ctx, c, want, have[want.Name]); err != nil {
+		if !other.known && have[want.Name] != nil {
+			// Nothing is known of the member since the hub started: what the peer says of
+			// its network and gateway stays until the member answers.
+			want.Spec = have[want.Name].Spec
+		}
+		if err := ensurePeer(ctx, c, mv.member.APIReader(), want, have[want.Name]); err != nil {
 			errs = append(errs, fmt.Errorf("MeshPeer %s: %w", want.Name, err))
 		}
 		delete(have, want.Name)
@@ -340,12 +385,16 @@ func peerFor(other *memberView, label string) *meshv1.MeshPeer {
 	return p
 }
 
-func ensurePeer(ctx context.Context, c client.Client, want, have *meshv1.MeshPeer) error {
+func ensurePeer(ctx context.Context, c client.Client, r client.Reader, want, have *meshv1.MeshPeer) error {
 	if have == nil {
 		status := want.Status
 		if err := c.Create(ctx, want); err != nil {
 			if apierrors.IsAlreadyExists(err) {
-				return nil // the cache is behind; the next pass updates it
+				var taken meshv1.MeshPeer
+				if err := r.Get(ctx, client.ObjectKeyFromObject(want), &taken); err != nil {
+					return err
+				}
+				return heldByOther(&taken, want, "so this member learns of member "+want.Spec.ClusterName)
 			}
 			return err
 		}
