@@ -127,8 +127,9 @@ func Generate(in Input) (map[string][]byte, error) {
 					rules: wh.Rules, failurePolicy: wh.FailurePolicy, sideEffects: wh.SideEffects, versions: wh.AdmissionReviewVersions,
 					objectSelector: wh.ObjectSelector, timeout: wh.TimeoutSeconds, reinvocation: wh.ReinvocationPolicy})
 			}
-		case gvk.Kind == "Service" && !strings.Contains(u.GetName(), "webhook"):
-			// OLM creates the webhook's Service itself; others ship as manifests.
+		case (gvk.Kind == "Service" && !strings.Contains(u.GetName(), "webhook")) || gvk.Kind == "NetworkPolicy":
+			// OLM creates the webhook's Service itself; others ship as manifests, as do
+			// NetworkPolicies.
 			strip(u)
 			u.SetNamespace("")
 			name := fmt.Sprintf("manifests/%s_%s_%s.yaml", u.GetName(), gvk.Version, strings.ToLower(gvk.Kind))

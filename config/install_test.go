@@ -17,6 +17,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -242,10 +243,37 @@ func TestInstallFromConfigDefault(t *testing.T) {
 		}))
 	})
 
+	t.Run("the operator reads no Secret and writes no workload outside the namespaces meshfed owns", func(t *testing.T) {
+		sa := "system:serviceaccount:" + ns + ":meshfed-operator"
+		cases := []struct {
+			namespace, verb, group, resource string
+			allowed                          bool
+		}{
+			{"", "list", "", "secrets", false},
+			{"default", "get", "", "secrets", false},
+			{ns, "get", "", "secrets", true},
+			{"default", "create", "apps", "deployments", false},
+			{"", "list", "apps", "deployments", false},
+			{ns, "create", "apps", "deployments", true},
+			{"default", "delete", "", "services", false},
+			{"", "list", "", "services", true}, // the control plane reads every Service
+			{"default", "create", "policy", "poddisruptionbudgets", false},
+		}
+		for _, tc := range cases {
+			review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: sa,
+				Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + ns},
+				ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: tc.namespace, Verb: tc.verb, Group: tc.group, Resource: tc.resource}}}
+			must(t, c.Client.Create(ctx, review))
+			if review.Status.Allowed != tc.allowed {
+				t.Errorf("%s %s in namespace %q: allowed %v, want %v", tc.verb, tc.resource, tc.namespace, review.Status.Allowed, tc.allowed)
+			}
+		}
+	})
+
 	// Last: it takes a rule away from the operator.
 	t.Run("the operator runs with exactly config/rbac: a rule taken away is a Mesh that is not Ready", func(t *testing.T) {
-		var role rbacv1.ClusterRole
-		must(t, c.Client.Get(ctx, client.ObjectKey{Name: "meshfed-operator"}, &role))
+		var role rbacv1.Role
+		must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "meshfed-operator"}, &role))
 		kept := role.Rules[:0]
 		for _, r := range role.DeepCopy().Rules {
 			if !slices.Contains(r.Resources, "deployments") {

@@ -7,8 +7,11 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	"github.com/prometheus/client_golang/prometheus"
+	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -65,8 +68,9 @@ func NewScheme() *runtime.Scheme {
 
 // cacheOptions limits what the cache holds: census Leases of the operator's namespace
 // (where its Role lets it read them), the ConfigMaps meshfed writes (not every ConfigMap
-// of the cluster), and the CertificateRequests of the CA service (mesh namespace) and of
-// members' intermediates (federation namespace).
+// of the cluster), the CertificateRequests of the CA service (mesh namespace) and of
+// members' intermediates (federation namespace), Secrets of those namespaces and the
+// operator's, and of Nodes their pod networks.
 func cacheOptions(opts Options) cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{meshv1.LabelManagedBy: meshv1.ManagedByValue})
 	requests := map[string]cache.Config{}
@@ -76,10 +80,23 @@ func cacheOptions(opts Options) cache.Options {
 	if opts.Role.Hub() {
 		requests[cmp.Or(opts.FederationNamespace, opts.PodNamespace)] = cache.Config{}
 	}
+	// Secrets only of the namespaces meshfed keeps its own in (the operator may read no
+	// other), and the gateway's Deployment and PodDisruptionBudget only in the mesh one.
+	owned := map[string]cache.Config{opts.PodNamespace: {}}
+	for ns := range requests {
+		owned[ns] = cache.Config{}
+	}
 	byObject := map[client.Object]cache.ByObject{
 		&corev1.ConfigMap{}:         {Label: managed},
 		&cmapi.CertificateRequest{}: {Namespaces: requests},
 		&corev1.Node{}:              {Transform: podCIDRsOnly},
+		&corev1.Secret{}:            {Namespaces: owned},
+	}
+	if opts.Role.Member() {
+		mesh := map[string]cache.Config{opts.MeshNamespace: {}}
+		byObject[&appsv1.Deployment{}] = cache.ByObject{Namespaces: mesh}
+		byObject[&policyv1.PodDisruptionBudget{}] = cache.ByObject{Namespaces: mesh}
+		byObject[&networkingv1.NetworkPolicy{}] = cache.ByObject{Namespaces: mesh}
 	}
 	byObject[&coordinationv1.Lease{}] = cache.ByObject{Namespaces: map[string]cache.Config{opts.PodNamespace: {}}}
 	return cache.Options{ByObject: byObject}

@@ -57,7 +57,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=cert-manager.io,resources=issuers,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates/status,verbs=update;patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",namespace=meshfed-system,resources=secrets,verbs=get;list;watch
 
 // SetupWithManager watches Meshes (status writes do not trigger a new pass), and the
 // Secrets, Issuer and workload Certificates of the mesh namespace.

@@ -7,6 +7,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -20,9 +21,12 @@ import (
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
-// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// The gateway's objects live in the mesh namespace, and so do the operator's rights on
+// them (Services are read everywhere, for the control plane).
+// +kubebuilder:rbac:groups=apps,namespace=meshfed-system,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",namespace=meshfed-system,resources=services,verbs=create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,namespace=meshfed-system,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,namespace=meshfed-system,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
 
 // Names of the gateway's objects in the mesh namespace, and of the xDS Service its pods
 // reach the control plane through.
@@ -48,9 +52,10 @@ const (
 	gatewayTrustDir = "/var/run/meshfed/trust"
 )
 
-// GatewayObjects are the Deployment, Service and PodDisruptionBudget of a Mesh's gateway,
-// in namespace; the xDS server is the meshfed-xds Service of operatorNamespace.
-func GatewayObjects(m *meshv1.Mesh, namespace, operatorNamespace, image string) (*appsv1.Deployment, *corev1.Service, *policyv1.PodDisruptionBudget) {
+// GatewayObjects are the Deployment, Service, PodDisruptionBudget and NetworkPolicy of a
+// Mesh's gateway, in namespace; the xDS server is the meshfed-xds Service of
+// operatorNamespace.
+func GatewayObjects(m *meshv1.Mesh, namespace, operatorNamespace, image string) (*appsv1.Deployment, *corev1.Service, *policyv1.PodDisruptionBudget, *networkingv1.NetworkPolicy) {
 	gw := m.Spec.EastWestGateway
 	port := m.Spec.GatewayPortOrDefault()
 	replicas := ptr.Deref(gw.Replicas, 2)
@@ -114,7 +119,26 @@ func GatewayObjects(m *meshv1.Mesh, namespace, operatorNamespace, image string) 
 		MinAvailable: ptr.To(intstr.FromInt32(1)),
 		Selector:     &metav1.LabelSelector{MatchLabels: gatewayLabels()},
 	}}
-	return dep, svc, pdb
+	return dep, svc, pdb, gatewayNetworkPolicy(meta, port)
+}
+
+// gatewayNetworkPolicy lets anyone reach the gateway's TLS port and its admin port (probes
+// and metrics), and lets the gateway reach only pods (its backends, the xDS server, the
+// cluster DNS): where a NetworkPolicy engine runs, a gateway cannot be made to connect to
+// anything outside the pod network (the API server, a cloud's metadata server).
+func gatewayNetworkPolicy(meta metav1.ObjectMeta, port int32) *networkingv1.NetworkPolicy {
+	tcp := ptr.To(corev1.ProtocolTCP)
+	return &networkingv1.NetworkPolicy{ObjectMeta: meta, Spec: networkingv1.NetworkPolicySpec{
+		PodSelector: metav1.LabelSelector{MatchLabels: gatewayLabels()},
+		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+		Ingress: []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{
+			{Protocol: tcp, Port: ptr.To(intstr.FromInt32(port))},
+			{Protocol: tcp, Port: ptr.To(intstr.FromInt32(gatewayAdmin))},
+		}}},
+		Egress: []networkingv1.NetworkPolicyEgressRule{{
+			To: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{}}},
+		}},
+	}}
 }
 
 // reconcileGateway keeps (or removes) the gateway's objects and reports its address in
@@ -122,9 +146,9 @@ func GatewayObjects(m *meshv1.Mesh, namespace, operatorNamespace, image string) 
 func (r *Reconciler) reconcileGateway(ctx context.Context, s *scope) (metav1.Condition, error) {
 	m := s.mesh
 	cond := metav1.Condition{Type: meshv1.ConditionGatewayReady, Status: metav1.ConditionFalse}
-	dep, svc, pdb := GatewayObjects(m, r.Namespace, r.OperatorNamespace, r.GatewayImage)
+	dep, svc, pdb, np := GatewayObjects(m, r.Namespace, r.OperatorNamespace, r.GatewayImage)
 	if !ptr.Deref(m.Spec.EastWestGateway.Enabled, true) {
-		for _, obj := range []client.Object{dep, svc, pdb} {
+		for _, obj := range []client.Object{dep, svc, pdb, np} {
 			if err := r.deleteControlled(ctx, m, obj); err != nil {
 				return cond, err
 			}
@@ -133,7 +157,7 @@ func (r *Reconciler) reconcileGateway(ctx context.Context, s *scope) (metav1.Con
 		cond.Reason, cond.Message = meshv1.ReasonGatewayDisabled, "spec.eastWestGateway.enabled is false: other networks cannot reach this cluster's services"
 		return cond, nil
 	}
-	for _, obj := range []client.Object{dep, svc, pdb} {
+	for _, obj := range []client.Object{dep, svc, pdb, np} {
 		desired := obj.DeepCopyObject().(client.Object)
 		if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, obj, func() error {
 			switch o := obj.(type) {
@@ -144,6 +168,8 @@ func (r *Reconciler) reconcileGateway(ctx context.Context, s *scope) (metav1.Con
 				o.Spec.Type, o.Spec.Selector, o.Spec.Ports = d.Spec.Type, d.Spec.Selector, mergePorts(o.Spec.Ports, d.Spec.Ports)
 			case *policyv1.PodDisruptionBudget:
 				o.Spec = desired.(*policyv1.PodDisruptionBudget).Spec
+			case *networkingv1.NetworkPolicy:
+				o.Spec = desired.(*networkingv1.NetworkPolicy).Spec
 			}
 			obj.SetLabels(desired.GetLabels())
 			return controllerutil.SetControllerReference(m, obj, r.Client.Scheme())

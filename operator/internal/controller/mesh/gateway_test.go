@@ -10,6 +10,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -49,8 +50,9 @@ func TestGatewayDeployment(t *testing.T) {
 	var dep appsv1.Deployment
 	var svc corev1.Service
 	var pdb policyv1.PodDisruptionBudget
-	testbed.Eventually(t, time.Minute, "the gateway's Deployment, Service and PodDisruptionBudget", func() error {
-		for _, obj := range []client.Object{&dep, &svc, &pdb} {
+	var np networkingv1.NetworkPolicy
+	testbed.Eventually(t, time.Minute, "the gateway's Deployment, Service, PodDisruptionBudget and NetworkPolicy", func() error {
+		for _, obj := range []client.Object{&dep, &svc, &pdb, &np} {
 			if err := c.Client.Get(ctx, key, obj); err != nil {
 				return err
 			}
@@ -68,6 +70,19 @@ func TestGatewayDeployment(t *testing.T) {
 	}
 	if *dep.Spec.Replicas != 3 || svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Spec.Ports[0].Port != 15443 || pdb.Spec.MinAvailable.IntValue() != 1 {
 		t.Errorf("replicas %d, Service %s port %d, PDB minAvailable %v", *dep.Spec.Replicas, svc.Spec.Type, svc.Spec.Ports[0].Port, pdb.Spec.MinAvailable)
+	}
+
+	// The NetworkPolicy admits the TLS and admin ports, and lets the gateway reach pods
+	// only. (The testbed runs no NetworkPolicy engine: what it enforces is not tested here.)
+	var admitted []int
+	for _, r := range np.Spec.Ingress {
+		for _, p := range r.Ports {
+			admitted = append(admitted, p.Port.IntValue())
+		}
+	}
+	if !slices.Equal(admitted, []int{15443, 15021}) || len(np.Spec.Egress) != 1 || len(np.Spec.Egress[0].To) != 1 ||
+		np.Spec.Egress[0].To[0].NamespaceSelector == nil || np.Spec.Egress[0].To[0].IPBlock != nil {
+		t.Errorf("NetworkPolicy %+v: want ingress on 15443 and 15021, egress to pods only", np.Spec)
 	}
 
 	// The pod passes the restricted Pod Security Standard (server-side dry run).

@@ -28,7 +28,7 @@ const renewalSlack = 5 * time.Second
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates;issuers,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests,verbs=get;list;watch;create;delete;deletecollection
 // +kubebuilder:rbac:groups=cert-manager.io,resources=clusterissuers,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=delete
+// +kubebuilder:rbac:groups="",namespace=meshfed-system,resources=secrets,verbs=delete
 
 // trustView is what one reconcile knows of the federation's certificates.
 type trustView struct {
