@@ -70,10 +70,14 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code for the API types.
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate CRDs, RBAC and webhook manifests into config/.
 	$(CONTROLLER_GEN) crd paths=./operator/api/... output:crd:artifacts:config=config/crd/bases
-	$(CONTROLLER_GEN) rbac:roleName=meshfed-operator webhook paths=./operator/... \
-		output:rbac:artifacts:config=config/rbac output:webhook:artifacts:config=config/webhook
+	$(CONTROLLER_GEN) rbac:roleName=meshfed-operator paths=./operator/internal/app/... output:rbac:artifacts:config=config/rbac/shared
+	$(CONTROLLER_GEN) rbac:roleName=meshfed-hub paths=./operator/internal/controller/meshfederation/... output:rbac:artifacts:config=config/rbac/hub
+	$(CONTROLLER_GEN) rbac:roleName=meshfed-member \
+		paths="./operator/internal/controller/mesh/...;./operator/internal/ca/...;./operator/internal/feed/...;./operator/internal/inject/..." \
+		output:rbac:artifacts:config=config/rbac/member
+	$(CONTROLLER_GEN) webhook paths=./operator/... output:webhook:artifacts:config=config/webhook
 
-GENERATED := operator/api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac/role.yaml config/webhook/manifests.yaml
+GENERATED := operator/api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac/shared config/rbac/hub config/rbac/member config/webhook/manifests.yaml
 
 .PHONY: verify-generated
 verify-generated: $(CONTROLLER_GEN) ## Fail if generated code or CRDs are stale (and regenerate them).

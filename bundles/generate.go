@@ -59,6 +59,9 @@ func Generate(in Input) (map[string][]byte, error) {
 		clusterRole = map[string][]rbacv1.PolicyRule{}
 		role        = map[string][]rbacv1.PolicyRule{}
 		bindings    []binding
+		// ClusterRoles for users to bind (metrics readers): bound to no account of the
+		// operator, they ship as manifests.
+		forUsers = map[string]*unstructured.Unstructured{}
 	)
 	for _, u := range objs {
 		switch gvk := u.GroupVersionKind(); {
@@ -89,6 +92,7 @@ func Generate(in Input) (map[string][]byte, error) {
 				role[r.Name] = r.Rules
 			} else {
 				clusterRole[r.Name] = r.Rules
+				forUsers[r.Name] = u
 			}
 		case gvk.Kind == "ClusterRoleBinding" || gvk.Kind == "RoleBinding":
 			var b rbacv1.ClusterRoleBinding
@@ -141,6 +145,15 @@ func Generate(in Input) (map[string][]byte, error) {
 			// webhook Service.
 		default:
 			return nil, fmt.Errorf("%s %s: no place for this kind in a bundle", gvk.Kind, u.GetName())
+		}
+	}
+	for _, b := range bindings {
+		delete(forUsers, b.role)
+	}
+	for name, u := range forUsers {
+		strip(u)
+		if files["manifests/"+name+"_rbac.authorization.k8s.io_v1_clusterrole.yaml"], err = yaml.Marshal(u.Object); err != nil {
+			return nil, err
 		}
 	}
 	if len(deployments) != 1 {

@@ -5,9 +5,11 @@ package config_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -104,6 +107,38 @@ func TestInstallFromConfigDefault(t *testing.T) {
 					t.Errorf("%s %s grants a wildcard: %+v", o.GetKind(), r.Name, rule)
 				}
 			}
+		}
+	})
+
+	t.Run("the hub's and a member's rights are apart", func(t *testing.T) {
+		rules := map[string][]rbacv1.PolicyRule{}
+		for _, o := range objs {
+			if o.GetKind() == "ClusterRole" || o.GetKind() == "Role" {
+				var r rbacv1.ClusterRole
+				must(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &r))
+				rules[o.GetKind()+"/"+r.Name] = append(rules[o.GetKind()+"/"+r.Name], r.Rules...)
+			}
+		}
+		grants := func(role, resource string) bool {
+			return slices.ContainsFunc(rules[role], func(r rbacv1.PolicyRule) bool { return slices.Contains(r.Resources, resource) })
+		}
+		for _, resource := range []string{"meshfederations", "clusterissuers"} {
+			if grants("ClusterRole/meshfed-member", resource) || grants("ClusterRole/meshfed-operator", resource) || !grants("ClusterRole/meshfed-hub", resource) {
+				t.Errorf("%s: only the hub's ClusterRole may grant it", resource)
+			}
+		}
+		for _, resource := range []string{"meshes", "endpointslices", "nodes", "mutatingwebhookconfigurations"} {
+			if grants("ClusterRole/meshfed-hub", resource) || grants("ClusterRole/meshfed-operator", resource) || !grants("ClusterRole/meshfed-member", resource) {
+				t.Errorf("%s: only the member's ClusterRole may grant it", resource)
+			}
+		}
+		for _, resource := range []string{"deployments", "poddisruptionbudgets", "networkpolicies"} {
+			if !grants("Role/meshfed-member", resource) || grants("ClusterRole/meshfed-member", resource) || grants("Role/meshfed-hub", resource) {
+				t.Errorf("%s: only the member's Role (its mesh namespace) may grant it", resource)
+			}
+		}
+		if grants("ClusterRole/meshfed-hub", "secrets") || grants("ClusterRole/meshfed-member", "secrets") {
+			t.Error("a ClusterRole grants Secrets: only the Roles of meshfed's namespace may")
 		}
 	})
 
@@ -270,10 +305,55 @@ func TestInstallFromConfigDefault(t *testing.T) {
 		}
 	})
 
+	t.Run("the operator's metrics answer only callers allowed to read them", func(t *testing.T) {
+		url := c.OperatorMetricsURL(ctx)
+		if url == "" {
+			t.Fatal("no operator leads")
+		}
+		// Two service accounts of the cluster: one bound to the reader role, one not.
+		// (The operator caches a refusal for 30 s: the accounts are distinct, not one
+		// bound late.)
+		token := func(name string) string {
+			testbed.MustCreate(ctx, t, c.Client, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}})
+			tr, err := c.Kube.CoreV1().ServiceAccounts("default").CreateToken(ctx, name, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+			must(t, err)
+			return tr.Status.Token
+		}
+		curious, reader := token("curious"), token("reader")
+		testbed.MustCreate(ctx, t, c.Client, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "reader-reads-metrics"},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "meshfed-metrics-reader"},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: "default", Name: "reader"}}})
+		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the operator's self-signed certificate
+		status := func(token string) int {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			must(t, err)
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			resp, err := hc.Do(req)
+			must(t, err)
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		// Longer than the refusal cache, should a first try beat the binding's propagation.
+		testbed.Eventually(t, 75*time.Second, "the bound account reads the metrics", func() error {
+			if got := status(reader); got != http.StatusOK {
+				return fmt.Errorf("status %d", got)
+			}
+			return nil
+		})
+		if got := status(""); got != http.StatusUnauthorized {
+			t.Errorf("without a token: %d, want 401", got)
+		}
+		if got := status(curious); got != http.StatusForbidden {
+			t.Errorf("with a token not allowed to read metrics: %d, want 403", got)
+		}
+	})
+
 	// Last: it takes a rule away from the operator.
 	t.Run("the operator runs with exactly config/rbac: a rule taken away is a Mesh that is not Ready", func(t *testing.T) {
 		var role rbacv1.Role
-		must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "meshfed-operator"}, &role))
+		must(t, c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "meshfed-member"}, &role))
 		kept := role.Rules[:0]
 		for _, r := range role.DeepCopy().Rules {
 			if !slices.Contains(r.Resources, "deployments") {

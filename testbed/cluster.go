@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -74,6 +75,9 @@ type Cluster struct {
 	// runCtx ends when the cluster stops: the testbed's own controllers run under it.
 	runCtx  context.Context
 	stopRun context.CancelFunc
+	// scrapeToken is the token the testbed reads the operator's metrics with.
+	scrapeMu    sync.Mutex
+	scrapeToken string
 }
 
 func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {

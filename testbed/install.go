@@ -96,19 +96,25 @@ func (c *Cluster) installMeshfed(ctx context.Context) error {
 			}
 		}
 	}
+	// The account the testbed reads the operator's metrics as, bound before any read (the
+	// operator caches a refusal for 30 s).
+	if err := c.bindMetricsScraper(ctx); err != nil {
+		return err
+	}
 	return c.waitOperator(ctx)
 }
 
 // bindMeshNamespace gives the operator in another mesh namespace than meshfed-system what
-// config/rbac's Role gives it in meshfed-system, as docs/user-guide.md tells users to.
+// config/rbac's member Role gives it in meshfed-system, as docs/user-guide.md tells users to.
 func (c *Cluster) bindMeshNamespace(ctx context.Context, ns string) error {
+	const member = "meshfed-member"
 	var role rbacv1.Role
-	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: MeshfedNamespace, Name: "meshfed-operator"}, &role); err != nil {
-		return fmt.Errorf("the operator's Role in meshfed-system: %w", err)
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: MeshfedNamespace, Name: member}, &role); err != nil {
+		return fmt.Errorf("the operator's member Role in meshfed-system: %w", err)
 	}
 	var binding rbacv1.RoleBinding
-	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: MeshfedNamespace, Name: "meshfed-operator"}, &binding); err != nil {
-		return fmt.Errorf("the operator's RoleBinding in meshfed-system: %w", err)
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: MeshfedNamespace, Name: member}, &binding); err != nil {
+		return fmt.Errorf("the operator's member RoleBinding in meshfed-system: %w", err)
 	}
 	objs := []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},

@@ -2,18 +2,23 @@ package testbed
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
 	"net"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -21,7 +26,7 @@ import (
 
 // The operator's ports, as config/manager sets them (pprof as the testbed adds it).
 const (
-	operatorMetricsPort = 8080
+	operatorMetricsPort = 8443
 	operatorProbePort   = 8081
 	operatorPprofPort   = 8082
 	operatorDeployment  = "meshfed-operator"
@@ -61,10 +66,11 @@ func (c *Cluster) operatorURL(ctx context.Context, port int) string {
 	return "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(port))
 }
 
-// OperatorMetricsURL is the leading operator's /metrics, "" while none leads.
+// OperatorMetricsURL is the leading operator's /metrics (HTTPS, for a token allowed to
+// GET /metrics), "" while none leads.
 func (c *Cluster) OperatorMetricsURL(ctx context.Context) string {
 	if u := c.operatorURL(ctx, operatorMetricsPort); u != "" {
-		return u + "/metrics"
+		return "https" + strings.TrimPrefix(u, "http") + "/metrics"
 	}
 	return ""
 }
@@ -182,8 +188,54 @@ func (c *Cluster) OperatorMetric(ctx context.Context, prefix string) string {
 	var urls []string
 	for _, p := range pods.Items {
 		if p.Status.PodIP != "" {
-			urls = append(urls, "http://"+net.JoinHostPort(p.Status.PodIP, strconv.Itoa(operatorMetricsPort))+"/metrics")
+			urls = append(urls, "https://"+net.JoinHostPort(p.Status.PodIP, strconv.Itoa(operatorMetricsPort))+"/metrics")
 		}
 	}
-	return MetricSum(ctx, urls, prefix)
+	s, err := c.metricsScraper(ctx)
+	if err != nil {
+		return ""
+	}
+	return s.sum(ctx, urls, prefix)
 }
+
+// Who scrapes the operator's metrics in the testbed, as a Prometheus would: a service
+// account bound to the ClusterRole meshfed-metrics-reader of config/rbac.
+const (
+	scraperAccount = "meshfed-metrics-scraper"
+	metricsReader  = "meshfed-metrics-reader"
+)
+
+// bindMetricsScraper makes the scraper account and binds it to the metrics reader role.
+func (c *Cluster) bindMetricsScraper(ctx context.Context) error {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: MeshfedNamespace, Name: scraperAccount}}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: scraperAccount},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: metricsReader},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: MeshfedNamespace, Name: scraperAccount}}}
+	for _, obj := range []client.Object{sa, binding} {
+		if err := c.Client.Create(ctx, obj); client.IgnoreAlreadyExists(err) != nil {
+			return fmt.Errorf("the metrics scraper's %T: %w", obj, err)
+		}
+	}
+	return nil
+}
+
+// metricsScraper reads the operator's metrics with a token of the scraper account (asked
+// for once per cluster), over TLS that does not check the operator's self-signed
+// certificate.
+func (c *Cluster) metricsScraper(ctx context.Context) (scraper, error) {
+	c.scrapeMu.Lock()
+	defer c.scrapeMu.Unlock()
+	if c.scrapeToken == "" {
+		tr, err := c.Kube.CoreV1().ServiceAccounts(MeshfedNamespace).CreateToken(ctx, scraperAccount,
+			&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](24 * 3600)}}, metav1.CreateOptions{})
+		if err != nil {
+			return scraper{}, err
+		}
+		c.scrapeToken = tr.Status.Token
+	}
+	return scraper{client: insecureHTTPS, token: c.scrapeToken}, nil
+}
+
+// insecureHTTPS reaches the operator's metrics, whose certificate is self-signed.
+var insecureHTTPS = &http.Client{Timeout: 10 * time.Second,
+	Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the testbed's own operator

@@ -150,7 +150,7 @@ func TestThreeClusters(t *testing.T) {
 		if body := httpGet(ctx, t, c.OperatorProbeURL(ctx)+"/healthz"); body != "ok" {
 			t.Errorf("/healthz answered %q", body)
 		}
-		if v := testbed.Metric(ctx, c.OperatorMetricsURL(ctx), `meshfed_build_info{role="both"`); v == "" {
+		if v := c.OperatorMetric(ctx, `meshfed_build_info{role="both",version="testbed"} `); v == "" {
 			t.Errorf("/metrics has no meshfed_build_info for role both")
 		}
 		if index := httpGet(ctx, t, c.OperatorPprofURL(ctx)+"/debug/pprof/"); !strings.Contains(index, "goroutine") {

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -65,6 +66,12 @@ func NewScheme() *runtime.Scheme {
 	utilruntime.Must(cmapi.AddToScheme(s))
 	return s
 }
+
+// What every operator needs, hub or member (config/rbac/shared): Events, and the reviews
+// the metrics filter asks the API server for.
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 
 // cacheOptions limits what the cache holds: census Leases of the operator's namespace
 // (where its Role lets it read them), the ConfigMaps meshfed writes (not every ConfigMap
@@ -137,8 +144,12 @@ func Run(ctx context.Context, opts Options) error {
 
 	shutdown := opts.ShutdownTimeout
 	mgr, err := ctrl.NewManager(restConfig, manager.Options{
-		Scheme:                  NewScheme(),
-		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
+		Scheme: NewScheme(),
+		// Metrics over HTTPS, for callers the API server authenticates (TokenReview) and
+		// authorises for GET /metrics (SubjectAccessReview; ClusterRole
+		// meshfed-metrics-reader): they tell who is connected and what is exported.
+		Metrics: metricsserver.Options{BindAddress: opts.MetricsAddr, SecureServing: true,
+			FilterProvider: filters.WithAuthenticationAndAuthorization},
 		HealthProbeBindAddress:  opts.ProbeAddr,
 		PprofBindAddress:        opts.PprofAddr,
 		LeaderElection:          opts.LeaderElect,

@@ -108,7 +108,7 @@ const (
 func DefaultOptions() Options {
 	return Options{
 		Role:                RoleMember,
-		MetricsAddr:         ":8080",
+		MetricsAddr:         ":8443",
 		ProbeAddr:           ":8081",
 		LeaderElect:         true,
 		ShutdownTimeout:     30 * time.Second,
@@ -139,7 +139,7 @@ func (o *Options) census() bool {
 // BindFlags registers the options as command-line flags.
 func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.Var(&o.Role, "role", "controllers to run: hub, member or both")
-	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "address of the Prometheus metrics endpoint; 0 disables it")
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "address of the Prometheus metrics endpoint (HTTPS; callers need a token allowed to GET /metrics); 0 disables it")
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of the /healthz and /readyz endpoints")
 	fs.StringVar(&o.PprofAddr, "pprof-bind-address", o.PprofAddr, "address of Go's /debug/pprof profiling endpoints; empty or 0 turns them off")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader so that only one replica reconciles")

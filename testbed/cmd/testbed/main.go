@@ -154,7 +154,8 @@ func printWelcome(tb *testbed.Testbed, headline string) {
 	fmt.Printf("  %s -n %s get pods -o wide\n", kubectl, testbed.MeshfedNamespace)
 	fmt.Printf("  %s -n %s logs deploy/meshfed-operator\n", kubectl, testbed.MeshfedNamespace)
 	if u := first.OperatorMetricsURL(context.Background()); u != "" {
-		fmt.Printf("  curl -s %s | grep meshfed_\n", u)
+		fmt.Printf("  curl -sk -H \"Authorization: Bearer $(%s -n %s create token <account bound to meshfed-metrics-reader>)\" %s | grep meshfed_\n",
+			kubectl, testbed.MeshfedNamespace, u)
 	}
 	fmt.Printf("Logs of every process: %s/<cluster>/*.log (pods: kubectl logs)\n\n", tb.Dir)
 }

@@ -58,7 +58,6 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshfederations/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshfederations/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",namespace=meshfed-system,resources=secrets,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 // SetupWithManager builds the member registry and wires the controller: a MeshFederation
 // is reconciled when it changes, when a kubeconfig Secret next to it changes, and when
