@@ -91,32 +91,31 @@ func BuildModel(in Inputs) (*Model, []error) {
 			}
 		}
 	}
-	// Endpoints come only from slices the EndpointSlice controller wrote (pod addresses)
-	// and meshfed's mirrors of other clusters': anyone allowed to write an EndpointSlice
-	// could otherwise point a service, and the gateway that other networks reach, at any
-	// address (the cloud's metadata server, the API server).
+	// The services this cluster exports, which other clusters reach through its gateway,
+	// take local endpoints only from slices the EndpointSlice controller wrote, at addresses
+	// of the pod network: anyone allowed to write an EndpointSlice in the namespace could
+	// otherwise point them at any address (the cloud's metadata server, the API server).
+	// Services only this cluster uses keep every slice (the API server's own slice of
+	// default/kubernetes has no manager, for one).
 	var foreign, outside []string
 	for i := range in.Slices {
 		sl := &in.Slices[i]
 		cluster, network := m.Cluster, m.Network
 		name := sl.Labels[discoveryv1.LabelServiceName]
-		switch manager := sl.Labels[discoveryv1.LabelManagedBy]; manager {
-		case meshv1.KubeEndpointSliceManager:
-		case meshv1.EndpointSliceManager:
+		manager := sl.Labels[discoveryv1.LabelManagedBy]
+		if manager == meshv1.EndpointSliceManager {
 			name, cluster, network = sl.Labels[mcsv1beta1.LabelServiceName], sl.Labels[mcsv1beta1.LabelSourceCluster], sl.Labels[meshv1.LabelSourceNetwork]
 			if cluster == "" || cluster == m.Cluster {
 				continue
 			}
-		default:
-			// Reported where it matters, for services this cluster exports (the API
-			// server's own slice of default/kubernetes has no manager, for one).
-			if s := byKey[key{sl.Namespace, name}]; s != nil && s.ExportedHere {
-				foreign = append(foreign, fmt.Sprintf("%s/%s (managed by %q)", sl.Namespace, sl.Name, manager))
-			}
-			continue
 		}
 		s := byKey[key{sl.Namespace, name}]
 		if s == nil || name == "" {
+			continue
+		}
+		guarded := cluster == m.Cluster && s.ExportedHere
+		if guarded && manager != meshv1.KubeEndpointSliceManager {
+			foreign = append(foreign, fmt.Sprintf("%s/%s (managed by %q)", sl.Namespace, sl.Name, manager))
 			continue
 		}
 		var ports []Port // shared by the slice's endpoints
@@ -129,10 +128,8 @@ func BuildModel(in Inputs) (*Model, []error) {
 		for _, e := range sl.Endpoints {
 			ready := e.Conditions.Ready == nil || *e.Conditions.Ready
 			for _, addr := range e.Addresses {
-				if cluster == m.Cluster && !inPodNetwork(addr, in.PodNetworks) {
-					if s.ExportedHere {
-						outside = append(outside, fmt.Sprintf("%s in %s/%s", addr, sl.Namespace, sl.Name))
-					}
+				if guarded && !inPodNetwork(addr, in.PodNetworks) {
+					outside = append(outside, fmt.Sprintf("%s in %s/%s", addr, sl.Namespace, sl.Name))
 					continue
 				}
 				s.Endpoints = append(s.Endpoints, Endpoint{Cluster: cluster, Network: network, Address: addr, Ports: ports, Ready: ready})
@@ -140,11 +137,11 @@ func BuildModel(in Inputs) (*Model, []error) {
 		}
 	}
 	if len(foreign) > 0 {
-		problems = append(problems, fmt.Errorf("%d EndpointSlices left out, written by neither the EndpointSlice controller nor meshfed: %s",
+		problems = append(problems, fmt.Errorf("%d EndpointSlices of exported services left out, not written by the EndpointSlice controller: %s",
 			len(foreign), examples(foreign)))
 	}
 	if len(outside) > 0 {
-		problems = append(problems, fmt.Errorf("%d local endpoints left out, outside the Nodes' podCIDRs %v: %s", len(outside), in.PodNetworks, examples(outside)))
+		problems = append(problems, fmt.Errorf("%d local endpoints of exported services left out, outside the Nodes' podCIDRs %v: %s", len(outside), in.PodNetworks, examples(outside)))
 	}
 	for _, s := range byKey {
 		sortEndpoints(s.Endpoints)

@@ -102,9 +102,8 @@ func TestBuildModel(t *testing.T) {
 
 // TestAnEndpointSliceMeshfedMustNotTrustIsNotRouted: whoever may write an EndpointSlice
 // in a namespace cannot point an exported service (and the gateway other networks reach)
-// at an address of their choice: slices written by neither the EndpointSlice controller
-// nor meshfed are left out, and so are local addresses outside the Nodes' pod networks,
-// each reported.
+// at an address of their choice: its slices not written by the EndpointSlice controller
+// are left out, and so are local addresses outside the Nodes' pod networks, each reported.
 func TestAnEndpointSliceMeshfedMustNotTrustIsNotRouted(t *testing.T) {
 	forged := slice("reviews-forged", "", map[string]string{discoveryv1.LabelServiceName: "reviews", discoveryv1.LabelManagedBy: "someone"}, nil, "169.254.169.254")
 	unlabelled := slice("reviews-bare", "", map[string]string{discoveryv1.LabelServiceName: "reviews"}, nil, "10.96.0.1")
@@ -140,5 +139,13 @@ func TestAnEndpointSliceMeshfedMustNotTrustIsNotRouted(t *testing.T) {
 	m, _ = BuildModel(in)
 	if len(m.Services[0].Endpoints) != 2 {
 		t.Errorf("without known pod networks: %d endpoints, want both of the controller's slice", len(m.Services[0].Endpoints))
+	}
+
+	// A service this cluster does not export (the API server's default/kubernetes, say)
+	// is not reachable from other clusters: its slices are taken as they are.
+	in.Imports, in.PodNetworks = nil, []netip.Prefix{netip.MustParsePrefix("198.18.1.128/25")}
+	m, problems = BuildModel(in)
+	if n := len(m.Services[0].Endpoints); n != 4 || len(problems) != 0 {
+		t.Errorf("a service not exported: %d endpoints (want all 4), problems %v", n, problems)
 	}
 }

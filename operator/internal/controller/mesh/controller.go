@@ -46,7 +46,8 @@ type Reconciler struct {
 	// Census: every replica publishes its proxy count (xds.Census); without, the Mesh
 	// counts this replica's.
 	Census bool
-	// Reader reads what the cache does not hold (the injection webhook's configuration).
+	// Reader reads from the API server: the Mesh each pass starts from, and what the
+	// cache does not hold (the injection webhook's configuration).
 	Reader client.Reader
 	// GatewayImage is the east-west gateway's container image.
 	GatewayImage string
@@ -124,8 +125,13 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 // patches the status once, in a defer, so that a failed phase is reported in its
 // condition and in Ready, not only logged.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, err error) {
+	// Read from the API server, not the cache: the status is written as a patch against
+	// what was read, and this controller's own status writes do not wake it (generation
+	// predicate). A cache behind its last write would make a pass whose status equals that
+	// stale copy skip the write, or patch only part of the trust report, and leave the
+	// Mesh saying what no pass computed (a rotation then waits for nothing).
 	var m meshv1.Mesh
-	if err := r.Client.Get(ctx, req.NamespacedName, &m); err != nil {
+	if err := r.Reader.Get(ctx, req.NamespacedName, &m); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	s := &scope{mesh: &m, base: m.DeepCopy()}
