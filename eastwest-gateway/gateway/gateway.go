@@ -60,8 +60,10 @@ const (
 
 // New returns a gateway with its metrics registered on reg.
 func New(log logr.Logger, reg prometheus.Registerer) *Gateway {
-	return &Gateway{HelloTimeout: 5 * time.Second, DialTimeout: 2 * time.Second, MaxHello: sni.DefaultMaxHello,
-		MaxConnections: DefaultMaxConnections, IdleTimeout: DefaultIdleTimeout, Log: log, metrics: newMetrics(reg)}
+	g := &Gateway{HelloTimeout: 5 * time.Second, DialTimeout: 2 * time.Second, MaxHello: sni.DefaultMaxHello,
+		MaxConnections: DefaultMaxConnections, IdleTimeout: DefaultIdleTimeout, Log: log}
+	g.metrics = newMetrics(reg, func() float64 { return float64(g.open.Load()) })
+	return g
 }
 
 // sweepEvery is how often the gateway looks for ClientHello and connect deadlines, and, at

@@ -110,7 +110,6 @@ func (l *loop) accept() {
 		return
 	}
 	l.waiting[p] = struct{}{}
-	l.g.metrics.active.Inc()
 }
 
 // Sockets are watched edge-triggered. A client socket is not watched for room to write
@@ -334,7 +333,6 @@ func (l *loop) finish(p *pair) {
 	p.client, p.backend = -1, -1
 	delete(l.waiting, p)
 	l.g.open.Add(-1)
-	l.g.metrics.active.Dec()
 	l.g.metrics.bytesIn.Add(float64(p.up.bytes))
 	l.g.metrics.bytesOut.Add(float64(p.down.bytes))
 	if n := p.up.spliced + p.down.spliced; n > 0 {

@@ -75,8 +75,6 @@ func (g *Gateway) servePortable(ctx context.Context, ln net.Listener, drain time
 // proxy serves one client connection: ClientHello, route, dial, then bytes both ways until
 // both end (a half-closed connection stays half-closed) or one fails.
 func (g *Gateway) proxy(client net.Conn) {
-	g.metrics.active.Inc()
-	defer g.metrics.active.Dec()
 	defer g.open.Add(-1)
 	defer client.Close()
 	hello, name, err := g.readHello(client)
