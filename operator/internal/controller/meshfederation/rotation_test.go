@@ -162,8 +162,11 @@ func checkOnlyRoot(t *testing.T, f *federation, fed *meshv1.MeshFederation, ids 
 				return err
 			}
 			bundle, err := trust.ParseCertificates(s.Data[trust.KeyBundle])
-			if err != nil || len(bundle) != 1 || trust.Fingerprint(bundle[0]) != root {
-				return fmt.Errorf("trust bundle of %d roots (%v)", len(bundle), err)
+			if err != nil {
+				return fmt.Errorf("trust bundle: %w", err)
+			}
+			if len(bundle) != 1 || trust.Fingerprint(bundle[0]) != root {
+				return fmt.Errorf("trust bundle of %d roots", len(bundle))
 			}
 			rootCert = bundle[0]
 			return nil
