@@ -3,18 +3,22 @@ package clusters
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/oauth2"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/transport"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -99,7 +103,9 @@ type Member struct {
 
 	cluster    cluster.Cluster
 	cancel     context.CancelFunc
-	configHash [32]byte
+	configHash [32]byte // of the whole kubeconfig
+	identity   [32]byte // of the kubeconfig without its token
+	token      *bearerToken
 
 	mu        sync.RWMutex
 	connected bool
@@ -133,24 +139,62 @@ func (m *Member) State() State {
 	return State{Connected: m.connected, Synced: m.synced, Since: m.since, Err: m.lastErr}
 }
 
+// bearerToken is a member's token. client-go asks it for the token at each request, so a
+// renewed token takes over without restarting the member's cache.
+type bearerToken struct{ value atomic.Pointer[string] }
+
+func newBearerToken(token string) *bearerToken {
+	b := &bearerToken{}
+	b.value.Store(&token)
+	return b
+}
+
+func (b *bearerToken) Token() (*oauth2.Token, error) {
+	return &oauth2.Token{AccessToken: *b.value.Load(), TokenType: "Bearer"}, nil
+}
+
+// identity tells kubeconfigs apart by everything but their bearer token.
+func identity(cfg *rest.Config, namespace string) [32]byte {
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte(cfg.Host), cfg.CAData, []byte(cfg.ServerName), cfg.CertData, cfg.KeyData, []byte(namespace)} {
+		_ = binary.Write(h, binary.BigEndian, uint64(len(part)))
+		h.Write(part)
+	}
+	return [32]byte(h.Sum(nil))
+}
+
 // Connect registers the member name of owner with the given kubeconfig, replacing an
-// earlier registration whose kubeconfig differs. It returns at once; the member becomes
-// connected and synced in the background and OnChange tells when.
+// earlier registration whose kubeconfig differs in more than its token (a new token is
+// used from the next request on, keeping the member's cache). It returns at once; the
+// member becomes connected and synced in the background and OnChange tells when.
 func (r *Registry) Connect(owner, name string, kubeconfig []byte) (*Member, error) {
 	hash := sha256.Sum256(kubeconfig)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k := key{owner, name}
-	if m, ok := r.members[k]; ok {
-		if m.configHash == hash {
-			return m, nil
-		}
-		m.stop()
-		delete(r.members, k)
+	m, ok := r.members[k]
+	if ok && m.configHash == hash {
+		return m, nil
 	}
 	cfg, namespace, err := RestConfig(kubeconfig)
 	if err != nil {
 		return nil, err
+	}
+	id := identity(cfg, namespace)
+	if ok && m.identity == id && m.token != nil && cfg.BearerToken != "" {
+		m.token.value.Store(&cfg.BearerToken)
+		m.configHash = hash
+		return m, nil
+	}
+	if ok {
+		m.stop()
+		delete(r.members, k)
+	}
+	var token *bearerToken
+	if cfg.BearerToken != "" {
+		token = newBearerToken(cfg.BearerToken)
+		cfg.BearerToken = ""
+		cfg.WrapTransport = transport.TokenSourceWrapTransport(token)
 	}
 	cfg.QPS, cfg.Burst = r.opts.QPS, r.opts.Burst
 	cfg.UserAgent = "meshfed-hub"
@@ -165,8 +209,8 @@ func (r *Registry) Connect(owner, name string, kubeconfig []byte) (*Member, erro
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &Member{Name: name, owner: owner, Namespace: namespace, cluster: cl, cancel: cancel, configHash: hash, since: time.Now(),
-		lastErr: errors.New("connecting")}
+	m = &Member{Name: name, owner: owner, Namespace: namespace, cluster: cl, cancel: cancel, configHash: hash, identity: id, token: token,
+		since: time.Now(), lastErr: errors.New("connecting")}
 	notify := func() { r.opts.OnChange(owner) }
 	handler := toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { notify() },

@@ -1,8 +1,14 @@
 package clusters
 
 import (
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/meshfed/meshfed/internal/testpki"
 	"k8s.io/client-go/tools/clientcmd"
@@ -53,5 +59,82 @@ func TestMeshNamespaceFromTheKubeconfig(t *testing.T) {
 				t.Errorf("mesh namespace %q, want %q", m.Namespace, tc.want)
 			}
 		})
+	}
+}
+
+// TestRenewedTokenKeepsTheMember: a kubeconfig that differs only in its token (the hub
+// renewed it) keeps the member, its cache and its connections, and the next request
+// carries the new token; any other change connects anew.
+func TestRenewedTokenKeepsTheMember(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/readyz" {
+			mu.Lock()
+			seen = append(seen, r.Header.Get("Authorization"))
+			mu.Unlock()
+		}
+		_, _ = w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	config := func(server, token string) []byte {
+		cfg := clientcmdapi.NewConfig()
+		cfg.Clusters["m"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: ca}
+		cfg.AuthInfos["m"] = &clientcmdapi.AuthInfo{Token: token}
+		cfg.Contexts["m"] = &clientcmdapi.Context{Cluster: "m", AuthInfo: "m"}
+		cfg.CurrentContext = "m"
+		raw, err := clientcmd.Write(*cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	lastSeen := func(want string) func() error {
+		return func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(seen) == 0 || seen[len(seen)-1] != want {
+				return fmt.Errorf("the last probes carried %q", seen[max(0, len(seen)-3):])
+			}
+			return nil
+		}
+	}
+	r := New(Options{ProbeInterval: 20 * time.Millisecond})
+	defer r.Disconnect("fed", "m")
+	first, err := r.Connect("fed", "m", config(srv.URL, "first"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, lastSeen("Bearer first"))
+	renewed, err := r.Connect("fed", "m", config(srv.URL, "renewed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if renewed != first {
+		t.Fatal("a renewed token reconnected the member (its cache starts over)")
+	}
+	eventually(t, lastSeen("Bearer renewed"))
+	moved, err := r.Connect("fed", "m", config(strings.Replace(srv.URL, "127.0.0.1", "localhost", 1), "renewed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if moved == first {
+		t.Error("a kubeconfig naming another server kept the member")
+	}
+}
+
+func eventually(t *testing.T, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -1,14 +1,20 @@
-// Package join connects a member cluster to a hub with the least privilege the hub needs:
-// it creates, in the member, a ServiceAccount bound to a ClusterRole holding exactly the
-// rules the hub uses, waits for the ServiceAccount's token, and stores a kubeconfig built
-// from it in a Secret next to the hub's MeshFederation. `meshfedctl join` calls it.
+// Package join connects a member cluster to a hub with the least privilege the hub needs,
+// and takes that access back: Join creates, in the member, a ServiceAccount bound to a
+// ClusterRole holding exactly the rules the hub uses, a ValidatingAdmissionPolicy that
+// keeps the hub's writes to meshfed's own objects, and stores in the hub a kubeconfig with a
+// token of that ServiceAccount that expires (the hub renews it, RequestToken); Unjoin
+// removes all of it and what the hub wrote. `meshfedctl join` and `unjoin` call them.
 package join
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -30,7 +36,19 @@ const (
 	MemberNamespace = meshv1.DefaultMeshNamespace
 	ServiceAccount  = "meshfed-hub"
 	ClusterRoleName = "meshfed:hub-access"
-	tokenSecretName = "meshfed-hub-token"
+	// PolicyName names the ValidatingAdmissionPolicy (and its binding) that limits the
+	// hub's writes where RBAC cannot.
+	PolicyName = "meshfed-hub-writes"
+	// legacyTokenSecret held the non-expiring token joins of earlier versions gave the
+	// hub; Join and Unjoin delete it.
+	legacyTokenSecret = "meshfed-hub-token"
+)
+
+// Token lifetimes: Join asks for DefaultTokenTTL; the member's admission policy refuses the
+// hub a token that lives longer than MaxTokenTTL.
+const (
+	DefaultTokenTTL = 24 * time.Hour
+	MaxTokenTTL     = 48 * time.Hour
 )
 
 // HubRules are everything the hub does in a member, and nothing more.
@@ -51,14 +69,17 @@ func HubRules() []rbacv1.PolicyRule {
 	}
 }
 
-// TrustRules are what the hub does in the member's namespace: it writes the member's signed
-// intermediate, public material only, into one ConfigMap (create cannot be limited to a
-// name in RBAC). The hub holds no verb on Secrets: the member keeps its CA key.
-func TrustRules() []rbacv1.PolicyRule {
+// NamespaceRules are what the hub does in the member's mesh namespace: it writes the
+// member's signed intermediate, public material only, into one ConfigMap (create cannot be
+// limited to a name in RBAC: the admission policy does it), and renews its own token. The
+// hub holds no verb on Secrets: the member keeps its CA key.
+func NamespaceRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{trust.IntermediateConfigMap},
 			Verbs: []string{"get", "update", "patch", "delete"}},
+		{APIGroups: []string{""}, Resources: []string{"serviceaccounts/token"}, ResourceNames: []string{ServiceAccount},
+			Verbs: []string{"create"}},
 	}
 }
 
@@ -75,71 +96,62 @@ type Options struct {
 	Hub          client.Client
 	HubNamespace string
 	// Namespace is the member's mesh namespace (default MemberNamespace), where the hub
-	// gets its token and may write meshfed-cacerts; the member operator's --mesh-namespace
-	// must name the same. The kubeconfig Join writes carries it, so the hub reads it there.
+	// gets its token and may write meshfed-intermediate; the member operator's
+	// --mesh-namespace must name the same. The kubeconfig Join writes carries it, so the
+	// hub reads it there.
 	Namespace string
-	// Timeout bounds the wait for the token (default 30s).
+	// TokenTTL is the life of the hub's first token (default DefaultTokenTTL, at most
+	// MaxTokenTTL); the hub renews it before it ends.
+	TokenTTL time.Duration
+	// Timeout bounds each wait on the member: for its CA, for its admission policy to be
+	// in force (default 30s).
 	Timeout time.Duration
 }
 
 // SecretName is the name of the kubeconfig Secret Join writes for member name.
 func SecretName(name string) string { return name + "-kubeconfig" }
 
-// Join sets up the member's ServiceAccount and RBAC and writes the hub's kubeconfig Secret.
-// It is idempotent: run it again to refresh the Secret.
+// Join sets up the member's ServiceAccount, RBAC and admission policy, and writes the
+// hub's kubeconfig Secret with a fresh token. It is idempotent: run it again to refresh
+// the Secret, after an upgrade, or when the hub let its token expire.
 func Join(ctx context.Context, o Options) (*corev1.Secret, error) {
 	if o.Timeout == 0 {
 		o.Timeout = 30 * time.Second
 	}
-	ns := o.Namespace
-	if ns == "" {
-		ns = MemberNamespace
+	if o.TokenTTL == 0 {
+		o.TokenTTL = DefaultTokenTTL
 	}
-	labels := map[string]string{meshv1.LabelManagedBy: meshv1.ManagedByValue}
-	objs := []client.Object{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}},
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ServiceAccount, Labels: labels}},
-		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: ClusterRoleName, Labels: labels}, Rules: HubRules()},
-		&rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: ClusterRoleName, Labels: labels},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: ClusterRoleName},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: ServiceAccount}},
-		},
-		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ClusterRoleName, Labels: labels}, Rules: TrustRules()},
-		&rbacv1.RoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ClusterRoleName, Labels: labels},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: ClusterRoleName},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: ServiceAccount}},
-		},
-		&corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: tokenSecretName, Labels: labels,
-				Annotations: map[string]string{corev1.ServiceAccountNameKey: ServiceAccount}},
-			Type: corev1.SecretTypeServiceAccountToken,
-		},
+	if o.TokenTTL > MaxTokenTTL || o.TokenTTL < 10*time.Minute {
+		return nil, fmt.Errorf("token lifetime %s: give one between 10m and %s", o.TokenTTL, MaxTokenTTL)
 	}
+	ns := namespaceOr(o.Namespace)
+	policy, binding := AdmissionPolicy(ns)
+	objs := append(accessObjects(ns), policy, binding)
 	for _, obj := range objs {
 		if err := apply(ctx, o.Member, obj); err != nil {
 			return nil, fmt.Errorf("member %s: %T %s: %w", o.Name, obj, obj.GetName(), err)
 		}
 	}
-	// The member's token controller fills the Secret with a token and the cluster's CA.
-	var token corev1.Secret
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, o.Timeout, true, func(ctx context.Context) (bool, error) {
-		if err := o.Member.Get(ctx, client.ObjectKey{Namespace: ns, Name: tokenSecretName}, &token); err != nil {
-			return false, client.IgnoreNotFound(err)
-		}
-		return len(token.Data[corev1.ServiceAccountTokenKey]) > 0, nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("member %s: no token in Secret %s/%s after %s (is kube-controller-manager running with --service-account-private-key-file?): %w",
-			o.Name, ns, tokenSecretName, o.Timeout, err)
+	if err := deleteLegacyToken(ctx, o.Member, ns); err != nil {
+		return nil, fmt.Errorf("member %s: %w", o.Name, err)
 	}
-	kubeconfig, err := Kubeconfig(o.Name, serverOf(o), caOf(o.MemberConfig, token.Data[corev1.ServiceAccountRootCAKey]), string(token.Data[corev1.ServiceAccountTokenKey]), ns)
+	token, err := RequestToken(ctx, o.Member, ns, ServiceAccount, o.TokenTTL)
+	if err != nil {
+		return nil, fmt.Errorf("member %s: %w", o.Name, err)
+	}
+	ca, err := memberCA(ctx, o, ns)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitPolicyInForce(ctx, o, ns, token); err != nil {
+		return nil, fmt.Errorf("member %s: %w", o.Name, err)
+	}
+	kubeconfig, err := Kubeconfig(o.Name, serverOf(o), ca, token, ns)
 	if err != nil {
 		return nil, err
 	}
 	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: o.HubNamespace, Name: SecretName(o.Name), Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Namespace: o.HubNamespace, Name: SecretName(o.Name), Labels: managedLabels()},
 		Data:       map[string][]byte{"kubeconfig": kubeconfig},
 	}
 	if err := apply(ctx, o.Hub, secret); err != nil {
@@ -148,20 +160,119 @@ func Join(ctx context.Context, o Options) (*corev1.Secret, error) {
 	return secret, nil
 }
 
+func namespaceOr(ns string) string {
+	if ns == "" {
+		return MemberNamespace
+	}
+	return ns
+}
+
+func managedLabels() map[string]string {
+	return map[string]string{meshv1.LabelManagedBy: meshv1.ManagedByValue}
+}
+
+// accessObjects are the namespace, ServiceAccount and RBAC that give the hub its access, in
+// the order Join creates them.
+func accessObjects(ns string) []client.Object {
+	labels := managedLabels()
+	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: ServiceAccount}}
+	return []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ServiceAccount, Labels: labels}},
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: ClusterRoleName, Labels: labels}, Rules: HubRules()},
+		&rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: ClusterRoleName, Labels: labels},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: ClusterRoleName},
+			Subjects:   subjects,
+		},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ClusterRoleName, Labels: labels}, Rules: NamespaceRules()},
+		&rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ClusterRoleName, Labels: labels},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: ClusterRoleName},
+			Subjects:   subjects,
+		},
+	}
+}
+
+func deleteLegacyToken(ctx context.Context, c client.Client, ns string) error {
+	legacy := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: legacyTokenSecret}}
+	if err := c.Delete(ctx, legacy); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("delete the non-expiring token Secret %s/%s: %w", ns, legacyTokenSecret, err)
+	}
+	return nil
+}
+
+// RequestToken asks the member for a token of ServiceAccount namespace/name that lives
+// ttl. Join asks it with an admin connection; the hub renews its own token with it.
+func RequestToken(ctx context.Context, c client.Client, namespace, name string, ttl time.Duration) (string, error) {
+	seconds := int64(ttl / time.Second)
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &seconds}}
+	if err := c.SubResource("token").Create(ctx, sa, tr); err != nil {
+		return "", fmt.Errorf("request a token of ServiceAccount %s/%s: %w", namespace, name, err)
+	}
+	if tr.Status.Token == "" {
+		return "", fmt.Errorf("the token request for ServiceAccount %s/%s returned no token", namespace, name)
+	}
+	return tr.Status.Token, nil
+}
+
+// waitPolicyInForce returns once the member's API server holds the hub's token to the
+// admission policy: it loads a new policy within about a second, and the hub must not hold
+// a token before. It asks, as the hub and without writing (dry run), to create a ConfigMap
+// its Role allows and the policy does not.
+func waitPolicyInForce(ctx context.Context, o Options, ns, token string) error {
+	cfg := rest.AnonymousClientConfig(o.MemberConfig)
+	cfg.BearerToken = token
+	asHub, err := client.New(cfg, client.Options{Scheme: o.Member.Scheme()})
+	if err != nil {
+		return err
+	}
+	probe := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "meshfed-join-probe"}}
+	var last error
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, o.Timeout, true, func(ctx context.Context) (bool, error) {
+		last = asHub.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+		// RBAC, catching up with the new Role, refuses too: only the policy names itself.
+		return apierrors.IsForbidden(last) && strings.Contains(last.Error(), PolicyName), nil
+	})
+	if err == nil {
+		return nil
+	}
+	if last == nil {
+		last = errors.New("allowed")
+	}
+	return fmt.Errorf("the API server does not enforce the ValidatingAdmissionPolicy %s after %s (is its ValidatingAdmissionPolicy admission plugin on?): a write the policy refuses got: %w",
+		PolicyName, o.Timeout, last)
+}
+
+// memberCA is the CA the hub verifies the member's API server with: the one the admin
+// connection trusts (it verified the server the hub will dial), else the cluster's root CA
+// the member publishes in every namespace (ConfigMap kube-root-ca.crt).
+func memberCA(ctx context.Context, o Options, ns string) ([]byte, error) {
+	cfg := rest.CopyConfig(o.MemberConfig)
+	if err := rest.LoadTLSFiles(cfg); err != nil {
+		return nil, fmt.Errorf("member %s: %w", o.Name, err)
+	}
+	if len(cfg.CAData) > 0 {
+		return cfg.CAData, nil
+	}
+	var root corev1.ConfigMap
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, o.Timeout, true, func(ctx context.Context) (bool, error) {
+		err := o.Member.Get(ctx, client.ObjectKey{Namespace: ns, Name: "kube-root-ca.crt"}, &root)
+		return err == nil && root.Data["ca.crt"] != "", client.IgnoreNotFound(err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("member %s: the member kubeconfig names no CA and ConfigMap %s/kube-root-ca.crt holds none after %s (is kube-controller-manager running with --root-ca-file?): %w",
+			o.Name, ns, o.Timeout, err)
+	}
+	return []byte(root.Data["ca.crt"]), nil
+}
+
 func serverOf(o Options) string {
 	if o.Server != "" {
 		return o.Server
 	}
 	return o.MemberConfig.Host
-}
-
-// caOf prefers the CA the admin connection trusts (it verified the server the hub will
-// dial) over the token's root CA.
-func caOf(cfg *rest.Config, tokenCA []byte) []byte {
-	if len(cfg.CAData) > 0 {
-		return cfg.CAData
-	}
-	return tokenCA
 }
 
 // Kubeconfig builds a token kubeconfig for one member whose mesh namespace is namespace.
@@ -193,6 +304,10 @@ func apply(ctx context.Context, c client.Client, obj client.Object) error {
 				return fmt.Errorf("RoleBinding %s points at another role; delete it and join again", o.Name)
 			}
 			o.RoleRef, o.Subjects = desired.(*rbacv1.RoleBinding).RoleRef, desired.(*rbacv1.RoleBinding).Subjects
+		case *admissionregistrationv1.ValidatingAdmissionPolicy:
+			o.Spec = desired.(*admissionregistrationv1.ValidatingAdmissionPolicy).Spec
+		case *admissionregistrationv1.ValidatingAdmissionPolicyBinding:
+			o.Spec = desired.(*admissionregistrationv1.ValidatingAdmissionPolicyBinding).Spec
 		case *corev1.Secret:
 			if o.Type == corev1.SecretTypeOpaque || o.Type == "" {
 				o.Data = desired.(*corev1.Secret).Data

@@ -107,6 +107,10 @@ const (
 	EventMemberRemoved        = "MemberRemoved"
 	EventMemberCleanupSkipped = "MemberCleanupSkipped"
 	EventMemberCleanupPending = "MemberCleanupPending"
+	// EventTokenRenewed and EventTokenRenewalFailed: the hub renewed (or could not renew)
+	// its token for a member.
+	EventTokenRenewed       = "TokenRenewed"
+	EventTokenRenewalFailed = "TokenRenewalFailed"
 	// EventInvalidCACerts: the member's meshfed-cacerts Secret does not parse.
 	EventInvalidCACerts = "InvalidCACerts"
 )

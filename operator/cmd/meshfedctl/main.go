@@ -1,5 +1,5 @@
 // Command meshfedctl is meshfed's command-line helper. `meshfedctl join` gives the hub a
-// least-privilege kubeconfig for a member cluster.
+// least-privilege kubeconfig for a member cluster, `meshfedctl unjoin` takes it back.
 package main
 
 import (
@@ -21,7 +21,7 @@ import (
 
 func main() {
 	root := &cobra.Command{Use: "meshfedctl", Short: "Helpers for running a meshfed federation", SilenceUsage: true}
-	root.AddCommand(newJoinCommand())
+	root.AddCommand(newJoinCommand(), newUnjoinCommand())
 	if err := root.Execute(); err != nil {
 		os.Exit(1)
 	}
@@ -30,16 +30,19 @@ func main() {
 func newJoinCommand() *cobra.Command {
 	var o struct {
 		name, memberKubeconfig, memberContext, hubKubeconfig, hubContext, hubNamespace, meshNamespace, server string
-		timeout                                                                                               time.Duration
+		timeout, tokenTTL                                                                                     time.Duration
 	}
 	cmd := &cobra.Command{
 		Use:   "join --name NAME --member-kubeconfig FILE --hub-kubeconfig FILE",
 		Short: "Let the hub reach a member with the least privilege it needs",
 		Long: `join creates, in the member cluster, the ServiceAccount meshfed-hub in the mesh namespace
-(--mesh-namespace, the member operator's --mesh-namespace) and the ClusterRole
-meshfed:hub-access with exactly the rules the hub uses, then writes a kubeconfig for that
-ServiceAccount, whose context names the mesh namespace, into the Secret <name>-kubeconfig in
-the hub namespace. Reference it from the MeshFederation:
+(--mesh-namespace, the member operator's --mesh-namespace), the ClusterRole
+meshfed:hub-access with exactly the rules the hub uses and the ValidatingAdmissionPolicy
+meshfed-hub-writes that keeps the hub's writes to meshfed's own objects, then writes a
+kubeconfig with a token of that ServiceAccount (valid --token-ttl; the hub renews it before
+it ends), whose context names the mesh namespace, into the Secret <name>-kubeconfig in the
+hub namespace. Run it again to refresh that token. Reference the Secret from the
+MeshFederation:
 
   members:
   - name: NAME
@@ -66,7 +69,7 @@ the hub namespace. Reference it from the MeshFederation:
 			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
 			defer cancel()
 			secret, err := join.Join(ctx, join.Options{Name: o.name, Member: member, MemberConfig: memberCfg, Server: o.server,
-				Hub: hub, HubNamespace: o.hubNamespace, Namespace: o.meshNamespace, Timeout: o.timeout})
+				Hub: hub, HubNamespace: o.hubNamespace, Namespace: o.meshNamespace, TokenTTL: o.tokenTTL, Timeout: o.timeout})
 			if err != nil {
 				return err
 			}
@@ -83,8 +86,72 @@ the hub namespace. Reference it from the MeshFederation:
 	f.StringVar(&o.hubNamespace, "hub-namespace", "meshfed-system", "namespace of the MeshFederation in the hub")
 	f.StringVar(&o.meshNamespace, "mesh-namespace", meshv1.DefaultMeshNamespace, "the member's mesh namespace, as its operator's --mesh-namespace: the hub writes its intermediate CA there")
 	f.StringVar(&o.server, "server", "", "member API server URL as the hub must dial it (default: the member kubeconfig's)")
-	f.DurationVar(&o.timeout, "timeout", time.Minute, "how long to wait for the member's token")
+	f.DurationVar(&o.tokenTTL, "token-ttl", join.DefaultTokenTTL, fmt.Sprintf("life of the hub's token, at most %s; the hub renews it before it ends", join.MaxTokenTTL))
+	f.DurationVar(&o.timeout, "timeout", time.Minute, "how long to wait for the member")
 	for _, req := range []string{"name", "member-kubeconfig", "hub-kubeconfig"} {
+		_ = cmd.MarkFlagRequired(req)
+	}
+	return cmd
+}
+
+func newUnjoinCommand() *cobra.Command {
+	var o struct {
+		name, memberKubeconfig, memberContext, hubKubeconfig, hubContext, hubNamespace, meshNamespace string
+		timeout                                                                                       time.Duration
+	}
+	cmd := &cobra.Command{
+		Use:   "unjoin --name NAME --member-kubeconfig FILE [--hub-kubeconfig FILE]",
+		Short: "Take the hub's access to a member away and remove what the hub wrote there",
+		Long: `unjoin deletes, in the member cluster, the hub's bindings, its ServiceAccount meshfed-hub
+(every token the hub holds stops working at once), the ClusterRole meshfed:hub-access and the
+admission policy meshfed-hub-writes, then every ServiceImport, EndpointSlice and MeshPeer the
+hub wrote (those labelled meshfed.io/federation) and the ConfigMap meshfed-intermediate. The
+member's own objects stay. With --hub-kubeconfig it also deletes the Secret <name>-kubeconfig
+in the hub and names the MeshFederations that still list the member.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			memberCfg, err := loadConfig(o.memberKubeconfig, o.memberContext)
+			if err != nil {
+				return fmt.Errorf("member kubeconfig: %w", err)
+			}
+			scheme := app.NewScheme()
+			member, err := client.New(memberCfg, client.Options{Scheme: scheme})
+			if err != nil {
+				return err
+			}
+			uo := join.UnjoinOptions{Name: o.name, Member: member, Namespace: o.meshNamespace, HubNamespace: o.hubNamespace}
+			if o.hubKubeconfig != "" {
+				hubCfg, err := loadConfig(o.hubKubeconfig, o.hubContext)
+				if err != nil {
+					return fmt.Errorf("hub kubeconfig: %w", err)
+				}
+				if uo.Hub, err = client.New(hubCfg, client.Options{Scheme: scheme}); err != nil {
+					return err
+				}
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
+			defer cancel()
+			res, err := join.Unjoin(ctx, uo)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("member %s unjoined: the hub's access is gone; removed %d ServiceImports, %d EndpointSlices, %d MeshPeers, %d ConfigMaps the hub wrote\n",
+				o.name, res.Removed["ServiceImport"], res.Removed["EndpointSlice"], res.Removed["MeshPeer"], res.Removed["ConfigMap"])
+			for _, f := range res.StillListedBy {
+				fmt.Printf("MeshFederation %s/%s still lists member %s: remove it from spec.members\n", o.hubNamespace, f, o.name)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.name, "name", "", "member name, as in MeshFederation.spec.members[].name (required)")
+	f.StringVar(&o.memberKubeconfig, "member-kubeconfig", "", "admin kubeconfig of the member cluster (required)")
+	f.StringVar(&o.memberContext, "member-context", "", "context in the member kubeconfig (default: current)")
+	f.StringVar(&o.hubKubeconfig, "hub-kubeconfig", "", "kubeconfig of the hub cluster: also delete the member's kubeconfig Secret there")
+	f.StringVar(&o.hubContext, "hub-context", "", "context in the hub kubeconfig (default: current)")
+	f.StringVar(&o.hubNamespace, "hub-namespace", "meshfed-system", "namespace of the MeshFederation in the hub")
+	f.StringVar(&o.meshNamespace, "mesh-namespace", meshv1.DefaultMeshNamespace, "the member's mesh namespace, as given to join")
+	f.DurationVar(&o.timeout, "timeout", time.Minute, "how long unjoin may take")
+	for _, req := range []string{"name", "member-kubeconfig"} {
 		_ = cmd.MarkFlagRequired(req)
 	}
 	return cmd

@@ -257,6 +257,7 @@ func Run(ctx context.Context, opts Options) error {
 			Client:      mgr.GetClient(),
 			Recorder:    mgr.GetEventRecorderFor("meshfed-hub"), //nolint:staticcheck // the events.k8s.io recorder has another interface; moving both controllers is its own change
 			GracePeriod: opts.MemberGracePeriod,
+			TokenTTL:    opts.MemberTokenTTL,
 			QPS:         float32(opts.MemberQPS),
 			Burst:       opts.MemberBurst,
 		}).SetupWithManager(mgr); err != nil {

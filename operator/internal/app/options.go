@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/meshfed/meshfed/federation/join"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/operator/internal/inject"
 )
@@ -65,6 +66,8 @@ type Options struct {
 	MemberBurst int
 	// MemberGracePeriod keeps a disconnected member's endpoints imported elsewhere.
 	MemberGracePeriod time.Duration
+	// MemberTokenTTL is the life of the tokens the hub renews for itself in each member.
+	MemberTokenTTL time.Duration
 	// MeshNamespace is where the member keeps its intermediate CA and workload certificates.
 	MeshNamespace string
 	// WebhookPort serves the admission webhooks over TLS; 0 turns them off.
@@ -117,6 +120,7 @@ func DefaultOptions() Options {
 		MemberQPS:           1000,
 		MemberBurst:         2000,
 		MemberGracePeriod:   30 * time.Second,
+		MemberTokenTTL:      join.DefaultTokenTTL,
 		MeshNamespace:       meshv1.DefaultMeshNamespace,
 		WebhookPort:         9443,
 		WebhookCertDir:      "/tmp/k8s-webhook-server/serving-certs",
@@ -151,6 +155,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.MemberBurst, "member-kube-api-burst", o.MemberBurst, "hub: burst of queries to each member's API server")
 	fs.DurationVar(&o.MemberGracePeriod, "member-grace-period", o.MemberGracePeriod,
 		"hub: how long a disconnected member's endpoints stay imported in the other members before they are withdrawn")
+	fs.DurationVar(&o.MemberTokenTTL, "member-token-ttl", o.MemberTokenTTL,
+		fmt.Sprintf("hub: life of the token the hub asks each member for when it renews its own, a third of it before the old one ends (10m to %s)", join.MaxTokenTTL))
 	fs.StringVar(&o.MeshNamespace, "mesh-namespace", o.MeshNamespace, "member: namespace of the intermediate CA Secret (meshfed-cacerts), the CA Issuer and workload certificates")
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "port of the admission webhook server (TLS); 0 turns the webhooks off")
 	fs.StringVar(&o.WebhookHost, "webhook-bind-host", o.WebhookHost, "address the webhook server binds; empty means every address")

@@ -3,6 +3,7 @@ package meshfederation
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/meshfed/meshfed/federation/clusters"
+	"github.com/meshfed/meshfed/federation/join"
 	"github.com/meshfed/meshfed/federation/trust"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
@@ -41,6 +43,9 @@ type Reconciler struct {
 	// GracePeriod keeps a disconnected member's endpoints imported elsewhere; after it they
 	// are withdrawn so that traffic fails over.
 	GracePeriod time.Duration
+	// TokenTTL is the life of the token the hub asks a member for when it renews its own,
+	// a third of TokenTTL before the old one ends (default join.DefaultTokenTTL).
+	TokenTTL time.Duration
 	// QPS and Burst of the clients to the members.
 	QPS   float32
 	Burst int
@@ -57,7 +62,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshfederations,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshfederations/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshfederations/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",namespace=meshfed-system,resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",namespace=meshfed-system,resources=secrets,verbs=get;list;watch;patch
 
 // SetupWithManager builds the member registry and wires the controller: a MeshFederation
 // is reconciled when it changes, when a kubeconfig Secret next to it changes, and when
@@ -65,6 +70,12 @@ type Reconciler struct {
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.GracePeriod == 0 {
 		r.GracePeriod = DefaultGracePeriod
+	}
+	if r.TokenTTL == 0 {
+		r.TokenTTL = join.DefaultTokenTTL
+	}
+	if r.TokenTTL < 10*time.Minute || r.TokenTTL > join.MaxTokenTTL {
+		return fmt.Errorf("member token life %s (--member-token-ttl): give one between 10m and %s", r.TokenTTL, join.MaxTokenTTL)
 	}
 	r.started = time.Now()
 	r.apiReader = mgr.GetAPIReader()

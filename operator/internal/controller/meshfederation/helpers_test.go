@@ -335,3 +335,25 @@ func TestKeepUnknown(t *testing.T) {
 		t.Error("listsAny does not find the unknown member")
 	}
 }
+
+// TestRenewalDue: the hub renews a third of the token life before the token ends, at once
+// when that moment has passed (a short token from an earlier join, a hub that was down).
+func TestRenewalDue(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name   string
+		expiry time.Time
+		want   time.Duration
+	}{
+		{"fresh 24 h token", now.Add(24 * time.Hour), 16 * time.Hour},
+		{"9 h left", now.Add(9 * time.Hour), time.Hour},
+		{"exactly 8 h left", now.Add(8 * time.Hour), 0},
+		{"10 min left", now.Add(10 * time.Minute), 0},
+		{"expired", now.Add(-time.Minute), 0},
+	}
+	for _, tc := range cases {
+		if got := renewalDue(tc.expiry, now, 24*time.Hour); got != tc.want {
+			t.Errorf("%s: renew in %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}

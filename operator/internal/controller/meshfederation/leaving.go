@@ -129,6 +129,7 @@ func (r *Reconciler) cleanLeavingMembers(ctx context.Context, s *scope) error {
 		}
 		r.registry.Disconnect(s.owner, lm.Name)
 		caExpiry.DeleteLabelValues(s.owner, lm.Name)
+		tokenExpiry.DeleteLabelValues(s.owner, lm.Name)
 	}
 	return errors.Join(errs...)
 }

@@ -84,6 +84,9 @@ func (r *Reconciler) connectMembers(ctx context.Context, s *scope) {
 				}
 			}
 		}
+		if err == nil {
+			r.renewToken(ctx, s, mv, kubeconfig)
+		}
 	}
 }
 

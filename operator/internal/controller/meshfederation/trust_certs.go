@@ -60,7 +60,7 @@ func (r *Reconciler) deleteCertificate(ctx context.Context, c *cmapi.Certificate
 }
 
 // deleteTrust removes the federation's CA objects from the hub, so that no root key
-// outlives the federation.
+// outlives the federation, and the federation's gauges.
 func (r *Reconciler) deleteTrust(ctx context.Context, s *scope) error {
 	labels := client.MatchingLabels(mcs.OwnedLabels(s.label))
 	var errs []error
@@ -71,6 +71,7 @@ func (r *Reconciler) deleteTrust(ctx context.Context, s *scope) error {
 	}
 	errs = append(errs, client.IgnoreNotFound(r.Client.DeleteAllOf(ctx, &cmapi.CertificateRequest{}, client.InNamespace(s.fed.Namespace), labels)))
 	caExpiry.DeletePartialMatch(prometheus.Labels{"federation": s.owner})
+	tokenExpiry.DeletePartialMatch(prometheus.Labels{"federation": s.owner})
 	rotationStage.DeleteLabelValues(s.owner)
 	rotations.DeletePartialMatch(prometheus.Labels{"federation": s.owner})
 	return errors.Join(errs...)

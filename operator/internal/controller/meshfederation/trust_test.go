@@ -17,12 +17,14 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/meshfed/meshfed/federation/join"
 	"github.com/meshfed/meshfed/federation/trust"
@@ -472,11 +474,19 @@ func breakIntermediate(t *testing.T, hub *testbed.Cluster, fed, member string) s
 	return current.Name
 }
 
+func endpointSlice(ns, name string, labels map[string]string) *discoveryv1.EndpointSlice {
+	return &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.1"}}}}
+}
+
 // TestHubCannotReadMemberSecrets: the hub's credentials in a member (what `meshfedctl join`
 // gave it) must not reach any Secret there. Before, its Role let it delete meshfed-cacerts
 // and create a Secret of that name as a service-account token Secret for the member's
 // operator, then read the token; and the hub held every member's intermediate CA key.
-// Now each member makes its key and the hub only ever sees CSRs and certificates.
+// Now each member makes its key and the hub only ever sees CSRs and certificates. Nor do
+// they reach a token but the hub's own short-lived one, or an object meshfed did not write
+// (the member's ValidatingAdmissionPolicy holds what RBAC cannot).
 func TestHubCannotReadMemberSecrets(t *testing.T) {
 	// One cluster is hub and member; the member's mesh namespace is not the hub's.
 	const ns = "mesh-own"
@@ -519,7 +529,45 @@ func TestHubCannotReadMemberSecrets(t *testing.T) {
 			return hub.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "stolen",
 				Annotations: map[string]string{corev1.ServiceAccountNameKey: "meshfed-operator"}}, Type: corev1.SecretTypeServiceAccountToken})
 		}},
+		{"request a token of another ServiceAccount", func() error {
+			_, err := join.RequestToken(ctx, hub, ns, "default", time.Hour)
+			return err
+		}},
+		{"request a token of its own that lives 30 days", func() error {
+			_, err := join.RequestToken(ctx, hub, ns, join.ServiceAccount, 30*24*time.Hour)
+			return err
+		}},
+		{"create an EndpointSlice that is not a meshfed mirror", func() error {
+			return hub.Create(ctx, endpointSlice("shop", "forged", map[string]string{meshv1.LabelManagedBy: meshv1.ManagedByValue}))
+		}},
+		{"create an EndpointSlice posing as the EndpointSlice controller's", func() error {
+			return hub.Create(ctx, endpointSlice("shop", "posing", map[string]string{discoveryv1.LabelManagedBy: meshv1.KubeEndpointSliceManager}))
+		}},
+		{"take a user's EndpointSlice over", func() error {
+			var s discoveryv1.EndpointSlice
+			if err := hub.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "users"}, &s); err != nil {
+				return err
+			}
+			s.Labels = map[string]string{discoveryv1.LabelManagedBy: meshv1.EndpointSliceManager}
+			return hub.Update(ctx, &s)
+		}},
+		{"delete a user's EndpointSlice", func() error { return hub.Delete(ctx, endpointSlice("shop", "users", nil)) }},
+		{"delete a user's ServiceImport", func() error {
+			return hub.Delete(ctx, &mcsv1beta1.ServiceImport{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "users"}})
+		}},
+		{"create a ConfigMap other than the intermediate's", func() error {
+			return hub.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "kube-root-ca.crt-2"}})
+		}},
 	}
+	// A user's own objects the hub must not touch.
+	testbed.MustCreate(ctx, t, c.Client, testbed.Namespace("shop"))
+	testbed.MustCreate(ctx, t, c.Client, endpointSlice("shop", "users", nil))
+	testbed.MustCreate(ctx, t, c.Client, &mcsv1beta1.ServiceImport{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "users"},
+		Spec: mcsv1beta1.ServiceImportSpec{Type: mcsv1beta1.ClusterSetIP, Ports: []mcsv1beta1.ServicePort{{Port: 80, Protocol: corev1.ProtocolTCP}}}})
+	// The same credentials write what the hub writes.
+	mirror := endpointSlice("shop", "mirror", map[string]string{meshv1.LabelManagedBy: meshv1.ManagedByValue, discoveryv1.LabelManagedBy: meshv1.EndpointSliceManager})
+	must(t, hub.Create(ctx, mirror))
+	must(t, hub.Delete(ctx, mirror))
 	for _, a := range attacks {
 		if err := a.do(); !apierrors.IsForbidden(err) {
 			t.Errorf("the hub's member credentials could %s: got %v, want Forbidden", a.name, err)
