@@ -79,13 +79,20 @@ func Unjoin(ctx context.Context, o UnjoinOptions) (UnjoinResult, error) {
 	}
 	written := client.HasLabels{meshv1.LabelFederation}
 	var errs []error
-	for kind, list := range map[string]client.ObjectList{
-		"ServiceImport": &mcsv1beta1.ServiceImportList{}, "EndpointSlice": &discoveryv1.EndpointSliceList{}, "MeshPeer": &meshv1.MeshPeerList{},
+	// The mirrored EndpointSlices first: the ServiceImports own them, and garbage
+	// collection would delete them behind the count.
+	for _, kind := range []struct {
+		name string
+		list client.ObjectList
+	}{
+		{"EndpointSlice", &discoveryv1.EndpointSliceList{}},
+		{"ServiceImport", &mcsv1beta1.ServiceImportList{}},
+		{"MeshPeer", &meshv1.MeshPeerList{}},
 	} {
-		n, err := deleteAll(ctx, o.Member, list, written)
-		res.Removed[kind] = n
+		n, err := deleteAll(ctx, o.Member, kind.list, written)
+		res.Removed[kind.name] = n
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%ss: %w", kind, err))
+			errs = append(errs, fmt.Errorf("%ss: %w", kind.name, err))
 		}
 	}
 	intermediate := &corev1.ConfigMap{ObjectMeta: named(trust.IntermediateConfigMap)}
