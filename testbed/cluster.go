@@ -27,6 +27,7 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 
+	aboutv1alpha1 "github.com/meshfed/meshfed/operator/api/about/v1alpha1"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
@@ -37,6 +38,7 @@ var Scheme = func() *runtime.Scheme {
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(apiextensionsv1.AddToScheme(s))
 	utilruntime.Must(meshv1.AddToScheme(s))
+	utilruntime.Must(aboutv1alpha1.AddToScheme(s))
 	utilruntime.Must(mcsv1beta1.Install(s))
 	utilruntime.Must(cmapi.AddToScheme(s))
 	return s

@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/meshfed/meshfed/federation/trust"
+	aboutv1alpha1 "github.com/meshfed/meshfed/operator/api/about/v1alpha1"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
@@ -63,6 +64,7 @@ func HubRules() []rbacv1.PolicyRule {
 		{APIGroups: []string{"multicluster.x-k8s.io"}, Resources: []string{"serviceimports"}, Verbs: write},
 		{APIGroups: []string{"multicluster.x-k8s.io"}, Resources: []string{"serviceimports/status"}, Verbs: []string{"patch"}},
 		{APIGroups: []string{meshv1.GroupVersion.Group}, Resources: []string{"meshes"}, Verbs: read},
+		{APIGroups: []string{aboutv1alpha1.GroupVersion.Group}, Resources: []string{"clusterproperties"}, Verbs: read},
 		{APIGroups: []string{meshv1.GroupVersion.Group}, Resources: []string{"meshpeers"}, Verbs: write},
 		// update: a new MeshPeer's status is written with the resourceVersion its create returned.
 		{APIGroups: []string{meshv1.GroupVersion.Group}, Resources: []string{"meshpeers/status"}, Verbs: []string{"update", "patch"}},

@@ -115,6 +115,18 @@ const (
 	EventInvalidCACerts = "InvalidCACerts"
 )
 
+// ConditionClusterSetIPsReady tells whether every ClusterSetIP service imported here holds
+// its ClusterSet IPs (spec.clusterSetIPs.ranges).
+const (
+	ConditionClusterSetIPsReady = "ClusterSetIPsReady"
+
+	ReasonAllocated = "Allocated"
+	// ReasonRangeExhausted: a range has no free address left for a service.
+	ReasonRangeExhausted = "RangeExhausted"
+	// ReasonNoRange: a service asks for an IP family the Mesh gives no range for.
+	ReasonNoRange = "NoRange"
+)
+
 // ConditionInjectionReady tells whether pods can join the mesh: the injection webhook
 // follows the Mesh's selector, the CA service has its certificate, and every namespace
 // has the trust bundle.

@@ -50,6 +50,29 @@ type MeshSpec struct {
 	// Injection configures which workloads join the mesh.
 	// +optional
 	Injection InjectionSpec `json:"injection,omitempty"`
+
+	// ClusterSetIPs configures the virtual IPs this member gives the services it imports.
+	// +kubebuilder:default={}
+	// +optional
+	ClusterSetIPs ClusterSetIPsSpec `json:"clusterSetIPs,omitempty"`
+}
+
+// ClusterSetIPsSpec configures the ClusterSet IPs (KEP-1645) of the ClusterSetIP services
+// this member imports: each gets one address per IP family of its ServiceImport, kept for
+// as long as it is imported, written into ServiceImport.spec.ips.
+type ClusterSetIPsSpec struct {
+	// Ranges are the CIDRs ClusterSet IPs are taken from, at most one per IP family. The
+	// defaults are reserved for no network: 243.0.0.0/16 (IPv4 class E, as Submariner's
+	// Lighthouse uses) and fd43:4c53::/112 (IPv6 unique local). After a range changes,
+	// imports holding an address outside it get a new one.
+	// +kubebuilder:default={"243.0.0.0/16","fd43:4c53::/112"}
+	// +kubebuilder:validation:MaxItems=2
+	// +kubebuilder:validation:items:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="self.all(r, isCIDR(r))",message="each range must be a CIDR, e.g. 243.0.0.0/16"
+	// +kubebuilder:validation:XValidation:rule="!self.all(r, isCIDR(r)) || self.filter(r, cidr(r).ip().family() == 4).size() <= 1 && self.filter(r, cidr(r).ip().family() == 6).size() <= 1",message="give at most one range per IP family"
+	// +kubebuilder:validation:XValidation:rule="!self.all(r, isCIDR(r)) || self.all(r, cidr(r).prefixLength() <= (cidr(r).ip().family() == 4 ? 30 : 126))",message="a range needs at least 4 addresses: /30 for IPv4, /126 for IPv6"
+	// +optional
+	Ranges []string `json:"ranges,omitempty"`
 }
 
 // Locality is a region and zone, as in the topology.kubernetes.io labels.

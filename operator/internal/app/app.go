@@ -31,9 +31,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	aboutv1alpha1 "github.com/meshfed/meshfed/operator/api/about/v1alpha1"
 	caapi "github.com/meshfed/meshfed/operator/api/ca/v1alpha1"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/operator/internal/ca"
+	"github.com/meshfed/meshfed/operator/internal/controller/clustersetip"
 	"github.com/meshfed/meshfed/operator/internal/controller/mesh"
 	"github.com/meshfed/meshfed/operator/internal/controller/meshfederation"
 	"github.com/meshfed/meshfed/operator/internal/feed"
@@ -62,6 +64,7 @@ func NewScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(meshv1.AddToScheme(s))
+	utilruntime.Must(aboutv1alpha1.AddToScheme(s))
 	utilruntime.Must(mcsv1beta1.Install(s))
 	utilruntime.Must(cmapi.AddToScheme(s))
 	return s
@@ -237,12 +240,21 @@ func Run(ctx context.Context, opts Options) error {
 				AgentImage: opts.AgentImage, EnvoyImage: opts.EnvoyImage, OperatorNamespace: opts.PodNamespace,
 			}})
 		}
+		clusterSetIPs := &clustersetip.Reconciler{
+			Client:   mgr.GetClient(),
+			Recorder: mgr.GetEventRecorderFor("meshfed-member"), //nolint:staticcheck // as the Mesh controller's
+			Changed:  changed,
+		}
+		if err := clusterSetIPs.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up the ClusterSet IP controller: %w", err)
+		}
 		if err := (&mesh.Reconciler{
 			Client:            mgr.GetClient(),
 			Recorder:          mgr.GetEventRecorderFor("meshfed-member"), //nolint:staticcheck // the events.k8s.io recorder has another interface; moving both controllers is its own change
 			Namespace:         opts.MeshNamespace,
 			XDS:               f.Server,
-			XDSChanged:        changed,
+			StatusChanged:     changed,
+			ClusterSetIPs:     clusterSetIPs,
 			OperatorNamespace: opts.PodNamespace,
 			Census:            opts.census(),
 			Reader:            mgr.GetAPIReader(),

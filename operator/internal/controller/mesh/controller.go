@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/meshfed/meshfed/federation/trust"
+	aboutv1alpha1 "github.com/meshfed/meshfed/operator/api/about/v1alpha1"
 	caapi "github.com/meshfed/meshfed/operator/api/ca/v1alpha1"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/operator/internal/xds"
@@ -38,8 +39,12 @@ type Reconciler struct {
 	Namespace string
 	// XDS is the member's xDS server, whose state the Mesh reports; nil leaves it out.
 	XDS *xds.Server
-	// XDSChanged receives a signal when the xDS server's state changes.
-	XDSChanged <-chan struct{}
+	// StatusChanged receives a signal when what the Mesh reports of other parts changes:
+	// the xDS server's state, the imports lacking ClusterSet IPs.
+	StatusChanged <-chan struct{}
+	// ClusterSetIPs says which imported services lack their ClusterSet IPs; nil leaves the
+	// ClusterSetIPsReady condition out.
+	ClusterSetIPs interface{ Status() map[string]error }
 	// OperatorNamespace is the operator's namespace: it holds the replicas' census Leases
 	// and the CA and xDS Services meshed pods use.
 	OperatorNamespace string
@@ -70,10 +75,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: meshv1.MeshSingletonName}}}
 	})
 	b := ctrl.NewControllerManagedBy(mgr)
-	if r.XDSChanged != nil {
+	if r.StatusChanged != nil {
 		events := make(chan event.GenericEvent)
 		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-			statusEvents(ctx, r.XDSChanged, events)
+			statusEvents(ctx, r.StatusChanged, events)
 			return nil
 		})); err != nil {
 			return err
@@ -116,6 +121,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, toMesh).
 		Watches(&cmapi.Issuer{}, toMesh).
 		Watches(&cmapi.Certificate{}, toMesh).
+		Owns(&aboutv1alpha1.ClusterProperty{}).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Complete(r)

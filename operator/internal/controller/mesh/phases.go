@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -17,6 +20,7 @@ import (
 	"github.com/meshfed/meshfed/federation/trust"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/operator/internal/ca"
+	"github.com/meshfed/meshfed/operator/internal/vip"
 )
 
 // phase is one step of the member's reconcile: it returns the condition it reports, or an
@@ -39,7 +43,10 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, s *scope) error {
 	if r.OperatorNamespace != "" {
 		phases = append(phases, phase{meshv1.ConditionInjectionReady, r.reconcileInjection})
 	}
-	var errs []error
+	if r.ClusterSetIPs != nil {
+		phases = append(phases, phase{meshv1.ConditionClusterSetIPsReady, r.reportClusterSetIPs})
+	}
+	errs := []error{r.writeClusterProperties(ctx, s.mesh)}
 	for _, p := range phases {
 		cond, err := p.run(ctx, s)
 		if err != nil {
@@ -245,4 +252,34 @@ func pend(status *meshv1.MeshTrustStatus, what string) {
 	if len(status.Pending) < 10 {
 		status.Pending = append(status.Pending, what)
 	}
+}
+
+// reportClusterSetIPs reports the imported services that lack their ClusterSet IPs.
+func (r *Reconciler) reportClusterSetIPs(_ context.Context, _ *scope) (metav1.Condition, error) {
+	return clusterSetIPsCondition(r.ClusterSetIPs.Status()), nil
+}
+
+// clusterSetIPsCondition names up to five services without their addresses, and why.
+func clusterSetIPsCondition(failed map[string]error) metav1.Condition {
+	if len(failed) == 0 {
+		return metav1.Condition{Type: meshv1.ConditionClusterSetIPsReady, Status: metav1.ConditionTrue, Reason: meshv1.ReasonAllocated,
+			Message: "every ClusterSetIP service imported here holds its ClusterSet IPs"}
+	}
+	reason := meshv1.ReasonNoRange
+	var named []string
+	for _, key := range slices.Sorted(maps.Keys(failed)) {
+		if errors.Is(failed[key], vip.ErrExhausted) {
+			reason = meshv1.ReasonRangeExhausted
+		}
+		if len(named) < 5 {
+			named = append(named, fmt.Sprintf("%s (%v)", key, failed[key]))
+		}
+	}
+	more := ""
+	if len(failed) > len(named) {
+		more = fmt.Sprintf(" and %d more", len(failed)-len(named))
+	}
+	return metav1.Condition{Type: meshv1.ConditionClusterSetIPsReady, Status: metav1.ConditionFalse, Reason: reason,
+		Message: fmt.Sprintf("%d imported services have no ClusterSet IP: %s%s; widen or add a range in spec.clusterSetIPs.ranges",
+			len(failed), strings.Join(named, ", "), more)}
 }

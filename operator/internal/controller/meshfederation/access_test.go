@@ -3,6 +3,7 @@ package meshfederation_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 
 	"github.com/meshfed/meshfed/federation/join"
 	"github.com/meshfed/meshfed/federation/trust"
+	aboutv1alpha1 "github.com/meshfed/meshfed/operator/api/about/v1alpha1"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/testbed"
 )
@@ -195,5 +197,60 @@ func TestUnjoinRevokesAccess(t *testing.T) {
 		waitImport(t, []*testbed.Cluster{b}, "shop", "ratings", func(si *mcsv1beta1.ServiceImport) error {
 			return expect(clusters(si), b.Name)
 		})
+	})
+}
+
+// TestAClusterJoinedUnderAnotherNameIsRefused: each member states its cluster ID and its
+// ClusterSet in About API ClusterProperties (KEP-2149); a kubeconfig that reaches a cluster
+// under another member name (a mistake, or one cluster posing as another) is refused by the
+// hub, and the rightful member keeps working.
+func TestAClusterJoinedUnderAnotherNameIsRefused(t *testing.T) {
+	tb := testbed.StartForTest(t, testbed.Options{Clusters: 1, Operator: true})
+	c := tb.Clusters[0]
+	ctx := context.Background()
+	testbed.MustCreate(ctx, t, c.Client, testbed.Namespace(hubNS))
+	for _, name := range []string{c.Name, "impostor"} {
+		_, err := join.Join(ctx, join.Options{Name: name, Member: c.Client, MemberConfig: c.Config, Hub: c.Client, HubNamespace: hubNS})
+		must(t, err)
+	}
+	testbed.MustCreate(ctx, t, c.Client, &meshv1.Mesh{ObjectMeta: metav1.ObjectMeta{Name: meshv1.MeshSingletonName},
+		Spec: meshv1.MeshSpec{ClusterName: c.Name, Network: "net-1"}})
+	fed := &meshv1.MeshFederation{ObjectMeta: metav1.ObjectMeta{Namespace: hubNS, Name: "global"},
+		Spec: meshv1.MeshFederationSpec{Trust: meshv1.TrustSpec{Bootstrap: meshv1.BootstrapSelfSigned}, Members: []meshv1.Member{
+			{Name: c.Name, KubeconfigSecretRef: meshv1.SecretKeyRef{Name: join.SecretName(c.Name)}},
+		}}}
+	testbed.MustCreate(ctx, t, c.Client, fed)
+	waitTrust(t, c, "global", []*testbed.Cluster{c})
+
+	for name, want := range map[string]string{aboutv1alpha1.PropertyClusterID: c.Name, aboutv1alpha1.PropertyClusterSet: hubNS + ".global"} {
+		testbed.Eventually(t, 30*time.Second, "ClusterProperty "+name, func() error {
+			var p aboutv1alpha1.ClusterProperty
+			if err := c.Client.Get(ctx, client.ObjectKey{Name: name}, &p); err != nil {
+				return err
+			}
+			return expect(p.Spec.Value, want)
+		})
+	}
+
+	must(t, c.Client.Get(ctx, client.ObjectKeyFromObject(fed), fed))
+	before := fed.DeepCopy()
+	fed.Spec.Members = append(fed.Spec.Members, meshv1.Member{Name: "impostor", KubeconfigSecretRef: meshv1.SecretKeyRef{Name: join.SecretName("impostor")}})
+	must(t, c.Client.Patch(ctx, fed, client.MergeFrom(before)))
+	testbed.Eventually(t, 30*time.Second, "the hub refuses member impostor", func() error {
+		must(t, c.Client.Get(ctx, client.ObjectKeyFromObject(fed), fed))
+		for _, m := range fed.Status.Members {
+			if m.Name == "impostor" {
+				if !strings.Contains(m.Message, "refused") || !strings.Contains(m.Message, c.Name) {
+					return fmt.Errorf("impostor's status: %q", m.Message)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no status for impostor in %+v", fed.Status.Members)
+	})
+	// The rightful member still imports what it exports.
+	exportService(t, c, "shop", "cart", testbed.ClusterIPService(testbed.HTTPPort(80)))
+	waitImport(t, []*testbed.Cluster{c}, "shop", "cart", func(si *mcsv1beta1.ServiceImport) error {
+		return expect(clusters(si), c.Name)
 	})
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/meshfed/meshfed/federation/mcs"
+	aboutv1alpha1 "github.com/meshfed/meshfed/operator/api/about/v1alpha1"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
@@ -144,6 +145,13 @@ func (r *Reconciler) gather(ctx context.Context, s *scope) error {
 				s.withdrawn[mv.spec.Name] = true
 			}
 		}
+		if err := checkClusterID(ctx, mv); err != nil {
+			// Another cluster than the one named, or one joined under another name: nothing
+			// it exports counts, nothing is written into it or signed for it.
+			mv.err, mv.usable, mv.withdrawn = err, false, true
+			s.withdrawn[mv.spec.Name] = true
+			continue
+		}
 		src, err := readMember(ctx, mv)
 		if err != nil {
 			return fmt.Errorf("read member %s: %w", mv.spec.Name, err)
@@ -170,6 +178,26 @@ func (s *scope) requeue(after time.Duration) {
 	if s.requeueAfter == 0 || after < s.requeueAfter {
 		s.requeueAfter = after
 	}
+}
+
+// checkClusterID refuses a member whose About API cluster ID (the ClusterProperty
+// cluster.clusterset.k8s.io its operator writes, KEP-2149) is not its name in the
+// MeshFederation. A member without the property (its operator has not written it yet) is
+// taken at its name.
+func checkClusterID(ctx context.Context, mv *memberView) error {
+	var id aboutv1alpha1.ClusterProperty
+	err := mv.member.Client().Get(ctx, client.ObjectKey{Name: aboutv1alpha1.PropertyClusterID}, &id)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read its ClusterProperty %s: %w", aboutv1alpha1.PropertyClusterID, err)
+	}
+	if id.Spec.Value != mv.spec.Name {
+		return fmt.Errorf("refused: its ClusterProperty %s says it is %q, not %q: give the member its cluster's name in spec.members (or fix the property, which its Mesh's clusterName sets)",
+			aboutv1alpha1.PropertyClusterID, id.Spec.Value, mv.spec.Name)
+	}
+	return nil
 }
 
 // readMember reads a member's Mesh, exports, their Services and their EndpointSlices.

@@ -77,6 +77,8 @@ func (r *Reconciler) syncImports(ctx context.Context, s *scope, mv *memberView, 
 		want := mcs.ServiceImport(s.agg.Imports[key], s.label)
 		if have[key] != nil {
 			want.Status.Clusters = keepUnknown(want.Status.Clusters, have[key].Status.Clusters, s.unknown)
+			// The member gives the import its ClusterSet IPs (operator/internal/controller/clustersetip).
+			want.Spec.IPs = have[key].Spec.IPs
 		}
 		if tp, ok := s.policies[key]; ok {
 			want.Annotations = maps.Clone(want.Annotations)
