@@ -81,6 +81,11 @@ type Import struct {
 	Ports                 []mcsv1beta1.ServicePort
 	SessionAffinity       corev1.ServiceAffinity
 	SessionAffinityConfig *corev1.SessionAffinityConfig
+	// IPFamilies of a ClusterSetIP import, as the oldest export's Service has them (IPv4
+	// when it names none); each member gives the import an address of each.
+	IPFamilies            []corev1.IPFamily
+	InternalTrafficPolicy *corev1.ServiceInternalTrafficPolicy
+	TrafficDistribution   *string
 	Labels                map[string]string
 	Annotations           map[string]string
 	// Clusters export the service, sorted by name; conflicting exports still contribute
@@ -146,8 +151,16 @@ func merge(key ServiceKey, es []Export) (*Import, Conflict) {
 		Ports:                 servicePorts(oldest.Service),
 		SessionAffinity:       oldest.Service.Spec.SessionAffinity,
 		SessionAffinityConfig: oldest.Service.Spec.SessionAffinityConfig.DeepCopy(),
+		InternalTrafficPolicy: ptrCopy(oldest.Service.Spec.InternalTrafficPolicy),
+		TrafficDistribution:   ptrCopy(oldest.Service.Spec.TrafficDistribution),
 		Labels:                maps.Clone(oldest.ExportedLabels),
 		Annotations:           maps.Clone(oldest.ExportedAnnotations),
+	}
+	if imp.Type == mcsv1beta1.ClusterSetIP {
+		imp.IPFamilies = slices.Clone(oldest.Service.Spec.IPFamilies)
+		if len(imp.IPFamilies) == 0 {
+			imp.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol}
+		}
 	}
 	found := map[mcsv1beta1.ServiceExportConditionReason][]string{} // reason → details
 	note := func(r mcsv1beta1.ServiceExportConditionReason, format string, args ...any) {
@@ -161,10 +174,16 @@ func merge(key ServiceKey, es []Export) (*Import, Conflict) {
 		if t := importType(e.Service); t != imp.Type {
 			note(mcsv1beta1.ServiceExportReasonTypeConflict, "%s exports %s, %s exports %s", oldest.Cluster, imp.Type, e.Cluster, t)
 		}
+		clashed := false
 		for _, p := range servicePorts(e.Service) {
 			if msg, clash := mergePort(imp, p); clash {
 				note(mcsv1beta1.ServiceExportReasonPortConflict, "%s: %s", e.Cluster, msg)
+				clashed = true
 			}
+		}
+		if !clashed && !samePorts(servicePorts(e.Service), servicePorts(oldest.Service)) {
+			note(mcsv1beta1.ServiceExportReasonPortConflict, "%s exports ports %s, %s exports %s; the import has them all",
+				oldest.Cluster, portList(oldest.Service), e.Cluster, portList(e.Service))
 		}
 		if e.Service.Spec.SessionAffinity != imp.SessionAffinity {
 			note(mcsv1beta1.ServiceExportReasonSessionAffinityConflict, "%s uses %q, %s uses %q",
@@ -215,6 +234,30 @@ func mergePort(imp *Import, p mcsv1beta1.ServicePort) (string, bool) {
 	}
 	imp.Ports = append(imp.Ports, p)
 	return "", false
+}
+
+// samePorts tells whether two exports have the same ports, in any order.
+func samePorts(a, b []mcsv1beta1.ServicePort) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, p := range a {
+		if !slices.ContainsFunc(b, func(q mcsv1beta1.ServicePort) bool {
+			return p.Name == q.Name && p.Port == q.Port && p.Protocol == q.Protocol
+		}) {
+			return false
+		}
+	}
+	return true
+}
+
+// portList spells a Service's ports as [name:port/protocol ...].
+func portList(svc *corev1.Service) string {
+	var out []string
+	for _, p := range servicePorts(svc) {
+		out = append(out, fmt.Sprintf("%s:%d/%s", p.Name, p.Port, p.Protocol))
+	}
+	return "[" + strings.Join(out, " ") + "]"
 }
 
 func importType(svc *corev1.Service) mcsv1beta1.ServiceImportType {

@@ -94,11 +94,12 @@ func TestAggregate(t *testing.T) {
 			wantAffinity: corev1.ServiceAffinityNone,
 		},
 		{
-			name:         "ports under different names are united",
+			name:         "ports that differ are united, with a port conflict",
 			exports:      []Export{export("a", time.Hour, service(port("http", 80))), export("b", time.Minute, service(port("http", 80), port("metrics", 9100)))},
 			wantType:     mcsv1beta1.ClusterSetIP,
 			wantPorts:    []string{"http:80", "metrics:9100"},
 			wantClusters: []string{"a", "b"},
+			wantConflict: mcsv1beta1.ServiceExportReasonPortConflict,
 			wantAffinity: corev1.ServiceAffinityNone,
 		},
 		{
@@ -186,6 +187,35 @@ func TestAggregate(t *testing.T) {
 				t.Errorf("conflict message %q does not say who wins", c.Message)
 			}
 		})
+	}
+}
+
+// TestAggregateCarriesServiceFields: a ClusterSetIP import carries the IP families (IPv4
+// when the Service names none), the internal traffic policy and the traffic distribution of
+// the oldest export's Service; a headless import has no IP families.
+func TestAggregateCarriesServiceFields(t *testing.T) {
+	local := corev1.ServiceInternalTrafficPolicyLocal
+	dual := func(s *corev1.Service) {
+		s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv6Protocol, corev1.IPv4Protocol}
+		s.Spec.InternalTrafficPolicy = &local
+		s.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferClose)
+	}
+	imp := Aggregate([]Export{export("a", time.Hour, service(dual, port("http", 80))), export("b", 0, service(port("http", 80)))}, Policy{}).Imports[ServiceKey{"shop", "reviews"}]
+	if strings.Join([]string{string(imp.IPFamilies[0]), string(imp.IPFamilies[1])}, ",") != "IPv6,IPv4" ||
+		ptr.Deref(imp.InternalTrafficPolicy, "") != local || ptr.Deref(imp.TrafficDistribution, "") != corev1.ServiceTrafficDistributionPreferClose {
+		t.Errorf("import %+v: want the oldest Service's families, policy and distribution", imp)
+	}
+	si := ServiceImport(imp, "meshfed-system.global")
+	if len(si.Spec.IPFamilies) != 2 || si.Spec.InternalTrafficPolicy == nil || si.Spec.TrafficDistribution == nil {
+		t.Errorf("ServiceImport spec %+v does not carry them", si.Spec)
+	}
+	plain := Aggregate([]Export{export("a", 0, service(port("http", 80)))}, Policy{}).Imports[ServiceKey{"shop", "reviews"}]
+	if len(plain.IPFamilies) != 1 || plain.IPFamilies[0] != corev1.IPv4Protocol {
+		t.Errorf("IP families %v, want [IPv4] for a Service naming none", plain.IPFamilies)
+	}
+	hl := Aggregate([]Export{export("a", 0, service(headless, dual, port("http", 80)))}, Policy{}).Imports[ServiceKey{"shop", "reviews"}]
+	if len(hl.IPFamilies) != 0 {
+		t.Errorf("headless import has IP families %v", hl.IPFamilies)
 	}
 }
 

@@ -3,6 +3,7 @@ package mcs
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"slices"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,6 +36,9 @@ func ServiceImport(imp *Import, federation string) *mcsv1beta1.ServiceImport {
 			Ports:                 clonePorts(imp.Ports),
 			SessionAffinity:       imp.SessionAffinity,
 			SessionAffinityConfig: imp.SessionAffinityConfig.DeepCopy(),
+			IPFamilies:            slices.Clone(imp.IPFamilies),
+			InternalTrafficPolicy: ptrCopy(imp.InternalTrafficPolicy),
+			TrafficDistribution:   ptrCopy(imp.TrafficDistribution),
 		},
 	}
 	for _, c := range imp.Clusters {
