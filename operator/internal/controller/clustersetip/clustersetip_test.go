@@ -2,6 +2,7 @@ package clustersetip_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -47,7 +48,7 @@ func waitImport(t *testing.T, c *testbed.Cluster, name string, check func(*mcsv1
 	return &si
 }
 
-// inRange accepts an import holding one IPv4 address of r.
+// inRange accepts an import holding one IPv4 address of r, and Ready.
 func inRange(r string) func(*mcsv1beta1.ServiceImport) error {
 	prefix := netip.MustParsePrefix(r)
 	return func(si *mcsv1beta1.ServiceImport) error {
@@ -56,6 +57,17 @@ func inRange(r string) func(*mcsv1beta1.ServiceImport) error {
 		}
 		if a, err := netip.ParseAddr(si.Spec.IPs[0]); err != nil || !prefix.Contains(a) {
 			return fmt.Errorf("ip %s not in %s", si.Spec.IPs[0], r)
+		}
+		return ready(metav1.ConditionTrue, string(mcsv1beta1.ServiceImportReasonReady))(si)
+	}
+}
+
+// ready accepts an import whose Ready condition has status and reason, for its generation.
+func ready(status metav1.ConditionStatus, reason string) func(*mcsv1beta1.ServiceImport) error {
+	return func(si *mcsv1beta1.ServiceImport) error {
+		c := meta.FindStatusCondition(si.Status.Conditions, string(mcsv1beta1.ServiceImportConditionReady))
+		if c == nil || c.Status != status || c.Reason != reason || c.ObservedGeneration != si.Generation {
+			return fmt.Errorf("Ready %+v, want %s/%s", c, status, reason)
 		}
 		return nil
 	}
@@ -107,7 +119,9 @@ func TestClusterSetIPs(t *testing.T) {
 		export(t, c, "db", headless)
 		export(t, c, "cart", testbed.ClusterIPService(testbed.HTTPPort(80)))
 		cart = waitImport(t, c, "cart", inRange(first))
-		waitImport(t, c, "db", func(si *mcsv1beta1.ServiceImport) error { return expectNoIPs(si) })
+		waitImport(t, c, "db", func(si *mcsv1beta1.ServiceImport) error {
+			return errors.Join(expectNoIPs(si), ready(metav1.ConditionTrue, string(mcsv1beta1.ServiceImportReasonReady))(si))
+		})
 		waitCondition(t, c, metav1.ConditionTrue, meshv1.ReasonAllocated, "")
 	})
 
@@ -151,6 +165,7 @@ func TestClusterSetIPs(t *testing.T) {
 		waitImport(t, c, "after-restart", inRange(small))
 		export(t, c, "extra", testbed.ClusterIPService(testbed.HTTPPort(80)))
 		waitCondition(t, c, metav1.ConditionFalse, meshv1.ReasonRangeExhausted, "shop/extra")
+		waitImport(t, c, "extra", ready(metav1.ConditionFalse, meshv1.ReasonRangeExhausted))
 		var events corev1.EventList
 		testbed.Eventually(t, 10*time.Second, "a RangeExhausted Event on shop/extra", func() error {
 			must(t, c.Client.List(ctx, &events, client.InNamespace("shop"), client.MatchingFields{"involvedObject.name": "extra"}))

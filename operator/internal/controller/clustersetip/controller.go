@@ -1,7 +1,8 @@
 // Package clustersetip gives the ClusterSetIP services a member imports their ClusterSet
 // IPs (KEP-1645): one address per IP family of the ServiceImport, from the Mesh's
 // spec.clusterSetIPs.ranges, written into ServiceImport.spec.ips, where it stays for as
-// long as the service is imported (the hub keeps what the member wrote there).
+// long as the service is imported (the hub keeps what the member wrote there). The
+// import's Ready condition says whether it has them.
 package clustersetip
 
 import (
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -65,6 +67,7 @@ type Reconciler struct {
 }
 
 // +kubebuilder:rbac:groups=multicluster.x-k8s.io,resources=serviceimports,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=multicluster.x-k8s.io,resources=serviceimports/status,verbs=patch
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshes,verbs=get;list;watch
 
 // SetupWithManager reconciles every ServiceImport, one at a time (the pool is one), and all
@@ -137,6 +140,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, fmt.Errorf("ServiceImport %s: write its ClusterSet IPs: %w", key, err)
 		}
 	}
+	if err := r.reportReady(ctx, &si, want, assignErr); err != nil {
+		return ctrl.Result{}, fmt.Errorf("ServiceImport %s: write its Ready condition: %w", key, err)
+	}
 	if r.setFailed(key, assignErr) && assignErr != nil {
 		r.Recorder.Eventf(&si, corev1.EventTypeWarning, reasonOf(assignErr), "no ClusterSet IP: %v (see Mesh spec.clusterSetIPs.ranges)", assignErr)
 	}
@@ -144,6 +150,43 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{RequeueAfter: retryAfter}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+// reportReady sets the import's Ready condition (mcs-api): True once a ClusterSetIP
+// import holds its addresses here (a headless one at once), else False with why.
+func (r *Reconciler) reportReady(ctx context.Context, si *mcsv1beta1.ServiceImport, ips []string, assignErr error) error {
+	cond := mcsv1beta1.NewServiceImportCondition(mcsv1beta1.ServiceImportConditionReady, metav1.ConditionTrue, mcsv1beta1.ServiceImportReasonReady,
+		"headless: clients reach its endpoints by name")
+	switch {
+	case errors.Is(assignErr, vip.ErrNoRange):
+		cond.Status, cond.Reason = metav1.ConditionFalse, string(mcsv1beta1.ServiceImportReasonIPFamilyNotSupported)
+		cond.Message = fmt.Sprintf("no ClusterSet IP: %v; add a range of that family to the Mesh's spec.clusterSetIPs.ranges", assignErr)
+	case assignErr != nil:
+		cond.Status, cond.Reason = metav1.ConditionFalse, meshv1.ReasonRangeExhausted
+		cond.Message = fmt.Sprintf("no ClusterSet IP: %v; widen the Mesh's spec.clusterSetIPs.ranges", assignErr)
+	case si.Spec.Type == mcsv1beta1.ClusterSetIP:
+		cond.Message = "ClusterSet IPs " + strings.Join(ips, ", ")
+	}
+	if other := nonTCPPorts(si); cond.Status == metav1.ConditionTrue && len(other) > 0 {
+		cond.Message += "; ports " + strings.Join(other, ", ") + " are imported, but the mesh data plane carries TCP only"
+	}
+	cond.ObservedGeneration = si.Generation
+	patched := si.DeepCopy()
+	if !meta.SetStatusCondition(&patched.Status.Conditions, cond) {
+		return nil
+	}
+	return r.Client.Status().Patch(ctx, patched, client.MergeFrom(si))
+}
+
+// nonTCPPorts names the import's UDP and SCTP ports.
+func nonTCPPorts(si *mcsv1beta1.ServiceImport) []string {
+	var out []string
+	for _, p := range si.Spec.Ports {
+		if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
+			out = append(out, fmt.Sprintf("%d/%s", p.Port, p.Protocol))
+		}
+	}
+	return out
 }
 
 // release frees key's addresses and has the services that lack one try again (those that
