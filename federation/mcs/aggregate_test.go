@@ -230,7 +230,7 @@ func TestAggregateWithoutValidExportsHasNoImport(t *testing.T) {
 	}
 }
 
-func TestRemoteEndpointSlices(t *testing.T) {
+func TestMirroredEndpointSlices(t *testing.T) {
 	imp := &Import{Key: ServiceKey{"shop", "reviews"}, Clusters: []string{"a", "b", "c"}}
 	slice := func(name, ip string, ready bool) discoveryv1.EndpointSlice {
 		return discoveryv1.EndpointSlice{
@@ -254,11 +254,14 @@ func TestRemoteEndpointSlices(t *testing.T) {
 	b := sources["b"]
 	b.Slices[imp.Key] = append(b.Slices[imp.Key], empty)
 
-	got := RemoteEndpointSlices(imp, "a", sources, map[string]bool{"c": true}, "fed")
-	if len(got) != 1 {
-		t.Fatalf("member a gets %d slices, want 1 (b's non-empty one; a is local and c is withdrawn)", len(got))
+	got := MirroredEndpointSlices(imp, sources, map[string]bool{"c": true}, "fed")
+	if len(got) != 2 {
+		t.Fatalf("%d slices, want 2 (a's, and b's non-empty one; c is withdrawn)", len(got))
 	}
-	s := got[0]
+	if own := got[0]; own.Labels[mcsv1beta1.LabelSourceCluster] != "a" || own.Endpoints[0].Addresses[0] != "198.18.1.10" {
+		t.Errorf("the first mirror is %v %v, want a's own endpoints (an exporting cluster imports too)", own.Labels, own.Endpoints)
+	}
+	s := got[1]
 	if s.Labels[mcsv1beta1.LabelSourceCluster] != "b" || s.Labels[mcsv1beta1.LabelServiceName] != "reviews" ||
 		s.Labels[discoveryv1.LabelManagedBy] != "meshfed.io" || s.Labels["meshfed.io/source-network"] != "net-2" {
 		t.Errorf("labels %v", s.Labels)
@@ -266,10 +269,10 @@ func TestRemoteEndpointSlices(t *testing.T) {
 	if ep := s.Endpoints[0]; ep.Addresses[0] != "198.18.2.10" || *ep.Conditions.Ready || ep.NodeName != nil {
 		t.Errorf("endpoint %+v: want b's address, its readiness, and no node of another cluster", ep)
 	}
-	if s.Name != RemoteSliceName("reviews", "b", "reviews-y") || len(s.Name) > 63 {
+	if s.Name != MirrorSliceName("reviews", "b", "reviews-y") || len(s.Name) > 63 {
 		t.Errorf("name %q", s.Name)
 	}
-	if RemoteSliceName("a-b", "c", "s") == RemoteSliceName("a", "b-c", "s") {
+	if MirrorSliceName("a-b", "c", "s") == MirrorSliceName("a", "b-c", "s") {
 		t.Error("names of different sources collide")
 	}
 }

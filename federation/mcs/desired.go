@@ -56,16 +56,18 @@ type Source struct {
 	Slices map[ServiceKey][]discoveryv1.EndpointSlice
 }
 
-// RemoteEndpointSlices returns the EndpointSlices that member gets for the endpoints of the
-// other exporting clusters of imp: one mirror per source slice, labelled with the MCS
-// labels, the source network and meshfed's ownership. Clusters in withdrawn contribute
-// none (their endpoints have left the federation, e.g. after an outage's grace period).
-// A source slice without endpoints gets no mirror: it would tell the member nothing, and a
-// burst of new exports would cost a write per empty slice in every member.
-func RemoteEndpointSlices(imp *Import, member string, sources map[string]Source, withdrawn map[string]bool, federation string) []discoveryv1.EndpointSlice {
+// MirroredEndpointSlices returns the EndpointSlices that member gets for the endpoints of
+// every exporting cluster of imp, the member itself included (an exporting cluster imports
+// too, KEP-1645; the member's control plane takes its own endpoints from its own slices and
+// skips the mirror of them): one mirror per source slice, labelled with the MCS labels, the
+// source network and meshfed's ownership. Clusters in withdrawn contribute none (their
+// endpoints have left the federation, e.g. after an outage's grace period). A source slice
+// without endpoints gets no mirror: it would tell the member nothing, and a burst of new
+// exports would cost a write per empty slice in every member.
+func MirroredEndpointSlices(imp *Import, sources map[string]Source, withdrawn map[string]bool, federation string) []discoveryv1.EndpointSlice {
 	var out []discoveryv1.EndpointSlice
 	for _, cluster := range imp.Clusters {
-		if cluster == member || withdrawn[cluster] {
+		if withdrawn[cluster] {
 			continue
 		}
 		src := sources[cluster]
@@ -86,7 +88,7 @@ func RemoteEndpointSlices(imp *Import, member string, sources map[string]Source,
 			mirror := discoveryv1.EndpointSlice{
 				ObjectMeta: metav1.ObjectMeta{
 					Namespace: imp.Key.Namespace,
-					Name:      RemoteSliceName(imp.Key.Name, cluster, s.Name),
+					Name:      MirrorSliceName(imp.Key.Name, cluster, s.Name),
 					Labels:    labels,
 				},
 				AddressType: s.AddressType,
@@ -107,9 +109,9 @@ func RemoteEndpointSlices(imp *Import, member string, sources map[string]Source,
 	return out
 }
 
-// RemoteSliceName is the deterministic name of the mirror of a source cluster's slice: the
+// MirrorSliceName is the deterministic name of the mirror of a source cluster's slice: the
 // service name (cut to stay a valid name) and a hash of cluster and source slice.
-func RemoteSliceName(service, cluster, sourceSlice string) string {
+func MirrorSliceName(service, cluster, sourceSlice string) string {
 	sum := sha256.Sum256([]byte(cluster + "/" + sourceSlice))
 	prefix := service
 	if len(prefix) > 40 {

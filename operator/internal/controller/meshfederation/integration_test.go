@@ -425,7 +425,7 @@ func TestServiceFederation(t *testing.T) {
 		})
 		// Another writer takes, in b, the name of the mirror of a's endpoints, with a decoy.
 		squatter := &discoveryv1.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Namespace: "shop", Name: mcs.RemoteSliceName("squatted", a.Name, source.Name)},
+			ObjectMeta:  metav1.ObjectMeta{Namespace: "shop", Name: mcs.MirrorSliceName("squatted", a.Name, source.Name)},
 			AddressType: discoveryv1.AddressTypeIPv4,
 			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"192.0.2.66"}}},
 		}

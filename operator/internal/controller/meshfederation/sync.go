@@ -169,8 +169,9 @@ func ensureImport(ctx context.Context, c client.Client, m *clusters.Member, want
 	return have, nil
 }
 
-// syncEndpointSlices mirrors the other members' endpoints of every import into the member,
-// each slice owned by its ServiceImport so that garbage collection follows the import.
+// syncEndpointSlices mirrors the endpoints of every exporting member (the member itself
+// included) of every import into the member, each slice owned by its ServiceImport so that
+// garbage collection follows the import.
 func (r *Reconciler) syncEndpointSlices(ctx context.Context, s *scope, mv *memberView, c client.Client, imports map[mcs.ServiceKey]*mcsv1beta1.ServiceImport) error {
 	var existing discoveryv1.EndpointSliceList
 	if err := c.List(ctx, &existing, client.MatchingLabels{meshv1.LabelFederation: s.label}, client.UnsafeDisableDeepCopy); err != nil {
@@ -183,7 +184,7 @@ func (r *Reconciler) syncEndpointSlices(ctx context.Context, s *scope, mv *membe
 	want := map[client.ObjectKey]bool{}
 	var errs []error
 	for key, si := range imports {
-		for _, slice := range mcs.RemoteEndpointSlices(s.agg.Imports[key], mv.spec.Name, s.sources, s.withdrawn, s.label) {
+		for _, slice := range mcs.MirroredEndpointSlices(s.agg.Imports[key], s.sources, s.withdrawn, s.label) {
 			slice.OwnerReferences = []metav1.OwnerReference{{
 				APIVersion: mcsv1beta1.GroupVersion.String(), Kind: "ServiceImport",
 				Name: si.Name, UID: si.UID, BlockOwnerDeletion: ptr.To(false),
