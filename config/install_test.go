@@ -362,9 +362,11 @@ func TestInstallFromConfigDefault(t *testing.T) {
 		}
 		role.Rules = kept
 		must(t, c.Client.Update(ctx, &role))
+		// A patch of the spec: the operator writes the Mesh's status all along.
 		must(t, c.Client.Get(ctx, client.ObjectKeyFromObject(&mesh), &mesh))
+		before := mesh.DeepCopy()
 		mesh.Spec.EastWestGateway.Replicas = ptr.To[int32](1)
-		must(t, c.Client.Update(ctx, &mesh))
+		must(t, c.Client.Patch(ctx, &mesh, client.MergeFrom(before)))
 		testbed.Eventually(t, time.Minute, "the Mesh reports the missing permission", meshReady(metav1.ConditionFalse, "forbidden"))
 	})
 }
