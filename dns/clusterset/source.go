@@ -37,7 +37,7 @@ func NewSource(cfg *rest.Config) (*Source, error) {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
-	if err := mcsv1beta1.AddToScheme(scheme); err != nil {
+	if err := mcsv1beta1.Install(scheme); err != nil {
 		return nil, err
 	}
 	// Only MCS EndpointSlices, those that name their source cluster.

@@ -80,7 +80,7 @@ func TestSourceFollowsTheCluster(t *testing.T) {
 	awaitAnswer(t, func() error {
 		_, got, err := resolve(cart, dns.TypeA)
 		if err != nil || len(got) != 1 || got[0] != "243.0.0.9" {
-			return fmt.Errorf("A %v (%v)", got, err)
+			return fmt.Errorf("A %v (%w)", got, err)
 		}
 		return nil
 	})
@@ -100,7 +100,7 @@ func TestSourceFollowsTheCluster(t *testing.T) {
 	awaitAnswer(t, func() error {
 		_, got, err := resolve("db-0.west.db.shop.svc.clusterset.local.", dns.TypeA)
 		if err != nil || len(got) != 1 || got[0] != "198.18.1.10" {
-			return fmt.Errorf("A %v (%v)", got, err)
+			return fmt.Errorf("A %v (%w)", got, err)
 		}
 		return nil
 	})
@@ -110,7 +110,7 @@ func TestSourceFollowsTheCluster(t *testing.T) {
 	}
 	awaitAnswer(t, func() error {
 		if rcode, _, err := resolve(cart, dns.TypeA); err != nil || rcode != dns.RcodeNameError {
-			return fmt.Errorf("rcode %s (%v)", dns.RcodeToString[rcode], err)
+			return fmt.Errorf("rcode %s (%w)", dns.RcodeToString[rcode], err)
 		}
 		return nil
 	})
