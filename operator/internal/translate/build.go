@@ -74,6 +74,11 @@ func BuildModel(in Inputs) (*Model, []error) {
 		imp := &in.Imports[i]
 		s := get(imp.Namespace, imp.Name)
 		s.Imported = true
+		for _, ip := range imp.Spec.IPs {
+			if a, err := netip.ParseAddr(ip); err == nil {
+				s.ClusterSetIPs = append(s.ClusterSetIPs, a.String())
+			}
+		}
 		for _, c := range imp.Status.Clusters {
 			s.ExportedHere = s.ExportedHere || c.Cluster == m.Cluster
 		}

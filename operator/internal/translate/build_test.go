@@ -55,7 +55,7 @@ func TestBuildModel(t *testing.T) {
 		Imports: []mcsv1beta1.ServiceImport{
 			{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "reviews", Annotations: map[string]string{
 				meshv1.AnnotationTrafficPolicy: `{"service":{"namespace":"shop","name":"reviews"},"failover":["c"],"weights":[{"cluster":"a","weight":1},{"cluster":"b","weight":0}],"timeout":"2s","retries":{"attempts":3}}`}},
-				Spec: mcsv1beta1.ServiceImportSpec{Ports: []mcsv1beta1.ServicePort{{Name: "grpc", Port: 9080}}}},
+				Spec: mcsv1beta1.ServiceImportSpec{IPs: []string{"243.0.0.7", "not-an-ip"}, Ports: []mcsv1beta1.ServicePort{{Name: "grpc", Port: 9080}}}},
 			{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "broken", Annotations: map[string]string{meshv1.AnnotationTrafficPolicy: "{not json"}},
 				Spec: mcsv1beta1.ServiceImportSpec{Ports: []mcsv1beta1.ServicePort{{Name: "grpc", Port: 9080}}}},
 		},
@@ -80,6 +80,9 @@ func TestBuildModel(t *testing.T) {
 	r := m.Services[1]
 	if !r.Local || !r.Imported || len(r.Ports) != 1 || len(r.ImportPorts) != 1 || r.ServiceAccount != "reviews" {
 		t.Errorf("reviews %+v: want local and imported, TCP ports only, the pinned service account", r)
+	}
+	if len(r.ClusterSetIPs) != 1 || r.ClusterSetIPs[0] != "243.0.0.7" {
+		t.Errorf("ClusterSet IPs %v, want the import's one valid address", r.ClusterSetIPs)
 	}
 	want := []string{"a/10.0.0.1/true", "a/10.0.0.2/false", "b/10.1.0.1/true", "c/10.2.0.1/true"}
 	var got []string

@@ -86,6 +86,7 @@ func TranslateEnvoy(m *Model) *EnvoyResources {
 			})}}},
 		})
 	}
+	addClusterSetIPs(m, g, out)
 	out.Listeners = append(out.Listeners, &listenerv3.Listener{
 		Name:           "virtualOutbound",
 		Address:        socketAddress("0.0.0.0", OutboundPort),
@@ -141,6 +142,50 @@ func TranslateEnvoy(m *Model) *EnvoyResources {
 	out.Versions = envoyVersions(out)
 	out.SecretsVersion = secretsVersion(out.Secrets)
 	return out
+}
+
+// addClusterSetIPs routes traffic to an import's ClusterSet IPs like traffic to its
+// clusterset host: a listener of its own for each address and port, which the original
+// destination picks over 0.0.0.0:<port>, with the host's routes for any Host header (a
+// client that dialled the address sends the address).
+func addClusterSetIPs(m *Model, g *Resources, out *EnvoyResources) {
+	routes := make(map[string]*routev3.RouteConfiguration, len(g.Routes))
+	for _, rc := range g.Routes {
+		routes[rc.Name] = rc
+	}
+	for i := range m.Services {
+		s := &m.Services[i]
+		if !s.Imported {
+			continue
+		}
+		for _, ip := range s.ClusterSetIPs {
+			for _, p := range s.ImportPorts {
+				host := routes[ListenerName(s.clustersetHost(), p.Port)]
+				if host == nil {
+					continue
+				}
+				name := ip + "_" + strconv.Itoa(int(p.Port))
+				rc := &routev3.RouteConfiguration{Name: name}
+				for _, vh := range host.VirtualHosts {
+					vh = proto.Clone(vh).(*routev3.VirtualHost)
+					vh.Domains = []string{"*"}
+					rc.VirtualHosts = append(rc.VirtualHosts, vh)
+				}
+				out.Routes = append(out.Routes, rc)
+				out.Listeners = append(out.Listeners, &listenerv3.Listener{
+					Name:       name,
+					Address:    socketAddress(ip, p.Port),
+					BindToPort: wrapperspb.Bool(false),
+					FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{httpFilter(&hcmv3.HttpConnectionManager{
+						StatPrefix:     "outbound_" + name,
+						CodecType:      hcmv3.HttpConnectionManager_AUTO,
+						RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: name, ConfigSource: sharedADS}},
+						HttpFilters:    []*hcmv3.HttpFilter{sharedRouter},
+					})}}},
+				})
+			}
+		}
+	}
 }
 
 // envoyCluster is a proxyless cluster with Envoy's transport security: SDS secrets, the

@@ -83,6 +83,7 @@ func serviceFingerprint(shared uint64, s *Service) uint64 {
 	f.ports(s.Ports)
 	f.flag(s.Imported)
 	f.ports(s.ImportPorts)
+	f.strs(s.ClusterSetIPs)
 	f.flag(s.ExportedHere)
 	f.str(s.ServiceAccount)
 	f.num(uint64(len(s.Endpoints)))

@@ -39,6 +39,9 @@ type Service struct {
 	// ImportPorts are its ports.
 	Imported    bool
 	ImportPorts []Port
+	// ClusterSetIPs are the import's ClusterSet IPs in this member (ServiceImport
+	// spec.ips): Envoy sidecars route traffic to them as to the clusterset host.
+	ClusterSetIPs []string
 	// ExportedHere is set when this cluster is one of the exporters (the ServiceImport's
 	// status.clusters): only then does its east-west gateway let other clusters in.
 	ExportedHere bool
