@@ -29,8 +29,9 @@ func main() {
 
 func newJoinCommand() *cobra.Command {
 	var o struct {
-		name, memberKubeconfig, memberContext, hubKubeconfig, hubContext, hubNamespace, meshNamespace, server string
-		timeout, tokenTTL                                                                                     time.Duration
+		clusters
+		server   string
+		tokenTTL time.Duration
 	}
 	cmd := &cobra.Command{
 		Use:   "join --name NAME --member-kubeconfig FILE --hub-kubeconfig FILE",
@@ -49,20 +50,7 @@ MeshFederation:
     kubeconfigSecretRef:
       name: NAME-kubeconfig`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			memberCfg, err := loadConfig(o.memberKubeconfig, o.memberContext)
-			if err != nil {
-				return fmt.Errorf("member kubeconfig: %w", err)
-			}
-			hubCfg, err := loadConfig(o.hubKubeconfig, o.hubContext)
-			if err != nil {
-				return fmt.Errorf("hub kubeconfig: %w", err)
-			}
-			scheme := app.NewScheme()
-			member, err := client.New(memberCfg, client.Options{Scheme: scheme})
-			if err != nil {
-				return err
-			}
-			hub, err := client.New(hubCfg, client.Options{Scheme: scheme})
+			memberCfg, member, hub, err := o.connect()
 			if err != nil {
 				return err
 			}
@@ -77,28 +65,17 @@ MeshFederation:
 			return nil
 		},
 	}
+	o.bind(cmd, "kubeconfig of the hub cluster (required)",
+		"the member's mesh namespace, as its operator's --mesh-namespace: the hub writes its intermediate CA there", "how long to wait for the member")
 	f := cmd.Flags()
-	f.StringVar(&o.name, "name", "", "member name, as in MeshFederation.spec.members[].name (required)")
-	f.StringVar(&o.memberKubeconfig, "member-kubeconfig", "", "admin kubeconfig of the member cluster (required)")
-	f.StringVar(&o.memberContext, "member-context", "", "context in the member kubeconfig (default: current)")
-	f.StringVar(&o.hubKubeconfig, "hub-kubeconfig", "", "kubeconfig of the hub cluster (required)")
-	f.StringVar(&o.hubContext, "hub-context", "", "context in the hub kubeconfig (default: current)")
-	f.StringVar(&o.hubNamespace, "hub-namespace", "meshfed-system", "namespace of the MeshFederation in the hub")
-	f.StringVar(&o.meshNamespace, "mesh-namespace", meshv1.DefaultMeshNamespace, "the member's mesh namespace, as its operator's --mesh-namespace: the hub writes its intermediate CA there")
 	f.StringVar(&o.server, "server", "", "member API server URL as the hub must dial it (default: the member kubeconfig's)")
 	f.DurationVar(&o.tokenTTL, "token-ttl", join.DefaultTokenTTL, fmt.Sprintf("life of the hub's token, at most %s; the hub renews it before it ends", join.MaxTokenTTL))
-	f.DurationVar(&o.timeout, "timeout", time.Minute, "how long to wait for the member")
-	for _, req := range []string{"name", "member-kubeconfig", "hub-kubeconfig"} {
-		_ = cmd.MarkFlagRequired(req)
-	}
+	_ = cmd.MarkFlagRequired("hub-kubeconfig")
 	return cmd
 }
 
 func newUnjoinCommand() *cobra.Command {
-	var o struct {
-		name, memberKubeconfig, memberContext, hubKubeconfig, hubContext, hubNamespace, meshNamespace string
-		timeout                                                                                       time.Duration
-	}
+	var o clusters
 	cmd := &cobra.Command{
 		Use:   "unjoin --name NAME --member-kubeconfig FILE [--hub-kubeconfig FILE]",
 		Short: "Take the hub's access to a member away and remove what the hub wrote there",
@@ -109,25 +86,11 @@ hub wrote (those labelled meshfed.io/federation) and the ConfigMap meshfed-inter
 member's own objects stay. With --hub-kubeconfig it also deletes the Secret <name>-kubeconfig
 in the hub and names the MeshFederations that still list the member.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			memberCfg, err := loadConfig(o.memberKubeconfig, o.memberContext)
-			if err != nil {
-				return fmt.Errorf("member kubeconfig: %w", err)
-			}
-			scheme := app.NewScheme()
-			member, err := client.New(memberCfg, client.Options{Scheme: scheme})
+			_, member, hub, err := o.connect()
 			if err != nil {
 				return err
 			}
-			uo := join.UnjoinOptions{Name: o.name, Member: member, Namespace: o.meshNamespace, HubNamespace: o.hubNamespace}
-			if o.hubKubeconfig != "" {
-				hubCfg, err := loadConfig(o.hubKubeconfig, o.hubContext)
-				if err != nil {
-					return fmt.Errorf("hub kubeconfig: %w", err)
-				}
-				if uo.Hub, err = client.New(hubCfg, client.Options{Scheme: scheme}); err != nil {
-					return err
-				}
-			}
+			uo := join.UnjoinOptions{Name: o.name, Member: member, Namespace: o.meshNamespace, Hub: hub, HubNamespace: o.hubNamespace}
 			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
 			defer cancel()
 			res, err := join.Unjoin(ctx, uo)
@@ -142,19 +105,52 @@ in the hub and names the MeshFederations that still list the member.`,
 			return nil
 		},
 	}
+	o.bind(cmd, "kubeconfig of the hub cluster: also delete the member's kubeconfig Secret there",
+		"the member's mesh namespace, as given to join", "how long unjoin may take")
+	return cmd
+}
+
+// clusters are the flags join and unjoin share: which member, and how to reach it and the hub.
+type clusters struct {
+	name, memberKubeconfig, memberContext, hubKubeconfig, hubContext, hubNamespace, meshNamespace string
+	timeout                                                                                       time.Duration
+}
+
+func (c *clusters) bind(cmd *cobra.Command, hubKubeconfigHelp, meshNamespaceHelp, timeoutHelp string) {
 	f := cmd.Flags()
-	f.StringVar(&o.name, "name", "", "member name, as in MeshFederation.spec.members[].name (required)")
-	f.StringVar(&o.memberKubeconfig, "member-kubeconfig", "", "admin kubeconfig of the member cluster (required)")
-	f.StringVar(&o.memberContext, "member-context", "", "context in the member kubeconfig (default: current)")
-	f.StringVar(&o.hubKubeconfig, "hub-kubeconfig", "", "kubeconfig of the hub cluster: also delete the member's kubeconfig Secret there")
-	f.StringVar(&o.hubContext, "hub-context", "", "context in the hub kubeconfig (default: current)")
-	f.StringVar(&o.hubNamespace, "hub-namespace", "meshfed-system", "namespace of the MeshFederation in the hub")
-	f.StringVar(&o.meshNamespace, "mesh-namespace", meshv1.DefaultMeshNamespace, "the member's mesh namespace, as given to join")
-	f.DurationVar(&o.timeout, "timeout", time.Minute, "how long unjoin may take")
+	f.StringVar(&c.name, "name", "", "member name, as in MeshFederation.spec.members[].name (required)")
+	f.StringVar(&c.memberKubeconfig, "member-kubeconfig", "", "admin kubeconfig of the member cluster (required)")
+	f.StringVar(&c.memberContext, "member-context", "", "context in the member kubeconfig (default: current)")
+	f.StringVar(&c.hubKubeconfig, "hub-kubeconfig", "", hubKubeconfigHelp)
+	f.StringVar(&c.hubContext, "hub-context", "", "context in the hub kubeconfig (default: current)")
+	f.StringVar(&c.hubNamespace, "hub-namespace", "meshfed-system", "namespace of the MeshFederation in the hub")
+	f.StringVar(&c.meshNamespace, "mesh-namespace", meshv1.DefaultMeshNamespace, meshNamespaceHelp)
+	f.DurationVar(&c.timeout, "timeout", time.Minute, timeoutHelp)
 	for _, req := range []string{"name", "member-kubeconfig"} {
 		_ = cmd.MarkFlagRequired(req)
 	}
-	return cmd
+}
+
+// connect builds clients of the member and, when --hub-kubeconfig is given, of the hub.
+func (c *clusters) connect() (memberCfg *rest.Config, member, hub client.Client, err error) {
+	if memberCfg, err = loadConfig(c.memberKubeconfig, c.memberContext); err != nil {
+		return nil, nil, nil, fmt.Errorf("member kubeconfig: %w", err)
+	}
+	scheme := app.NewScheme()
+	if member, err = client.New(memberCfg, client.Options{Scheme: scheme}); err != nil {
+		return nil, nil, nil, err
+	}
+	if c.hubKubeconfig == "" {
+		return memberCfg, member, nil, nil
+	}
+	hubCfg, err := loadConfig(c.hubKubeconfig, c.hubContext)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("hub kubeconfig: %w", err)
+	}
+	if hub, err = client.New(hubCfg, client.Options{Scheme: scheme}); err != nil {
+		return nil, nil, nil, err
+	}
+	return memberCfg, member, hub, nil
 }
 
 func loadConfig(path, context string) (*rest.Config, error) {
