@@ -74,6 +74,7 @@ func BuildModel(in Inputs) (*Model, []error) {
 		imp := &in.Imports[i]
 		s := get(imp.Namespace, imp.Name)
 		s.Imported = true
+		s.ClientIPAffinity = imp.Spec.SessionAffinity == corev1.ServiceAffinityClientIP
 		for _, ip := range imp.Spec.IPs {
 			if a, err := netip.ParseAddr(ip); err == nil {
 				s.ClusterSetIPs = append(s.ClusterSetIPs, a.String())

@@ -84,6 +84,7 @@ func serviceFingerprint(shared uint64, s *Service) uint64 {
 	f.flag(s.Imported)
 	f.ports(s.ImportPorts)
 	f.strs(s.ClusterSetIPs)
+	f.flag(s.ClientIPAffinity)
 	f.flag(s.ExportedHere)
 	f.str(s.ServiceAccount)
 	f.num(uint64(len(s.Endpoints)))

@@ -56,10 +56,10 @@ func (t *translation) translateService(s *Service) (*Resources, []string) {
 		for _, p := range s.ImportPorts {
 			host := s.clustersetHost()
 			name := ClusterName(p.Port, "", host)
-			r.Clusters = append(r.Clusters, m.cluster(s, name, name, tls))
+			r.Clusters = append(r.Clusters, s.affine(m.cluster(s, name, name, tls)))
 			r.Endpoints = append(r.Endpoints, t.loadAssignment(e, p, name, order))
 			if len(s.Policy.Weights) == 0 {
-				r.addClient(host, p.Port, s.Policy.apply(routeTo(name)))
+				r.addClient(host, p.Port, s.hashed(s.Policy.apply(routeTo(name))))
 				continue
 			}
 			// A split: one leg per weighted cluster, each failing over on its own, all
@@ -68,12 +68,12 @@ func (t *translation) translateService(s *Service) (*Resources, []string) {
 			for _, w := range s.Policy.Weights {
 				leg := ClusterName(p.Port, w.Cluster, host)
 				legs = append(legs, &routev3.WeightedCluster_ClusterWeight{Name: leg, Weight: wrapperspb.UInt32(w.Weight)})
-				r.Clusters = append(r.Clusters, m.cluster(s, leg, name, tls))
+				r.Clusters = append(r.Clusters, s.affine(m.cluster(s, leg, name, tls)))
 				legOrder := append([]string{w.Cluster}, slices.DeleteFunc(slices.Clone(order), func(c string) bool { return c == w.Cluster })...)
 				r.Endpoints = append(r.Endpoints, t.loadAssignment(e, p, leg, legOrder))
 			}
-			r.addClient(host, p.Port, s.Policy.apply(&routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
-				WeightedClusters: &routev3.WeightedCluster{Clusters: legs}}}))
+			r.addClient(host, p.Port, s.hashed(s.Policy.apply(&routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
+				WeightedClusters: &routev3.WeightedCluster{Clusters: legs}}})))
 		}
 	}
 	var listening []string
@@ -116,6 +116,28 @@ func (p Policy) apply(a *routev3.RouteAction) *routev3.RouteAction {
 	}
 	if r := p.Retry; r != nil {
 		a.RetryPolicy = &routev3.RetryPolicy{RetryOn: strings.Join(r.On, ","), NumRetries: wrapperspb.UInt32(r.Attempts)}
+	}
+	return a
+}
+
+// affine makes a clusterset cluster of a service with ClientIP affinity hash its
+// endpoints on a ring (gRFC A42), so that one hash always meets one endpoint.
+func (s *Service) affine(c *clusterv3.Cluster) *clusterv3.Cluster {
+	if s.ClientIPAffinity {
+		c.LbPolicy = clusterv3.Cluster_RING_HASH
+	}
+	return c
+}
+
+// hashed gives a route to a service with ClientIP affinity the hash of its client: gRPC
+// hashes the channel (the only client key gRFC A42 offers; it ignores the source address
+// policy), Envoy, which has no channel filter state, the source address.
+func (s *Service) hashed(a *routev3.RouteAction) *routev3.RouteAction {
+	if s.ClientIPAffinity {
+		a.HashPolicy = []*routev3.RouteAction_HashPolicy{
+			{PolicySpecifier: &routev3.RouteAction_HashPolicy_FilterState_{FilterState: &routev3.RouteAction_HashPolicy_FilterState{Key: "io.grpc.channel_id"}}},
+			{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}},
+		}
 	}
 	return a
 }

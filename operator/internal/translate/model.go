@@ -42,6 +42,10 @@ type Service struct {
 	// ClusterSetIPs are the import's ClusterSet IPs in this member (ServiceImport
 	// spec.ips): Envoy sidecars route traffic to them as to the clusterset host.
 	ClusterSetIPs []string
+	// ClientIPAffinity is set when the import's sessionAffinity is ClientIP: a client's
+	// calls to the clusterset host keep to one endpoint (a ring hash on the gRPC channel
+	// for proxyless clients, on the source address for Envoy sidecars).
+	ClientIPAffinity bool
 	// ExportedHere is set when this cluster is one of the exporters (the ServiceImport's
 	// status.clusters): only then does its east-west gateway let other clusters in.
 	ExportedHere bool

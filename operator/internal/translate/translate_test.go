@@ -52,7 +52,7 @@ func goldenModels() map[string]*Model {
 				}}}},
 		"weighted-split": {Cluster: "a", Network: "net-1", TrustDomain: "example.org", MTLS: true, Peers: peers(),
 			Services: []Service{{Namespace: "shop", Name: "ratings", Imported: true, ImportPorts: grpcPort, ServiceAccount: "ratings",
-				ClusterSetIPs: []string{"243.0.0.7", "fd43:4c53::7"},
+				ClusterSetIPs: []string{"243.0.0.7", "fd43:4c53::7"}, ClientIPAffinity: true,
 				Policy: Policy{Weights: []Weight{{Cluster: "a", Weight: 20}, {Cluster: "c", Weight: 80}},
 					Timeout: 3 * time.Second, Retry: &Retry{Attempts: 2, On: []string{"unavailable", "resource-exhausted"}}},
 				Endpoints: []Endpoint{
