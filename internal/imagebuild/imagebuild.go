@@ -39,6 +39,7 @@ var Images = []Image{
 	{Name: "meshfed-operator", Package: "./operator/cmd"},
 	{Name: "eastwest-gateway", Package: "./eastwest-gateway/cmd/eastwest-gateway"},
 	{Name: "meshfed-agent", Package: "./agent/cmd/meshfed-agent"},
+	{Name: "meshfed-dns", Package: "./dns/cmd/meshfed-dns"},
 }
 
 // NonRoot is the user and group the images run as.

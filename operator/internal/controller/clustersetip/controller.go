@@ -139,6 +139,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if err := r.Client.Patch(ctx, patched, client.MergeFrom(&si)); err != nil {
 			return ctrl.Result{}, fmt.Errorf("ServiceImport %s: write its ClusterSet IPs: %w", key, err)
 		}
+		si = *patched // the condition observes the generation that holds the addresses
 	}
 	if err := r.reportReady(ctx, &si, want, assignErr); err != nil {
 		return ctrl.Result{}, fmt.Errorf("ServiceImport %s: write its Ready condition: %w", key, err)
