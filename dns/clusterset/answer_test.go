@@ -121,15 +121,17 @@ func TestRespond(t *testing.T) {
 	}
 }
 
-// TestRespondOverTheWire: the answers pack and travel as DNS messages (UDP, miekg/dns).
-func TestRespondOverTheWire(t *testing.T) {
-	ix := testIndex()
+// ServeUDP serves the zone of index() over UDP on 127.0.0.1 until the test ends and returns
+// its address; names of other zones are REFUSED. (Exported for this package's external
+// tests.)
+func ServeUDP(t testing.TB, index func() *Index) string {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
-		resp, ok := ix.Respond(req, 5)
+		resp, ok := index().Respond(req, 5)
 		if !ok {
 			resp = new(dns.Msg)
 			resp.SetRcode(req, dns.RcodeRefused)
@@ -137,10 +139,17 @@ func TestRespondOverTheWire(t *testing.T) {
 		_ = w.WriteMsg(resp)
 	})}
 	go func() { _ = srv.ActivateAndServe() }()
-	defer func() { _ = srv.Shutdown() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return pc.LocalAddr().String()
+}
+
+// TestRespondOverTheWire: the answers pack and travel as DNS messages (UDP, miekg/dns).
+func TestRespondOverTheWire(t *testing.T) {
+	ix := testIndex()
+	addr := ServeUDP(t, func() *Index { return ix })
 	req := new(dns.Msg)
 	req.SetQuestion("_sql._tcp.db.shop.svc.clusterset.local.", dns.TypeSRV)
-	resp, _, err := new(dns.Client).Exchange(req, pc.LocalAddr().String())
+	resp, _, err := new(dns.Client).Exchange(req, addr)
 	if err != nil {
 		t.Fatal(err)
 	}

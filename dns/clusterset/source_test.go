@@ -3,7 +3,6 @@ package clusterset_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -30,24 +29,11 @@ func TestSourceFollowsTheCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { _ = src.Run(ctx) }()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
-		resp, ok := src.Index().Respond(req, 5)
-		if !ok {
-			resp = new(dns.Msg)
-			resp.SetRcode(req, dns.RcodeRefused)
-		}
-		_ = w.WriteMsg(resp)
-	})}
-	go func() { _ = srv.ActivateAndServe() }()
-	defer func() { _ = srv.Shutdown() }()
+	addr := clusterset.ServeUDP(t, src.Index)
 	resolve := func(name string, qtype uint16) (int, []string, error) {
 		req := new(dns.Msg)
 		req.SetQuestion(name, qtype)
-		resp, _, err := new(dns.Client).Exchange(req, pc.LocalAddr().String())
+		resp, _, err := new(dns.Client).Exchange(req, addr)
 		if err != nil {
 			return 0, nil, err
 		}

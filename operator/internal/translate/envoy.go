@@ -74,17 +74,7 @@ func TranslateEnvoy(m *Model) *EnvoyResources {
 	for _, p := range ports {
 		name := strconv.Itoa(int(p))
 		out.Routes = append(out.Routes, &routev3.RouteConfiguration{Name: name, VirtualHosts: byPort[p]})
-		out.Listeners = append(out.Listeners, &listenerv3.Listener{
-			Name:       "0.0.0.0_" + name,
-			Address:    socketAddress("0.0.0.0", p),
-			BindToPort: wrapperspb.Bool(false),
-			FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{httpFilter(&hcmv3.HttpConnectionManager{
-				StatPrefix:     "outbound_0.0.0.0_" + name,
-				CodecType:      hcmv3.HttpConnectionManager_AUTO,
-				RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: name, ConfigSource: sharedADS}},
-				HttpFilters:    []*hcmv3.HttpFilter{sharedRouter},
-			})}}},
-		})
+		out.Listeners = append(out.Listeners, outboundListener("0.0.0.0_"+name, "0.0.0.0", p, name))
 	}
 	addClusterSetIPs(m, g, out)
 	out.Listeners = append(out.Listeners, &listenerv3.Listener{
@@ -144,6 +134,22 @@ func TranslateEnvoy(m *Model) *EnvoyResources {
 	return out
 }
 
+// outboundListener is a listener that the virtual outbound listener hands connections to
+// address:port (it binds nothing itself), with the HTTP routes of RouteConfiguration routes.
+func outboundListener(name, address string, port uint32, routes string) *listenerv3.Listener {
+	return &listenerv3.Listener{
+		Name:       name,
+		Address:    socketAddress(address, port),
+		BindToPort: wrapperspb.Bool(false),
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{httpFilter(&hcmv3.HttpConnectionManager{
+			StatPrefix:     "outbound_" + name,
+			CodecType:      hcmv3.HttpConnectionManager_AUTO,
+			RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: routes, ConfigSource: sharedADS}},
+			HttpFilters:    []*hcmv3.HttpFilter{sharedRouter},
+		})}}},
+	}
+}
+
 // addClusterSetIPs routes traffic to an import's ClusterSet IPs like traffic to its
 // clusterset host: a listener of its own for each address and port, which the original
 // destination picks over 0.0.0.0:<port>, with the host's routes for any Host header (a
@@ -172,17 +178,7 @@ func addClusterSetIPs(m *Model, g *Resources, out *EnvoyResources) {
 					rc.VirtualHosts = append(rc.VirtualHosts, vh)
 				}
 				out.Routes = append(out.Routes, rc)
-				out.Listeners = append(out.Listeners, &listenerv3.Listener{
-					Name:       name,
-					Address:    socketAddress(ip, p.Port),
-					BindToPort: wrapperspb.Bool(false),
-					FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{httpFilter(&hcmv3.HttpConnectionManager{
-						StatPrefix:     "outbound_" + name,
-						CodecType:      hcmv3.HttpConnectionManager_AUTO,
-						RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: name, ConfigSource: sharedADS}},
-						HttpFilters:    []*hcmv3.HttpFilter{sharedRouter},
-					})}}},
-				})
+				out.Listeners = append(out.Listeners, outboundListener(name, ip, p.Port, name))
 			}
 		}
 	}
