@@ -27,7 +27,6 @@ import (
 	"github.com/meshfed/meshfed/federation/clusters"
 	"github.com/meshfed/meshfed/federation/join"
 	"github.com/meshfed/meshfed/federation/trust"
-	aboutv1alpha1 "github.com/meshfed/meshfed/operator/api/about/v1alpha1"
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 )
 
@@ -87,7 +86,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Scheme: mgr.GetScheme(),
 		Watch: []client.Object{
 			&mcsv1beta1.ServiceExport{}, &mcsv1beta1.ServiceImport{}, &corev1.Service{},
-			&discoveryv1.EndpointSlice{}, &corev1.Namespace{}, &meshv1.Mesh{}, &meshv1.MeshPeer{}, &aboutv1alpha1.ClusterProperty{},
+			&discoveryv1.EndpointSlice{}, &corev1.Namespace{}, &meshv1.Mesh{}, &meshv1.MeshPeer{},
 		},
 		OnChange: r.markDirty,
 		QPS:      r.QPS,

@@ -10,7 +10,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
@@ -180,18 +182,29 @@ func (s *scope) requeue(after time.Duration) {
 	}
 }
 
+// clusterIDTimeout bounds the read of a member's cluster ID: a member that went away since
+// its last probe must not hold the pass up.
+const clusterIDTimeout = 2 * time.Second
+
 // checkClusterID refuses a member whose About API cluster ID (the ClusterProperty
 // cluster.clusterset.k8s.io its operator writes, KEP-2149) is not its name in the
-// MeshFederation. A member without the property (its operator has not written it yet) is
-// taken at its name.
+// MeshFederation. It reads the member's API server, not a cache: a member whose operator
+// predates the About API (no such CRD, or no property yet) is taken at its name, and still
+// syncs, where a watch of a kind it lacks would keep its whole cache from syncing. Only a
+// cluster ID that differs refuses the member: one that cannot be read now (the
+// member is away, its API server slow) is read again at the next pass.
 func checkClusterID(ctx context.Context, mv *memberView) error {
-	var id aboutv1alpha1.ClusterProperty
-	err := mv.member.Client().Get(ctx, client.ObjectKey{Name: aboutv1alpha1.PropertyClusterID}, &id)
-	if apierrors.IsNotFound(err) {
+	if !mv.state.Connected {
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("read its ClusterProperty %s: %w", aboutv1alpha1.PropertyClusterID, err)
+	ctx, cancel := context.WithTimeout(ctx, clusterIDTimeout)
+	defer cancel()
+	var id aboutv1alpha1.ClusterProperty
+	if err := mv.member.APIReader().Get(ctx, client.ObjectKey{Name: aboutv1alpha1.PropertyClusterID}, &id); err != nil {
+		if !apierrors.IsNotFound(err) && !meta.IsNoMatchError(err) {
+			log.FromContext(ctx).Info("cannot read the member's cluster ID", "member", mv.spec.Name, "error", err.Error())
+		}
+		return nil
 	}
 	if id.Spec.Value != mv.spec.Name {
 		return fmt.Errorf("refused: its ClusterProperty %s says it is %q, not %q: give the member its cluster's name in spec.members (or fix the property, which its Mesh's clusterName sets)",

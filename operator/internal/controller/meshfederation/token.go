@@ -59,7 +59,7 @@ func (r *Reconciler) renewToken(ctx context.Context, s *scope, mv *memberView, k
 	if !mv.usable {
 		return // renewed once the member answers: its connection brings a pass
 	}
-	err = r.writeRenewedToken(ctx, s.fed.Namespace, ref, kubeconfig, mv, claims)
+	written, err := r.writeRenewedToken(ctx, s.fed.Namespace, ref, kubeconfig, mv, claims)
 	if err != nil {
 		r.Recorder.Eventf(s.fed, corev1.EventTypeWarning, meshv1.EventTokenRenewalFailed,
 			"member %s: the hub could not renew its token, which expires at %s: %v (it tries again in a minute; meshfedctl join gives a new one)",
@@ -67,31 +67,36 @@ func (r *Reconciler) renewToken(ctx context.Context, s *scope, mv *memberView, k
 		s.requeue(time.Minute)
 		return
 	}
-	r.Recorder.Eventf(s.fed, corev1.EventTypeNormal, meshv1.EventTokenRenewed, "member %s: the hub renewed its token for %s", mv.spec.Name, r.TokenTTL)
+	if written {
+		r.Recorder.Eventf(s.fed, corev1.EventTypeNormal, meshv1.EventTokenRenewed, "member %s: the hub renewed its token for %s", mv.spec.Name, r.TokenTTL)
+	}
 }
 
-func (r *Reconciler) writeRenewedToken(ctx context.Context, namespace string, ref meshv1.SecretKeyRef, kubeconfig []byte, mv *memberView, claims join.TokenClaims) error {
+// writeRenewedToken asks for the new token and writes it; written is false when the
+// Secret no longer holds the kubeconfig this pass read (a `meshfedctl join` in between
+// wins, and the next pass reads its token).
+func (r *Reconciler) writeRenewedToken(ctx context.Context, namespace string, ref meshv1.SecretKeyRef, kubeconfig []byte, mv *memberView, claims join.TokenClaims) (written bool, err error) {
 	fresh, err := join.RequestToken(ctx, mv.member.Client(), claims.Namespace, claims.ServiceAccount, r.TokenTTL)
 	if err != nil {
-		return err
+		return false, err
 	}
 	renewed, err := join.ReplaceToken(kubeconfig, fresh)
 	if err != nil {
-		return err
+		return false, err
 	}
 	// The patch replaces only the kubeconfig's key, and only if the Secret still holds the
-	// kubeconfig this pass read: a `meshfedctl join` in between wins.
+	// kubeconfig this pass read.
 	var secret corev1.Secret
 	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: ref.Name}, &secret); err != nil {
-		return err
+		return false, err
 	}
 	if string(secret.Data[secretKey(ref)]) != string(kubeconfig) {
-		return nil
+		return false, nil
 	}
 	base := secret.DeepCopy()
 	secret.Data[secretKey(ref)] = renewed
 	if err := r.Client.Patch(ctx, &secret, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
-		return fmt.Errorf("write Secret %s/%s: %w", namespace, ref.Name, err)
+		return false, fmt.Errorf("write Secret %s/%s: %w", namespace, ref.Name, err)
 	}
-	return nil
+	return true, nil
 }
