@@ -245,8 +245,9 @@ func leafFor(t *testing.T, ca *testCA, id *url.URL) *x509.Certificate {
 func TestPlanSigning(t *testing.T) {
 	now := time.Now()
 	const life = 30 * time.Hour
+	oldRoot, newRoot := &x509.Certificate{Raw: []byte("old root")}, &x509.Certificate{Raw: []byte("new root")}
 	issued := func(name, sha string, notAfter time.Time) Signing {
-		return Signing{Name: name, RequestSHA: sha, Duration: life, CA: &IntermediateCA{Chain: []*x509.Certificate{{NotBefore: notAfter.Add(-life), NotAfter: notAfter}}}}
+		return Signing{Name: name, RequestSHA: sha, Duration: life, CA: &IntermediateCA{Chain: []*x509.Certificate{{NotBefore: notAfter.Add(-life), NotAfter: notAfter}}, Root: oldRoot}}
 	}
 	waiting := func(name, sha string) Signing { return Signing{Name: name, RequestSHA: sha, Duration: life} }
 	failed := func(name, sha string, ago time.Duration) Signing {
@@ -259,11 +260,14 @@ func TestPlanSigning(t *testing.T) {
 	shorter.Duration = time.Hour
 	successor := issued("r2", "k1", now.Add(15*time.Hour)) // issued now, with a shorter life
 	successor.CA.Chain[0].NotBefore = now
+	resigned := issued("r2", "k1", now.Add(30*time.Hour))
+	resigned.CA.Root = newRoot
 	const renew = 10 * time.Hour
 	cases := []struct {
 		name        string
 		reqs        []Signing
 		want        string
+		root        *x509.Certificate
 		current     string
 		create      bool
 		del         []string
@@ -283,10 +287,13 @@ func TestPlanSigning(t *testing.T) {
 		{name: "a new lifetime: ask again", reqs: []Signing{shorter}, want: "k1", current: "r1", create: true},
 		{name: "a successor that expires sooner still replaces", reqs: []Signing{issued("r1", "k1", now.Add(20*time.Hour)), successor}, want: "k1", current: "r2", del: []string{"r1"}, renewSoonAt: now.Add(5 * time.Hour)},
 		{name: "a stale request for an old key goes", reqs: []Signing{issued("r1", "k2", now.Add(20*time.Hour)), waiting("r0", "k1")}, want: "k2", current: "r1", del: []string{"r0"}, renewSoonAt: now.Add(10 * time.Hour)},
+		{name: "under the issuer's root: keep", reqs: []Signing{issued("r1", "k1", now.Add(20*time.Hour))}, want: "k1", root: oldRoot, current: "r1", renewSoonAt: now.Add(10 * time.Hour)},
+		{name: "under a root the issuer no longer signs with: ask again, keep it until then", reqs: []Signing{issued("r1", "k1", now.Add(20*time.Hour))}, want: "k1", root: newRoot, current: "r1", create: true},
+		{name: "re-signed under the issuer's root: the old goes", reqs: []Signing{issued("r1", "k1", now.Add(20*time.Hour)), resigned}, want: "k1", root: newRoot, current: "r2", del: []string{"r1"}, renewSoonAt: now.Add(20 * time.Hour)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := PlanSigning(tc.reqs, tc.want, life, renew, now)
+			p := PlanSigning(tc.reqs, tc.want, tc.root, life, renew, now)
 			current := ""
 			if p.Current != nil {
 				current = p.Current.Name

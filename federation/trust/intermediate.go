@@ -42,9 +42,10 @@ type SigningPlan struct {
 // PlanSigning decides, from a member's requests and its current CSR (wantSHA; empty while
 // the member publishes none that passes CheckIntermediateRequest), which intermediate it
 // gets and what to ask the issuer for. The intermediate in use stays until a successor is
-// issued: for a new CSR (a new key), a new lifetime (duration), or a renewal renewBefore
-// ahead of expiry.
-func PlanSigning(reqs []Signing, wantSHA string, duration, renewBefore time.Duration, now time.Time) SigningPlan {
+// issued: for a new CSR (a new key), a new lifetime (duration), a renewal renewBefore
+// ahead of expiry, or a root the issuer no longer signs with (root, when known: the
+// issuer's key was replaced after this intermediate was signed).
+func PlanSigning(reqs []Signing, wantSHA string, root *x509.Certificate, duration, renewBefore time.Duration, now time.Time) SigningPlan {
 	var p SigningPlan
 	for i := range reqs {
 		if r := &reqs[i]; r.CA != nil && (p.Current == nil || newer(r.CA.Chain[0], p.Current.CA.Chain[0])) {
@@ -52,7 +53,7 @@ func PlanSigning(reqs []Signing, wantSHA string, duration, renewBefore time.Dura
 		}
 	}
 	upToDate := p.Current != nil && p.Current.RequestSHA == wantSHA && p.Current.Duration == duration &&
-		now.Before(p.Current.CA.NotAfter().Add(-renewBefore))
+		now.Before(p.Current.CA.NotAfter().Add(-renewBefore)) && p.Current.CA.ChainsTo(root)
 	var pending *Signing
 	for i := range reqs {
 		r := &reqs[i]

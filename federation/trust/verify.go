@@ -28,6 +28,12 @@ type IntermediateCA struct {
 // NotAfter is when the intermediate expires.
 func (ca *IntermediateCA) NotAfter() time.Time { return ca.Chain[0].NotAfter }
 
+// ChainsTo tells whether the intermediate chains to root; any root does when root is nil
+// (unknown).
+func (ca *IntermediateCA) ChainsTo(root *x509.Certificate) bool {
+	return root == nil || ca.Root.Equal(root)
+}
+
 // ParseIssued checks what the root issuer returned for a member's intermediate CSR (where
 // names the request): a CA certificate for the CSR's key, with the name constraints the CSR
 // asked for, chaining to the root in caPEM. Errors name the fix; they never quote

@@ -183,6 +183,24 @@ func generationObjects(s *scope, ref meshv1.RootRef) []client.Object {
 	return []client.Object{selfSigned, root, ca}
 }
 
+// bootstrappedRoot is the root certificate a bootstrapped generation's CA Issuer signs
+// with (from the Secret cert-manager wrote); nil for another issuer, or while there is no
+// readable root yet.
+func (r *Reconciler) bootstrappedRoot(ctx context.Context, s *scope, ref meshv1.RootRef) *x509.Certificate {
+	if ref.IssuerKind != trust.KindSelfSigned {
+		return nil
+	}
+	var secret corev1.Secret
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: s.fed.Namespace, Name: trust.RootName(s.fed.Name, ref.Generation)}, &secret); err != nil {
+		return nil
+	}
+	certs, err := trust.ParseCertificates(secret.Data[corev1.TLSCertKey])
+	if err != nil || len(certs) == 0 {
+		return nil
+	}
+	return certs[0]
+}
+
 // bundleOf is the trust bundle of a plan: the roots of its trusted generations.
 func bundleOf(p trust.Plan, load func(meshv1.RootRef) *generation) trust.Bundle {
 	var b trust.Bundle
@@ -235,38 +253,45 @@ func (r *Reconciler) loadGeneration(ctx context.Context, s *scope, ref meshv1.Ro
 	if err := r.Client.List(ctx, &list, client.InNamespace(s.fed.Namespace), sel); err != nil {
 		return g, err
 	}
+	// Each member's requests, and the root the issuer signs with now: a root's key may be
+	// replaced (cert-manager has issued a fresh Certificate twice under load, and its Secret
+	// may be deleted), and an intermediate under the old root is then signed again.
+	signings := map[string][]trust.Signing{}
+	refused := map[string]*cmapi.CertificateRequest{}
+	for i := range list.Items {
+		cr := &list.Items[i]
+		name := cr.Labels[meshv1.LabelMember]
+		sg := readSigning(cr)
+		if !sg.FailedSince.IsZero() {
+			refused[name] = cr
+		}
+		if sg.Invalid != nil {
+			r.Recorder.Eventf(s.fed, corev1.EventTypeWarning, meshv1.ReasonInvalidCertificate, "member %s: %v", name, sg.Invalid)
+		}
+		signings[name] = append(signings[name], sg)
+		if sg.CA != nil && (g.root == nil || sg.CA.Root.NotBefore.After(g.root.NotBefore)) {
+			g.root = sg.CA.Root
+		}
+	}
+	if root := r.bootstrappedRoot(ctx, s, ref); root != nil {
+		g.root = root
+	}
+
 	now := time.Now()
 	renewBefore := trust.IntermediateRenewBefore(s.fed)
 	for _, mv := range s.members {
 		name := mv.spec.Name
 		req := requestOf(mv)
 		g.requests[name] = req
-		var signings []trust.Signing
-		var refused *cmapi.CertificateRequest
-		for i := range list.Items {
-			if cr := &list.Items[i]; cr.Labels[meshv1.LabelMember] == name {
-				sg := readSigning(cr)
-				if !sg.FailedSince.IsZero() {
-					refused = cr
-				}
-				if sg.Invalid != nil {
-					r.Recorder.Eventf(s.fed, corev1.EventTypeWarning, meshv1.ReasonInvalidCertificate, "member %s: %v", name, sg.Invalid)
-				}
-				signings = append(signings, sg)
-			}
-		}
-		plan := trust.PlanSigning(signings, req.sha, trust.IntermediateDuration(s.fed), renewBefore, now)
+		plan := trust.PlanSigning(signings[name], req.sha, g.root, trust.IntermediateDuration(s.fed), renewBefore, now)
 		g.plans[name] = plan
 		if !plan.RenewAt.IsZero() {
 			s.requeue(plan.RenewAt.Sub(now) + renewalSlack)
 		}
 		if plan.Current != nil {
 			g.cas[name] = plan.Current.CA
-			if g.root == nil || plan.Current.CA.Root.NotBefore.After(g.root.NotBefore) {
-				g.root = plan.Current.CA.Root
-			}
 		}
-		if p, ok := signingProblem(s.fed, name, plan, req, refused, renewBefore, now); ok {
+		if p, ok := signingProblem(s.fed, name, plan, req, refused[name], g.root, renewBefore, now); ok {
 			g.problems[name] = p
 		}
 	}
@@ -326,7 +351,7 @@ func readSigning(cr *cmapi.CertificateRequest) trust.Signing {
 }
 
 // signingProblem says why a member has no usable intermediate, or that it expires unrenewed.
-func signingProblem(fed *meshv1.MeshFederation, name string, plan trust.SigningPlan, req memberRequest, refused *cmapi.CertificateRequest, renewBefore time.Duration, now time.Time) (memberTrustProblem, bool) {
+func signingProblem(fed *meshv1.MeshFederation, name string, plan trust.SigningPlan, req memberRequest, refused *cmapi.CertificateRequest, root *x509.Certificate, renewBefore time.Duration, now time.Time) (memberTrustProblem, bool) {
 	why := req.err
 	if why == nil && refused != nil {
 		why = fmt.Errorf("the root issuer refused CertificateRequest %s/%s%s", refused.Namespace, refused.Name, requestState(refused))
@@ -335,6 +360,11 @@ func signingProblem(fed *meshv1.MeshFederation, name string, plan trust.SigningP
 		if why == nil {
 			why = fmt.Errorf("waiting for the root issuer to sign its intermediate (CertificateRequests %s/%s-*)", fed.Namespace, trust.IntermediateName(fed.Name, name, 0))
 		}
+		return memberTrustProblem{meshv1.ReasonIntermediatePending, why}, true
+	}
+	if !plan.Current.CA.ChainsTo(root) {
+		why := fmt.Errorf("its intermediate chains to root %.16s, but the root issuer now signs with %.16s: waiting for it to sign the intermediate again",
+			trust.Fingerprint(plan.Current.CA.Root), trust.Fingerprint(root))
 		return memberTrustProblem{meshv1.ReasonIntermediatePending, why}, true
 	}
 	if left := plan.Current.CA.NotAfter().Sub(now); left < renewBefore {

@@ -235,6 +235,26 @@ func TestTrustBootstrap(t *testing.T) {
 		waitTrust(t, f.hub, "global", f.members)
 	})
 
+	// The root's key replaced behind the hub's back (its Secret deleted, so cert-manager
+	// issues a new root; cert-manager has also been seen to issue a fresh root twice under
+	// load): every member's intermediate is signed again under the root the issuer now
+	// signs with, and the federation ends up trusting that one root.
+	t.Run("a root issued again is followed by every intermediate", func(t *testing.T) {
+		old := f.get(t).Status.Trust.RootFingerprint
+		must(t, f.hub.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: hubNS, Name: trust.RootName("global", 0)}}))
+		testbed.Eventually(t, 2*time.Minute, "one trusted root, not the deleted one", func() error {
+			tr := f.get(t).Status.Trust
+			if tr.RootFingerprint == old || len(tr.TrustedRoots) != 1 || tr.TrustedRoots[0] != tr.RootFingerprint {
+				return fmt.Errorf("root %.16s, trusted %v", tr.RootFingerprint, tr.TrustedRoots)
+			}
+			return nil
+		})
+		waitTrust(t, f.hub, "global", f.members)
+		if _, _, err := handshake(t, issue(t, a, "shop", "reviews"), issue(t, c, "shop", "ratings")); err != nil {
+			t.Errorf("mTLS A → C under the new root: %v", err)
+		}
+	})
+
 	// The Events and statuses carry no key material (nor any PEM: fingerprints only).
 	for _, c := range f.members {
 		var events corev1.EventList
