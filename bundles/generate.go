@@ -177,14 +177,14 @@ func Generate(in Input) (map[string][]byte, error) {
 	}
 	csv.Spec.InstallStrategy = operatorsv1alpha1.NamedInstallStrategy{StrategyName: operatorsv1alpha1.InstallStrategyNameDeployment, StrategySpec: strategy}
 	csv.Spec.RelatedImages = []operatorsv1alpha1.RelatedImage{{Name: "meshfed-operator", Image: image}}
-	// The images the operator deploys (the gateway) and injects (the agent), from its
-	// arguments, so that disconnected installs mirror them too.
+	// The images the operator deploys (the gateway, meshfed-dns) and injects (the agent),
+	// from its arguments, so that disconnected installs mirror them too.
+	deployed := map[string]string{"--gateway-image=": "eastwest-gateway", "--dns-image=": "meshfed-dns", "--agent-image=": "meshfed-agent"}
 	for _, arg := range d.Spec.Template.Spec.Containers[0].Args {
-		if img, ok := strings.CutPrefix(arg, "--gateway-image="); ok {
-			csv.Spec.RelatedImages = append(csv.Spec.RelatedImages, operatorsv1alpha1.RelatedImage{Name: "eastwest-gateway", Image: img})
-		}
-		if img, ok := strings.CutPrefix(arg, "--agent-image="); ok {
-			csv.Spec.RelatedImages = append(csv.Spec.RelatedImages, operatorsv1alpha1.RelatedImage{Name: "meshfed-agent", Image: img})
+		for flag, name := range deployed {
+			if img, ok := strings.CutPrefix(arg, flag); ok {
+				csv.Spec.RelatedImages = append(csv.Spec.RelatedImages, operatorsv1alpha1.RelatedImage{Name: name, Image: img})
+			}
 		}
 	}
 	csv.Spec.Icon = []operatorsv1alpha1.Icon{{Data: base64.StdEncoding.EncodeToString(in.Icon), MediaType: "image/svg+xml"}}

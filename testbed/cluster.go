@@ -195,9 +195,10 @@ func (c *Cluster) start(ctx context.Context, manifests [][]byte) error {
 	return nil
 }
 
-// The cluster's Service range, and the ClusterIP of the kubernetes Service (the first).
+// The cluster's Service ranges (dual-stack, so that a test can make an IPv6 Service; pods
+// are IPv4), and the ClusterIP of the kubernetes Service (the first).
 const (
-	serviceCIDR         = "10.96.0.0/16"
+	serviceCIDR         = "10.96.0.0/16,fd00:10:96::/112"
 	kubernetesServiceIP = "10.96.0.1"
 )
 
@@ -309,7 +310,7 @@ func (c *Cluster) connect(ctx context.Context) error {
 	if c.Client, err = client.New(cfg, client.Options{Scheme: Scheme}); err != nil {
 		return err
 	}
-	return pollEvery(ctx, 60*time.Second, 100*time.Millisecond, c.Name+" kube-apiserver ready", func(ctx context.Context) error {
+	return PollEvery(ctx, 60*time.Second, 100*time.Millisecond, c.Name+" kube-apiserver ready", func(ctx context.Context) error {
 		if c.apiserver.exited() {
 			return c.apiserver.exitError()
 		}

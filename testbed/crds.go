@@ -93,7 +93,7 @@ func installCRDs(ctx context.Context, c client.Client, manifests [][]byte) error
 		}
 	}
 	for _, name := range names {
-		err := pollEvery(ctx, 30*time.Second, 50*time.Millisecond, "CRD "+name+" established", func(ctx context.Context) error {
+		err := PollEvery(ctx, 30*time.Second, 50*time.Millisecond, "CRD "+name+" established", func(ctx context.Context) error {
 			var crd apiextensionsv1.CustomResourceDefinition
 			if err := c.Get(ctx, client.ObjectKey{Name: name}, &crd); err != nil {
 				return err

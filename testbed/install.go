@@ -30,6 +30,7 @@ patches:
 - target: {kind: Deployment, name: meshfed-operator}
   patch: |
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--gateway-image=%s"}
+    - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--dns-image=%s"}
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--agent-image=%s"}
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--role=%s"}
     - {op: add, path: /spec/template/spec/containers/0/args/-, value: "--pprof-bind-address=:8082"}
@@ -38,7 +39,7 @@ patches:
 // Images are the references, by digest, of the images the testbed installed meshfed
 // from (Options.Operator).
 type Images struct {
-	Operator, Gateway, Agent string
+	Operator, Gateway, Agent, DNS string
 }
 
 // meshfedImages builds meshfed's images from the source tree and pushes them to the
@@ -57,7 +58,11 @@ func (tb *Testbed) meshfedImages(ctx context.Context) (Images, error) {
 	if err != nil {
 		return Images{}, err
 	}
-	return Images{Operator: operator, Gateway: gateway, Agent: agent}, nil
+	dns, err := tb.Image(ctx, "meshfed-dns", "./dns/cmd/meshfed-dns")
+	if err != nil {
+		return Images{}, err
+	}
+	return Images{Operator: operator, Gateway: gateway, Agent: agent, DNS: dns}, nil
 }
 
 // installMeshfed installs meshfed from tb.Images with `kubectl apply -k` of an overlay of
@@ -82,7 +87,7 @@ func (c *Cluster) installMeshfed(ctx context.Context) error {
 	for _, arg := range c.tb.opts.OperatorArgs {
 		fmt.Fprintf(&extra, "    - {op: add, path: /spec/template/spec/containers/0/args/-, value: %q}\n", arg)
 	}
-	overlay := fmt.Sprintf(installOverlay, base, ref.Context().Name(), ref.DigestStr(), gateway, c.tb.Images.Agent, c.tb.opts.OperatorRole(c.Index), extra.String())
+	overlay := fmt.Sprintf(installOverlay, base, ref.Context().Name(), ref.DigestStr(), gateway, c.tb.Images.DNS, c.tb.Images.Agent, c.tb.opts.OperatorRole(c.Index), extra.String())
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(overlay), 0o644); err != nil {
 		return err
 	}
@@ -105,7 +110,8 @@ func (c *Cluster) installMeshfed(ctx context.Context) error {
 }
 
 // bindMeshNamespace gives the operator in another mesh namespace than meshfed-system what
-// config/rbac's member Role gives it in meshfed-system, as docs/user-guide.md tells users to.
+// config/rbac's member Role gives it in meshfed-system, and meshfed-dns there its account
+// and read access, as docs/user-guide.md tells users to.
 func (c *Cluster) bindMeshNamespace(ctx context.Context, ns string) error {
 	const member = "meshfed-member"
 	var role rbacv1.Role
@@ -120,6 +126,10 @@ func (c *Cluster) bindMeshNamespace(ctx context.Context, ns string) error {
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: role.Name}, Rules: role.Rules},
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: binding.Name}, RoleRef: binding.RoleRef, Subjects: binding.Subjects},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "meshfed-dns"}},
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "meshfed-dns-" + ns},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "meshfed-dns"},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: "meshfed-dns"}}},
 	}
 	for _, obj := range objs {
 		if err := c.Client.Create(ctx, obj); client.IgnoreAlreadyExists(err) != nil {

@@ -6,8 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Address plan. Cluster c of a testbed owns octet o (taken under a file lock):
@@ -184,4 +187,26 @@ func runIP(args ...string) error {
 		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// inNetns runs fn on an OS thread moved into the network namespace name (/run/netns):
+// sockets fn opens live there. The thread is never unlocked, so it ends with fn's goroutine
+// instead of returning, in the wrong namespace, to the scheduler's pool.
+func inNetns(name string, fn func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		ns, err := os.Open(filepath.Join("/run/netns", name))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("enter network namespace %s: %w", name, err)
+			return
+		}
+		done <- fn()
+	}()
+	return <-done
 }

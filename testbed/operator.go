@@ -92,7 +92,7 @@ func (c *Cluster) StopOperator(ctx context.Context) error {
 		return err
 	}
 	unclean := map[string]string{}
-	err := pollEvery(ctx, 60*time.Second, 100*time.Millisecond, c.Name+" operator pods gone", func(ctx context.Context) error {
+	err := PollEvery(ctx, 60*time.Second, 100*time.Millisecond, c.Name+" operator pods gone", func(ctx context.Context) error {
 		var pods corev1.PodList
 		if err := c.Client.List(ctx, &pods, client.InNamespace(MeshfedNamespace), client.MatchingLabels{"app.kubernetes.io/component": "operator"}); err != nil {
 			return err
@@ -136,7 +136,7 @@ func (c *Cluster) scaleOperator(ctx context.Context, replicas int) error {
 
 // waitOperator waits until the operator's Deployment is available and a replica leads.
 func (c *Cluster) waitOperator(ctx context.Context) error {
-	return pollEvery(ctx, 2*time.Minute, 200*time.Millisecond, c.Name+" meshfed operator available and leading", func(ctx context.Context) error {
+	return PollEvery(ctx, 2*time.Minute, 200*time.Millisecond, c.Name+" meshfed operator available and leading", func(ctx context.Context) error {
 		var dep appsv1.Deployment
 		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: MeshfedNamespace, Name: operatorDeployment}, &dep); err != nil {
 			return err

@@ -118,7 +118,7 @@ func (c *Cluster) startPods(ctx context.Context, creds podCredentials, caPath st
 	if err != nil {
 		return err
 	}
-	err = pollEvery(ctx, 60*time.Second, 100*time.Millisecond, c.NodeName()+" Ready", func(ctx context.Context) error {
+	err = PollEvery(ctx, 60*time.Second, 100*time.Millisecond, c.NodeName()+" Ready", func(ctx context.Context) error {
 		if c.node.exited() {
 			return c.node.exitError()
 		}

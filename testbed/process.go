@@ -173,12 +173,12 @@ func FreePort(ip string) (int, error) {
 // what, once timeout passes (or ctx ends) first. Tests use Eventually, which is Poll that
 // fails the test.
 func Poll(ctx context.Context, timeout time.Duration, what string, check func() error) error {
-	return pollEvery(ctx, timeout, 50*time.Millisecond, what, func(context.Context) error { return check() })
+	return PollEvery(ctx, timeout, 50*time.Millisecond, what, func(context.Context) error { return check() })
 }
 
-// pollEvery is Poll with its interval, and a check that gets a context ending with the
+// PollEvery is Poll with its interval, and a check that gets a context ending with the
 // timeout (so that a hung request ends with it).
-func pollEvery(ctx context.Context, timeout, interval time.Duration, what string, check func(context.Context) error) error {
+func PollEvery(ctx context.Context, timeout, interval time.Duration, what string, check func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {

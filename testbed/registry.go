@@ -29,7 +29,7 @@ func (tb *Testbed) StartRegistry(ctx context.Context) error {
 		return err
 	}
 	tb.registry = p
-	if err := pollEvery(ctx, 20*time.Second, 50*time.Millisecond, "registry ready", func(ctx context.Context) error {
+	if err := PollEvery(ctx, 20*time.Second, 50*time.Millisecond, "registry ready", func(ctx context.Context) error {
 		if p.exited() {
 			return p.exitError()
 		}

@@ -352,7 +352,7 @@ func (tb *Testbed) startEtcd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return pollEvery(ctx, 20*time.Second, 50*time.Millisecond, "etcd healthy", func(ctx context.Context) error {
+	return PollEvery(ctx, 20*time.Second, 50*time.Millisecond, "etcd healthy", func(ctx context.Context) error {
 		if tb.etcd.exited() {
 			return tb.etcd.exitError()
 		}

@@ -47,6 +47,9 @@ type WorkloadSpec struct {
 	// Volumes and their mounts in the container.
 	Volumes []corev1.Volume
 	Mounts  []corev1.VolumeMount
+	// Hostname and Subdomain of the pod: with Subdomain naming a headless Service, the
+	// pod's endpoint carries Hostname (as a StatefulSet's pods do).
+	Hostname, Subdomain string
 }
 
 // Workload is a running workload pod. Its restart policy is Never: a killed workload
@@ -97,6 +100,8 @@ func workloadPod(c *Cluster, spec WorkloadSpec, image string) *corev1.Pod {
 			TerminationGracePeriodSeconds: ptr.To[int64](1),
 			Containers:                    []corev1.Container{container},
 			Volumes:                       spec.Volumes,
+			Hostname:                      spec.Hostname,
+			Subdomain:                     spec.Subdomain,
 		},
 	}
 }
@@ -136,7 +141,7 @@ func (c *Cluster) RunDeployment(ctx context.Context, spec WorkloadSpec) (*Worklo
 		return nil, err
 	}
 	var name string
-	err = pollEvery(ctx, time.Minute, 50*time.Millisecond, "a pod of Deployment "+spec.Namespace+"/"+spec.Name, func(ctx context.Context) error {
+	err = PollEvery(ctx, time.Minute, 50*time.Millisecond, "a pod of Deployment "+spec.Namespace+"/"+spec.Name, func(ctx context.Context) error {
 		var pods corev1.PodList
 		if err := c.Client.List(ctx, &pods, client.InNamespace(spec.Namespace), client.MatchingLabels(selector)); err != nil {
 			return err
@@ -177,7 +182,7 @@ func (c *Cluster) prepare(ctx context.Context, spec *WorkloadSpec) (*corev1.Pod,
 // create creates obj; the ServiceAccount admission plugin refuses pods until the
 // controller-manager has created the namespace's ServiceAccount.
 func (c *Cluster) create(ctx context.Context, spec WorkloadSpec, obj client.Object) error {
-	return pollEvery(ctx, 30*time.Second, 100*time.Millisecond, fmt.Sprintf("create %T %s/%s", obj, spec.Namespace, spec.Name), func(ctx context.Context) error {
+	return PollEvery(ctx, 30*time.Second, 100*time.Millisecond, fmt.Sprintf("create %T %s/%s", obj, spec.Namespace, spec.Name), func(ctx context.Context) error {
 		return c.Client.Create(ctx, obj)
 	})
 }
@@ -185,7 +190,7 @@ func (c *Cluster) create(ctx context.Context, spec WorkloadSpec, obj client.Obje
 // running waits until the node runs the pod key and returns it as a Workload.
 func (c *Cluster) running(ctx context.Context, spec WorkloadSpec, key client.ObjectKey) (*Workload, error) {
 	w := &Workload{Cluster: c, Namespace: key.Namespace, Name: key.Name, control: spec.ControlPort}
-	err := pollEvery(ctx, time.Minute, 20*time.Millisecond, fmt.Sprintf("pod %s running", key), func(ctx context.Context) error {
+	err := PollEvery(ctx, time.Minute, 20*time.Millisecond, fmt.Sprintf("pod %s running", key), func(ctx context.Context) error {
 		var pod corev1.Pod
 		if err := c.Client.Get(ctx, key, &pod); err != nil {
 			return err
@@ -220,7 +225,7 @@ func (w *Workload) SetReady(ctx context.Context, ready bool) error {
 	}
 	url := fmt.Sprintf("http://%s/ready?v=%t", w.Addr(int(w.control)), ready)
 	// The container may still be starting: its controls answer once it listens.
-	err := pollEvery(ctx, time.Minute, 20*time.Millisecond, "POST "+url, func(ctx context.Context) error {
+	err := PollEvery(ctx, time.Minute, 20*time.Millisecond, "POST "+url, func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
 		if err != nil {
 			return err
@@ -243,7 +248,7 @@ func (w *Workload) SetReady(ctx context.Context, ready bool) error {
 
 // WaitReady waits until the Pod's Ready condition is ready.
 func (w *Workload) WaitReady(ctx context.Context, ready bool) error {
-	return pollEvery(ctx, time.Minute, 20*time.Millisecond, fmt.Sprintf("pod %s/%s ready=%v", w.Namespace, w.Name, ready), func(ctx context.Context) error {
+	return PollEvery(ctx, time.Minute, 20*time.Millisecond, fmt.Sprintf("pod %s/%s ready=%v", w.Namespace, w.Name, ready), func(ctx context.Context) error {
 		var pod corev1.Pod
 		if err := w.Cluster.Client.Get(ctx, client.ObjectKey{Namespace: w.Namespace, Name: w.Name}, &pod); err != nil {
 			return err

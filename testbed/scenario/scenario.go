@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -493,4 +494,53 @@ func Dial(ctx context.Context, client *testbed.Workload, addr string) (bool, str
 	}
 	err := httpJSON(ctx, http.MethodGet, fmt.Sprintf("http://%s/dial?addr=%s", client.Addr(ClientPort), addr), &out)
 	return out.OK, out.Error, err
+}
+
+// ForwardClusterSetDNS waits until every member's meshfed-dns is ready and has each
+// cluster DNS forward clusterset.local to it, as docs/user-guide.md tells users to.
+func (m *Mesh) ForwardClusterSetDNS(ctx context.Context) error {
+	for _, c := range m.TB.Clusters {
+		var address string
+		err := testbed.Poll(ctx, 2*time.Minute, c.Name+": Mesh DNSReady", func() error {
+			mesh, err := GetMesh(ctx, c)
+			if err != nil {
+				return err
+			}
+			if cond := meta.FindStatusCondition(mesh.Status.Conditions, meshv1.ConditionDNSReady); cond == nil || cond.Status != metav1.ConditionTrue {
+				return fmt.Errorf("DNSReady %+v", cond)
+			}
+			address = mesh.Status.DNSAddress
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if err := c.ForwardClusterSet(ctx, address); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Resolve asks c's cluster DNS, from inside its network as a pod does, one question.
+func Resolve(ctx context.Context, c *testbed.Cluster, name string, qtype uint16) (*dns.Msg, error) {
+	return Ask(ctx, c, testbed.ClusterDNSAddress, name, qtype)
+}
+
+// Ask asks the DNS server at address, from inside c's network, one question over UDP.
+func Ask(ctx context.Context, c *testbed.Cluster, address, name string, qtype uint16) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	conn, err := c.DialInCluster(ctx, "udp", address)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	req := new(dns.Msg)
+	req.SetQuestion(dns.Fqdn(name), qtype)
+	resp, _, err := (&dns.Client{}).ExchangeWithConnContext(ctx, req, &dns.Conn{Conn: conn})
+	if err != nil {
+		return nil, fmt.Errorf("%s %s at %s in %s: %w", dns.TypeToString[qtype], name, address, c.Name, err)
+	}
+	return resp, nil
 }

@@ -26,56 +26,16 @@ import (
 func TestMeshfedDNSServesTheZone(t *testing.T) {
 	tb := testbed.StartForTest(t, testbed.Options{Clusters: 1})
 	c := tb.Clusters[0]
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "meshfed-dns")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	dnsPort, err := testbed.FreePort("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	readyPort, err := testbed.FreePort("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	corefile := filepath.Join(dir, "Corefile")
-	conf := fmt.Sprintf("clusterset.local:%d {\n  bind 127.0.0.1\n  ready 127.0.0.1:%d\n  errors\n  clusterset {\n    kubeconfig %s\n    ttl 7\n  }\n}\n", dnsPort, readyPort, c.KubeconfigPath)
-	if err := os.WriteFile(corefile, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-conf", corefile)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() { cancel(); <-exited }()
-	testbed.Eventually(t, 30*time.Second, "meshfed-dns ready", func() error {
-		select {
-		case err := <-exited:
-			t.Fatalf("meshfed-dns exited: %v", err)
-		default:
-		}
-		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(readyPort) + "/ready")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("ready: %s", resp.Status)
-		}
-		return nil
+	ctx := context.Background()
+	bin := buildMeshfedDNS(t)
+	server := serve(t, bin, func(port, readyPort int) string {
+		return fmt.Sprintf("clusterset.local:%d {\n  bind 127.0.0.1\n  ready 127.0.0.1:%d\n  errors\n  clusterset {\n    kubeconfig %s\n    ttl 7\n  }\n}\n", port, readyPort, c.KubeconfigPath)
 	})
 
 	testbed.MustCreate(ctx, t, c.Client, testbed.Namespace("shop"))
 	testbed.MustCreate(ctx, t, c.Client, &mcsv1beta1.ServiceImport{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart"},
 		Spec: mcsv1beta1.ServiceImportSpec{Type: mcsv1beta1.ClusterSetIP, IPs: []string{"243.0.0.9"},
 			Ports: []mcsv1beta1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}}}})
-	server := net.JoinHostPort("127.0.0.1", strconv.Itoa(dnsPort))
 	query := func(name string) (*dns.Msg, error) {
 		req := new(dns.Msg)
 		req.SetQuestion(name, dns.TypeA)
@@ -98,4 +58,59 @@ func TestMeshfedDNSServesTheZone(t *testing.T) {
 	if resp, err := query("kubernetes.default.svc.cluster.local."); err != nil || resp.Rcode != dns.RcodeRefused {
 		t.Errorf("another zone: %v (%v), want REFUSED", resp, err)
 	}
+}
+
+// buildMeshfedDNS builds this command.
+func buildMeshfedDNS(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "meshfed-dns")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// serve runs a CoreDNS binary on the Corefile conf gives for its DNS and ready ports (on
+// 127.0.0.1) until the test ends, and returns its DNS address once it reports ready.
+func serve(t testing.TB, bin string, conf func(port, readyPort int) string) string {
+	t.Helper()
+	dnsPort, err := testbed.FreePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readyPort, err := testbed.FreePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	corefile := filepath.Join(t.TempDir(), "Corefile")
+	if err := os.WriteFile(corefile, []byte(conf(dnsPort, readyPort)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, "-conf", corefile)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { cancel(); <-exited })
+	testbed.Eventually(t, 30*time.Second, filepath.Base(bin)+" ready", func() error {
+		select {
+		case <-exited:
+			t.Fatalf("%s exited: %v", bin, waitErr)
+		default:
+		}
+		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(readyPort) + "/ready")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("ready: %s", resp.Status)
+		}
+		return nil
+	})
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(dnsPort))
 }

@@ -95,6 +95,15 @@ const (
 	ReasonNoAddress          = "NoAddress"
 )
 
+// ConditionDNSReady tells whether meshfed-dns answers clusterset.local: its Deployment
+// has a ready replica (ready once it holds the cluster's imports) behind its Service.
+const (
+	ConditionDNSReady = "DNSReady"
+
+	ReasonDNSDisabled    = "Disabled"
+	ReasonDNSUnavailable = "Unavailable"
+)
+
 // ReasonIntermediateRotated is the reason of the Issuing condition the member sets on a
 // workload Certificate (cert-manager's) to have it re-issued under a new intermediate.
 const ReasonIntermediateRotated = "IntermediateRotated"

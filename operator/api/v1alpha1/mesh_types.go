@@ -55,6 +55,36 @@ type MeshSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	ClusterSetIPs ClusterSetIPsSpec `json:"clusterSetIPs,omitempty"`
+
+	// DNS configures meshfed-dns, the server of the clusterset.local zone (KEP-1645) that
+	// the cluster DNS forwards that zone to.
+	// +kubebuilder:default={}
+	// +optional
+	DNS DNSSpec `json:"dns,omitempty"`
+}
+
+// DNSSpec configures meshfed-dns: CoreDNS with meshfed's clusterset plugin, answering
+// <service>.<namespace>.svc.clusterset.local from this member's ServiceImports. The cluster
+// DNS forwards the zone to the address in status.dnsAddress (docs/user-guide.md).
+type DNSSpec struct {
+	// Enabled deploys meshfed-dns.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// Replicas of the meshfed-dns Deployment.
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// TTL of the answers, in seconds.
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	TTL *int32 `json:"ttl,omitempty"`
 }
 
 // ClusterSetIPsSpec configures the ClusterSet IPs (KEP-1645) of the ClusterSetIP services
@@ -187,6 +217,11 @@ type MeshStatus struct {
 	// GatewayAddress is the address other clusters use to reach this cluster's gateway.
 	// +optional
 	GatewayAddress string `json:"gatewayAddress,omitempty"`
+
+	// DNSAddress is the ClusterIP of the meshfed-dns Service: the address the cluster DNS
+	// forwards clusterset.local to.
+	// +optional
+	DNSAddress string `json:"dnsAddress,omitempty"`
 
 	// ConnectedProxies counts the xDS clients connected to the control plane.
 	// +optional

@@ -259,6 +259,7 @@ func Run(ctx context.Context, opts Options) error {
 			Census:            opts.census(),
 			Reader:            mgr.GetAPIReader(),
 			GatewayImage:      opts.GatewayImage,
+			DNSImage:          opts.DNSImage,
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up the Mesh controller: %w", err)
 		}

@@ -81,6 +81,9 @@ type Options struct {
 	XDSBindHost string
 	// GatewayImage is the container image of the east-west gateway the member deploys.
 	GatewayImage string
+	// DNSImage is the container image of meshfed-dns, the clusterset.local server the
+	// member deploys.
+	DNSImage string
 	// AgentImage is the container image of meshfed-agent, which injection adds to pods;
 	// EnvoyImage the Envoy sidecar's of the envoy template.
 	AgentImage, EnvoyImage string
@@ -100,10 +103,11 @@ type Options struct {
 	XDSMaxConnectionAge time.Duration
 }
 
-// The images of this release the operator deploys: the east-west gateway, and the agent
-// it injects.
+// The images of this release the operator deploys: the east-west gateway, meshfed-dns,
+// and the agent it injects.
 const (
 	DefaultGatewayImage = "ghcr.io/meshfed/eastwest-gateway:v0.1.0"
+	DefaultDNSImage     = "ghcr.io/meshfed/meshfed-dns:v0.1.0"
 	DefaultAgentImage   = "ghcr.io/meshfed/meshfed-agent:v0.1.0"
 )
 
@@ -125,6 +129,7 @@ func DefaultOptions() Options {
 		WebhookPort:         9443,
 		WebhookCertDir:      "/tmp/k8s-webhook-server/serving-certs",
 		GatewayImage:        DefaultGatewayImage,
+		DNSImage:            DefaultDNSImage,
 		AgentImage:          DefaultAgentImage,
 		EnvoyImage:          inject.DefaultEnvoyImage,
 		XDSMaxConnections:   20000,
@@ -161,6 +166,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.WebhookPort, "webhook-port", o.WebhookPort, "port of the admission webhook server (TLS); 0 turns the webhooks off")
 	fs.StringVar(&o.WebhookHost, "webhook-bind-host", o.WebhookHost, "address the webhook server binds; empty means every address")
 	fs.StringVar(&o.GatewayImage, "gateway-image", o.GatewayImage, "member: container image of the east-west gateway")
+	fs.StringVar(&o.DNSImage, "dns-image", o.DNSImage, "member: container image of meshfed-dns, the clusterset.local DNS server")
 	fs.StringVar(&o.FederationNamespace, "federation-namespace", o.FederationNamespace, "hub: the only namespace whose MeshFederations are honoured (default: the operator's namespace)")
 	fs.StringVar(&o.PodNamespace, "operator-namespace", o.PodNamespace, "the operator's namespace, where its Services are (default $POD_NAMESPACE)")
 	fs.IntVar(&o.XDSMaxConnections, "xds-max-connections", o.XDSMaxConnections, "member: connections the xDS server serves at once")

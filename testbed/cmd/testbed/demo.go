@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
@@ -140,6 +141,37 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed) error {
 	}
 	d.record("export → ServiceImport in all 3 clusters", time.Since(exported).Round(time.Millisecond).String())
 
+	d.step("Resolving the ClusterSet name in each cluster the way a pod does: its cluster DNS (CoreDNS) forwards clusterset.local to the meshfed-dns pods its operator runs (one server block in the Corefile, docs/user-guide.md)")
+	if err := m.ForwardClusterSetDNS(ctx); err != nil {
+		return err
+	}
+	for _, c := range tb.Clusters {
+		d.say("%s: dig echo.shop.svc.clusterset.local A, and SRV _grpc._tcp", c.Name)
+		for _, q := range []struct {
+			name  string
+			qtype uint16
+		}{{"echo.shop.svc.clusterset.local", dns.TypeA}, {"_grpc._tcp.echo.shop.svc.clusterset.local", dns.TypeSRV}} {
+			var resp *dns.Msg
+			err := testbed.Poll(ctx, 30*time.Second, c.Name+": "+q.name, func() error {
+				var err error
+				if resp, err = sc.Resolve(ctx, c, q.name, q.qtype); err != nil {
+					return err
+				}
+				if len(resp.Answer) == 0 {
+					return fmt.Errorf("%s, no answer", dns.RcodeToString[resp.Rcode])
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			d.say("  ;; status: %s, flags:%s", dns.RcodeToString[resp.Rcode], flags(resp))
+			for _, rr := range resp.Answer {
+				d.say("  %s", rr)
+			}
+		}
+	}
+
 	d.step("Deploying echo servers in %s and %s, and a client in %s: plain Deployments of the echo image in namespace shop, labelled %s=enabled, so meshfed's webhook adds meshfed-agent, which gets each pod its SPIFFE certificate from the member's CA service and carries its xDS over mTLS; the testbed writes no certificate or bootstrap", c2.Name, c3.Name, c1.Name, sc.InjectLabel)
 	echo := map[string]string{"app": "echo"}
 	server2, err := m.DeployInjected(ctx, c2, "echo", "server", "echo", sc.EchoPort, echo)
@@ -269,4 +301,18 @@ func (d *demo) report() {
 	for _, r := range d.rows {
 		fmt.Printf("  %-*s  %s\n", width, r[0], r[1])
 	}
+}
+
+// flags are a DNS answer's header flags as dig prints them.
+func flags(m *dns.Msg) string {
+	var out string
+	for _, f := range []struct {
+		set  bool
+		name string
+	}{{m.Response, "qr"}, {m.Authoritative, "aa"}, {m.RecursionDesired, "rd"}, {m.RecursionAvailable, "ra"}} {
+		if f.set {
+			out += " " + f.name
+		}
+	}
+	return out
 }

@@ -56,6 +56,8 @@ type Reconciler struct {
 	Reader client.Reader
 	// GatewayImage is the east-west gateway's container image.
 	GatewayImage string
+	// DNSImage is meshfed-dns's container image.
+	DNSImage string
 }
 
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshes,verbs=get;list;watch

@@ -157,25 +157,8 @@ func (r *Reconciler) reconcileGateway(ctx context.Context, s *scope) (metav1.Con
 		cond.Reason, cond.Message = meshv1.ReasonGatewayDisabled, "spec.eastWestGateway.enabled is false: other networks cannot reach this cluster's services"
 		return cond, nil
 	}
-	for _, obj := range []client.Object{dep, svc, pdb, np} {
-		desired := obj.DeepCopyObject().(client.Object)
-		if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, obj, func() error {
-			switch o := obj.(type) {
-			case *appsv1.Deployment:
-				o.Spec = desired.(*appsv1.Deployment).Spec
-			case *corev1.Service:
-				d := desired.(*corev1.Service)
-				o.Spec.Type, o.Spec.Selector, o.Spec.Ports = d.Spec.Type, d.Spec.Selector, mergePorts(o.Spec.Ports, d.Spec.Ports)
-			case *policyv1.PodDisruptionBudget:
-				o.Spec = desired.(*policyv1.PodDisruptionBudget).Spec
-			case *networkingv1.NetworkPolicy:
-				o.Spec = desired.(*networkingv1.NetworkPolicy).Spec
-			}
-			obj.SetLabels(desired.GetLabels())
-			return controllerutil.SetControllerReference(m, obj, r.Client.Scheme())
-		}); err != nil {
-			return cond, fmt.Errorf("%T %s/%s: %w", obj, obj.GetNamespace(), obj.GetName(), err)
-		}
+	if err := r.applyOwned(ctx, m, dep, svc, pdb, np); err != nil {
+		return cond, err
 	}
 	m.Status.GatewayAddress = m.Spec.EastWestGateway.AdvertisedAddress
 	if m.Status.GatewayAddress == "" {
@@ -205,6 +188,35 @@ func (r *Reconciler) reconcileGateway(ctx context.Context, s *scope) (metav1.Con
 		cond.Message = fmt.Sprintf("%d gateway replicas available at %s", dep.Status.AvailableReplicas, m.Status.GatewayAddress)
 	}
 	return cond, nil
+}
+
+// applyOwned creates each object, controlled by the Mesh, or brings back its spec (data)
+// and labels; it leaves what the API server set (a Service's ClusterIP and node ports),
+// and reads each object back into objs (with its status).
+func (r *Reconciler) applyOwned(ctx context.Context, m *meshv1.Mesh, objs ...client.Object) error {
+	for _, obj := range objs {
+		desired := obj.DeepCopyObject().(client.Object)
+		if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, obj, func() error {
+			switch o := obj.(type) {
+			case *appsv1.Deployment:
+				o.Spec = desired.(*appsv1.Deployment).Spec
+			case *corev1.Service:
+				d := desired.(*corev1.Service)
+				o.Spec.Type, o.Spec.Selector, o.Spec.Ports = d.Spec.Type, d.Spec.Selector, mergePorts(o.Spec.Ports, d.Spec.Ports)
+			case *corev1.ConfigMap:
+				o.Data = desired.(*corev1.ConfigMap).Data
+			case *policyv1.PodDisruptionBudget:
+				o.Spec = desired.(*policyv1.PodDisruptionBudget).Spec
+			case *networkingv1.NetworkPolicy:
+				o.Spec = desired.(*networkingv1.NetworkPolicy).Spec
+			}
+			obj.SetLabels(desired.GetLabels())
+			return controllerutil.SetControllerReference(m, obj, r.Client.Scheme())
+		}); err != nil {
+			return fmt.Errorf("%T %s/%s: %w", obj, obj.GetNamespace(), obj.GetName(), err)
+		}
+	}
+	return nil
 }
 
 // deleteControlled deletes obj (found by its name) if the Mesh controls it: an object of

@@ -36,6 +36,7 @@ func (r *Reconciler) reconcileNormal(ctx context.Context, s *scope) error {
 	phases := []phase{
 		{meshv1.ConditionTrustReady, r.reconcileTrust},
 		{meshv1.ConditionGatewayReady, r.reconcileGateway},
+		{meshv1.ConditionDNSReady, r.reconcileDNS},
 	}
 	if r.XDS != nil {
 		phases = append(phases, phase{meshv1.ConditionControlPlaneReady, r.reconcileControlPlane})
