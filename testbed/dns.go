@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/miekg/dns"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -57,7 +58,7 @@ func (c *Cluster) ForwardClusterSet(ctx context.Context, address string) error {
 	if err := c.Client.Patch(ctx, &dep, patch); err != nil {
 		return err
 	}
-	return PollEvery(ctx, 90*time.Second, 100*time.Millisecond, c.Name+" cluster DNS restarted", func(ctx context.Context) error {
+	err := PollEvery(ctx, 90*time.Second, 100*time.Millisecond, c.Name+" cluster DNS restarted", func(ctx context.Context) error {
 		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "coredns"}, &dep); err != nil {
 			return err
 		}
@@ -67,6 +68,48 @@ func (c *Cluster) ForwardClusterSet(ctx context.Context, address string) error {
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	// kube-proxy moves the Service to the new pod a moment after it is available: done once
+	// the zone's SOA comes back through the Service, as pods ask.
+	return PollEvery(ctx, 30*time.Second, 50*time.Millisecond, c.Name+" cluster DNS forwarding clusterset.local", func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		resp, err := c.AskDNS(ctx, ClusterDNSAddress, "clusterset.local.", dns.TypeSOA)
+		if err != nil {
+			return err
+		}
+		if resp.Rcode != dns.RcodeSuccess || len(resp.Answer) != 1 {
+			return fmt.Errorf("SOA clusterset.local: %s %v", dns.RcodeToString[resp.Rcode], resp.Answer)
+		}
+		return nil
+	})
+}
+
+// Resolve asks the cluster DNS one question, from inside the cluster's network as a pod
+// does.
+func (c *Cluster) Resolve(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	return c.AskDNS(ctx, ClusterDNSAddress, name, qtype)
+}
+
+// AskDNS asks the DNS server at address one question over UDP, from inside the cluster's
+// network, waiting at most 2 s (less if ctx ends sooner).
+func (c *Cluster) AskDNS(ctx context.Context, address, name string, qtype uint16) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	conn, err := c.DialInCluster(ctx, "udp", address)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	req := new(dns.Msg)
+	req.SetQuestion(dns.Fqdn(name), qtype)
+	resp, _, err := (&dns.Client{}).ExchangeWithConnContext(ctx, req, &dns.Conn{Conn: conn})
+	if err != nil {
+		return nil, fmt.Errorf("%s %s at %s in %s: %w", dns.TypeToString[qtype], name, address, c.Name, err)
+	}
+	return resp, nil
 }
 
 // DialInCluster connects from inside the cluster's network, where pods' traffic to Service

@@ -190,23 +190,33 @@ func runIP(args ...string) error {
 }
 
 // inNetns runs fn on an OS thread moved into the network namespace name (/run/netns):
-// sockets fn opens live there. The thread is never unlocked, so it ends with fn's goroutine
-// instead of returning, in the wrong namespace, to the scheduler's pool.
+// sockets fn opens live there. The thread comes back to the testbed's namespace before it
+// is unlocked. It must not end instead: the processes the testbed started from that thread
+// would get their Pdeathsig (SIGKILL), since the kernel ties it to the parent thread.
 func inNetns(name string, fn func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		ns, err := os.Open(filepath.Join("/run/netns", name))
-		if err != nil {
-			done <- err
-			return
-		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			done <- fmt.Errorf("enter network namespace %s: %w", name, err)
-			return
-		}
-		done <- fn()
-	}()
-	return <-done
+	runtime.LockOSThread()
+	home, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer home.Close()
+	ns, err := os.Open(filepath.Join("/run/netns", name))
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer ns.Close()
+	if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter network namespace %s: %w", name, err)
+	}
+	fnErr := fn()
+	if err := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); err != nil {
+		// Stuck in the other namespace (it never happens in practice): the thread stays
+		// locked, and Go ends it with this goroutine rather than reuse it elsewhere.
+		return fmt.Errorf("leave network namespace %s: %w", name, err)
+	}
+	runtime.UnlockOSThread()
+	return fnErr
 }

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -520,27 +519,4 @@ func (m *Mesh) ForwardClusterSetDNS(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// Resolve asks c's cluster DNS, from inside its network as a pod does, one question.
-func Resolve(ctx context.Context, c *testbed.Cluster, name string, qtype uint16) (*dns.Msg, error) {
-	return Ask(ctx, c, testbed.ClusterDNSAddress, name, qtype)
-}
-
-// Ask asks the DNS server at address, from inside c's network, one question over UDP.
-func Ask(ctx context.Context, c *testbed.Cluster, address, name string, qtype uint16) (*dns.Msg, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	conn, err := c.DialInCluster(ctx, "udp", address)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	req := new(dns.Msg)
-	req.SetQuestion(dns.Fqdn(name), qtype)
-	resp, _, err := (&dns.Client{}).ExchangeWithConnContext(ctx, req, &dns.Conn{Conn: conn})
-	if err != nil {
-		return nil, fmt.Errorf("%s %s at %s in %s: %w", dns.TypeToString[qtype], name, address, c.Name, err)
-	}
-	return resp, nil
 }

@@ -154,7 +154,7 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed) error {
 			var resp *dns.Msg
 			err := testbed.Poll(ctx, 30*time.Second, c.Name+": "+q.name, func() error {
 				var err error
-				if resp, err = sc.Resolve(ctx, c, q.name, q.qtype); err != nil {
+				if resp, err = c.Resolve(ctx, q.name, q.qtype); err != nil {
 					return err
 				}
 				if len(resp.Answer) == 0 {

@@ -78,7 +78,7 @@ func TestDNSDeployment(t *testing.T) {
 	testbed.MustCreate(ctx, t, c.Client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "psa-restricted",
 		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}})
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "psa-restricted", Name: "dns"}, Spec: *dep.Spec.Template.Spec.DeepCopy()}
-	pod.Spec.ServiceAccountName = ""
+	pod.Spec.ServiceAccountName, pod.Spec.DeprecatedServiceAccount = "", ""
 	testbed.Eventually(t, 30*time.Second, "the namespace's default ServiceAccount", func() error {
 		return c.Client.Get(ctx, client.ObjectKey{Namespace: "psa-restricted", Name: "default"}, &corev1.ServiceAccount{})
 	})
