@@ -73,7 +73,7 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs, RBAC and webhook manifests into c
 	$(CONTROLLER_GEN) rbac:roleName=meshfed-operator paths=./operator/internal/app/... output:rbac:artifacts:config=config/rbac/shared
 	$(CONTROLLER_GEN) rbac:roleName=meshfed-hub paths=./operator/internal/controller/meshfederation/... output:rbac:artifacts:config=config/rbac/hub
 	$(CONTROLLER_GEN) rbac:roleName=meshfed-member \
-		paths="./operator/internal/controller/mesh/...;./operator/internal/controller/clustersetip/...;./operator/internal/ca/...;./operator/internal/feed/...;./operator/internal/inject/..." \
+		paths="./operator/internal/controller/mesh/...;./operator/internal/controller/clustersetip/...;./operator/internal/controller/servicepolicy/...;./operator/internal/ca/...;./operator/internal/feed/...;./operator/internal/inject/..." \
 		output:rbac:artifacts:config=config/rbac/member
 	$(CONTROLLER_GEN) webhook paths=./operator/... output:webhook:artifacts:config=config/webhook
 

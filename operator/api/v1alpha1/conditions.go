@@ -104,6 +104,13 @@ const (
 	ReasonDNSUnavailable = "Unavailable"
 )
 
+// ConditionAccepted tells whether a ServicePolicy applies: every target it names exists.
+const (
+	ConditionAccepted    = "Accepted"
+	ReasonAccepted       = "Accepted"
+	ReasonTargetNotFound = "TargetNotFound"
+)
+
 // ReasonIntermediateRotated is the reason of the Issuing condition the member sets on a
 // workload Certificate (cert-manager's) to have it re-issued under a new intermediate.
 const ReasonIntermediateRotated = "IntermediateRotated"

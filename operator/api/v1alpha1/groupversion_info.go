@@ -1,6 +1,7 @@
 // Package v1alpha1 holds the meshfed.io/v1alpha1 API: Mesh (one per cluster), MeshFederation
-// (the hub's list of members, trust root and traffic policies) and MeshPeer (what the hub tells
-// a member about every other member).
+// (the hub's list of members, trust root and traffic policies), MeshPeer (what the hub tells
+// a member about every other member) and ServicePolicy (authorization of a service's
+// callers).
 //
 // +kubebuilder:object:generate=true
 // +groupName=meshfed.io
@@ -29,7 +30,8 @@ func addKnownTypes(s *runtime.Scheme) error {
 	s.AddKnownTypes(GroupVersion,
 		&Mesh{}, &MeshList{},
 		&MeshFederation{}, &MeshFederationList{},
-		&MeshPeer{}, &MeshPeerList{})
+		&MeshPeer{}, &MeshPeerList{},
+		&ServicePolicy{}, &ServicePolicyList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

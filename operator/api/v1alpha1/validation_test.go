@@ -69,8 +69,10 @@ func TestAPIServerValidation(t *testing.T) {
 	})
 
 	t.Run("the samples in config/samples are accepted", func(t *testing.T) {
-		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "meshfed-system"}}); err != nil {
-			t.Fatal(err)
+		for _, ns := range []string{"meshfed-system", "shop"} {
+			if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+				t.Fatal(err)
+			}
 		}
 		files, err := filepath.Glob("../../../config/samples/meshfed_*.yaml")
 		if err != nil || len(files) == 0 {
@@ -172,6 +174,44 @@ func TestAPIServerValidation(t *testing.T) {
 			f := validFederation("invalid-" + string(rune('a'+i)))
 			tc.mutate(f)
 			wantRejected(t, c.Create(ctx, f), tc.want)
+		})
+	}
+
+	policy := func(name string) *meshv1.ServicePolicy {
+		return &meshv1.ServicePolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}, Spec: meshv1.ServicePolicySpec{
+			TargetRefs: []meshv1.PolicyTargetReference{{Group: "", Kind: "Service", Name: "echo"}},
+			Authorization: &meshv1.Authorization{Rules: []meshv1.AuthorizationRule{{Action: meshv1.ActionAllow,
+				From:    []meshv1.Caller{{SPIFFEID: "spiffe://cluster.local/ns/shop/sa/client"}, {Namespace: "shop"}, {TrustDomain: "partner.example"}},
+				Methods: []string{"/grpc.testing.TestService/UnaryCall", "/grpc.testing.TestService/*"}}}}}}
+	}
+	t.Run("a valid ServicePolicy is accepted", func(t *testing.T) {
+		if err := c.Create(ctx, policy("valid")); err != nil {
+			t.Fatal(err)
+		}
+	})
+	policyCases := []struct {
+		name   string
+		mutate func(*meshv1.ServicePolicy)
+		want   string
+	}{
+		{"a target that is neither a Service nor a ServiceImport is refused", func(p *meshv1.ServicePolicy) { p.Spec.TargetRefs[0].Kind = "Deployment" },
+			"targetRefs name a Service"},
+		{"a caller naming two things is refused", func(p *meshv1.ServicePolicy) {
+			p.Spec.Authorization.Rules[0].From[0].Namespace = "shop"
+		}, "set exactly one of spiffeID, namespace and trustDomain"},
+		{"a method that is not a gRPC path is refused", func(p *meshv1.ServicePolicy) {
+			p.Spec.Authorization.Rules[0].Methods = []string{"UnaryCall"}
+		}, "a method is /<package>.<Service>/<Method>"},
+		{"an unknown action is refused", func(p *meshv1.ServicePolicy) { p.Spec.Authorization.Rules[0].Action = "Audit" },
+			`Unsupported value: "Audit"`},
+		{"a policy without authorization is refused", func(p *meshv1.ServicePolicy) { p.Spec.Authorization = nil },
+			"a ServicePolicy sets authorization"},
+	}
+	for i, tc := range policyCases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := policy("invalid-" + string(rune('a'+i)))
+			tc.mutate(p)
+			wantRejected(t, c.Create(ctx, p), tc.want)
 		})
 	}
 }

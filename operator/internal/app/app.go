@@ -38,6 +38,7 @@ import (
 	"github.com/meshfed/meshfed/operator/internal/controller/clustersetip"
 	"github.com/meshfed/meshfed/operator/internal/controller/mesh"
 	"github.com/meshfed/meshfed/operator/internal/controller/meshfederation"
+	"github.com/meshfed/meshfed/operator/internal/controller/servicepolicy"
 	"github.com/meshfed/meshfed/operator/internal/feed"
 	"github.com/meshfed/meshfed/operator/internal/inject"
 	"github.com/meshfed/meshfed/operator/internal/xds"
@@ -262,6 +263,9 @@ func Run(ctx context.Context, opts Options) error {
 			DNSImage:          opts.DNSImage,
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up the Mesh controller: %w", err)
+		}
+		if err := (&servicepolicy.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up the ServicePolicy controller: %w", err)
 		}
 	}
 	if opts.Role.Hub() {

@@ -34,6 +34,7 @@ import (
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 // +kubebuilder:rbac:groups=multicluster.x-k8s.io,resources=serviceimports,verbs=get;list;watch
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshpeers,verbs=get;list;watch
+// +kubebuilder:rbac:groups=meshfed.io,resources=servicepolicies,verbs=get;list;watch
 
 // Feed builds the member's xDS configuration from the manager's cache, and pushes when
 // anything it reads changes. It runs on every replica of the operator, leader or not, so
@@ -67,7 +68,7 @@ func (f *Feed) Start(ctx context.Context) error {
 		},
 		DeleteFunc: func(any) { f.Server.Trigger() },
 	}
-	for _, obj := range []client.Object{&meshv1.Mesh{}, &corev1.Service{}, &discoveryv1.EndpointSlice{}, &mcsv1beta1.ServiceImport{}, &meshv1.MeshPeer{}, &corev1.Node{}} {
+	for _, obj := range []client.Object{&meshv1.Mesh{}, &corev1.Service{}, &discoveryv1.EndpointSlice{}, &mcsv1beta1.ServiceImport{}, &meshv1.MeshPeer{}, &corev1.Node{}, &meshv1.ServicePolicy{}} {
 		inf, err := f.Cache.GetInformer(ctx, obj)
 		if err != nil {
 			return fmt.Errorf("watch %T for xDS: %w", obj, err)
@@ -82,8 +83,8 @@ func (f *Feed) Start(ctx context.Context) error {
 // ErrNoMesh says the member has no Mesh yet; the control plane waits for one.
 var ErrNoMesh = errors.New("no Mesh named " + meshv1.MeshSingletonName + " in this cluster: the control plane waits for it")
 
-// Build reads the member's Mesh, Services, EndpointSlices, ServiceImports and MeshPeers
-// and translates them.
+// Build reads the member's Mesh, Services, EndpointSlices, ServiceImports, MeshPeers and
+// ServicePolicies and translates them.
 func (f *Feed) Build(ctx context.Context) (*xds.Config, error) {
 	var m meshv1.Mesh
 	if err := f.Client.Get(ctx, client.ObjectKey{Name: meshv1.MeshSingletonName}, &m); apierrors.IsNotFound(err) {
@@ -100,13 +101,15 @@ func (f *Feed) Build(ctx context.Context) (*xds.Config, error) {
 	var imports mcsv1beta1.ServiceImportList
 	var peers meshv1.MeshPeerList
 	var nodes corev1.NodeList
-	for _, list := range []client.ObjectList{&services, &slices, &imports, &peers, &nodes} {
+	var policies meshv1.ServicePolicyList
+	for _, list := range []client.ObjectList{&services, &slices, &imports, &peers, &nodes, &policies} {
 		if err := f.Client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, err
 		}
 	}
 	in.Services, in.Slices, in.Imports, in.Peers = services.Items, slices.Items, imports.Items, peers.Items
 	in.PodNetworks = podNetworks(nodes.Items)
+	in.Policies = policies.Items
 	model, problems := translate.BuildModel(in)
 	for _, p := range problems {
 		f.Log.Error(p, "part of the member's configuration is left out")

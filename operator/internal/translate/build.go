@@ -28,6 +28,8 @@ type Inputs struct {
 	// PodNetworks are the ranges this cluster's pod addresses come from (its Nodes'
 	// podCIDRs). When known, a local endpoint outside them is left out: it is not a pod.
 	PodNetworks []netip.Prefix
+	// Policies are the ServicePolicies of the cluster.
+	Policies []meshv1.ServicePolicy
 }
 
 // BuildModel builds the model from the member's objects. Problems that make part of the
@@ -149,6 +151,17 @@ func BuildModel(in Inputs) (*Model, []error) {
 	if len(outside) > 0 {
 		problems = append(problems, fmt.Errorf("%d local endpoints of exported services left out, outside the Nodes' podCIDRs %v: %s", len(outside), in.PodNetworks, examples(outside)))
 	}
+	for i := range in.Policies {
+		p := &in.Policies[i]
+		if p.Spec.Authorization == nil {
+			continue
+		}
+		for _, ref := range p.Spec.TargetRefs {
+			if s := byKey[key{p.Namespace, ref.Name}]; s != nil {
+				s.Authz = authzOf(p, m.TrustDomain, s.Authz)
+			}
+		}
+	}
 	for _, s := range byKey {
 		sortEndpoints(s.Endpoints)
 		m.Services = append(m.Services, *s)
@@ -157,6 +170,37 @@ func BuildModel(in Inputs) (*Model, []error) {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 	return m, problems
+}
+
+// authzOf adds the rules of a ServicePolicy's authorization to authz (nil: none yet);
+// namespaces of callers are in the mesh's trust domain td.
+func authzOf(p *meshv1.ServicePolicy, td string, authz *Authz) *Authz {
+	out := &Authz{}
+	if authz != nil {
+		*out = *authz
+	}
+	for i, r := range p.Spec.Authorization.Rules {
+		rule := AuthzRule{Name: fmt.Sprintf("%s/%s/%d", p.Namespace, p.Name, i)}
+		for _, c := range r.From {
+			switch {
+			case c.SPIFFEID != "":
+				rule.Principals = append(rule.Principals, Principal{Exact: c.SPIFFEID})
+			case c.Namespace != "":
+				rule.Principals = append(rule.Principals, Principal{Prefix: "spiffe://" + td + "/ns/" + c.Namespace + "/sa/"})
+			case c.TrustDomain != "":
+				rule.Principals = append(rule.Principals, Principal{Prefix: "spiffe://" + c.TrustDomain + "/"})
+			}
+		}
+		for _, m := range r.Methods {
+			rule.Methods = append(rule.Methods, strings.TrimSuffix(m, "*"))
+		}
+		if r.Action == meshv1.ActionDeny {
+			out.Deny = append(out.Deny, rule)
+		} else {
+			out.Allow = append(out.Allow, rule)
+		}
+	}
+	return out
 }
 
 func policyOf(tp *meshv1.TrafficPolicy) Policy {

@@ -3,6 +3,7 @@ package translate
 import (
 	"errors"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -150,5 +151,47 @@ func TestAnEndpointSliceMeshfedMustNotTrustIsNotRouted(t *testing.T) {
 	m, problems = BuildModel(in)
 	if n := len(m.Services[0].Endpoints); n != 4 || len(problems) != 0 {
 		t.Errorf("a service not exported: %d endpoints (want all 4), problems %v", n, problems)
+	}
+}
+
+// TestServicePoliciesBecomeAuthorization: the rules of every ServicePolicy targeting a
+// service (by its Service or its ServiceImport) are its authorization, callers named by
+// SPIFFE ID, namespace (in the mesh's trust domain) or trust domain, methods exactly or by
+// service; a policy of another namespace or for another service does not apply.
+func TestServicePoliciesBecomeAuthorization(t *testing.T) {
+	mesh := &meshv1.Mesh{Spec: meshv1.MeshSpec{ClusterName: "a", Network: "net-1", TrustDomain: "example.org"}}
+	svc := corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "reviews"}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "grpc", Port: 9080}}}}
+	other := corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart"}, Spec: svc.Spec}
+	policy := func(ns, name, target string, rules ...meshv1.AuthorizationRule) meshv1.ServicePolicy {
+		return meshv1.ServicePolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: meshv1.ServicePolicySpec{
+			TargetRefs:    []meshv1.PolicyTargetReference{{Group: mcsv1beta1.GroupName, Kind: "ServiceImport", Name: target}},
+			Authorization: &meshv1.Authorization{Rules: rules}}}
+	}
+	m, problems := BuildModel(Inputs{Mesh: mesh, Services: []corev1.Service{svc, other}, Policies: []meshv1.ServicePolicy{
+		policy("shop", "frontend-only", "reviews",
+			meshv1.AuthorizationRule{Action: meshv1.ActionAllow, From: []meshv1.Caller{{SPIFFEID: "spiffe://example.org/ns/shop/sa/frontend"}, {TrustDomain: "partner.example"}},
+				Methods: []string{"/shop.Reviews/Get", "/shop.ReviewsAdmin/*"}}),
+		policy("shop", "no-attic", "reviews", meshv1.AuthorizationRule{Action: meshv1.ActionDeny, From: []meshv1.Caller{{Namespace: "attic"}}}),
+		policy("elsewhere", "not-here", "reviews", meshv1.AuthorizationRule{Action: meshv1.ActionDeny}),
+	}})
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	want := &Authz{
+		Deny: []AuthzRule{{Name: "shop/no-attic/0", Principals: []Principal{{Prefix: "spiffe://example.org/ns/attic/sa/"}}}},
+		Allow: []AuthzRule{{Name: "shop/frontend-only/0", Principals: []Principal{{Exact: "spiffe://example.org/ns/shop/sa/frontend"}, {Prefix: "spiffe://partner.example/"}},
+			Methods: []string{"/shop.Reviews/Get", "/shop.ReviewsAdmin/"}}},
+	}
+	for _, s := range m.Services {
+		switch s.Name {
+		case "reviews":
+			if !reflect.DeepEqual(s.Authz, want) {
+				t.Errorf("reviews: authorization %+v, want %+v", s.Authz, want)
+			}
+		case "cart":
+			if s.Authz != nil {
+				t.Errorf("cart: authorization %+v from a policy of another service", s.Authz)
+			}
+		}
 	}
 }

@@ -219,6 +219,9 @@ func inspectChain(where string, fc *listenerv3.FilterChain) *facts {
 		}
 		var hcm hcmv3.HttpConnectionManager
 		if flt.GetTypedConfig().MessageIs(&hcm) && flt.GetTypedConfig().UnmarshalTo(&hcm) == nil {
+			for _, hf := range hcm.HttpFilters {
+				f.unpack(where+" HTTP filter "+hf.Name, hf.GetTypedConfig())
+			}
 			if rds := hcm.GetRds(); rds != nil {
 				f.routes = append(f.routes, rds.RouteConfigName)
 			}

@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"encoding/hex"
 	"hash/fnv"
+	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 
@@ -99,31 +101,35 @@ func TranslateEnvoy(m *Model) *EnvoyResources {
 	}
 	for _, p := range localTargetPorts(m) {
 		cluster := "inbound|" + strconv.Itoa(int(p)) + "||"
-		chain := &listenerv3.FilterChain{
-			Name:             cluster,
-			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(p)},
-			Filters: []*listenerv3.Filter{httpFilter(&hcmv3.HttpConnectionManager{
-				StatPrefix: cluster,
-				CodecType:  hcmv3.HttpConnectionManager_AUTO,
-				RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{Name: cluster,
-					VirtualHosts: []*routev3.VirtualHost{{Name: cluster, Domains: []string{"*"}, Routes: []*routev3.Route{{
-						Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-						Action: &routev3.Route_Route{Route: routeTo(cluster)},
-					}}}}}},
-				HttpFilters: []*hcmv3.HttpFilter{sharedRouter},
-			})},
-		}
-		if m.MTLS {
-			chain.TransportSocket = transportSocket(&tlsv3.DownstreamTlsContext{
-				RequireClientCertificate: wrapperspb.Bool(true),
-				CommonTlsContext:         sdsTLS(nil),
-			})
-		}
-		inbound.FilterChains = append(inbound.FilterChains, chain)
+		inbound.FilterChains = append(inbound.FilterChains, m.inboundChain(cluster, cluster, &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(p)}))
 		out.Clusters = append(out.Clusters, &clusterv3.Cluster{Name: cluster, ConnectTimeout: durationpb.New(connectTimeout),
 			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 			LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: cluster, Endpoints: []*endpointv3.LocalityLbEndpoints{{
 				LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress("127.0.0.1", p)}}}}}}}})
+	}
+	// A service with authorization gets chains of its own, matched on its pods' addresses
+	// too, so more specific than the port's: the RBAC filters run before the router. A pod
+	// address and port take the authorization of the first such service (by namespace and
+	// name): Envoy refuses two chains with one match.
+	claimed := map[string]bool{}
+	for i := range m.Services {
+		s := &m.Services[i]
+		if s.Authz == nil {
+			continue
+		}
+		for _, t := range localTargets(m, s) {
+			cluster := "inbound|" + strconv.Itoa(int(t.port)) + "||"
+			match := &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(t.port)}
+			for _, a := range t.addresses {
+				if key := net.JoinHostPort(a, strconv.Itoa(int(t.port))); !claimed[key] {
+					claimed[key] = true
+					match.PrefixRanges = append(match.PrefixRanges, hostRange(a))
+				}
+			}
+			if len(match.PrefixRanges) > 0 {
+				inbound.FilterChains = append(inbound.FilterChains, m.inboundChain(cluster+s.Namespace+"/"+s.Name, cluster, match, authzFilters(s.Authz)...))
+			}
+		}
 	}
 	out.Listeners = append(out.Listeners, inbound)
 	out.Secrets = envoySecrets()
@@ -260,6 +266,68 @@ func localTargetPorts(m *Model) []uint32 {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// inboundChain terminates the mesh's mTLS of inbound connections matched by match and sends
+// their requests, through filters, to cluster (the app's port on 127.0.0.1).
+func (m *Model) inboundChain(name, cluster string, match *listenerv3.FilterChainMatch, filters ...*hcmv3.HttpFilter) *listenerv3.FilterChain {
+	chain := &listenerv3.FilterChain{
+		Name:             name,
+		FilterChainMatch: match,
+		Filters: []*listenerv3.Filter{httpFilter(&hcmv3.HttpConnectionManager{
+			StatPrefix: cluster,
+			CodecType:  hcmv3.HttpConnectionManager_AUTO,
+			RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{Name: cluster,
+				VirtualHosts: []*routev3.VirtualHost{{Name: cluster, Domains: []string{"*"}, Routes: []*routev3.Route{{
+					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+					Action: &routev3.Route_Route{Route: routeTo(cluster)},
+				}}}}}},
+			HttpFilters: append(filters, sharedRouter),
+		})},
+	}
+	if m.MTLS {
+		chain.TransportSocket = transportSocket(&tlsv3.DownstreamTlsContext{
+			RequireClientCertificate: wrapperspb.Bool(true),
+			CommonTlsContext:         sdsTLS(nil),
+		})
+	}
+	return chain
+}
+
+// target is a port the local endpoints of a service serve it on, and their addresses.
+type target struct {
+	port      uint32
+	addresses []string
+}
+
+// localTargets are the ports this cluster's endpoints of s serve it on, with the
+// endpoints' addresses, by port.
+func localTargets(m *Model, s *Service) []target {
+	byPort := map[uint32][]string{}
+	for _, e := range s.Endpoints {
+		if e.Cluster != m.Cluster {
+			continue
+		}
+		for _, p := range s.Ports {
+			if port, ok := e.port(p.Name); ok && !slices.Contains(byPort[port], e.Address) {
+				byPort[port] = append(byPort[port], e.Address)
+			}
+		}
+	}
+	out := make([]target, 0, len(byPort))
+	for _, p := range slices.Sorted(maps.Keys(byPort)) {
+		out = append(out, target{port: p, addresses: byPort[p]})
+	}
+	return out
+}
+
+// hostRange is the CIDR of one address.
+func hostRange(addr string) *corev3.CidrRange {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return &corev3.CidrRange{AddressPrefix: addr, PrefixLen: wrapperspb.UInt32(32)}
+	}
+	return &corev3.CidrRange{AddressPrefix: a.String(), PrefixLen: wrapperspb.UInt32(uint32(a.BitLen()))}
 }
 
 // passthrough sends a connection on to its original destination.

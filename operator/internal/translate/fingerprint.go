@@ -121,6 +121,21 @@ func serviceFingerprint(shared uint64, s *Service) uint64 {
 		f.num(uint64(r.Attempts))
 		f.strs(r.On)
 	}
+	f.flag(s.Authz != nil)
+	if a := s.Authz; a != nil {
+		for _, rules := range [][]AuthzRule{a.Deny, a.Allow} {
+			f.num(uint64(len(rules)))
+			for _, r := range rules {
+				f.str(r.Name)
+				f.num(uint64(len(r.Principals)))
+				for _, p := range r.Principals {
+					f.str(p.Exact)
+					f.str(p.Prefix)
+				}
+				f.strs(r.Methods)
+			}
+		}
+	}
 	return f.sum()
 }
 

@@ -87,6 +87,10 @@ func (t *translation) translateService(s *Service) (*Resources, []string) {
 // and service port, and returns the listening address (host:port) of each.
 func (r *Resources) addServers(t *translation, e *endpoints) []string {
 	var listening []string
+	chain := t.serverChain
+	if e.s.Authz != nil {
+		chain = t.serverFilterChain(authzFilters(e.s.Authz)...)
+	}
 	for i, ep := range e.s.Endpoints {
 		if ep.Cluster != t.Cluster {
 			continue
@@ -100,7 +104,7 @@ func (r *Resources) addServers(t *translation, e *endpoints) []string {
 			r.Listeners = append(r.Listeners, &listenerv3.Listener{
 				Name:         name,
 				Address:      e.lb(i, p.Name).GetEndpoint().GetAddress(),
-				FilterChains: []*listenerv3.FilterChain{t.serverChain},
+				FilterChains: []*listenerv3.FilterChain{chain},
 			})
 			listening = append(listening, name[len(serverListenerPrefix):len(name)-len(serverListenerSuffix)])
 		}
@@ -321,8 +325,9 @@ func newTranslation(m *Model) *translation {
 }
 
 // serverFilterChain is what an xDS-enabled gRPC server does with a connection: every RPC
-// is served (non_forwarding_action), with mTLS required when the mesh asks.
-func (m *Model) serverFilterChain() *listenerv3.FilterChain {
+// that the filters let through (a service's authorization) is served
+// (non_forwarding_action), with mTLS required when the mesh asks.
+func (m *Model) serverFilterChain(filters ...*hcmv3.HttpFilter) *listenerv3.FilterChain {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: "inbound",
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
@@ -332,7 +337,7 @@ func (m *Model) serverFilterChain() *listenerv3.FilterChain {
 				Action: &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}},
 			}}}},
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{sharedRouter},
+		HttpFilters: append(filters, sharedRouter),
 	}
 	chain := &listenerv3.FilterChain{
 		Name:    "inbound",

@@ -55,6 +55,30 @@ type Service struct {
 	// Endpoints in every cluster, local and remote, sorted by cluster and then address.
 	Endpoints []Endpoint
 	Policy    Policy
+	// Authz decides who may call the service's servers in this cluster; nil lets every
+	// caller with a mesh certificate in.
+	Authz *Authz
+}
+
+// Authz is the authorization of a service's callers (ServicePolicies): a call a Deny rule
+// matches is refused; otherwise one an Allow rule matches is served; others are refused.
+type Authz struct {
+	Deny, Allow []AuthzRule
+}
+
+// AuthzRule matches calls from any of its principals (none: any caller) to any of its
+// methods (none: any method).
+type AuthzRule struct {
+	// Name identifies the rule: <policy namespace>/<policy name>/<index>.
+	Name       string
+	Principals []Principal
+	// Methods are exact gRPC paths (/pkg.Service/Method) or, ending in "/", prefixes.
+	Methods []string
+}
+
+// Principal matches a caller's SPIFFE ID: exactly, or by prefix.
+type Principal struct {
+	Exact, Prefix string
 }
 
 // Port is one port of a service.

@@ -59,6 +59,14 @@ func goldenModels() map[string]*Model {
 					ep("a", "net-1", "10.0.0.1", 8080, true),
 					ep("c", "net-2", "10.2.0.1", 8080, true),
 				}}}},
+		"authorization": {Cluster: "a", Network: "net-1", TrustDomain: "cluster.local", MTLS: true,
+			Services: []Service{{Namespace: "shop", Name: "reviews", Local: true, Ports: grpcPort,
+				Authz: &Authz{
+					Deny: []AuthzRule{{Name: "shop/reviews/0", Principals: []Principal{{Prefix: "spiffe://cluster.local/ns/attic/sa/"}}}},
+					Allow: []AuthzRule{{Name: "shop/reviews/1", Principals: []Principal{{Exact: "spiffe://cluster.local/ns/shop/sa/frontend"}, {Prefix: "spiffe://partner.example/"}},
+						Methods: []string{"/shop.Reviews/Get", "/shop.ReviewsAdmin/"}}},
+				},
+				Endpoints: []Endpoint{ep("a", "net-1", "10.0.0.1", 8080, true)}}}},
 		"plaintext-with-outlier-detection": {Cluster: "a", Network: "net-1", TrustDomain: "cluster.local", Peers: peers(),
 			Services: []Service{{Namespace: "shop", Name: "cart", Imported: true, ImportPorts: grpcPort,
 				Policy:    Policy{Outlier: &Outlier{ConsecutiveErrors: 5, Interval: 10 * time.Second, BaseEjectionTime: 30 * time.Second}},
@@ -246,7 +254,7 @@ func TestTwoServicesOfOnePod(t *testing.T) {
 // every route, cluster, endpoint and SDS reference resolves, and it equals the reviewed
 // golden file.
 func TestTranslateEnvoyGolden(t *testing.T) {
-	for _, name := range []string{"failover-across-networks", "weighted-split"} {
+	for _, name := range []string{"failover-across-networks", "weighted-split", "authorization"} {
 		t.Run(name, func(t *testing.T) {
 			r := TranslateEnvoy(goldenModels()[name])
 			if err := CheckEnvoy(r); err != nil {

@@ -6,8 +6,14 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
 	"github.com/meshfed/meshfed/testbed"
@@ -135,6 +141,78 @@ func TestMultiNetwork(t *testing.T) {
 		}
 	})
 
+	t.Run("authorization: the servers let in the callers a ServicePolicy allows, from another network", func(t *testing.T) {
+		intruder, err := m.RunInjected(ctx, c1, "intruder", "client", "intruder", sc.ClientPort, nil)
+		must(t, err)
+		// Without a policy every caller with a mesh certificate is served.
+		must(t, testbed.Poll(ctx, 30*time.Second, "the intruder's calls served before any policy", func() error {
+			return allServed(ctx, intruder, 10)
+		}))
+		policy := func() *meshv1.ServicePolicy {
+			return &meshv1.ServicePolicy{ObjectMeta: metav1.ObjectMeta{Namespace: sc.Namespace, Name: "echo-callers"}, Spec: meshv1.ServicePolicySpec{
+				TargetRefs: []meshv1.PolicyTargetReference{{Group: mcsv1beta1.GroupName, Kind: "ServiceImport", Name: "echo"}},
+				Authorization: &meshv1.Authorization{Rules: []meshv1.AuthorizationRule{{Action: meshv1.ActionAllow,
+					From: []meshv1.Caller{{SPIFFEID: "spiffe://cluster.local/ns/shop/sa/client"}}, Methods: []string{"/grpc.testing.TestService/*"}}}}}}
+		}
+		for _, c := range []*testbed.Cluster{c2, c3} {
+			testbed.MustCreate(ctx, t, c.Client, policy())
+		}
+		must(t, testbed.Poll(ctx, 30*time.Second, "every call of the intruder refused", func() error {
+			return allRefused(ctx, intruder, 20)
+		}))
+		// The allowed caller is served throughout, by both exporting clusters.
+		cs, err := sc.Calls(ctx, client, 100)
+		must(t, err)
+		s := sc.Split(cs)
+		if s[""] > 0 || s[c2.Name] == 0 || s[c3.Name] == 0 {
+			t.Errorf("the allowed caller's calls: %v (want all served, by %s and %s)", s, c2.Name, c3.Name)
+		}
+		// A Deny rule wins over the Allow rule: the allowed caller is refused too.
+		for _, c := range []*testbed.Cluster{c2, c3} {
+			p := policy()
+			must(t, c.Client.Get(ctx, ctrlclient.ObjectKeyFromObject(p), p))
+			patch := ctrlclient.MergeFrom(p.DeepCopy())
+			p.Spec.Authorization.Rules = append(p.Spec.Authorization.Rules, meshv1.AuthorizationRule{Action: meshv1.ActionDeny,
+				From: []meshv1.Caller{{Namespace: sc.Namespace}}})
+			must(t, c.Client.Patch(ctx, p, patch))
+		}
+		must(t, testbed.Poll(ctx, 30*time.Second, "the allowed caller refused by the Deny rule", func() error {
+			return allRefused(ctx, client, 20)
+		}))
+		for _, c := range []*testbed.Cluster{c2, c3} {
+			testbed.Eventually(t, 30*time.Second, c.Name+": the policy Accepted", func() error {
+				var p meshv1.ServicePolicy
+				if err := c.Client.Get(ctx, ctrlclient.ObjectKeyFromObject(policy()), &p); err != nil {
+					return err
+				}
+				if cond := meta.FindStatusCondition(p.Status.Conditions, meshv1.ConditionAccepted); cond == nil || cond.Status != metav1.ConditionTrue {
+					return fmt.Errorf("Accepted %+v", cond)
+				}
+				return nil
+			})
+			must(t, c.Client.Delete(ctx, policy()))
+		}
+		// A policy naming a service this cluster lacks says so.
+		orphan := policy()
+		orphan.Name, orphan.Spec.TargetRefs[0].Name = "orphan", "billing"
+		testbed.MustCreate(ctx, t, c2.Client, orphan)
+		testbed.Eventually(t, 30*time.Second, "the orphan policy not Accepted: TargetNotFound", func() error {
+			var p meshv1.ServicePolicy
+			if err := c2.Client.Get(ctx, ctrlclient.ObjectKeyFromObject(orphan), &p); err != nil {
+				return err
+			}
+			if cond := meta.FindStatusCondition(p.Status.Conditions, meshv1.ConditionAccepted); cond == nil || cond.Reason != meshv1.ReasonTargetNotFound || !strings.Contains(cond.Message, "billing") {
+				return fmt.Errorf("Accepted %+v", cond)
+			}
+			return nil
+		})
+		must(t, c2.Client.Delete(ctx, orphan))
+		// The policy gone, the intruder is served again.
+		must(t, testbed.Poll(ctx, 30*time.Second, "the intruder's calls served once the policy is gone", func() error {
+			return allServed(ctx, intruder, 10)
+		}))
+	})
+
 	t.Run("a gateway refuses what its cluster does not export", func(t *testing.T) {
 		gw := gws[c2.Name]
 		addr := net.JoinHostPort(gw.Address, strconv.Itoa(sc.GatewayPort))
@@ -168,4 +246,32 @@ func logFailures(ctx context.Context, t *testing.T, cs []sc.Call, gws map[string
 			}
 		}
 	}
+}
+
+// allServed checks that n calls of caller all succeed.
+func allServed(ctx context.Context, caller *testbed.Workload, n int) error {
+	cs, err := sc.Calls(ctx, caller, n)
+	if err != nil {
+		return err
+	}
+	for _, c := range cs {
+		if !c.OK {
+			return fmt.Errorf("a call failed: %s", c.Error)
+		}
+	}
+	return nil
+}
+
+// allRefused checks that n calls of caller are all refused as PermissionDenied.
+func allRefused(ctx context.Context, caller *testbed.Workload, n int) error {
+	cs, err := sc.Calls(ctx, caller, n)
+	if err != nil {
+		return err
+	}
+	for _, c := range cs {
+		if c.OK || !strings.Contains(c.Error, "PermissionDenied") {
+			return fmt.Errorf("a call: ok %v, error %q", c.OK, c.Error)
+		}
+	}
+	return nil
 }
