@@ -211,7 +211,7 @@ func TestBundleOnAPIServer(t *testing.T) {
 		}
 		for _, ex := range examples {
 			obj := &unstructured.Unstructured{Object: ex}
-			if obj.GetKind() == "MeshFederation" {
+			if obj.GetKind() != "Mesh" { // namespaced: the user picks the namespace
 				obj.SetNamespace(ns)
 			}
 			if err := c.Client.Create(ctx, obj, client.DryRunAll); err != nil {

@@ -313,7 +313,9 @@ func Policy() *meshv1.TrafficPolicy {
 // Call is one RPC as the client saw it.
 type Call struct {
 	// At is when it started, in milliseconds since the load began.
-	At      float64 `json:"at"`
+	At float64 `json:"at"`
+	// Millis is how long it took.
+	Millis  float64 `json:"millis"`
 	OK      bool    `json:"ok"`
 	Cluster string  `json:"cluster"`
 	Peer    string  `json:"peer"`

@@ -5,8 +5,9 @@ import (
 )
 
 // ServicePolicySpec is what meshfed applies to the services it targets, beyond what
-// Gateway API routes say (policy attachment, GEP-713). Today: authorization.
-// +kubebuilder:validation:XValidation:rule="has(self.authorization)",message="a ServicePolicy sets authorization"
+// Gateway API routes say (policy attachment, GEP-713). Today: authorization and fault
+// injection.
+// +kubebuilder:validation:XValidation:rule="has(self.authorization) || has(self.faultInjection)",message="a ServicePolicy sets authorization or faultInjection"
 type ServicePolicySpec struct {
 	// TargetRefs are the Services (group "", kind Service) or ServiceImports (group
 	// multicluster.x-k8s.io, kind ServiceImport) of this namespace the policy applies to.
@@ -21,6 +22,44 @@ type ServicePolicySpec struct {
 	// them; a call any Deny rule matches is refused.
 	// +optional
 	Authorization *Authorization `json:"authorization,omitempty"`
+
+	// FaultInjection makes the clients of this cluster delay or fail a share of their calls
+	// to the targets, to test how callers cope (proxyless gRPC clients apply it).
+	// +optional
+	FaultInjection *FaultInjection `json:"faultInjection,omitempty"`
+}
+
+// FaultInjection delays and aborts calls: the delay comes first, then the abort.
+// +kubebuilder:validation:XValidation:rule="has(self.delay) || has(self.abort)",message="faultInjection sets delay or abort"
+type FaultInjection struct {
+	// Delay holds a share of the calls for a while before they go out.
+	// +optional
+	Delay *FaultDelay `json:"delay,omitempty"`
+	// Abort fails a share of the calls with a gRPC status, without sending them.
+	// +optional
+	Abort *FaultAbort `json:"abort,omitempty"`
+}
+
+// FaultDelay delays a percentage of the calls by a fixed time.
+type FaultDelay struct {
+	// FixedDelay each delayed call waits.
+	FixedDelay metav1.Duration `json:"fixedDelay"`
+	// Percentage of the calls delayed, 0 to 100.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	Percentage int32 `json:"percentage"`
+}
+
+// FaultAbort fails a percentage of the calls with a gRPC status code.
+type FaultAbort struct {
+	// GRPCStatus is the code the aborted calls end with (1 to 16, e.g. 14 Unavailable).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=16
+	GRPCStatus int32 `json:"grpcStatus"`
+	// Percentage of the calls aborted, 0 to 100.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	Percentage int32 `json:"percentage"`
 }
 
 // PolicyTargetReference names a Service or ServiceImport in the policy's namespace (Gateway
@@ -115,9 +154,10 @@ type ServicePolicyStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
-// ServicePolicy applies meshfed's policies — today authorization of callers — to Services
-// and ServiceImports of its namespace, in the cluster where it is created: the servers of
-// that cluster enforce it on every caller, local or from another cluster.
+// ServicePolicy applies meshfed's policies — authorization of callers, fault injection — to
+// Services and ServiceImports of its namespace, in the cluster where it is created: the
+// servers of that cluster enforce its authorization on every caller, local or from another
+// cluster; the clients of that cluster inject its faults.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:categories=meshfed

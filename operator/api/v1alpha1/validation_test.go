@@ -204,8 +204,16 @@ func TestAPIServerValidation(t *testing.T) {
 		}, "a method is /<package>.<Service>/<Method>"},
 		{"an unknown action is refused", func(p *meshv1.ServicePolicy) { p.Spec.Authorization.Rules[0].Action = "Audit" },
 			`Unsupported value: "Audit"`},
-		{"a policy without authorization is refused", func(p *meshv1.ServicePolicy) { p.Spec.Authorization = nil },
-			"a ServicePolicy sets authorization"},
+		{"a policy that sets nothing is refused", func(p *meshv1.ServicePolicy) { p.Spec.Authorization = nil },
+			"a ServicePolicy sets authorization or faultInjection"},
+		{"fault injection without a fault is refused", func(p *meshv1.ServicePolicy) { p.Spec.FaultInjection = &meshv1.FaultInjection{} },
+			"faultInjection sets delay or abort"},
+		{"a fault percentage above 100 is refused", func(p *meshv1.ServicePolicy) {
+			p.Spec.FaultInjection = &meshv1.FaultInjection{Abort: &meshv1.FaultAbort{GRPCStatus: 14, Percentage: 150}}
+		}, "spec.faultInjection.abort.percentage in body should be less than or equal to 100"},
+		{"a gRPC status outside 1–16 is refused", func(p *meshv1.ServicePolicy) {
+			p.Spec.FaultInjection = &meshv1.FaultInjection{Abort: &meshv1.FaultAbort{GRPCStatus: 0, Percentage: 10}}
+		}, "spec.faultInjection.abort.grpcStatus in body should be greater than or equal to 1"},
 	}
 	for i, tc := range policyCases {
 		t.Run(tc.name, func(t *testing.T) {

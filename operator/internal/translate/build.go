@@ -151,14 +151,24 @@ func BuildModel(in Inputs) (*Model, []error) {
 	if len(outside) > 0 {
 		problems = append(problems, fmt.Errorf("%d local endpoints of exported services left out, outside the Nodes' podCIDRs %v: %s", len(outside), in.PodNetworks, examples(outside)))
 	}
-	for i := range in.Policies {
-		p := &in.Policies[i]
-		if p.Spec.Authorization == nil {
-			continue
-		}
+	// Policies in a stable order (namespace, name): rules keep their order, and of two
+	// policies injecting faults into one service the first wins.
+	policies := slices.Clone(in.Policies)
+	slices.SortFunc(policies, func(a, b meshv1.ServicePolicy) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	for i := range policies {
+		p := &policies[i]
 		for _, ref := range p.Spec.TargetRefs {
-			if s := byKey[key{p.Namespace, ref.Name}]; s != nil {
+			s := byKey[key{p.Namespace, ref.Name}]
+			if s == nil {
+				continue
+			}
+			if p.Spec.Authorization != nil {
 				s.Authz = authzOf(p, m.TrustDomain, s.Authz)
+			}
+			if f := p.Spec.FaultInjection; f != nil && s.Fault == nil {
+				s.Fault = faultOf(f)
 			}
 		}
 	}
@@ -199,6 +209,18 @@ func authzOf(p *meshv1.ServicePolicy, td string, authz *Authz) *Authz {
 		} else {
 			out.Allow = append(out.Allow, rule)
 		}
+	}
+	return out
+}
+
+// faultOf is the fault a ServicePolicy injects.
+func faultOf(f *meshv1.FaultInjection) *Fault {
+	out := &Fault{}
+	if d := f.Delay; d != nil {
+		out.Delay, out.DelayPercent = d.FixedDelay.Duration, uint32(d.Percentage)
+	}
+	if a := f.Abort; a != nil {
+		out.AbortCode, out.AbortPercent = uint32(a.GRPCStatus), uint32(a.Percentage)
 	}
 	return out
 }

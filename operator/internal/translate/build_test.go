@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -173,6 +174,13 @@ func TestServicePoliciesBecomeAuthorization(t *testing.T) {
 				Methods: []string{"/shop.Reviews/Get", "/shop.ReviewsAdmin/*"}}),
 		policy("shop", "no-attic", "reviews", meshv1.AuthorizationRule{Action: meshv1.ActionDeny, From: []meshv1.Caller{{Namespace: "attic"}}}),
 		policy("elsewhere", "not-here", "reviews", meshv1.AuthorizationRule{Action: meshv1.ActionDeny}),
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "b-later"}, Spec: meshv1.ServicePolicySpec{
+			TargetRefs:     []meshv1.PolicyTargetReference{{Kind: "Service", Name: "cart"}},
+			FaultInjection: &meshv1.FaultInjection{Abort: &meshv1.FaultAbort{GRPCStatus: 13, Percentage: 50}}}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "a-first"}, Spec: meshv1.ServicePolicySpec{
+			TargetRefs: []meshv1.PolicyTargetReference{{Kind: "Service", Name: "cart"}},
+			FaultInjection: &meshv1.FaultInjection{Delay: &meshv1.FaultDelay{FixedDelay: metav1.Duration{Duration: time.Second}, Percentage: 5},
+				Abort: &meshv1.FaultAbort{GRPCStatus: 14, Percentage: 20}}}},
 	}})
 	if len(problems) > 0 {
 		t.Fatal(problems)
@@ -191,6 +199,10 @@ func TestServicePoliciesBecomeAuthorization(t *testing.T) {
 		case "cart":
 			if s.Authz != nil {
 				t.Errorf("cart: authorization %+v from a policy of another service", s.Authz)
+			}
+			// Of two policies injecting faults, the first by name wins.
+			if want := (&Fault{Delay: time.Second, DelayPercent: 5, AbortCode: 14, AbortPercent: 20}); !reflect.DeepEqual(s.Fault, want) {
+				t.Errorf("cart: fault %+v, want %+v", s.Fault, want)
 			}
 		}
 	}

@@ -136,6 +136,13 @@ func serviceFingerprint(shared uint64, s *Service) uint64 {
 			}
 		}
 	}
+	f.flag(s.Fault != nil)
+	if ft := s.Fault; ft != nil {
+		f.num(uint64(ft.Delay))
+		f.num(uint64(ft.DelayPercent))
+		f.num(uint64(ft.AbortCode))
+		f.num(uint64(ft.AbortPercent))
+	}
 	return f.sum()
 }
 

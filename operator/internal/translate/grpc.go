@@ -46,7 +46,7 @@ func (t *translation) translateService(s *Service) (*Resources, []string) {
 		for _, p := range s.Ports {
 			host := s.localHost()
 			name := ClusterName(p.Port, "", host)
-			r.addClient(host, p.Port, routeTo(name))
+			r.addClient(host, p.Port, routeTo(name), faultFilters(s)...)
 			r.Clusters = append(r.Clusters, m.cluster(s, name, name, tls))
 			r.Endpoints = append(r.Endpoints, t.loadAssignment(e, p, name, []string{m.Cluster}))
 		}
@@ -59,7 +59,7 @@ func (t *translation) translateService(s *Service) (*Resources, []string) {
 			r.Clusters = append(r.Clusters, s.affine(m.cluster(s, name, name, tls)))
 			r.Endpoints = append(r.Endpoints, t.loadAssignment(e, p, name, order))
 			if len(s.Policy.Weights) == 0 {
-				r.addClient(host, p.Port, s.hashed(s.Policy.apply(routeTo(name))))
+				r.addClient(host, p.Port, s.hashed(s.Policy.apply(routeTo(name))), faultFilters(s)...)
 				continue
 			}
 			// A split: one leg per weighted cluster, each failing over on its own, all
@@ -73,7 +73,7 @@ func (t *translation) translateService(s *Service) (*Resources, []string) {
 				r.Endpoints = append(r.Endpoints, t.loadAssignment(e, p, leg, legOrder))
 			}
 			r.addClient(host, p.Port, s.hashed(s.Policy.apply(&routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
-				WeightedClusters: &routev3.WeightedCluster{Clusters: legs}}})))
+				WeightedClusters: &routev3.WeightedCluster{Clusters: legs}}})), faultFilters(s)...)
 		}
 	}
 	var listening []string
@@ -150,12 +150,13 @@ func routeTo(cluster string) *routev3.RouteAction {
 	return &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}
 }
 
-// addClient adds the api_listener and route of a host:port clients dial.
-func (r *Resources) addClient(host string, port uint32, action *routev3.RouteAction) {
+// addClient adds the api_listener and route of a host:port clients dial; filters run
+// before the router.
+func (r *Resources) addClient(host string, port uint32, action *routev3.RouteAction, filters ...*hcmv3.HttpFilter) {
 	name := ListenerName(host, port)
 	r.Listeners = append(r.Listeners, &listenerv3.Listener{
 		Name:        name,
-		ApiListener: &listenerv3.ApiListener{ApiListener: connectionManager(name)},
+		ApiListener: &listenerv3.ApiListener{ApiListener: connectionManager(name, filters...)},
 	})
 	r.Routes = append(r.Routes, &routev3.RouteConfiguration{
 		Name: name,
@@ -171,12 +172,12 @@ func (r *Resources) addClient(host string, port uint32, action *routev3.RouteAct
 }
 
 // connectionManager is the packed HttpConnectionManager of the api_listener name: its
-// route configuration of the same name, from ADS.
-func connectionManager(name string) *anypb.Any {
+// route configuration of the same name, from ADS, and filters before the router.
+func connectionManager(name string, filters ...*hcmv3.HttpFilter) *anypb.Any {
 	return packAny(&hcmv3.HttpConnectionManager{
 		StatPrefix:     name,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{ConfigSource: sharedADS, RouteConfigName: name}},
-		HttpFilters:    []*hcmv3.HttpFilter{sharedRouter},
+		HttpFilters:    append(filters, sharedRouter),
 	})
 }
 

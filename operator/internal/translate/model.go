@@ -58,6 +58,17 @@ type Service struct {
 	// Authz decides who may call the service's servers in this cluster; nil lets every
 	// caller with a mesh certificate in.
 	Authz *Authz
+	// Fault is injected into the calls of this cluster's clients to the service.
+	Fault *Fault
+}
+
+// Fault delays DelayPercent of the calls by Delay, then aborts AbortPercent of them with
+// the gRPC status AbortCode.
+type Fault struct {
+	Delay        time.Duration
+	DelayPercent uint32
+	AbortCode    uint32
+	AbortPercent uint32
 }
 
 // Authz is the authorization of a service's callers (ServicePolicies): a call a Deny rule

@@ -1,6 +1,7 @@
 package xds_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -147,6 +148,77 @@ func TestProxylessGRPC(t *testing.T) {
 				t.Fatalf("the client saw %q, the server saw %q", c.Peer, c.Caller)
 			}
 		}
+	})
+
+	t.Run("fault injection: delays and aborts at the configured percentages", func(t *testing.T) {
+		// In A, the cluster of the client: its calls to echo are delayed (20 %) and
+		// aborted (10 %, Unavailable).
+		fault := &meshv1.ServicePolicy{ObjectMeta: metav1.ObjectMeta{Namespace: sc.Namespace, Name: "echo-faults"}, Spec: meshv1.ServicePolicySpec{
+			TargetRefs: []meshv1.PolicyTargetReference{{Group: "multicluster.x-k8s.io", Kind: "ServiceImport", Name: "echo"}},
+			FaultInjection: &meshv1.FaultInjection{
+				Delay: &meshv1.FaultDelay{FixedDelay: metav1.Duration{Duration: 300 * time.Millisecond}, Percentage: 20},
+				Abort: &meshv1.FaultAbort{GRPCStatus: 14, Percentage: 10},
+			}}}
+		testbed.MustCreate(ctx, t, a.Client, fault)
+		must(t, testbed.Poll(ctx, 30*time.Second, "the first injected abort", func() error {
+			for _, c := range f.calls(t, 50) {
+				if strings.Contains(c.Error, "Unavailable") {
+					return nil
+				}
+			}
+			return fmt.Errorf("no call aborted yet")
+		}))
+		// Calls every 5 ms, each on its own (a delayed call holds no other back).
+		load, err := sc.StartLoad(ctx, f.client, 5*time.Millisecond)
+		must(t, err)
+		// Only calls that had their full second (the load's deadline) before the load
+		// stopped count, so that none is left out for being slow.
+		settled := func(cs []sc.Call) []sc.Call {
+			slices.SortFunc(cs, func(x, y sc.Call) int { return cmp.Compare(x.At, y.At) })
+			last := 0.0
+			for _, c := range cs {
+				last = max(last, c.At)
+			}
+			return slices.DeleteFunc(cs, func(c sc.Call) bool { return c.At > last-1500 })
+		}
+		must(t, testbed.Poll(ctx, time.Minute, "3,000 settled calls", func() error {
+			cs, err := load.Results(ctx)
+			if n := len(settled(cs)); err == nil && n < sc.SplitCalls {
+				err = fmt.Errorf("%d calls", n)
+			}
+			return err
+		}))
+		cs, err := load.Stop(ctx)
+		must(t, err)
+		cs = settled(cs)[:sc.SplitCalls]
+		delayed, aborted := 0, 0
+		for _, c := range cs {
+			if c.Millis >= 300 {
+				delayed++
+			}
+			switch {
+			case strings.Contains(c.Error, "Unavailable"):
+				aborted++
+			case !c.OK:
+				t.Errorf("a call failed otherwise: %s", c.Error)
+			}
+		}
+		t.Logf("FAULT INJECTION over %d calls: %d delayed ≥ 300 ms (20 %% asked), %d aborted Unavailable (10 %% asked)", len(cs), delayed, aborted)
+		if err := sc.CheckSplit(delayed, len(cs), 20); err != nil {
+			t.Errorf("delayed: %v", err)
+		}
+		if err := sc.CheckSplit(aborted, len(cs), 10); err != nil {
+			t.Errorf("aborted: %v", err)
+		}
+		must(t, a.Client.Delete(ctx, fault))
+		must(t, testbed.Poll(ctx, 30*time.Second, "no fault once the policy is gone", func() error {
+			for _, c := range f.calls(t, 50) {
+				if !c.OK || c.Millis >= 300 {
+					return fmt.Errorf("a call: ok %v in %.0f ms: %s", c.OK, c.Millis, c.Error)
+				}
+			}
+			return nil
+		}))
 	})
 
 	t.Run("a weighted split and its change", func(t *testing.T) {

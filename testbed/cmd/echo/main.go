@@ -123,11 +123,13 @@ func serve() error {
 // call is one RPC as the client saw it.
 type call struct {
 	AtMillis float64 `json:"at"`
-	OK       bool    `json:"ok"`
-	Cluster  string  `json:"cluster,omitempty"`
-	Peer     string  `json:"peer,omitempty"`
-	Caller   string  `json:"caller,omitempty"`
-	Error    string  `json:"error,omitempty"`
+	// Millis is how long the call took.
+	Millis  float64 `json:"millis"`
+	OK      bool    `json:"ok"`
+	Cluster string  `json:"cluster,omitempty"`
+	Peer    string  `json:"peer,omitempty"`
+	Caller  string  `json:"caller,omitempty"`
+	Error   string  `json:"error,omitempty"`
 }
 
 type client struct {
@@ -159,11 +161,13 @@ func (c *client) one(ctx context.Context, tc testgrpc.TestServiceClient, timeout
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var p peer.Peer
+	start := time.Now()
 	resp, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.Peer(&p))
+	took := float64(time.Since(start).Microseconds()) / 1000
 	if err != nil {
-		return call{Error: err.Error()}
+		return call{Error: err.Error(), Millis: took}
 	}
-	out := call{OK: true, Cluster: resp.ServerId, Caller: resp.Username}
+	out := call{OK: true, Cluster: resp.ServerId, Caller: resp.Username, Millis: took}
 	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && ti.SPIFFEID != nil {
 		out.Peer = ti.SPIFFEID.String()
 	}
