@@ -248,24 +248,12 @@ func envoySecrets() []*tlsv3.Secret {
 // localTargetPorts are the ports local endpoints serve services on.
 func localTargetPorts(m *Model) []uint32 {
 	seen := map[uint32]bool{}
-	for _, s := range m.Services {
-		for _, e := range s.Endpoints {
-			if e.Cluster != m.Cluster {
-				continue
-			}
-			for _, p := range s.Ports {
-				if port, ok := e.port(p.Name); ok {
-					seen[port] = true
-				}
-			}
+	for i := range m.Services {
+		for _, t := range localTargets(m, &m.Services[i]) {
+			seen[t.port] = true
 		}
 	}
-	out := make([]uint32, 0, len(seen))
-	for p := range seen {
-		out = append(out, p)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(seen))
 }
 
 // inboundChain terminates the mesh's mTLS of inbound connections matched by match and sends
