@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/transport"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/cluster"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -111,7 +112,8 @@ type Member struct {
 	connected bool
 	synced    bool
 	since     time.Time // when connected last changed
-	lastErr   error
+	lastErr   error     // of the last probe
+	watchErr  error     // why the informers are not all started
 }
 
 // Client reads from the member's cache and writes to its API server.
@@ -128,7 +130,7 @@ type State struct {
 	Synced bool
 	// Since is when Connected last changed.
 	Since time.Time
-	// Err says why the member is not connected.
+	// Err says why the member is not connected, or else why it is not synced.
 	Err error
 }
 
@@ -136,7 +138,20 @@ type State struct {
 func (m *Member) State() State {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return State{Connected: m.connected, Synced: m.synced, Since: m.since, Err: m.lastErr}
+	err := m.lastErr
+	if err == nil {
+		err = m.watchErr
+	}
+	return State{Connected: m.connected, Synced: m.synced, Since: m.since, Err: err}
+}
+
+// setWatchErr records why the informers are not started and reports whether that changed.
+func (m *Member) setWatchErr(err error) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	changed := errString(err) != errString(m.watchErr)
+	m.watchErr = err
+	return changed
 }
 
 // bearerToken is a member's token. client-go asks it for the token at each request, so a
@@ -217,36 +232,54 @@ func (r *Registry) Connect(owner, name string, kubeconfig []byte) (*Member, erro
 		UpdateFunc: func(any, any) { notify() },
 		DeleteFunc: func(any) { notify() },
 	}
-	for _, obj := range r.opts.Watch {
-		inf, err := cl.GetCache().GetInformer(ctx, obj)
-		if err != nil {
-			cancel()
-			return nil, fmt.Errorf("watch %T: %w", obj, err)
-		}
-		if _, err := inf.AddEventHandler(handler); err != nil {
-			cancel()
-			return nil, err
-		}
-	}
 	log := r.opts.Log.WithValues("federation", owner, "cluster", name)
 	go func() {
 		if err := cl.Start(ctx); err != nil && ctx.Err() == nil {
 			log.Error(err, "member cache stopped")
 		}
 	}()
-	go func() {
-		if cl.GetCache().WaitForCacheSync(ctx) {
-			m.mu.Lock()
-			m.synced = true
-			m.mu.Unlock()
-			log.Info("member cache synced")
-			notify()
-		}
-	}()
+	go r.watch(ctx, m, handler, log, notify)
 	go r.probeLoop(ctx, m, probe, log, notify)
 	r.members[k] = m
 	memberConnected.WithLabelValues(owner, name).Set(0)
 	return m, nil
+}
+
+// watch starts the member's informers for every watched kind, then marks the member synced
+// once they have listed. A kind the member's API server cannot map now (the server is down,
+// or the kind's CRD is not installed there) is asked for again every ProbeInterval, so a
+// member that was unreachable when it was registered syncs as soon as it answers.
+func (r *Registry) watch(ctx context.Context, m *Member, handler toolscache.ResourceEventHandler, log logr.Logger, notify func()) {
+	for _, obj := range r.opts.Watch {
+		for {
+			inf, err := m.cluster.GetCache().GetInformer(ctx, obj, cache.BlockUntilSynced(false))
+			if err == nil {
+				_, err = inf.AddEventHandler(handler)
+			}
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			if m.setWatchErr(fmt.Errorf("watch %T: %w", obj, err)) {
+				notify()
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(r.opts.ProbeInterval):
+			}
+		}
+	}
+	m.setWatchErr(nil)
+	if m.cluster.GetCache().WaitForCacheSync(ctx) {
+		m.mu.Lock()
+		m.synced = true
+		m.mu.Unlock()
+		log.Info("member cache synced")
+		notify()
+	}
 }
 
 // probeLoop asks the member's /readyz every ProbeInterval and flips the member's state
