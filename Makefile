@@ -73,11 +73,13 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs, RBAC and webhook manifests into c
 	$(CONTROLLER_GEN) rbac:roleName=meshfed-operator paths=./operator/internal/app/... output:rbac:artifacts:config=config/rbac/shared
 	$(CONTROLLER_GEN) rbac:roleName=meshfed-hub paths=./operator/internal/controller/meshfederation/... output:rbac:artifacts:config=config/rbac/hub
 	$(CONTROLLER_GEN) rbac:roleName=meshfed-member \
-		paths="./operator/internal/controller/mesh/...;./operator/internal/controller/clustersetip/...;./operator/internal/controller/servicepolicy/...;./operator/internal/ca/...;./operator/internal/feed/...;./operator/internal/inject/..." \
+		paths="./operator/internal/controller/mesh/...;./operator/internal/controller/clustersetip/...;./operator/internal/controller/servicepolicy/...;./operator/internal/controller/routes/...;./operator/internal/ca/...;./operator/internal/feed/...;./operator/internal/inject/..." \
 		output:rbac:artifacts:config=config/rbac/member
 	$(CONTROLLER_GEN) webhook paths=./operator/... output:webhook:artifacts:config=config/webhook
+	@dir=$$($(GO) list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api) && for crd in grpcroutes httproutes referencegrants; do \
+		install -m 644 $$dir/config/crd/standard/gateway.networking.k8s.io_$$crd.yaml config/gateway-api/; done
 
-GENERATED := operator/api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac/shared config/rbac/hub config/rbac/member config/webhook/manifests.yaml
+GENERATED := operator/api/v1alpha1/zz_generated.deepcopy.go config/crd/bases config/rbac/shared config/rbac/hub config/rbac/member config/webhook/manifests.yaml config/gateway-api
 
 .PHONY: verify-generated
 verify-generated: $(CONTROLLER_GEN) ## Fail if generated code or CRDs are stale (and regenerate them).

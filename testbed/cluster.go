@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -40,6 +41,7 @@ var Scheme = func() *runtime.Scheme {
 	utilruntime.Must(meshv1.AddToScheme(s))
 	utilruntime.Must(aboutv1alpha1.AddToScheme(s))
 	utilruntime.Must(mcsv1beta1.Install(s))
+	utilruntime.Must(gatewayv1.Install(s))
 	utilruntime.Must(cmapi.AddToScheme(s))
 	return s
 }()

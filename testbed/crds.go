@@ -21,22 +21,25 @@ import (
 	mcscrd "sigs.k8s.io/mcs-api/config/crd"
 
 	meshfedcrd "github.com/meshfed/meshfed/config/crd"
+	gatewayapi "github.com/meshfed/meshfed/config/gateway-api"
 )
 
-// crdManifests returns the CRDs every testbed cluster gets: meshfed's, the MCS API's and
-// cert-manager's, each taken from its own module.
+// crdManifests returns the CRDs every testbed cluster gets: meshfed's, the MCS API's,
+// the Gateway API routes' (config/gateway-api) and cert-manager's.
 func crdManifests(repoRoot string) ([][]byte, error) {
 	docs := [][]byte{mcscrd.ServiceExportCRD, mcscrd.ServiceImportCRD}
-	err := fs.WalkDir(meshfedcrd.Bases, ".", func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+	for _, crds := range []fs.FS{meshfedcrd.Bases, gatewayapi.CRDs} {
+		err := fs.WalkDir(crds, ".", func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			data, err := fs.ReadFile(crds, path)
+			docs = append(docs, data)
 			return err
+		})
+		if err != nil {
+			return nil, err
 		}
-		data, err := fs.ReadFile(meshfedcrd.Bases, path)
-		docs = append(docs, data)
-		return err
-	})
-	if err != nil {
-		return nil, err
 	}
 	dir, err := certManagerCRDDir(repoRoot)
 	if err != nil {

@@ -70,15 +70,22 @@ func Build(ctx context.Context, o Options, img Image) (v1.Image, error) {
 // Assemble makes the image named name around bin, a static binary: the minimal base,
 // then bin as /ko-app/<name>, its entrypoint.
 func Assemble(o Options, name string, bin []byte) (v1.Image, error) {
+	return assemble(o, name, []file{{path: "ko-app/" + name, mode: 0o555, data: bin, mtime: o.Created}},
+		[]string{"/ko-app/" + name}, []string{"PATH=/ko-app"})
+}
+
+// assemble makes the image named name: the minimal base, then one layer of app, run as
+// the non-root user with entrypoint and env.
+func assemble(o Options, name string, app []file, entrypoint, env []string) (v1.Image, error) {
 	base, err := layer(baseFiles(o.Created))
 	if err != nil {
 		return nil, fmt.Errorf("base layer: %w", err)
 	}
-	app, err := layer([]file{{path: "ko-app/" + name, mode: 0o555, data: bin, mtime: o.Created}})
+	appLayer, err := layer(app)
 	if err != nil {
 		return nil, fmt.Errorf("%s layer: %w", name, err)
 	}
-	out, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), base, app)
+	out, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), base, appLayer)
 	if err != nil {
 		return nil, err
 	}
@@ -91,10 +98,10 @@ func Assemble(o Options, name string, bin []byte) (v1.Image, error) {
 	cfg.OS, cfg.Architecture = "linux", runtime.GOARCH
 	cfg.Created = v1.Time{Time: o.Created}
 	cfg.Config = v1.Config{
-		Entrypoint: []string{"/ko-app/" + name},
+		Entrypoint: entrypoint,
 		User:       fmt.Sprintf("%d:%d", NonRoot, NonRoot),
 		WorkingDir: "/",
-		Env:        []string{"PATH=/ko-app"},
+		Env:        env,
 		Labels: map[string]string{
 			"org.opencontainers.image.source":   o.Source,
 			"org.opencontainers.image.revision": o.Revision,

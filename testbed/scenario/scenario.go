@@ -13,6 +13,8 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -119,12 +121,18 @@ func GetMesh(ctx context.Context, c *testbed.Cluster) (*meshv1.Mesh, error) {
 
 // ExportEcho creates the echo Service and its ServiceExport in c.
 func (m *Mesh) ExportEcho(ctx context.Context, c *testbed.Cluster) error {
-	if err := create(ctx, c.Client, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "echo"},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "echo"},
+	return m.ExportEchoAs(ctx, c, "echo")
+}
+
+// ExportEchoAs creates the Service name, of the echo servers labelled app=name, and its
+// ServiceExport in c.
+func (m *Mesh) ExportEchoAs(ctx context.Context, c *testbed.Cluster, name string) error {
+	if err := create(ctx, c.Client, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: name},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": name},
 			Ports: []corev1.ServicePort{{Name: "grpc", Port: EchoPort, TargetPort: intstr.FromInt32(EchoPort)}}}}); err != nil {
 		return err
 	}
-	return create(ctx, c.Client, testbed.ServiceExport(Namespace, "echo"))
+	return create(ctx, c.Client, testbed.ServiceExport(Namespace, name))
 }
 
 // WriteIdentitySecret creates or updates the Secret name of the shop namespace with a
@@ -207,29 +215,54 @@ func (m *Mesh) RunInjected(ctx context.Context, c *testbed.Cluster, name, mode, 
 // RunInjectedWith is RunInjected with the pod's name, labels, annotations and service
 // account from spec.
 func (m *Mesh) RunInjectedWith(ctx context.Context, c *testbed.Cluster, spec testbed.WorkloadSpec, mode string, port int32) (*testbed.Workload, error) {
-	return m.runEcho(ctx, c, spec, mode, port, c.RunWorkload)
+	return m.runEchoOn(ctx, GRPCGo, c, spec, mode, port, c.RunWorkload)
+}
+
+// Implementation is the gRPC library an echo workload is built on.
+type Implementation string
+
+const (
+	// GRPCGo is testbed/cmd/echo.
+	GRPCGo Implementation = "grpc-go"
+	// GRPCJS is testbed/grpcjs/echo.js on @grpc/grpc-js-xds.
+	GRPCJS Implementation = "grpc-js"
+)
+
+// RunInjectedOn is RunInjected with the echo of impl.
+func (m *Mesh) RunInjectedOn(ctx context.Context, impl Implementation, c *testbed.Cluster, name, mode, sa string, port int32, labels map[string]string) (*testbed.Workload, error) {
+	spec := testbed.WorkloadSpec{Name: name, Labels: labels, ServiceAccount: sa}
+	return m.runEchoOn(ctx, impl, c, spec, mode, port, c.RunWorkload)
 }
 
 // DeployInjected is RunInjected as a Deployment of one replica: a killed process is
 // restarted by the node, as a user's app is.
 func (m *Mesh) DeployInjected(ctx context.Context, c *testbed.Cluster, name, mode, sa string, port int32, labels map[string]string) (*testbed.Workload, error) {
-	return m.runEcho(ctx, c, testbed.WorkloadSpec{Name: name, Labels: labels, ServiceAccount: sa}, mode, port, c.RunDeployment)
+	return m.runEchoOn(ctx, GRPCGo, c, testbed.WorkloadSpec{Name: name, Labels: labels, ServiceAccount: sa}, mode, port, c.RunDeployment)
 }
 
-// runEcho runs the echo workload in the shop namespace with run (a pod or a Deployment)
-// and waits until it is ready.
-func (m *Mesh) runEcho(ctx context.Context, c *testbed.Cluster, spec testbed.WorkloadSpec, mode string, port int32,
+// runEchoOn runs the echo workload of impl in the shop namespace with run (a pod or a
+// Deployment) and waits until it is ready.
+func (m *Mesh) runEchoOn(ctx context.Context, impl Implementation, c *testbed.Cluster, spec testbed.WorkloadSpec, mode string, port int32,
 	run func(context.Context, testbed.WorkloadSpec) (*testbed.Workload, error)) (*testbed.Workload, error) {
 	if err := create(ctx, c.Client, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: spec.ServiceAccount}}); err != nil {
 		return nil, err
 	}
-	image, err := m.TB.Image(ctx, "echo", "./testbed/cmd/echo")
+	var image string
+	var err error
+	switch impl {
+	case GRPCGo:
+		image, err = m.TB.Image(ctx, "echo", "./testbed/cmd/echo")
+		spec.Env = map[string]string{"GRPC_GO_LOG_SEVERITY_LEVEL": "warning"}
+	case GRPCJS:
+		image, err = m.TB.GRPCJSImage(ctx)
+	default:
+		err = fmt.Errorf("no echo on %q", impl)
+	}
 	if err != nil {
 		return nil, err
 	}
 	spec.Namespace, spec.Image, spec.Args = Namespace, image, []string{mode}
 	spec.Ports = []corev1.ContainerPort{{ContainerPort: port}}
-	spec.Env = map[string]string{"GRPC_GO_LOG_SEVERITY_LEVEL": "warning"}
 	if mode == "server" {
 		spec.ControlPort = EchoControlPort
 	}
@@ -318,9 +351,11 @@ type Call struct {
 	Millis  float64 `json:"millis"`
 	OK      bool    `json:"ok"`
 	Cluster string  `json:"cluster"`
-	Peer    string  `json:"peer"`
-	Caller  string  `json:"caller"`
-	Error   string  `json:"error"`
+	// Pod is the server pod that answered.
+	Pod    string `json:"pod"`
+	Peer   string `json:"peer"`
+	Caller string `json:"caller"`
+	Error  string `json:"error"`
 }
 
 func httpJSON(ctx context.Context, method, url string, out any) error {
@@ -345,8 +380,17 @@ func httpJSON(ctx context.Context, method, url string, out any) error {
 
 // Calls makes n calls to Target from a client workload now.
 func Calls(ctx context.Context, client *testbed.Workload, n int) ([]Call, error) {
+	return CallsWith(ctx, client, n, nil)
+}
+
+// CallsWith is Calls with request metadata (headers) on every call.
+func CallsWith(ctx context.Context, client *testbed.Workload, n int, headers map[string]string) ([]Call, error) {
+	q := url.Values{"target": {Target}, "n": {strconv.Itoa(n)}}
+	for name, value := range headers {
+		q.Add("header", name+":"+value)
+	}
 	var out []Call
-	err := httpJSON(ctx, http.MethodGet, fmt.Sprintf("http://%s/call?target=%s&n=%d", client.Addr(ClientPort), Target, n), &out)
+	err := httpJSON(ctx, http.MethodGet, fmt.Sprintf("http://%s/call?%s", client.Addr(ClientPort), q.Encode()), &out)
 	return out, err
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -13,9 +14,11 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -29,6 +32,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	aboutv1alpha1 "github.com/meshfed/meshfed/operator/api/about/v1alpha1"
@@ -38,6 +42,7 @@ import (
 	"github.com/meshfed/meshfed/operator/internal/controller/clustersetip"
 	"github.com/meshfed/meshfed/operator/internal/controller/mesh"
 	"github.com/meshfed/meshfed/operator/internal/controller/meshfederation"
+	"github.com/meshfed/meshfed/operator/internal/controller/routes"
 	"github.com/meshfed/meshfed/operator/internal/controller/servicepolicy"
 	"github.com/meshfed/meshfed/operator/internal/feed"
 	"github.com/meshfed/meshfed/operator/internal/inject"
@@ -67,6 +72,7 @@ func NewScheme() *runtime.Scheme {
 	utilruntime.Must(meshv1.AddToScheme(s))
 	utilruntime.Must(aboutv1alpha1.AddToScheme(s))
 	utilruntime.Must(mcsv1beta1.Install(s))
+	utilruntime.Must(gatewayv1.Install(s))
 	utilruntime.Must(cmapi.AddToScheme(s))
 	return s
 }
@@ -267,6 +273,9 @@ func Run(ctx context.Context, opts Options) error {
 		if err := (&servicepolicy.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up the ServicePolicy controller: %w", err)
 		}
+		if err := setupRoutes(mgr, log); err != nil {
+			return err
+		}
 	}
 	if opts.Role.Hub() {
 		if err := (&meshfederation.Reconciler{
@@ -287,5 +296,23 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("run manager: %w", err)
 	}
 	log.Info("manager stopped")
+	return nil
+}
+
+// setupRoutes starts the GRPCRoute status controller when the cluster serves GRPCRoutes
+// (the Gateway API CRDs, config/gateway-api); without them routes are off, as for the
+// control plane (feed).
+func setupRoutes(mgr ctrl.Manager, log logr.Logger) error {
+	_, err := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: gatewayv1.GroupName, Kind: "GRPCRoute"}, gatewayv1.GroupVersion.Version)
+	if meta.IsNoMatchError(err) {
+		log.Info("the GRPCRoute CRD is not installed: routes are off until it is and the operator restarts (kubectl apply -k config/gateway-api)")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up the GRPCRoute kind: %w", err)
+	}
+	if err := (&routes.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up the GRPCRoute controller: %w", err)
+	}
 	return nil
 }

@@ -13,15 +13,18 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
@@ -35,6 +38,7 @@ import (
 // +kubebuilder:rbac:groups=multicluster.x-k8s.io,resources=serviceimports,verbs=get;list;watch
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshpeers,verbs=get;list;watch
 // +kubebuilder:rbac:groups=meshfed.io,resources=servicepolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=grpcroutes,verbs=get;list;watch
 
 // Feed builds the member's xDS configuration from the manager's cache, and pushes when
 // anything it reads changes. It runs on every replica of the operator, leader or not, so
@@ -50,6 +54,8 @@ type Feed struct {
 	// translator keeps each service's resources between builds; only the server's push
 	// loop calls Build, one build at a time.
 	translator *translate.Translator
+	// routes is set once GRPCRoutes are watched (their CRD is installed).
+	routes atomic.Bool
 }
 
 // NeedLeaderElection is false: see Feed.
@@ -68,10 +74,17 @@ func (f *Feed) Start(ctx context.Context) error {
 		},
 		DeleteFunc: func(any) { f.Server.Trigger() },
 	}
-	for _, obj := range []client.Object{&meshv1.Mesh{}, &corev1.Service{}, &discoveryv1.EndpointSlice{}, &mcsv1beta1.ServiceImport{}, &meshv1.MeshPeer{}, &corev1.Node{}, &meshv1.ServicePolicy{}} {
+	for _, obj := range []client.Object{&meshv1.Mesh{}, &corev1.Service{}, &discoveryv1.EndpointSlice{}, &mcsv1beta1.ServiceImport{}, &meshv1.MeshPeer{}, &corev1.Node{}, &meshv1.ServicePolicy{}, &gatewayv1.GRPCRoute{}} {
 		inf, err := f.Cache.GetInformer(ctx, obj)
+		if _, route := obj.(*gatewayv1.GRPCRoute); route && meta.IsNoMatchError(err) {
+			f.Log.Info("the GRPCRoute CRD is not installed: routes are off until it is and the operator restarts (kubectl apply -k config/gateway-api)")
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("watch %T for xDS: %w", obj, err)
+		}
+		if _, route := obj.(*gatewayv1.GRPCRoute); route {
+			f.routes.Store(true)
 		}
 		if _, err := inf.AddEventHandler(trigger); err != nil {
 			return fmt.Errorf("watch %T for xDS: %w", obj, err)
@@ -83,8 +96,8 @@ func (f *Feed) Start(ctx context.Context) error {
 // ErrNoMesh says the member has no Mesh yet; the control plane waits for one.
 var ErrNoMesh = errors.New("no Mesh named " + meshv1.MeshSingletonName + " in this cluster: the control plane waits for it")
 
-// Build reads the member's Mesh, Services, EndpointSlices, ServiceImports, MeshPeers and
-// ServicePolicies and translates them.
+// Build reads the member's Mesh, Services, EndpointSlices, ServiceImports, MeshPeers,
+// ServicePolicies and GRPCRoutes and translates them.
 func (f *Feed) Build(ctx context.Context) (*xds.Config, error) {
 	var m meshv1.Mesh
 	if err := f.Client.Get(ctx, client.ObjectKey{Name: meshv1.MeshSingletonName}, &m); apierrors.IsNotFound(err) {
@@ -110,6 +123,13 @@ func (f *Feed) Build(ctx context.Context) (*xds.Config, error) {
 	in.Services, in.Slices, in.Imports, in.Peers = services.Items, slices.Items, imports.Items, peers.Items
 	in.PodNetworks = podNetworks(nodes.Items)
 	in.Policies = policies.Items
+	if f.routes.Load() {
+		var routes gatewayv1.GRPCRouteList
+		if err := f.Client.List(ctx, &routes, client.UnsafeDisableDeepCopy); err != nil {
+			return nil, err
+		}
+		in.GRPCRoutes = routes.Items
+	}
 	model, problems := translate.BuildModel(in)
 	for _, p := range problems {
 		f.Log.Error(p, "part of the member's configuration is left out")

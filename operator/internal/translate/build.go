@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
@@ -30,6 +31,9 @@ type Inputs struct {
 	PodNetworks []netip.Prefix
 	// Policies are the ServicePolicies of the cluster.
 	Policies []meshv1.ServicePolicy
+	// GRPCRoutes are the cluster's Gateway API GRPCRoutes; those with a Service or a
+	// ServiceImport for parent (GAMMA) route the calls to it.
+	GRPCRoutes []gatewayv1.GRPCRoute
 }
 
 // BuildModel builds the model from the member's objects. Problems that make part of the
@@ -66,11 +70,7 @@ func BuildModel(in Inputs) (*Model, []error) {
 		s := get(svc.Namespace, svc.Name)
 		s.Local = true
 		s.ServiceAccount = svc.Annotations[meshv1.AnnotationServiceAccount]
-		for _, p := range svc.Spec.Ports {
-			if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
-				s.Ports = append(s.Ports, Port{Name: p.Name, Port: uint32(p.Port)})
-			}
-		}
+		s.Ports = ServicePorts(svc)
 	}
 	for i := range in.Imports {
 		imp := &in.Imports[i]
@@ -85,11 +85,7 @@ func BuildModel(in Inputs) (*Model, []error) {
 		for _, c := range imp.Status.Clusters {
 			s.ExportedHere = s.ExportedHere || c.Cluster == m.Cluster
 		}
-		for _, p := range imp.Spec.Ports {
-			if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
-				s.ImportPorts = append(s.ImportPorts, Port{Name: p.Name, Port: uint32(p.Port)})
-			}
-		}
+		s.ImportPorts = ImportPorts(imp)
 		if raw := imp.Annotations[meshv1.AnnotationTrafficPolicy]; raw != "" {
 			var tp meshv1.TrafficPolicy
 			if err := json.Unmarshal([]byte(raw), &tp); err != nil {
@@ -172,6 +168,51 @@ func BuildModel(in Inputs) (*Model, []error) {
 			}
 		}
 	}
+	lookup := routeLookup{
+		service: func(ns, name string) ([]Port, bool) {
+			s := byKey[key{ns, name}]
+			if s == nil || !s.Local {
+				return nil, false
+			}
+			return s.Ports, true
+		},
+		imported: func(ns, name string) ([]Port, bool) {
+			s := byKey[key{ns, name}]
+			if s == nil || !s.Imported {
+				return nil, false
+			}
+			return s.ImportPorts, true
+		},
+	}
+	type hostKey struct {
+		key
+		host string
+	}
+	ranked := map[hostKey][]RankedRule{}
+	for i := range in.GRPCRoutes {
+		parents, rules := ResolveGRPCRoute(&in.GRPCRoutes[i], lookup)
+		for _, p := range parents {
+			if !p.Applied() {
+				continue
+			}
+			k := hostKey{key{p.Namespace, p.Name}, p.Host}
+			for _, r := range rules {
+				r.Port = p.Port
+				ranked[k] = append(ranked[k], r)
+			}
+		}
+	}
+	for k, rules := range ranked {
+		slices.SortStableFunc(rules, ruleLess)
+		s := byKey[k.key]
+		for _, r := range rules {
+			if k.host == LocalHost {
+				s.LocalRoutes = append(s.LocalRoutes, r.RouteRule)
+			} else {
+				s.ClusterSetRoutes = append(s.ClusterSetRoutes, r.RouteRule)
+			}
+		}
+	}
 	for _, s := range byKey {
 		sortEndpoints(s.Endpoints)
 		m.Services = append(m.Services, *s)
@@ -180,6 +221,40 @@ func BuildModel(in Inputs) (*Model, []error) {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 	return m, problems
+}
+
+// ServicePorts are the TCP ports of a Service, the ones the mesh carries.
+func ServicePorts(svc *corev1.Service) []Port {
+	var out []Port
+	for _, p := range svc.Spec.Ports {
+		if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
+			out = append(out, Port{Name: p.Name, Port: uint32(p.Port)})
+		}
+	}
+	return out
+}
+
+// ImportPorts are the TCP ports of a ServiceImport.
+func ImportPorts(imp *mcsv1beta1.ServiceImport) []Port {
+	var out []Port
+	for _, p := range imp.Spec.Ports {
+		if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
+			out = append(out, Port{Name: p.Name, Port: uint32(p.Port), AppProtocol: ptrString(p.AppProtocol)})
+		}
+	}
+	return out
+}
+
+// routeLookup answers RouteLookup from the model being built.
+type routeLookup struct {
+	service, imported func(namespace, name string) ([]Port, bool)
+}
+
+func (l routeLookup) ServicePorts(namespace, name string) ([]Port, bool) {
+	return l.service(namespace, name)
+}
+func (l routeLookup) ImportPorts(namespace, name string) ([]Port, bool) {
+	return l.imported(namespace, name)
 }
 
 // authzOf adds the rules of a ServicePolicy's authorization to authz (nil: none yet);

@@ -41,6 +41,7 @@ func (f *fingerprint) ports(ps []Port) {
 	for _, p := range ps {
 		f.str(p.Name)
 		f.num(uint64(p.Port))
+		f.str(p.AppProtocol)
 	}
 }
 
@@ -143,7 +144,33 @@ func serviceFingerprint(shared uint64, s *Service) uint64 {
 		f.num(uint64(ft.AbortCode))
 		f.num(uint64(ft.AbortPercent))
 	}
+	f.routes(s.LocalRoutes)
+	f.routes(s.ClusterSetRoutes)
 	return f.sum()
+}
+
+func (f *fingerprint) routes(rules []RouteRule) {
+	f.num(uint64(len(rules)))
+	for _, r := range rules {
+		f.str(r.Name)
+		f.num(uint64(r.Port))
+		f.num(uint64(len(r.Matches)))
+		for _, m := range r.Matches {
+			f.str(m.Path)
+			f.flag(m.PathRegex)
+			f.num(uint64(len(m.Headers)))
+			for _, h := range m.Headers {
+				f.str(h.Name)
+				f.str(h.Value)
+				f.flag(h.Regex)
+			}
+		}
+		f.num(uint64(len(r.Backends)))
+		for _, b := range r.Backends {
+			f.str(b.Cluster)
+			f.num(uint64(b.Weight))
+		}
+	}
 }
 
 // sameOrigin says whether a and b have the same cluster, network and ports.

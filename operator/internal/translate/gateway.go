@@ -18,8 +18,10 @@ const GatewayListener = "eastwest"
 // shape an Envoy would take too: one listener with the TLS inspector, and per port of a
 // service this cluster exports a filter chain matching the service's SNI
 // (outbound_.<port>_._.<svc>.<ns>.svc.clusterset.local) with a tcp_proxy to an EDS cluster
-// of the ready local endpoints. Services this cluster does not export get no chain, so
-// other clusters cannot reach them through it.
+// of the ready local endpoints. The chain of the port HostPort picks also matches the bare
+// clusterset host, the name clients that take the TLS server name from their target
+// (grpc-js) send. Services this cluster does not export get no chain, so other clusters
+// cannot reach them through it.
 func TranslateGateway(m *Model) *Resources {
 	r := &Resources{}
 	l := &listenerv3.Listener{
@@ -35,11 +37,16 @@ func TranslateGateway(m *Model) *Resources {
 			continue
 		}
 		e := newEndpoints(m, s)
+		hostPort, hostRouted := HostPort(s.ImportPorts)
 		for _, p := range s.ImportPorts {
 			name := ClusterName(p.Port, "", s.clustersetHost())
+			serverNames := []string{name}
+			if hostRouted && p.Port == hostPort.Port {
+				serverNames = append(serverNames, s.clustersetHost())
+			}
 			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 				Name:             name,
-				FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: []string{name}},
+				FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: serverNames},
 				Filters: []*listenerv3.Filter{{Name: wellknown.TCPProxy, ConfigType: &listenerv3.Filter_TypedConfig{
 					TypedConfig: packAny(&tcpproxyv3.TcpProxy{StatPrefix: name, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: name}})}}},
 			})

@@ -46,7 +46,11 @@ func (t *translation) translateService(s *Service) (*Resources, []string) {
 		for _, p := range s.Ports {
 			host := s.localHost()
 			name := ClusterName(p.Port, "", host)
-			r.addClient(host, p.Port, routeTo(name), faultFilters(s)...)
+			if rules := envoyRoutes(s.LocalRoutes, p.Port, keep); rules != nil {
+				r.addClientRoutes(host, p.Port, rules, faultFilters(s)...)
+			} else {
+				r.addClient(host, p.Port, routeTo(name), faultFilters(s)...)
+			}
 			r.Clusters = append(r.Clusters, m.cluster(s, name, name, tls))
 			r.Endpoints = append(r.Endpoints, t.loadAssignment(e, p, name, []string{m.Cluster}))
 		}
@@ -58,6 +62,10 @@ func (t *translation) translateService(s *Service) (*Resources, []string) {
 			name := ClusterName(p.Port, "", host)
 			r.Clusters = append(r.Clusters, s.affine(m.cluster(s, name, name, tls)))
 			r.Endpoints = append(r.Endpoints, t.loadAssignment(e, p, name, order))
+			if rules := envoyRoutes(s.ClusterSetRoutes, p.Port, func(a *routev3.RouteAction) *routev3.RouteAction { return s.hashed(s.Policy.apply(a)) }); rules != nil {
+				r.addClientRoutes(host, p.Port, rules, faultFilters(s)...)
+				continue
+			}
 			if len(s.Policy.Weights) == 0 {
 				r.addClient(host, p.Port, s.hashed(s.Policy.apply(routeTo(name))), faultFilters(s)...)
 				continue
@@ -153,6 +161,17 @@ func routeTo(cluster string) *routev3.RouteAction {
 // addClient adds the api_listener and route of a host:port clients dial; filters run
 // before the router.
 func (r *Resources) addClient(host string, port uint32, action *routev3.RouteAction, filters ...*hcmv3.HttpFilter) {
+	r.addClientRoutes(host, port, []*routev3.Route{{
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Route{Route: action},
+	}}, filters...)
+}
+
+// keep leaves a route action as it is.
+func keep(a *routev3.RouteAction) *routev3.RouteAction { return a }
+
+// addClientRoutes is addClient with the routes given.
+func (r *Resources) addClientRoutes(host string, port uint32, routes []*routev3.Route, filters ...*hcmv3.HttpFilter) {
 	name := ListenerName(host, port)
 	r.Listeners = append(r.Listeners, &listenerv3.Listener{
 		Name:        name,
@@ -163,10 +182,7 @@ func (r *Resources) addClient(host string, port uint32, action *routev3.RouteAct
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    host,
 			Domains: []string{host, name},
-			Routes: []*routev3.Route{{
-				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-				Action: &routev3.Route_Route{Route: action},
-			}},
+			Routes:  routes,
 		}},
 	})
 }

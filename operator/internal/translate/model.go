@@ -60,6 +60,10 @@ type Service struct {
 	Authz *Authz
 	// Fault is injected into the calls of this cluster's clients to the service.
 	Fault *Fault
+	// LocalRoutes and ClusterSetRoutes are the rules of the GRPCRoutes attached to the
+	// service's cluster.local host (parent Service) and clusterset host (parent
+	// ServiceImport), in precedence order; none keeps the one default route.
+	LocalRoutes, ClusterSetRoutes []RouteRule
 }
 
 // Fault delays DelayPercent of the calls by Delay, then aborts AbortPercent of them with
@@ -96,6 +100,8 @@ type Principal struct {
 type Port struct {
 	Name string
 	Port uint32
+	// AppProtocol is the port's appProtocol, "" when unset.
+	AppProtocol string
 }
 
 // Endpoint is one backend of a service in some cluster.

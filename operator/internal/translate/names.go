@@ -15,6 +15,27 @@ func (s *Service) clustersetHost() string {
 	return s.Name + "." + s.Namespace + ".svc.clusterset.local"
 }
 
+// HostPort is the port a connection that names only the service's host in its TLS server
+// name (clusterset host, no port: what grpc-js sends) reaches through an east-west
+// gateway: the service's only port, or else its only gRPC port (appProtocol grpc, or a
+// name "grpc" or "grpc-*" as Istio reads port names). A service with several gRPC ports
+// has none: such a client must name the port (docs/user-guide.md, "grpc-js clients").
+func HostPort(ports []Port) (Port, bool) {
+	if len(ports) == 1 {
+		return ports[0], true
+	}
+	var found []Port
+	for _, p := range ports {
+		if p.AppProtocol == "grpc" || p.Name == "grpc" || strings.HasPrefix(p.Name, "grpc-") {
+			found = append(found, p)
+		}
+	}
+	if len(found) != 1 {
+		return Port{}, false
+	}
+	return found[0], true
+}
+
 // ListenerName is the name of the api_listener a client dialing host:port asks for.
 func ListenerName(host string, port uint32) string { return host + ":" + strconv.Itoa(int(port)) }
 

@@ -12,10 +12,13 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
+	"github.com/meshfed/meshfed/operator/internal/translate"
 	"github.com/meshfed/meshfed/testbed"
 	sc "github.com/meshfed/meshfed/testbed/scenario"
 )
@@ -85,6 +88,34 @@ func TestMultiNetwork(t *testing.T) {
 		}
 	})
 
+	var jsClient *testbed.Workload
+	clientJS := func(t *testing.T) *testbed.Workload {
+		if jsClient == nil {
+			var err error
+			jsClient, err = m.RunInjectedOn(ctx, sc.GRPCJS, c1, "client-js", "client", "client", sc.ClientPort, nil)
+			must(t, err)
+		}
+		return jsClient
+	}
+	t.Run("a grpc-js client calls across networks through the gateways, mTLS end to end", func(t *testing.T) {
+		// grpc-js sends its target's host as the TLS server name, not the outbound_ name
+		// of the xDS cluster: the gateways route the bare clusterset host of a service's
+		// gRPC port too (translate.HostPort).
+		js := clientJS(t)
+		must(t, sc.AllOn(ctx, js, c2.Name, 20, time.Minute))
+		cs, err := sc.Calls(ctx, js, 30)
+		must(t, err)
+		for _, c := range cs {
+			if !c.OK || c.Peer != "spiffe://cluster.local/ns/shop/sa/echo" || c.Caller != "spiffe://cluster.local/ns/shop/sa/client" {
+				t.Fatalf("a grpc-js call: ok %v, error %q, the client saw %q, the server saw %q", c.OK, c.Error, c.Peer, c.Caller)
+			}
+		}
+		sni := `meshfed_gateway_sni_connections_total{sni="echo.shop.svc.clusterset.local"} `
+		if v := sc.GatewayMetric(ctx, gws[c2.Name], sni); v == "" || v == "0" {
+			t.Errorf("%s's gateway routed no connection by the bare host (metric %q)", c2.Name, v)
+		}
+	})
+
 	t.Run("failover across networks", func(t *testing.T) {
 		load, err := sc.StartLoad(ctx, client, 10*time.Millisecond)
 		must(t, err)
@@ -141,13 +172,89 @@ func TestMultiNetwork(t *testing.T) {
 		}
 	})
 
+	t.Run("GAMMA: a GRPCRoute sends the calls with a canary header to a canary service in another cluster", func(t *testing.T) {
+		must(t, m.ExportEchoAs(ctx, c3, "echo-canary"))
+		_, err := m.RunInjected(ctx, c3, "echo-canary-3", "server", "echo", sc.EchoPort, map[string]string{"app": "echo-canary"})
+		must(t, err)
+		testbed.Eventually(t, 30*time.Second, "echo-canary imported in "+c1.Name, func() error {
+			return c1.Client.Get(ctx, ctrlclient.ObjectKey{Namespace: sc.Namespace, Name: "echo-canary"}, &mcsv1beta1.ServiceImport{})
+		})
+		importRef := func(name string) gatewayv1.BackendObjectReference {
+			return gatewayv1.BackendObjectReference{Group: ptr.To(gatewayv1.Group(mcsv1beta1.GroupName)), Kind: ptr.To(gatewayv1.Kind("ServiceImport")),
+				Name: gatewayv1.ObjectName(name), Port: ptr.To(gatewayv1.PortNumber(sc.EchoPort))}
+		}
+		route := &gatewayv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: sc.Namespace, Name: "echo-canary"}, Spec: gatewayv1.GRPCRouteSpec{
+			CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{
+				Group: ptr.To(gatewayv1.Group(mcsv1beta1.GroupName)), Kind: ptr.To(gatewayv1.Kind("ServiceImport")), Name: "echo"}}},
+			Rules: []gatewayv1.GRPCRouteRule{
+				{
+					Matches:     []gatewayv1.GRPCRouteMatch{{Headers: []gatewayv1.GRPCHeaderMatch{{Name: "x-canary", Value: "true"}}}},
+					BackendRefs: []gatewayv1.GRPCBackendRef{{BackendRef: gatewayv1.BackendRef{BackendObjectReference: importRef("echo-canary")}}},
+				},
+				{BackendRefs: []gatewayv1.GRPCBackendRef{{BackendRef: gatewayv1.BackendRef{BackendObjectReference: importRef("echo")}}}},
+			},
+		}}
+		testbed.MustCreate(ctx, t, c1.Client, route)
+		t.Cleanup(func() { _ = ctrlclient.IgnoreNotFound(c1.Client.Delete(ctx, route)) })
+		routeStatus(ctx, t, c1, route.Name, gatewayv1.RouteReasonAccepted, gatewayv1.RouteReasonResolvedRefs)
+		canary := map[string]string{"x-canary": "true"}
+		// grpc-go only: grpc-js names its target (echo) in the TLS server name whatever
+		// the backend, so across networks the gateway sends its canary calls to echo
+		// (docs/user-guide.md, "grpc-js clients").
+		must(t, testbed.Poll(ctx, 30*time.Second, "the canary calls on echo-canary-3", func() error {
+			return allServedBy(ctx, client, canary, "echo-canary-3")
+		}))
+		for impl, w := range map[string]*testbed.Workload{"grpc-go": client, "grpc-js": clientJS(t)} {
+			cs, err := sc.Calls(ctx, w, 50)
+			must(t, err)
+			for _, c := range cs {
+				if !c.OK || c.Pod == "echo-canary-3" {
+					t.Fatalf("a %s call without the header: ok %v, error %q, served by %s", impl, c.OK, c.Error, c.Pod)
+				}
+			}
+		}
+		// A route whose backend does not resolve is not applied, not half-applied: were
+		// its rule (every call, by its method) programmed without the backend, every call
+		// would fail. The canary route is deleted after it, so that once its removal is
+		// seen, so is the broken route.
+		broken := route.DeepCopy()
+		broken.ObjectMeta = metav1.ObjectMeta{Namespace: sc.Namespace, Name: "broken"}
+		broken.Spec.Rules = []gatewayv1.GRPCRouteRule{{
+			Matches:     []gatewayv1.GRPCRouteMatch{{Method: &gatewayv1.GRPCMethodMatch{Service: ptr.To("grpc.testing.TestService"), Method: ptr.To("UnaryCall")}}},
+			BackendRefs: []gatewayv1.GRPCBackendRef{{BackendRef: gatewayv1.BackendRef{BackendObjectReference: importRef("missing")}}}}}
+		testbed.MustCreate(ctx, t, c1.Client, broken)
+		t.Cleanup(func() { _ = ctrlclient.IgnoreNotFound(c1.Client.Delete(ctx, broken)) })
+		routeStatus(ctx, t, c1, broken.Name, gatewayv1.RouteReasonAccepted, gatewayv1.RouteReasonBackendNotFound)
+		must(t, c1.Client.Delete(ctx, route))
+		must(t, testbed.Poll(ctx, 30*time.Second, "canary calls served by echo once the route is gone, the broken one left out", func() error {
+			cs, err := sc.CallsWith(ctx, client, 20, canary)
+			if err != nil {
+				return err
+			}
+			for _, c := range cs {
+				if !c.OK || c.Pod == "echo-canary-3" {
+					return fmt.Errorf("a call: ok %v, error %q, served by %s", c.OK, c.Error, c.Pod)
+				}
+			}
+			return nil
+		}))
+		must(t, c1.Client.Delete(ctx, broken))
+	})
+
 	t.Run("authorization: the servers let in the callers a ServicePolicy allows, from another network", func(t *testing.T) {
+		// Intruders and allowed callers on grpc-go and on grpc-js.
 		intruder, err := m.RunInjected(ctx, c1, "intruder", "client", "intruder", sc.ClientPort, nil)
 		must(t, err)
+		intruderJS, err := m.RunInjectedOn(ctx, sc.GRPCJS, c1, "intruder-js", "client", "intruder", sc.ClientPort, nil)
+		must(t, err)
+		callers := map[string]*testbed.Workload{"grpc-go": client, "grpc-js": clientJS(t)}
+		intruders := map[string]*testbed.Workload{"grpc-go": intruder, "grpc-js": intruderJS}
 		// Without a policy every caller with a mesh certificate is served.
-		must(t, testbed.Poll(ctx, 30*time.Second, "the intruder's calls served before any policy", func() error {
-			return allServed(ctx, intruder, 10)
-		}))
+		for impl, w := range intruders {
+			must(t, testbed.Poll(ctx, 30*time.Second, "the "+impl+" intruder's calls served before any policy", func() error {
+				return allServed(ctx, w, 10)
+			}))
+		}
 		policy := func() *meshv1.ServicePolicy {
 			return &meshv1.ServicePolicy{ObjectMeta: metav1.ObjectMeta{Namespace: sc.Namespace, Name: "echo-callers"}, Spec: meshv1.ServicePolicySpec{
 				TargetRefs: []meshv1.PolicyTargetReference{{Group: mcsv1beta1.GroupName, Kind: "ServiceImport", Name: "echo"}},
@@ -157,15 +264,18 @@ func TestMultiNetwork(t *testing.T) {
 		for _, c := range []*testbed.Cluster{c2, c3} {
 			testbed.MustCreate(ctx, t, c.Client, policy())
 		}
-		must(t, testbed.Poll(ctx, 30*time.Second, "every call of the intruder refused", func() error {
-			return allRefused(ctx, intruder, 20)
-		}))
-		// The allowed caller is served throughout, by both exporting clusters.
-		cs, err := sc.Calls(ctx, client, 100)
-		must(t, err)
-		s := sc.Split(cs)
-		if s[""] > 0 || s[c2.Name] == 0 || s[c3.Name] == 0 {
-			t.Errorf("the allowed caller's calls: %v (want all served, by %s and %s)", s, c2.Name, c3.Name)
+		for impl, w := range intruders {
+			must(t, testbed.Poll(ctx, 30*time.Second, "every call of the "+impl+" intruder refused", func() error {
+				return allRefused(ctx, w, 30)
+			}))
+		}
+		// The allowed callers are served throughout, by both exporting clusters.
+		for impl, w := range callers {
+			cs, err := sc.Calls(ctx, w, 100)
+			must(t, err)
+			if s := sc.Split(cs); s[""] > 0 || s[c2.Name] == 0 || s[c3.Name] == 0 {
+				t.Errorf("the allowed %s caller's calls: %v (want all served, by %s and %s)", impl, s, c2.Name, c3.Name)
+			}
 		}
 		// A Deny rule wins over the Allow rule: the allowed caller is refused too.
 		for _, c := range []*testbed.Cluster{c2, c3} {
@@ -176,9 +286,11 @@ func TestMultiNetwork(t *testing.T) {
 				From: []meshv1.Caller{{Namespace: sc.Namespace}}})
 			must(t, c.Client.Patch(ctx, p, patch))
 		}
-		must(t, testbed.Poll(ctx, 30*time.Second, "the allowed caller refused by the Deny rule", func() error {
-			return allRefused(ctx, client, 20)
-		}))
+		for impl, w := range callers {
+			must(t, testbed.Poll(ctx, 30*time.Second, "the allowed "+impl+" caller refused by the Deny rule", func() error {
+				return allRefused(ctx, w, 30)
+			}))
+		}
 		for _, c := range []*testbed.Cluster{c2, c3} {
 			testbed.Eventually(t, 30*time.Second, c.Name+": the policy Accepted", func() error {
 				var p meshv1.ServicePolicy
@@ -207,10 +319,12 @@ func TestMultiNetwork(t *testing.T) {
 			return nil
 		})
 		must(t, c2.Client.Delete(ctx, orphan))
-		// The policy gone, the intruder is served again.
-		must(t, testbed.Poll(ctx, 30*time.Second, "the intruder's calls served once the policy is gone", func() error {
-			return allServed(ctx, intruder, 10)
-		}))
+		// The policy gone, the intruders are served again.
+		for impl, w := range intruders {
+			must(t, testbed.Poll(ctx, 30*time.Second, "the "+impl+" intruder's calls served once the policy is gone", func() error {
+				return allServed(ctx, w, 10)
+			}))
+		}
 	})
 
 	t.Run("a gateway refuses what its cluster does not export", func(t *testing.T) {
@@ -257,6 +371,47 @@ func allServed(ctx context.Context, caller *testbed.Workload, n int) error {
 	for _, c := range cs {
 		if !c.OK {
 			return fmt.Errorf("a call failed: %s", c.Error)
+		}
+	}
+	return nil
+}
+
+// routeStatus waits until the GRPCRoute name of c's shop namespace has meshfed's parent
+// status with the given Accepted and ResolvedRefs reasons, each condition True when its
+// reason is the positive one.
+func routeStatus(ctx context.Context, t *testing.T, c *testbed.Cluster, name string, accepted, resolved gatewayv1.RouteConditionReason) {
+	t.Helper()
+	testbed.Eventually(t, 30*time.Second, "GRPCRoute "+name+": Accepted "+string(accepted)+", ResolvedRefs "+string(resolved), func() error {
+		var r gatewayv1.GRPCRoute
+		if err := c.Client.Get(ctx, ctrlclient.ObjectKey{Namespace: sc.Namespace, Name: name}, &r); err != nil {
+			return err
+		}
+		for _, p := range r.Status.Parents {
+			if p.ControllerName != translate.ControllerName {
+				continue
+			}
+			a := meta.FindStatusCondition(p.Conditions, string(gatewayv1.RouteConditionAccepted))
+			rr := meta.FindStatusCondition(p.Conditions, string(gatewayv1.RouteConditionResolvedRefs))
+			if a == nil || rr == nil || a.Reason != string(accepted) || rr.Reason != string(resolved) ||
+				(a.Status == metav1.ConditionTrue) != (accepted == gatewayv1.RouteReasonAccepted) ||
+				(rr.Status == metav1.ConditionTrue) != (resolved == gatewayv1.RouteReasonResolvedRefs) || a.Message == "" || rr.Message == "" {
+				return fmt.Errorf("conditions %+v", p.Conditions)
+			}
+			return nil
+		}
+		return fmt.Errorf("no parent status of %s: %+v", translate.ControllerName, r.Status.Parents)
+	})
+}
+
+// allServedBy checks that 20 calls of caller with headers are all served by pod.
+func allServedBy(ctx context.Context, caller *testbed.Workload, headers map[string]string, pod string) error {
+	cs, err := sc.CallsWith(ctx, caller, 20, headers)
+	if err != nil {
+		return err
+	}
+	for _, c := range cs {
+		if !c.OK || c.Pod != pod {
+			return fmt.Errorf("a call: ok %v, error %q, served by %q, want %s", c.OK, c.Error, c.Pod, pod)
 		}
 	}
 	return nil

@@ -7,6 +7,7 @@
 //	              serves its xDS configuration.
 //	echo client   serves an HTTP API on $POD_IP:$PORTS that makes xDS gRPC calls:
 //	              GET /call?target=xds:///host:port&n=100     n calls now, a summary back
+//	                  (&header=name:value, repeated, sends request metadata)
 //	              POST /load?target=...&interval=10ms          calls at a steady rate
 //	              GET /results                                 every call of the load so far
 //	              and the pod controls (package podctl)
@@ -33,6 +34,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/xds"
 
@@ -127,6 +129,7 @@ type call struct {
 	Millis  float64 `json:"millis"`
 	OK      bool    `json:"ok"`
 	Cluster string  `json:"cluster,omitempty"`
+	Pod     string  `json:"pod,omitempty"`
 	Peer    string  `json:"peer,omitempty"`
 	Caller  string  `json:"caller,omitempty"`
 	Error   string  `json:"error,omitempty"`
@@ -167,7 +170,7 @@ func (c *client) one(ctx context.Context, tc testgrpc.TestServiceClient, timeout
 	if err != nil {
 		return call{Error: err.Error(), Millis: took}
 	}
-	out := call{OK: true, Cluster: resp.ServerId, Caller: resp.Username, Millis: took}
+	out := call{OK: true, Cluster: resp.ServerId, Pod: resp.Hostname, Caller: resp.Username, Millis: took}
 	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && ti.SPIFFEID != nil {
 		out.Peer = ti.SPIFFEID.String()
 	}
@@ -188,9 +191,18 @@ func clientAPI() error {
 			return
 		}
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		ctx := r.Context()
+		for _, h := range r.URL.Query()["header"] {
+			name, value, ok := strings.Cut(h, ":")
+			if !ok {
+				http.Error(w, "header: name:value", http.StatusBadRequest)
+				return
+			}
+			ctx = metadata.AppendToOutgoingContext(ctx, name, value)
+		}
 		var calls []call
 		for range max(n, 1) {
-			calls = append(calls, c.one(r.Context(), tc, 5*time.Second))
+			calls = append(calls, c.one(ctx, tc, 5*time.Second))
 		}
 		_ = json.NewEncoder(w).Encode(calls)
 	})

@@ -1,0 +1,382 @@
+package translate
+
+import (
+	"cmp"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+)
+
+// GAMMA: a GRPCRoute whose parentRef is a Service (or a ServiceImport) replaces, for the
+// calls to that service's host, the one route meshfed programs by default. Its rules go
+// in Gateway API's order of precedence; a call no rule matches fails (no route), as the
+// Gateway API has it.
+
+// ControllerName is how meshfed signs the route statuses it writes.
+const ControllerName gatewayv1.GatewayController = "meshfed.io/mesh-controller"
+
+// Host kinds a route attaches to.
+const (
+	// LocalHost is <svc>.<ns>.svc.cluster.local: a parentRef to a Service.
+	LocalHost = "Service"
+	// ClusterSetHost is <svc>.<ns>.svc.clusterset.local: a parentRef to a ServiceImport.
+	ClusterSetHost = "ServiceImport"
+)
+
+// RouteRule is one rule of a GRPCRoute attached to a service host, in precedence order.
+type RouteRule struct {
+	// Name is <route namespace>/<route name>/<rule index>.
+	Name string
+	// Port, when not 0, limits the rule to that port of the service (parentRef.port).
+	Port    uint32
+	Matches []RouteMatch // none: every call
+	// Backends are the xDS clusters the calls go to, weighted.
+	Backends []RouteBackend
+}
+
+// RankedRule is a rule with its place among the rules of every route: see ruleLess.
+type RankedRule struct {
+	RouteRule
+	precedence routePrecedence
+}
+
+// RouteMatch matches a call by its method and headers, all of which must match.
+type RouteMatch struct {
+	// Path is the gRPC path to match: exactly (/pkg.Service/Method), by prefix (ending
+	// in "/"), or as an RE2 expression when PathRegex is set; "" matches any path.
+	Path      string
+	PathRegex bool
+	Headers   []HeaderMatch
+}
+
+// HeaderMatch matches a request header by its value, exactly or as an RE2 expression.
+type HeaderMatch struct {
+	Name, Value string
+	Regex       bool
+}
+
+// RouteBackend is one backend of a rule: an xDS cluster and its weight.
+type RouteBackend struct {
+	Cluster string
+	Weight  uint32
+}
+
+type routePrecedence struct {
+	serviceChars, methodChars, headers int
+	created                            int64
+	key                                string // namespace/name
+	index                              int
+}
+
+// ruleLess orders rules as the Gateway API orders GRPCRoute matches: the longer service
+// name, then the longer method name, then more header matches, then the older route,
+// then the route's namespace/name, then the rule's place in its route.
+func ruleLess(a, b RankedRule) int {
+	pa, pb := a.precedence, b.precedence
+	return cmp.Or(cmp.Compare(pb.serviceChars, pa.serviceChars), cmp.Compare(pb.methodChars, pa.methodChars),
+		cmp.Compare(pb.headers, pa.headers), cmp.Compare(pa.created, pb.created), cmp.Compare(pa.key, pb.key),
+		cmp.Compare(pa.index, pb.index))
+}
+
+// RouteLookup tells what a route may name: the ports of a Service of this cluster and
+// of a ServiceImport; ok is false when there is none.
+type RouteLookup interface {
+	ServicePorts(namespace, name string) (ports []Port, ok bool)
+	ImportPorts(namespace, name string) (ports []Port, ok bool)
+}
+
+// ParentResult is the status of a route for one of its parents meshfed serves.
+type ParentResult struct {
+	Ref gatewayv1.ParentReference
+	// Host is LocalHost or ClusterSetHost; Namespace and Name the parent service's.
+	Host, Namespace, Name string
+	// Port limits the route to one port of the parent (0: every port).
+	Port         uint32
+	Accepted     Condition
+	ResolvedRefs Condition
+}
+
+// Condition is a route condition's status, reason and message.
+type Condition struct {
+	OK      bool
+	Reason  gatewayv1.RouteConditionReason
+	Message string
+}
+
+// Applied tells whether the route's rules are programmed for this parent.
+func (p ParentResult) Applied() bool { return p.Accepted.OK && p.ResolvedRefs.OK }
+
+// ResolveGRPCRoute decides what meshfed makes of route: for each parentRef to a Service or
+// ServiceImport (other parents, such as Gateways, are not meshfed's), whether it is
+// accepted and its backends resolve, and the rules to program. A route is applied whole
+// or not at all: a filter the proxies cannot honour, a backend that does not resolve or a
+// parent in another namespace leaves the calls to the parent as they were without it.
+func ResolveGRPCRoute(route *gatewayv1.GRPCRoute, lookup RouteLookup) ([]ParentResult, []RankedRule) {
+	rules, resolved, unsupported := grpcRules(route, lookup)
+	var parents []ParentResult
+	for _, ref := range route.Spec.ParentRefs {
+		host, ok := parentHost(ref)
+		if !ok {
+			continue
+		}
+		p := ParentResult{Ref: ref, Host: host, Namespace: route.Namespace, Name: string(ref.Name), ResolvedRefs: resolved,
+			Accepted: Condition{OK: true, Reason: gatewayv1.RouteReasonAccepted, Message: "the mesh's proxyless clients route calls to the " + strings.ToLower(host) + " by this route"}}
+		if ref.Namespace != nil && string(*ref.Namespace) != route.Namespace {
+			p.Namespace = string(*ref.Namespace)
+			p.Accepted = Condition{Reason: gatewayv1.RouteReasonUnsupportedValue,
+				Message: "a route for the clients of another namespace (a consumer route) is not supported: create the route in namespace " + p.Namespace}
+		} else if ports, found := parentPorts(lookup, host, p.Namespace, p.Name); !found {
+			p.Accepted = Condition{Reason: gatewayv1.RouteReasonNoMatchingParent, Message: fmt.Sprintf("%s %s/%s does not exist in this cluster", host, p.Namespace, p.Name)}
+		} else if port, ok := parentPort(ref, ports); !ok {
+			p.Accepted = Condition{Reason: gatewayv1.RouteReasonNoMatchingParent, Message: fmt.Sprintf("%s %s/%s has no such port (parentRef port or sectionName)", host, p.Namespace, p.Name)}
+		} else if unsupported != "" {
+			p.Accepted = Condition{Reason: gatewayv1.RouteReasonUnsupportedValue, Message: unsupported + "; the route is not applied"}
+		} else {
+			p.Port = port
+		}
+		parents = append(parents, p)
+	}
+	return parents, rules
+}
+
+// parentHost tells which host a parentRef names, if it is meshfed's.
+func parentHost(ref gatewayv1.ParentReference) (string, bool) {
+	group, kind := "", "Gateway"
+	if ref.Group != nil {
+		group = string(*ref.Group)
+	}
+	if ref.Kind != nil {
+		kind = string(*ref.Kind)
+	}
+	switch {
+	case group == "" && kind == "Service":
+		return LocalHost, true
+	case group == mcsv1beta1.GroupName && kind == "ServiceImport":
+		return ClusterSetHost, true
+	}
+	return "", false
+}
+
+func parentPorts(lookup RouteLookup, host, namespace, name string) ([]Port, bool) {
+	if host == LocalHost {
+		return lookup.ServicePorts(namespace, name)
+	}
+	return lookup.ImportPorts(namespace, name)
+}
+
+// parentPort is the port a parentRef limits the route to (0: every port), by its port or
+// sectionName (a port name); ok is false when the service has no such port.
+func parentPort(ref gatewayv1.ParentReference, ports []Port) (uint32, bool) {
+	if ref.Port == nil && ref.SectionName == nil {
+		return 0, true
+	}
+	for _, p := range ports {
+		if (ref.Port == nil || uint32(*ref.Port) == p.Port) && (ref.SectionName == nil || string(*ref.SectionName) == p.Name) {
+			return p.Port, true
+		}
+	}
+	return 0, false
+}
+
+// grpcRules translates the route's rules. resolved says whether every backendRef resolves
+// (the ResolvedRefs condition); unsupported names what the proxies cannot honour.
+func grpcRules(route *gatewayv1.GRPCRoute, lookup RouteLookup) (rules []RankedRule, resolved Condition, unsupported string) {
+	resolved = Condition{OK: true, Reason: gatewayv1.RouteReasonResolvedRefs, Message: "every backendRef resolves"}
+	key := route.Namespace + "/" + route.Name
+	for i, r := range route.Spec.Rules {
+		if len(r.Filters) > 0 {
+			unsupported = fmt.Sprintf("rule %d has filters, which meshfed's proxyless clients do not apply", i)
+		}
+		rule := RankedRule{RouteRule: RouteRule{Name: fmt.Sprintf("%s/%d", key, i)},
+			precedence: routePrecedence{created: route.CreationTimestamp.Unix(), key: key, index: i}}
+		for _, b := range r.BackendRefs {
+			if len(b.Filters) > 0 {
+				unsupported = fmt.Sprintf("a backendRef of rule %d has filters, which meshfed's proxyless clients do not apply", i)
+			}
+			backend, cond := resolveBackend(route.Namespace, b.BackendRef, lookup)
+			if !cond.OK {
+				resolved = cond
+				continue
+			}
+			if backend.Weight > 0 {
+				rule.Backends = append(rule.Backends, backend)
+			}
+		}
+		for _, m := range r.Matches {
+			match, err := grpcMatch(m)
+			if err != nil {
+				unsupported = fmt.Sprintf("rule %d: %v", i, err)
+				continue
+			}
+			rule.Matches = append(rule.Matches, match)
+		}
+		// A rule's precedence is its most specific match's.
+		for _, m := range r.Matches {
+			var svc, method int
+			if m.Method != nil {
+				svc, method = len(ptrString(m.Method.Service)), len(ptrString(m.Method.Method))
+			}
+			p := &rule.precedence
+			if svc > p.serviceChars || (svc == p.serviceChars && method > p.methodChars) ||
+				(svc == p.serviceChars && method == p.methodChars && len(m.Headers) > p.headers) {
+				p.serviceChars, p.methodChars, p.headers = svc, method, len(m.Headers)
+			}
+		}
+		rules = append(rules, rule)
+	}
+	return rules, resolved, unsupported
+}
+
+// resolveBackend finds the xDS cluster of a backendRef: a Service of this cluster (its
+// cluster.local host) or a ServiceImport (its clusterset host, failing over across the
+// exporting clusters), in the route's namespace, at the given port.
+func resolveBackend(namespace string, ref gatewayv1.BackendRef, lookup RouteLookup) (RouteBackend, Condition) {
+	group, kind := "", "Service"
+	if ref.Group != nil {
+		group = string(*ref.Group)
+	}
+	if ref.Kind != nil {
+		kind = string(*ref.Kind)
+	}
+	name := string(ref.Name)
+	if ref.Namespace != nil && string(*ref.Namespace) != namespace {
+		return RouteBackend{}, Condition{Reason: gatewayv1.RouteReasonRefNotPermitted,
+			Message: fmt.Sprintf("backendRef %s/%s is in another namespace: meshfed routes to the route's namespace only", *ref.Namespace, name)}
+	}
+	var ports []Port
+	var found bool
+	var host string
+	switch {
+	case group == "" && kind == "Service":
+		ports, found = lookup.ServicePorts(namespace, name)
+		host = name + "." + namespace + ".svc.cluster.local"
+	case group == mcsv1beta1.GroupName && kind == "ServiceImport":
+		ports, found = lookup.ImportPorts(namespace, name)
+		host = name + "." + namespace + ".svc.clusterset.local"
+	default:
+		return RouteBackend{}, Condition{Reason: gatewayv1.RouteReasonInvalidKind,
+			Message: fmt.Sprintf("backendRef %s: kind %q of group %q is not a Service or a ServiceImport (%s)", name, kind, group, mcsv1beta1.GroupName)}
+	}
+	if !found {
+		return RouteBackend{}, Condition{Reason: gatewayv1.RouteReasonBackendNotFound, Message: fmt.Sprintf("backendRef %s %s/%s does not exist in this cluster", kind, namespace, name)}
+	}
+	if ref.Port == nil {
+		return RouteBackend{}, Condition{Reason: gatewayv1.RouteReasonBackendNotFound, Message: fmt.Sprintf("backendRef %s %s/%s has no port", kind, namespace, name)}
+	}
+	if !slices.ContainsFunc(ports, func(p Port) bool { return p.Port == uint32(*ref.Port) }) {
+		return RouteBackend{}, Condition{Reason: gatewayv1.RouteReasonBackendNotFound, Message: fmt.Sprintf("backendRef %s %s/%s has no port %d", kind, namespace, name, *ref.Port)}
+	}
+	weight := uint32(1)
+	if ref.Weight != nil {
+		weight = uint32(*ref.Weight)
+	}
+	return RouteBackend{Cluster: ClusterName(uint32(*ref.Port), "", host), Weight: weight}, Condition{OK: true}
+}
+
+// grpcMatch translates a GRPCRouteMatch.
+func grpcMatch(m gatewayv1.GRPCRouteMatch) (RouteMatch, error) {
+	var out RouteMatch
+	if mm := m.Method; mm != nil {
+		svc, method := ptrString(mm.Service), ptrString(mm.Method)
+		if mm.Type != nil && *mm.Type == gatewayv1.GRPCMethodMatchRegularExpression {
+			out.PathRegex = true
+			out.Path = "/" + cmp.Or(svc, "[^/]+") + "/" + cmp.Or(method, "[^/]+")
+			if _, err := regexp.Compile(out.Path); err != nil {
+				return out, fmt.Errorf("method match %q: %w", out.Path, err)
+			}
+		} else {
+			switch {
+			case svc != "" && method != "":
+				out.Path = "/" + svc + "/" + method
+			case svc != "":
+				out.Path = "/" + svc + "/"
+			case method != "":
+				out.Path, out.PathRegex = "/[^/]+/"+regexp.QuoteMeta(method), true
+			}
+		}
+	}
+	for _, h := range m.Headers {
+		hm := HeaderMatch{Name: strings.ToLower(string(h.Name)), Value: h.Value}
+		if h.Type != nil && *h.Type == gatewayv1.GRPCHeaderMatchRegularExpression {
+			hm.Regex = true
+			if _, err := regexp.Compile(h.Value); err != nil {
+				return out, fmt.Errorf("header %s: %w", h.Name, err)
+			}
+		}
+		out.Headers = append(out.Headers, hm)
+	}
+	return out, nil
+}
+
+// envoyRoutes are the xDS routes of a host's rules for port, in precedence order: one per
+// match (a rule without matches matches every call). decorate adds the service's policy
+// (timeout, retries, hashing) to each action.
+func envoyRoutes(rules []RouteRule, port uint32, decorate func(*routev3.RouteAction) *routev3.RouteAction) []*routev3.Route {
+	var out []*routev3.Route
+	for _, r := range rules {
+		if r.Port != 0 && r.Port != port {
+			continue
+		}
+		action := backendsAction(r.Backends)
+		matches := r.Matches
+		if len(matches) == 0 {
+			matches = []RouteMatch{{}}
+		}
+		for _, m := range matches {
+			route := &routev3.Route{Name: r.Name, Match: routeMatch(m)}
+			if action == nil {
+				// Every backend has weight 0 or none is given: the Gateway API fails the
+				// call (Envoy, 500; gRPC, UNAVAILABLE).
+				route.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 500}}
+			} else {
+				route.Action = &routev3.Route_Route{Route: decorate(action)}
+			}
+			out = append(out, route)
+		}
+	}
+	return out
+}
+
+func backendsAction(backends []RouteBackend) *routev3.RouteAction {
+	switch len(backends) {
+	case 0:
+		return nil
+	case 1:
+		return routeTo(backends[0].Cluster)
+	}
+	var legs []*routev3.WeightedCluster_ClusterWeight
+	for _, b := range backends {
+		legs = append(legs, &routev3.WeightedCluster_ClusterWeight{Name: b.Cluster, Weight: wrapperspb.UInt32(b.Weight)})
+	}
+	return &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{Clusters: legs}}}
+}
+
+func routeMatch(m RouteMatch) *routev3.RouteMatch {
+	out := &routev3.RouteMatch{}
+	switch {
+	case m.Path == "":
+		out.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
+	case m.PathRegex:
+		out.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: m.Path}}
+	case strings.HasSuffix(m.Path, "/"):
+		out.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: m.Path}
+	default:
+		out.PathSpecifier = &routev3.RouteMatch_Path{Path: m.Path}
+	}
+	for _, h := range m.Headers {
+		sm := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: h.Value}}
+		if h.Regex {
+			sm.MatchPattern = &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: h.Value}}
+		}
+		out.Headers = append(out.Headers, &routev3.HeaderMatcher{Name: h.Name,
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: sm}})
+	}
+	return out
+}

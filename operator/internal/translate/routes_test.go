@@ -1,0 +1,135 @@
+package translate
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+)
+
+type fakeLookup map[string][]Port // "Service/ns/name" or "ServiceImport/ns/name"
+
+func (l fakeLookup) ServicePorts(ns, name string) ([]Port, bool) {
+	p, ok := l["Service/"+ns+"/"+name]
+	return p, ok
+}
+
+func (l fakeLookup) ImportPorts(ns, name string) ([]Port, bool) {
+	p, ok := l["ServiceImport/"+ns+"/"+name]
+	return p, ok
+}
+
+func importParent(name string) gatewayv1.ParentReference {
+	return gatewayv1.ParentReference{Group: ptr.To(gatewayv1.Group(mcsv1beta1.GroupName)), Kind: ptr.To(gatewayv1.Kind("ServiceImport")), Name: gatewayv1.ObjectName(name)}
+}
+
+func backend(group, kind, name string, port int32) gatewayv1.GRPCBackendRef {
+	return gatewayv1.GRPCBackendRef{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{
+		Group: ptr.To(gatewayv1.Group(group)), Kind: ptr.To(gatewayv1.Kind(kind)), Name: gatewayv1.ObjectName(name), Port: ptr.To(gatewayv1.PortNumber(port))}}}
+}
+
+// TestResolveGRPCRoute: the statuses a route gets for its parents, with the standard
+// reasons, and a route applied only whole.
+func TestResolveGRPCRoute(t *testing.T) {
+	lookup := fakeLookup{
+		"Service/shop/echo":              {{Name: "grpc", Port: 9000}},
+		"ServiceImport/shop/echo":        {{Name: "grpc", Port: 9000}},
+		"ServiceImport/shop/echo-canary": {{Name: "grpc", Port: 9000}},
+	}
+	ok := []gatewayv1.GRPCRouteRule{{BackendRefs: []gatewayv1.GRPCBackendRef{backend(mcsv1beta1.GroupName, "ServiceImport", "echo-canary", 9000)}}}
+	for _, tc := range []struct {
+		name         string
+		parents      []gatewayv1.ParentReference
+		rules        []gatewayv1.GRPCRouteRule
+		wantParents  int
+		wantAccepted gatewayv1.RouteConditionReason
+		wantResolved gatewayv1.RouteConditionReason
+		wantApplied  bool
+	}{
+		{"a ServiceImport parent and backend", []gatewayv1.ParentReference{importParent("echo")}, ok, 1, gatewayv1.RouteReasonAccepted, gatewayv1.RouteReasonResolvedRefs, true},
+		{"a Service parent", []gatewayv1.ParentReference{{Kind: ptr.To(gatewayv1.Kind("Service")), Group: ptr.To(gatewayv1.Group("")), Name: "echo"}}, ok, 1, gatewayv1.RouteReasonAccepted, gatewayv1.RouteReasonResolvedRefs, true},
+		{"a Gateway parent is not meshfed's", []gatewayv1.ParentReference{{Name: "public"}}, ok, 0, "", "", false},
+		{"a missing parent", []gatewayv1.ParentReference{importParent("billing")}, ok, 1, gatewayv1.RouteReasonNoMatchingParent, gatewayv1.RouteReasonResolvedRefs, false},
+		{"a parent port the service lacks", []gatewayv1.ParentReference{func() gatewayv1.ParentReference {
+			p := importParent("echo")
+			p.Port = ptr.To(gatewayv1.PortNumber(80))
+			return p
+		}()}, ok, 1, gatewayv1.RouteReasonNoMatchingParent, gatewayv1.RouteReasonResolvedRefs, false},
+		{"a parent in another namespace", []gatewayv1.ParentReference{func() gatewayv1.ParentReference {
+			p := importParent("echo")
+			p.Namespace = ptr.To(gatewayv1.Namespace("other"))
+			return p
+		}()}, ok, 1, gatewayv1.RouteReasonUnsupportedValue, gatewayv1.RouteReasonResolvedRefs, false},
+		{"a filter", []gatewayv1.ParentReference{importParent("echo")}, []gatewayv1.GRPCRouteRule{{
+			Filters:     []gatewayv1.GRPCRouteFilter{{Type: gatewayv1.GRPCRouteFilterRequestHeaderModifier}},
+			BackendRefs: ok[0].BackendRefs}}, 1, gatewayv1.RouteReasonUnsupportedValue, gatewayv1.RouteReasonResolvedRefs, false},
+		{"a missing backend", []gatewayv1.ParentReference{importParent("echo")}, []gatewayv1.GRPCRouteRule{
+			{BackendRefs: []gatewayv1.GRPCBackendRef{backend(mcsv1beta1.GroupName, "ServiceImport", "missing", 9000)}}}, 1, gatewayv1.RouteReasonAccepted, gatewayv1.RouteReasonBackendNotFound, false},
+		{"a backend port the service lacks", []gatewayv1.ParentReference{importParent("echo")}, []gatewayv1.GRPCRouteRule{
+			{BackendRefs: []gatewayv1.GRPCBackendRef{backend("", "Service", "echo", 80)}}}, 1, gatewayv1.RouteReasonAccepted, gatewayv1.RouteReasonBackendNotFound, false},
+		{"a backend of another kind", []gatewayv1.ParentReference{importParent("echo")}, []gatewayv1.GRPCRouteRule{
+			{BackendRefs: []gatewayv1.GRPCBackendRef{backend("example.com", "Bucket", "echo", 9000)}}}, 1, gatewayv1.RouteReasonAccepted, gatewayv1.RouteReasonInvalidKind, false},
+		{"a backend in another namespace", []gatewayv1.ParentReference{importParent("echo")}, []gatewayv1.GRPCRouteRule{
+			{BackendRefs: []gatewayv1.GRPCBackendRef{func() gatewayv1.GRPCBackendRef {
+				b := backend("", "Service", "echo", 9000)
+				b.Namespace = ptr.To(gatewayv1.Namespace("other"))
+				return b
+			}()}}}, 1, gatewayv1.RouteReasonAccepted, gatewayv1.RouteReasonRefNotPermitted, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			route := &gatewayv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "r"},
+				Spec: gatewayv1.GRPCRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: tc.parents}, Rules: tc.rules}}
+			parents, _ := ResolveGRPCRoute(route, lookup)
+			if len(parents) != tc.wantParents {
+				t.Fatalf("%d parents, want %d", len(parents), tc.wantParents)
+			}
+			for _, p := range parents {
+				if p.Accepted.Reason != tc.wantAccepted || p.ResolvedRefs.Reason != tc.wantResolved || p.Applied() != tc.wantApplied {
+					t.Errorf("Accepted %+v, ResolvedRefs %+v, applied %v; want %s, %s, %v", p.Accepted, p.ResolvedRefs, p.Applied(), tc.wantAccepted, tc.wantResolved, tc.wantApplied)
+				}
+				if !p.Accepted.OK && !strings.Contains(p.Accepted.Message, " ") {
+					t.Errorf("no message for a refusal: %+v", p.Accepted)
+				}
+			}
+		})
+	}
+}
+
+// TestRoutePrecedence: rules of every route attached to one host go in the Gateway API's
+// order: the more specific method, then more headers, then the older route.
+func TestRoutePrecedence(t *testing.T) {
+	lookup := fakeLookup{"ServiceImport/shop/echo": {{Name: "grpc", Port: 9000}}}
+	be := []gatewayv1.GRPCBackendRef{backend(mcsv1beta1.GroupName, "ServiceImport", "echo", 9000)}
+	method := func(svc, m string) *gatewayv1.GRPCMethodMatch {
+		return &gatewayv1.GRPCMethodMatch{Service: ptr.To(svc), Method: ptr.To(m)}
+	}
+	old := gatewayv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "z-old", CreationTimestamp: metav1.NewTime(time.Unix(100, 0))},
+		Spec: gatewayv1.GRPCRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{importParent("echo")}},
+			Rules: []gatewayv1.GRPCRouteRule{{BackendRefs: be}}}}
+	young := gatewayv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "a-young", CreationTimestamp: metav1.NewTime(time.Unix(200, 0))},
+		Spec: gatewayv1.GRPCRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{importParent("echo")}},
+			Rules: []gatewayv1.GRPCRouteRule{
+				{BackendRefs: be},
+				{Matches: []gatewayv1.GRPCRouteMatch{{Headers: []gatewayv1.GRPCHeaderMatch{{Name: "x-canary", Value: "true"}}}}, BackendRefs: be},
+				{Matches: []gatewayv1.GRPCRouteMatch{{Method: method("grpc.testing.TestService", "UnaryCall")}}, BackendRefs: be},
+			}}}
+	var ranked []RankedRule
+	for _, r := range []gatewayv1.GRPCRoute{young, old} {
+		_, rules := ResolveGRPCRoute(&r, lookup)
+		ranked = append(ranked, rules...)
+	}
+	slices.SortStableFunc(ranked, ruleLess)
+	var got []string
+	for _, r := range ranked {
+		got = append(got, r.Name)
+	}
+	want := "shop/a-young/2 shop/a-young/1 shop/z-old/0 shop/a-young/0"
+	if strings.Join(got, " ") != want {
+		t.Errorf("order %v, want %s", got, want)
+	}
+}
