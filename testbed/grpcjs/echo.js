@@ -8,6 +8,9 @@
 //   node echo.js client   serves on $POD_IP:$PORTS
 //                           GET /call?target=xds:///host:port&n=100   n calls, one by one
 //                               (&header=name:value, repeated, sends request metadata)
+//                           POST /load?target=...&interval=10ms        calls at a steady rate
+//                           GET /results                               every call of the load
+//                           POST /stop                                 ends the load
 //                         and the pod controls.
 //
 // Both read their xDS bootstrap from GRPC_XDS_BOOTSTRAP.
@@ -133,9 +136,27 @@ function one(client, metadata, timeoutMs) {
   });
 }
 
+// parseMillis reads a Go duration of ms or s ("5ms", "1s"), NaN otherwise.
+function parseMillis(d) {
+  const m = /^([0-9.]+)(ms|s)$/.exec(d || '');
+  if (!m) {
+    return NaN;
+  }
+  return Number(m[1]) * (m[2] === 's' ? 1000 : 1);
+}
+
 function clientAPI() {
   const creds = new xds.XdsChannelCredentials(grpc.credentials.createInsecure());
   const clients = new Map();
+  // The last load: a call every interval, each on its own, with a 1 s deadline; its
+  // calls stay readable once it is stopped.
+  let load = null;
+  const stopLoad = () => {
+    if (load) {
+      clearInterval(load.timer);
+      load.running = false;
+    }
+  };
   const clientFor = (target) => {
     if (!clients.has(target)) {
       clients.set(target, new TestService(target, creds));
@@ -147,7 +168,18 @@ function clientAPI() {
     if (podControls(req, res, () => !readinessOff, url)) {
       return;
     }
-    if (req.method !== 'GET' || url.pathname !== '/call') {
+    if (req.method === 'POST' && url.pathname === '/stop') {
+      stopLoad();
+      res.end();
+      return;
+    }
+    if (req.method === 'GET' && url.pathname === '/results') {
+      res.setHeader('Content-Type', 'application/json');
+      res.end(JSON.stringify(load ? load.calls : []) + '\n');
+      return;
+    }
+    const isLoad = req.method === 'POST' && url.pathname === '/load';
+    if (!isLoad && (req.method !== 'GET' || url.pathname !== '/call')) {
       res.writeHead(404).end();
       return;
     }
@@ -165,8 +197,28 @@ function clientAPI() {
       }
       metadata.add(h.slice(0, at), h.slice(at + 1));
     }
-    const n = Math.max(Number(url.searchParams.get('n')) || 1, 1);
     const client = clientFor(target);
+    if (isLoad) {
+      const interval = parseMillis(url.searchParams.get('interval'));
+      if (!(interval > 0)) {
+        res.writeHead(400).end('interval: a positive duration\n');
+        return;
+      }
+      stopLoad();
+      const current = { calls: [], start: process.hrtime.bigint(), running: true };
+      current.timer = setInterval(() => {
+        const at = Number(process.hrtime.bigint() - current.start) / 1e6;
+        one(client, metadata, 1000).then((c) => {
+          if (current.running) {
+            current.calls.push({ at, ...c });
+          }
+        });
+      }, interval);
+      load = current;
+      res.end();
+      return;
+    }
+    const n = Math.max(Number(url.searchParams.get('n')) || 1, 1);
     const calls = [];
     for (let i = 0; i < n; i++) {
       calls.push(await one(client, metadata, 5000));

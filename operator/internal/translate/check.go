@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 
@@ -172,6 +173,7 @@ func inspect(m proto.Message, chains map[*listenerv3.FilterChain]*facts) *facts 
 	switch m := m.(type) {
 	case *routev3.RouteConfiguration:
 		f.valid(where, m)
+		f.errs = append(f.errs, proxylessRoutes(where, m)...)
 		f.clusters = routeTargets(m)
 	case *clusterv3.Cluster:
 		f.valid(where, m)
@@ -260,6 +262,33 @@ func (f *facts) unpack(where string, a *anypb.Any) {
 	if v, ok := inner.(validator); ok {
 		f.valid(where, v)
 	}
+}
+
+// proxylessRoutes finds the routes a gRPC client would refuse: grpc-js rejects the whole
+// route configuration for one action other than a route to a cluster or to weighted
+// clusters of a positive total, and every call to the service would then fail.
+func proxylessRoutes(where string, rc *routev3.RouteConfiguration) []error {
+	var errs []error
+	for _, vh := range rc.VirtualHosts {
+		for i, rt := range vh.Routes {
+			a := rt.GetRoute()
+			switch {
+			case a == nil:
+				errs = append(errs, fmt.Errorf("%s: route %d (%s) of %s is not a route to clusters", where, i, rt.Name, vh.Name))
+			case a.GetCluster() == "" && a.GetWeightedClusters() == nil:
+				errs = append(errs, fmt.Errorf("%s: route %d (%s) of %s names no cluster", where, i, rt.Name, vh.Name))
+			case a.GetWeightedClusters() != nil:
+				var sum uint64
+				for _, w := range a.GetWeightedClusters().GetClusters() {
+					sum += uint64(w.GetWeight().GetValue())
+				}
+				if sum == 0 || sum > math.MaxUint32 {
+					errs = append(errs, fmt.Errorf("%s: route %d (%s) of %s: weights sum to %d", where, i, rt.Name, vh.Name, sum))
+				}
+			}
+		}
+	}
+	return errs
 }
 
 // routeTargets lists the clusters a route configuration sends to.

@@ -209,6 +209,11 @@ func grpcRules(route *gatewayv1.GRPCRoute, lookup RouteLookup) (rules []RankedRu
 				rule.Backends = append(rule.Backends, backend)
 			}
 		}
+		if len(rule.Backends) == 0 && resolved.OK {
+			// The Gateway API fails such calls (500); grpc-js refuses a whole route
+			// configuration holding a direct response, so the route is not applied.
+			unsupported = fmt.Sprintf("rule %d has no backendRef of weight above 0, and meshfed's proxyless clients cannot fail its calls as the Gateway API asks", i)
+		}
 		for _, m := range r.Matches {
 			match, err := grpcMatch(m)
 			if err != nil {
@@ -324,31 +329,20 @@ func envoyRoutes(rules []RouteRule, port uint32, decorate func(*routev3.RouteAct
 		if r.Port != 0 && r.Port != port {
 			continue
 		}
-		action := backendsAction(r.Backends)
 		matches := r.Matches
 		if len(matches) == 0 {
 			matches = []RouteMatch{{}}
 		}
 		for _, m := range matches {
-			route := &routev3.Route{Name: r.Name, Match: routeMatch(m)}
-			if action == nil {
-				// Every backend has weight 0 or none is given: the Gateway API fails the
-				// call (Envoy, 500; gRPC, UNAVAILABLE).
-				route.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 500}}
-			} else {
-				route.Action = &routev3.Route_Route{Route: decorate(action)}
-			}
-			out = append(out, route)
+			out = append(out, &routev3.Route{Name: r.Name, Match: routeMatch(m), Action: &routev3.Route_Route{Route: decorate(backendsAction(r.Backends))}})
 		}
 	}
 	return out
 }
 
+// backendsAction sends to the rule's backends, of which ResolveGRPCRoute left at least one.
 func backendsAction(backends []RouteBackend) *routev3.RouteAction {
-	switch len(backends) {
-	case 0:
-		return nil
-	case 1:
+	if len(backends) == 1 {
 		return routeTo(backends[0].Cluster)
 	}
 	var legs []*routev3.WeightedCluster_ClusterWeight

@@ -68,6 +68,7 @@ func TestResolveGRPCRoute(t *testing.T) {
 		{"a filter", []gatewayv1.ParentReference{importParent("echo")}, []gatewayv1.GRPCRouteRule{{
 			Filters:     []gatewayv1.GRPCRouteFilter{{Type: gatewayv1.GRPCRouteFilterRequestHeaderModifier}},
 			BackendRefs: ok[0].BackendRefs}}, 1, gatewayv1.RouteReasonUnsupportedValue, gatewayv1.RouteReasonResolvedRefs, false},
+		{"a rule without a backend", []gatewayv1.ParentReference{importParent("echo")}, []gatewayv1.GRPCRouteRule{{}}, 1, gatewayv1.RouteReasonUnsupportedValue, gatewayv1.RouteReasonResolvedRefs, false},
 		{"a missing backend", []gatewayv1.ParentReference{importParent("echo")}, []gatewayv1.GRPCRouteRule{
 			{BackendRefs: []gatewayv1.GRPCBackendRef{backend(mcsv1beta1.GroupName, "ServiceImport", "missing", 9000)}}}, 1, gatewayv1.RouteReasonAccepted, gatewayv1.RouteReasonBackendNotFound, false},
 		{"a backend port the service lacks", []gatewayv1.ParentReference{importParent("echo")}, []gatewayv1.GRPCRouteRule{

@@ -13,9 +13,11 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshfed/meshfed/operator/bootstrap"
@@ -71,6 +73,22 @@ func goldenModels() map[string]*Model {
 			Services: []Service{{Namespace: "shop", Name: "cart", Imported: true, ImportPorts: grpcPort,
 				Fault:     &Fault{Delay: 300 * time.Millisecond, DelayPercent: 20, AbortCode: 14, AbortPercent: 10},
 				Endpoints: []Endpoint{ep("b", "net-1", "10.1.0.1", 8080, true)}}}},
+		"grpc-routes": {Cluster: "a", Network: "net-1", TrustDomain: "cluster.local", MTLS: true, Peers: peers(),
+			Services: []Service{
+				{Namespace: "shop", Name: "reviews", Local: true, Ports: grpcPort, Imported: true, ImportPorts: grpcPort,
+					ClusterSetRoutes: []RouteRule{
+						{Name: "shop/canary/0", Matches: []RouteMatch{{Headers: []HeaderMatch{{Name: "x-canary", Value: "true"}}}},
+							Backends: []RouteBackend{{Cluster: "outbound_.9080_._.reviews-v2.shop.svc.clusterset.local", Weight: 1}}},
+						{Name: "shop/canary/1", Matches: []RouteMatch{{Path: "/shop.Reviews/", Headers: []HeaderMatch{{Name: "x-user", Value: "^tester-[0-9]+$", Regex: true}}}},
+							Backends: []RouteBackend{{Cluster: "outbound_.9080_._.reviews.shop.svc.cluster.local", Weight: 90}, {Cluster: "outbound_.9080_._.reviews-v2.shop.svc.clusterset.local", Weight: 10}}},
+						{Name: "shop/canary/2", Matches: []RouteMatch{{Path: "/[^/]+/Drain", PathRegex: true}, {Path: "/shop.Admin/Drain"}},
+							Backends: []RouteBackend{{Cluster: "outbound_.9080_._.reviews.shop.svc.cluster.local", Weight: 1}}},
+						{Name: "shop/canary/3", Backends: []RouteBackend{{Cluster: "outbound_.9080_._.reviews.shop.svc.clusterset.local", Weight: 1}}},
+					},
+					Endpoints: []Endpoint{ep("a", "net-1", "10.0.0.1", 8080, true), ep("c", "net-2", "10.2.0.1", 8080, true)}},
+				{Namespace: "shop", Name: "reviews-v2", Imported: true, ImportPorts: grpcPort,
+					Endpoints: []Endpoint{ep("c", "net-2", "10.2.0.2", 8080, true)}},
+			}},
 		"plaintext-with-outlier-detection": {Cluster: "a", Network: "net-1", TrustDomain: "cluster.local", Peers: peers(),
 			Services: []Service{{Namespace: "shop", Name: "cart", Imported: true, ImportPorts: grpcPort,
 				Policy:    Policy{Outlier: &Outlier{ConsecutiveErrors: 5, Interval: 10 * time.Second, BaseEjectionTime: 30 * time.Second}},
@@ -258,7 +276,7 @@ func TestTwoServicesOfOnePod(t *testing.T) {
 // every route, cluster, endpoint and SDS reference resolves, and it equals the reviewed
 // golden file.
 func TestTranslateEnvoyGolden(t *testing.T) {
-	for _, name := range []string{"failover-across-networks", "weighted-split", "authorization"} {
+	for _, name := range []string{"failover-across-networks", "weighted-split", "authorization", "grpc-routes"} {
 		t.Run(name, func(t *testing.T) {
 			r := TranslateEnvoy(goldenModels()[name])
 			if err := CheckEnvoy(r); err != nil {
@@ -288,6 +306,32 @@ func TestCheckFindsBrokenReferences(t *testing.T) {
 	g.Routes = nil
 	if err := Check(g); err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Errorf("Check without routes: %v", err)
+	}
+}
+
+// TestCheckFindsRoutesGRPCRefuses: a route grpc-js would refuse (and with it every route
+// of the configuration) fails the check: a direct response, weights that sum to 0.
+func TestCheckFindsRoutesGRPCRefuses(t *testing.T) {
+	for name, breakIt := range map[string]func(*routev3.Route){
+		"a direct response": func(rt *routev3.Route) {
+			rt.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 500}}
+		},
+		"weights summing to 0": func(rt *routev3.Route) {
+			for _, w := range rt.GetRoute().GetWeightedClusters().GetClusters() {
+				w.Weight = wrapperspb.UInt32(0)
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			g := Translate(goldenModels()["weighted-split"])
+			if err := Check(g); err != nil {
+				t.Fatal(err)
+			}
+			breakIt(g.Routes[0].VirtualHosts[0].Routes[0])
+			if err := Check(g); err == nil || !strings.Contains(err.Error(), g.Routes[0].Name) {
+				t.Errorf("Check: %v, want an error naming %s", err, g.Routes[0].Name)
+			}
+		})
 	}
 }
 

@@ -160,55 +160,10 @@ func TestProxylessGRPC(t *testing.T) {
 				Abort: &meshv1.FaultAbort{GRPCStatus: 14, Percentage: 10},
 			}}}
 		testbed.MustCreate(ctx, t, a.Client, fault)
-		must(t, testbed.Poll(ctx, 30*time.Second, "the first injected abort", func() error {
-			for _, c := range f.calls(t, 50) {
-				if strings.Contains(c.Error, "Unavailable") {
-					return nil
-				}
-			}
-			return fmt.Errorf("no call aborted yet")
-		}))
-		// Calls every 5 ms, each on its own (a delayed call holds no other back).
-		load, err := sc.StartLoad(ctx, f.client, 5*time.Millisecond)
+		clientJS, err := f.RunInjectedOn(ctx, sc.GRPCJS, a, "client-js", "client", "client", sc.ClientPort, nil)
 		must(t, err)
-		// Only calls that had their full second (the load's deadline) before the load
-		// stopped count, so that none is left out for being slow.
-		settled := func(cs []sc.Call) []sc.Call {
-			slices.SortFunc(cs, func(x, y sc.Call) int { return cmp.Compare(x.At, y.At) })
-			last := 0.0
-			for _, c := range cs {
-				last = max(last, c.At)
-			}
-			return slices.DeleteFunc(cs, func(c sc.Call) bool { return c.At > last-1500 })
-		}
-		must(t, testbed.Poll(ctx, time.Minute, "3,000 settled calls", func() error {
-			cs, err := load.Results(ctx)
-			if n := len(settled(cs)); err == nil && n < sc.SplitCalls {
-				err = fmt.Errorf("%d calls", n)
-			}
-			return err
-		}))
-		cs, err := load.Stop(ctx)
-		must(t, err)
-		cs = settled(cs)[:sc.SplitCalls]
-		delayed, aborted := 0, 0
-		for _, c := range cs {
-			if c.Millis >= 300 {
-				delayed++
-			}
-			switch {
-			case strings.Contains(c.Error, "Unavailable"):
-				aborted++
-			case !c.OK:
-				t.Errorf("a call failed otherwise: %s", c.Error)
-			}
-		}
-		t.Logf("FAULT INJECTION over %d calls: %d delayed ≥ 300 ms (20 %% asked), %d aborted Unavailable (10 %% asked)", len(cs), delayed, aborted)
-		if err := sc.CheckSplit(delayed, len(cs), 20); err != nil {
-			t.Errorf("delayed: %v", err)
-		}
-		if err := sc.CheckSplit(aborted, len(cs), 10); err != nil {
-			t.Errorf("aborted: %v", err)
+		for impl, client := range map[sc.Implementation]*testbed.Workload{sc.GRPCGo: f.client, sc.GRPCJS: clientJS} {
+			measureFaults(ctx, t, impl, client)
 		}
 		must(t, a.Client.Delete(ctx, fault))
 		must(t, testbed.Poll(ctx, 30*time.Second, "no fault once the policy is gone", func() error {
@@ -455,4 +410,67 @@ func BenchmarkFailoverAndSplit(b *testing.B) {
 		worst = max(worst, math.Abs(e))
 	}
 	b.ReportMetric(worst, "pct-split-error-max")
+}
+
+// measureFaults checks that the fault policy on echo delays 20 % of the calls of client
+// by 300 ms and aborts 10 % as Unavailable, each within 3 points, over 3,000 calls.
+func measureFaults(ctx context.Context, t *testing.T, impl sc.Implementation, client *testbed.Workload) {
+	t.Helper()
+	must(t, testbed.Poll(ctx, 30*time.Second, "the first injected abort", func() error {
+		for _, c := range mustCalls(ctx, t, client, 50) {
+			if strings.Contains(c.Error, "Unavailable") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no call aborted yet")
+	}))
+	// Calls every 5 ms, each on its own (a delayed call holds no other back).
+	load, err := sc.StartLoad(ctx, client, 5*time.Millisecond)
+	must(t, err)
+	// Only calls that had their full second (the load's deadline) before the load
+	// stopped count, so that none is left out for being slow.
+	settled := func(cs []sc.Call) []sc.Call {
+		slices.SortFunc(cs, func(x, y sc.Call) int { return cmp.Compare(x.At, y.At) })
+		last := 0.0
+		for _, c := range cs {
+			last = max(last, c.At)
+		}
+		return slices.DeleteFunc(cs, func(c sc.Call) bool { return c.At > last-1500 })
+	}
+	must(t, testbed.Poll(ctx, time.Minute, "3,000 settled calls", func() error {
+		cs, err := load.Results(ctx)
+		if n := len(settled(cs)); err == nil && n < sc.SplitCalls {
+			err = fmt.Errorf("%d calls", n)
+		}
+		return err
+	}))
+	cs, err := load.Stop(ctx)
+	must(t, err)
+	cs = settled(cs)[:sc.SplitCalls]
+	delayed, aborted := 0, 0
+	for _, c := range cs {
+		if c.Millis >= 300 {
+			delayed++
+		}
+		switch {
+		case strings.Contains(c.Error, "Unavailable"):
+			aborted++
+		case !c.OK:
+			t.Errorf("%s: a call failed otherwise: %s", impl, c.Error)
+		}
+	}
+	t.Logf("FAULT INJECTION (%s) over %d calls: %d delayed ≥ 300 ms (20 %% asked), %d aborted Unavailable (10 %% asked)", impl, len(cs), delayed, aborted)
+	if err := sc.CheckSplit(delayed, len(cs), 20); err != nil {
+		t.Errorf("%s: delayed: %v", impl, err)
+	}
+	if err := sc.CheckSplit(aborted, len(cs), 10); err != nil {
+		t.Errorf("%s: aborted: %v", impl, err)
+	}
+}
+
+func mustCalls(ctx context.Context, t *testing.T, client *testbed.Workload, n int) []sc.Call {
+	t.Helper()
+	cs, err := sc.Calls(ctx, client, n)
+	must(t, err)
+	return cs
 }

@@ -242,19 +242,33 @@ func TestMultiNetwork(t *testing.T) {
 	})
 
 	t.Run("authorization: the servers let in the callers a ServicePolicy allows, from another network", func(t *testing.T) {
-		// Intruders and allowed callers on grpc-go and on grpc-js.
+		// Both implementations on both ends: intruders and allowed callers on grpc-go and on
+		// grpc-js in cluster-1, and a grpc-js server beside cluster-3's grpc-go one (grpc-js
+		// enforces RBAC with GRPC_XDS_EXPERIMENTAL_RBAC, which its image sets). A gateway
+		// passes a connection to one pod, and a client keeps its connection, so the grpc-js
+		// server is asked by callers in its own network, where each call picks a pod.
+		_, err := m.RunInjectedOn(ctx, sc.GRPCJS, c3, "echo-3js", "server", "echo", sc.EchoPort, map[string]string{"app": "echo"})
+		must(t, err)
 		intruder, err := m.RunInjected(ctx, c1, "intruder", "client", "intruder", sc.ClientPort, nil)
 		must(t, err)
 		intruderJS, err := m.RunInjectedOn(ctx, sc.GRPCJS, c1, "intruder-js", "client", "intruder", sc.ClientPort, nil)
 		must(t, err)
+		intruder3, err := m.RunInjected(ctx, c3, "intruder-3", "client", "intruder", sc.ClientPort, nil)
+		must(t, err)
+		client3, err := m.RunInjected(ctx, c3, "client-3", "client", "client", sc.ClientPort, nil)
+		must(t, err)
 		callers := map[string]*testbed.Workload{"grpc-go": client, "grpc-js": clientJS(t)}
-		intruders := map[string]*testbed.Workload{"grpc-go": intruder, "grpc-js": intruderJS}
-		// Without a policy every caller with a mesh certificate is served.
+		intruders := map[string]*testbed.Workload{"grpc-go": intruder, "grpc-js": intruderJS, "grpc-go in " + c3.Name: intruder3}
+		// Without a policy every caller with a mesh certificate is served, by the grpc-js
+		// server too.
 		for impl, w := range intruders {
 			must(t, testbed.Poll(ctx, 30*time.Second, "the "+impl+" intruder's calls served before any policy", func() error {
 				return allServed(ctx, w, 10)
 			}))
 		}
+		must(t, testbed.Poll(ctx, 30*time.Second, "the grpc-js server serving the intruder of its network", func() error {
+			return servedBy(ctx, intruder3, "echo-3js", 40)
+		}))
 		policy := func() *meshv1.ServicePolicy {
 			return &meshv1.ServicePolicy{ObjectMeta: metav1.ObjectMeta{Namespace: sc.Namespace, Name: "echo-callers"}, Spec: meshv1.ServicePolicySpec{
 				TargetRefs: []meshv1.PolicyTargetReference{{Group: mcsv1beta1.GroupName, Kind: "ServiceImport", Name: "echo"}},
@@ -269,7 +283,8 @@ func TestMultiNetwork(t *testing.T) {
 				return allRefused(ctx, w, 30)
 			}))
 		}
-		// The allowed callers are served throughout, by both exporting clusters.
+		// The allowed callers are served throughout, by both exporting clusters, and by the
+		// grpc-js server in its network.
 		for impl, w := range callers {
 			cs, err := sc.Calls(ctx, w, 100)
 			must(t, err)
@@ -277,6 +292,7 @@ func TestMultiNetwork(t *testing.T) {
 				t.Errorf("the allowed %s caller's calls: %v (want all served, by %s and %s)", impl, s, c2.Name, c3.Name)
 			}
 		}
+		must(t, servedBy(ctx, client3, "echo-3js", 40))
 		// A Deny rule wins over the Allow rule: the allowed caller is refused too.
 		for _, c := range []*testbed.Cluster{c2, c3} {
 			p := policy()
@@ -401,6 +417,25 @@ func routeStatus(ctx context.Context, t *testing.T, c *testbed.Cluster, name str
 		}
 		return fmt.Errorf("no parent status of %s: %+v", translate.ControllerName, r.Status.Parents)
 	})
+}
+
+// servedBy checks that n calls of caller are all served, one of them at least by pod.
+func servedBy(ctx context.Context, caller *testbed.Workload, pod string, n int) error {
+	cs, err := sc.Calls(ctx, caller, n)
+	if err != nil {
+		return err
+	}
+	pods := map[string]int{}
+	for _, c := range cs {
+		if !c.OK {
+			return fmt.Errorf("a call failed: %s", c.Error)
+		}
+		pods[c.Pod]++
+	}
+	if pods[pod] == 0 {
+		return fmt.Errorf("no call served by %s: %v", pod, pods)
+	}
+	return nil
 }
 
 // allServedBy checks that 20 calls of caller with headers are all served by pod.
