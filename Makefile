@@ -131,7 +131,7 @@ test-unit: ## Run only the tests that need no local clusters.
 	$(GO) test $(GO_TAGS) $(GO_TEST_FLAGS) -short ./...
 
 .PHONY: bench
-bench: tools build ## Run the benchmarks: testbed start, pod start-up, injected pods, federation latency and burst, xDS builds and pushes, failover and splits, clusterset.local DNS.
+bench: tools build ## Run the benchmarks: testbed start, pod start-up, injected pods, federation latency and burst, xDS builds and pushes (endpoints, routes), RBAC per call, failover and splits, clusterset.local DNS.
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench Start3Clusters -benchtime 3x -timeout 30m ./testbed
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench PodStartup -benchtime 100x -timeout 30m ./testbed
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'InjectedPodsAtOnce|PlainPodsAtOnce' -benchtime 1x -timeout 30m ./operator/internal/inject
@@ -144,7 +144,8 @@ bench: tools build ## Run the benchmarks: testbed start, pod start-up, injected 
 	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'Translate100x100PeerChange$$' -benchtime 50x ./operator/internal/translate
 	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'Check100x100$$' -benchtime 50x ./operator/internal/translate
 	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'Push100x100OneEndpointChange$$' -benchtime 300x ./operator/internal/translate
-	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench EDSPushTo1000Clients -benchtime 50x ./operator/internal/xds
+	$(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench 'EDSPushTo1000Clients|RouteChangeTo1000Clients' -benchtime 50x ./operator/internal/xds
+	$(GO) test $(GO_TAGS) -count=3 -run '^$$' -bench RBACPerCall -benchtime 3s ./operator/internal/xds
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench FailoverAndSplit -benchtime 5x -timeout 30m ./operator/internal/xds
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench ExportToResolvable -benchtime 50x -timeout 30m ./dns/e2e
 	MESHFED_REQUIRE_TESTBED=1 $(GO) test $(GO_TAGS) -count=1 -run '^$$' -bench ClusterSetVsKubernetes -benchtime 2x -timeout 30m ./dns/cmd/meshfed-dns

@@ -76,7 +76,11 @@ func (v FederationValidator) ValidateCreate(ctx context.Context, f *meshv1.MeshF
 	if err := invalid(meshv1.GroupVersion.WithKind("MeshFederation").GroupKind(), f.Name, errs); err != nil {
 		return nil, err
 	}
-	return v.missingSecrets(ctx, f), nil
+	warnings := v.missingSecrets(ctx, f)
+	if len(f.Spec.TrafficPolicies) > 0 {
+		warnings = append(warnings, "spec.trafficPolicies is deprecated: a ServicePolicy's traffic in each member takes its place for the service it targets (docs/user-guide.md, \"Traffic: failover, weights, outlier detection, circuit breaking\")")
+	}
+	return warnings, nil
 }
 
 // ValidateUpdate implements admission.Validator.

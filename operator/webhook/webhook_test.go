@@ -137,7 +137,7 @@ func TestWebhooksOnAPIServer(t *testing.T) {
 		})
 	}
 
-	t.Run("missing kubeconfig Secrets are a warning", func(t *testing.T) {
+	t.Run("missing kubeconfig Secrets and the deprecated trafficPolicies are warnings", func(t *testing.T) {
 		w.mu.Lock()
 		w.msgs = nil
 		w.mu.Unlock()
@@ -147,7 +147,7 @@ func TestWebhooksOnAPIServer(t *testing.T) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		joined := strings.Join(w.msgs, "\n")
-		for _, want := range []string{"meshfed-system/east-1-kubeconfig does not exist", "meshfedctl join"} {
+		for _, want := range []string{"meshfed-system/east-1-kubeconfig does not exist", "meshfedctl join", "spec.trafficPolicies is deprecated", "ServicePolicy's traffic"} {
 			if !strings.Contains(joined, want) {
 				t.Errorf("warnings %q lack %q", joined, want)
 			}

@@ -3,8 +3,10 @@
 //
 //   node echo.js server   serves grpc.testing.TestService as an xDS server on every port
 //                         of $PORTS at $POD_IP; UnaryCall answers with the cluster and pod
-//                         that served it and the caller's SPIFFE ID. $CONTROL_PORT serves
-//                         the pod controls: ready once every port serves.
+//                         that served it and the caller's SPIFFE ID, after the milliseconds
+//                         of the x-echo-delay-ms metadata. $CONTROL_PORT serves the pod
+//                         controls: ready once every port serves; POST /fail?v=true makes
+//                         every call fail with Unavailable (v=false ends it).
 //   node echo.js client   serves on $POD_IP:$PORTS
 //                           GET /call?target=xds:///host:port&n=100   n calls, one by one
 //                               (&header=name:value, repeated, sends request metadata)
@@ -69,13 +71,26 @@ let readinessOff = false;
 
 function serve() {
   const server = new xds.XdsServer();
+  let failing = false;
   server.addService(TestService.service, {
     unaryCall(call, callback) {
-      callback(null, {
-        serverId: env.CLUSTER_NAME || '',
-        hostname: env.POD_NAME || '',
-        username: spiffeID(call.getAuthContext().sslPeerCertificate),
-      });
+      const delay = call.metadata.get('x-echo-delay-ms');
+      const ms = delay.length > 0 ? Number(delay[0]) : 0;
+      if (!(ms >= 0)) {
+        callback({ code: grpc.status.INVALID_ARGUMENT, details: 'x-echo-delay-ms: a number of milliseconds' });
+        return;
+      }
+      setTimeout(() => {
+        if (failing) {
+          callback({ code: grpc.status.UNAVAILABLE, details: 'failing on purpose (POST /fail)' });
+          return;
+        }
+        callback(null, {
+          serverId: env.CLUSTER_NAME || '',
+          hostname: env.POD_NAME || '',
+          username: spiffeID(call.getAuthContext().sslPeerCertificate),
+        });
+      }, ms);
     },
   });
   const creds = new xds.XdsServerCredentials(grpc.ServerCredentials.createInsecure());
@@ -98,9 +113,20 @@ function serve() {
     const ready = () => !readinessOff && ports.every((p) => serving.get(`${env.POD_IP}:${p}`));
     http.createServer((req, res) => {
       const url = new URL(req.url, 'http://pod');
-      if (!podControls(req, res, ready, url)) {
-        res.writeHead(404).end();
+      if (podControls(req, res, ready, url)) {
+        return;
       }
+      if (req.method === 'POST' && url.pathname === '/fail') {
+        const v = url.searchParams.get('v');
+        if (v !== 'true' && v !== 'false') {
+          res.writeHead(400).end('v must be true or false\n');
+          return;
+        }
+        failing = v === 'true';
+        res.end();
+        return;
+      }
+      res.writeHead(404).end();
     }).listen(Number(env.CONTROL_PORT), env.POD_IP);
   }
 }

@@ -430,8 +430,23 @@ type Load struct {
 
 // StartLoad starts a call every interval.
 func StartLoad(ctx context.Context, client *testbed.Workload, interval time.Duration) (*Load, error) {
-	err := httpJSON(ctx, http.MethodPost, fmt.Sprintf("http://%s/load?target=%s&interval=%s", client.Addr(ClientPort), Target, interval), nil)
+	return StartLoadWith(ctx, client, interval, nil)
+}
+
+// StartLoadWith is StartLoad with request metadata (headers) on every call.
+func StartLoadWith(ctx context.Context, client *testbed.Workload, interval time.Duration, headers map[string]string) (*Load, error) {
+	q := url.Values{"target": {Target}, "interval": {interval.String()}}
+	for name, value := range headers {
+		q.Add("header", name+":"+value)
+	}
+	err := httpJSON(ctx, http.MethodPost, fmt.Sprintf("http://%s/load?%s", client.Addr(ClientPort), q.Encode()), nil)
 	return &Load{client: client, Started: time.Now()}, err
+}
+
+// SetFailing makes every call an echo server answers fail with Unavailable (or, with
+// false, succeed again), as a broken release would.
+func SetFailing(ctx context.Context, server *testbed.Workload, failing bool) error {
+	return httpJSON(ctx, http.MethodPost, fmt.Sprintf("http://%s/fail?v=%t", server.Addr(EchoControlPort), failing), nil)
 }
 
 // Results are the calls of the load so far.

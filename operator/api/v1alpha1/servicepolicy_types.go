@@ -7,7 +7,7 @@ import (
 // ServicePolicySpec is what meshfed applies to the services it targets, beyond what
 // Gateway API routes say (policy attachment, GEP-713). Today: authorization and fault
 // injection.
-// +kubebuilder:validation:XValidation:rule="has(self.authorization) || has(self.faultInjection)",message="a ServicePolicy sets authorization or faultInjection"
+// +kubebuilder:validation:XValidation:rule="has(self.authorization) || has(self.faultInjection) || has(self.traffic)",message="a ServicePolicy sets authorization, faultInjection or traffic"
 type ServicePolicySpec struct {
 	// TargetRefs are the Services (group "", kind Service) or ServiceImports (group
 	// multicluster.x-k8s.io, kind ServiceImport) of this namespace the policy applies to.
@@ -27,6 +27,64 @@ type ServicePolicySpec struct {
 	// to the targets, to test how callers cope (proxyless gRPC clients apply it).
 	// +optional
 	FaultInjection *FaultInjection `json:"faultInjection,omitempty"`
+
+	// Traffic shapes how the clients of this cluster call the targets across clusters:
+	// failover order, weights, outlier detection, circuit breaking, timeout and retries.
+	// It takes the place of the MeshFederation's trafficPolicies entry for the service in
+	// this cluster (that field is deprecated).
+	// +optional
+	Traffic *ServiceTraffic `json:"traffic,omitempty"`
+}
+
+// ServiceTraffic is how a cluster's clients call a service.
+type ServiceTraffic struct {
+	// Failover is the order in which other clusters take over when the local cluster has no
+	// healthy endpoints. Clusters not listed come last, by name.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=63
+	// +listType=set
+	// +optional
+	Failover []string `json:"failover,omitempty"`
+
+	// Weights split the calls between clusters, each failing over on its own.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:XValidation:rule="self.exists(w, w.weight > 0)",message="at least one weight must be greater than 0"
+	// +listType=map
+	// +listMapKey=cluster
+	// +optional
+	Weights []ClusterWeight `json:"weights,omitempty"`
+
+	// OutlierDetection ejects endpoints that keep failing; calls go to the others, and to
+	// the next cluster once every endpoint of one is ejected.
+	// +optional
+	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+
+	// CircuitBreaker bounds the calls in flight from one client to the service.
+	// +optional
+	CircuitBreaker *CircuitBreaker `json:"circuitBreaker,omitempty"`
+
+	// Timeout bounds every call to the service.
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// Retries retries calls that fail with one of the given gRPC status codes.
+	// +optional
+	Retries *RetryPolicy `json:"retries,omitempty"`
+}
+
+// CircuitBreaker limits the calls in flight; a call over the limit fails at once with
+// Unavailable instead of queueing.
+type CircuitBreaker struct {
+	// MaxRequests is the most calls a client has in flight to the service at once
+	// (gRPC clients and Envoy alike; gRFC A32).
+	// +kubebuilder:validation:Minimum=1
+	MaxRequests int32 `json:"maxRequests"`
+	// MaxPendingRequests is the most calls an Envoy sidecar queues while it waits for a
+	// connection; gRPC clients have no such queue and ignore it.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxPendingRequests *int32 `json:"maxPendingRequests,omitempty"`
 }
 
 // FaultInjection delays and aborts calls: the delay comes first, then the abort.

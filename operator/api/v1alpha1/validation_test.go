@@ -184,6 +184,14 @@ func TestAPIServerValidation(t *testing.T) {
 				From:    []meshv1.Caller{{SPIFFEID: "spiffe://cluster.local/ns/shop/sa/client"}, {Namespace: "shop"}, {TrustDomain: "partner.example"}},
 				Methods: []string{"/grpc.testing.TestService/UnaryCall", "/grpc.testing.TestService/*"}}}}}}
 	}
+	t.Run("a ServicePolicy of traffic alone is accepted", func(t *testing.T) {
+		p := policy("traffic-only")
+		p.Spec.Authorization = nil
+		p.Spec.Traffic = &meshv1.ServiceTraffic{Failover: []string{"west-1"}, CircuitBreaker: &meshv1.CircuitBreaker{MaxRequests: 10}}
+		if err := c.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("a valid ServicePolicy is accepted", func(t *testing.T) {
 		if err := c.Create(ctx, policy("valid")); err != nil {
 			t.Fatal(err)
@@ -205,7 +213,13 @@ func TestAPIServerValidation(t *testing.T) {
 		{"an unknown action is refused", func(p *meshv1.ServicePolicy) { p.Spec.Authorization.Rules[0].Action = "Audit" },
 			`Unsupported value: "Audit"`},
 		{"a policy that sets nothing is refused", func(p *meshv1.ServicePolicy) { p.Spec.Authorization = nil },
-			"a ServicePolicy sets authorization or faultInjection"},
+			"a ServicePolicy sets authorization, faultInjection or traffic"},
+		{"a circuit breaker of 0 calls is refused", func(p *meshv1.ServicePolicy) {
+			p.Spec.Traffic = &meshv1.ServiceTraffic{CircuitBreaker: &meshv1.CircuitBreaker{MaxRequests: 0}}
+		}, "spec.traffic.circuitBreaker.maxRequests in body should be greater than or equal to 1"},
+		{"weights that are all 0 are refused", func(p *meshv1.ServicePolicy) {
+			p.Spec.Traffic = &meshv1.ServiceTraffic{Weights: []meshv1.ClusterWeight{{Cluster: "east-1"}, {Cluster: "west-1"}}}
+		}, "at least one weight must be greater than 0"},
 		{"fault injection without a fault is refused", func(p *meshv1.ServicePolicy) { p.Spec.FaultInjection = &meshv1.FaultInjection{} },
 			"faultInjection sets delay or abort"},
 		{"a fault percentage above 100 is refused", func(p *meshv1.ServicePolicy) {

@@ -153,6 +153,7 @@ func BuildModel(in Inputs) (*Model, []error) {
 	slices.SortFunc(policies, func(a, b meshv1.ServicePolicy) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
+	tracked := map[*Service]bool{} // services whose traffic a ServicePolicy sets
 	for i := range policies {
 		p := &policies[i]
 		for _, ref := range p.Spec.TargetRefs {
@@ -165,6 +166,10 @@ func BuildModel(in Inputs) (*Model, []error) {
 			}
 			if f := p.Spec.FaultInjection; f != nil && s.Fault == nil {
 				s.Fault = faultOf(f)
+			}
+			if tr := p.Spec.Traffic; tr != nil && !tracked[s] {
+				// The member's own policy takes the place of the federation's.
+				s.Policy, tracked[s] = trafficOf(tr), true
 			}
 		}
 	}
@@ -298,6 +303,18 @@ func faultOf(f *meshv1.FaultInjection) *Fault {
 		out.AbortCode, out.AbortPercent = uint32(a.GRPCStatus), uint32(a.Percentage)
 	}
 	return out
+}
+
+// trafficOf is the policy a ServicePolicy's traffic sets.
+func trafficOf(t *meshv1.ServiceTraffic) Policy {
+	p := policyOf(&meshv1.TrafficPolicy{Failover: t.Failover, Weights: t.Weights, OutlierDetection: t.OutlierDetection, Timeout: t.Timeout, Retries: t.Retries})
+	if cb := t.CircuitBreaker; cb != nil {
+		p.CircuitBreaker = &CircuitBreaker{MaxRequests: uint32(cb.MaxRequests)}
+		if cb.MaxPendingRequests != nil {
+			p.CircuitBreaker.MaxPending = uint32(*cb.MaxPendingRequests)
+		}
+	}
+	return p
 }
 
 func policyOf(tp *meshv1.TrafficPolicy) Policy {

@@ -207,3 +207,39 @@ func TestServicePoliciesBecomeAuthorization(t *testing.T) {
 		}
 	}
 }
+
+// TestServicePolicyTrafficReplacesTheFederations: a ServicePolicy's traffic takes the place
+// of the federation's traffic policy (the import's annotation) for its service in this
+// cluster, whole: fields it leaves out are not taken from the federation's; a service no
+// policy's traffic targets keeps the federation's.
+func TestServicePolicyTrafficReplacesTheFederations(t *testing.T) {
+	mesh := &meshv1.Mesh{Spec: meshv1.MeshSpec{ClusterName: "a", Network: "net-1"}}
+	federation := `{"service":{"name":"x","namespace":"shop"},"failover":["c","b"],"timeout":"2s"}`
+	imp := func(name string) mcsv1beta1.ServiceImport {
+		return mcsv1beta1.ServiceImport{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name, Annotations: map[string]string{meshv1.AnnotationTrafficPolicy: federation}},
+			Spec: mcsv1beta1.ServiceImportSpec{Ports: []mcsv1beta1.ServicePort{{Name: "grpc", Port: 9080}}}}
+	}
+	pending := int32(7)
+	m, problems := BuildModel(Inputs{Mesh: mesh, Imports: []mcsv1beta1.ServiceImport{imp("reviews"), imp("cart")}, Policies: []meshv1.ServicePolicy{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "reviews-traffic"}, Spec: meshv1.ServicePolicySpec{
+			TargetRefs: []meshv1.PolicyTargetReference{{Group: mcsv1beta1.GroupName, Kind: "ServiceImport", Name: "reviews"}},
+			Traffic: &meshv1.ServiceTraffic{Failover: []string{"b"}, Weights: []meshv1.ClusterWeight{{Cluster: "a", Weight: 0}, {Cluster: "b", Weight: 3}},
+				CircuitBreaker: &meshv1.CircuitBreaker{MaxRequests: 5, MaxPendingRequests: &pending}}}},
+	}})
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	for _, s := range m.Services {
+		switch s.Name {
+		case "reviews":
+			want := Policy{Failover: []string{"b"}, Weights: []Weight{{Cluster: "b", Weight: 3}}, CircuitBreaker: &CircuitBreaker{MaxRequests: 5, MaxPending: 7}}
+			if !reflect.DeepEqual(s.Policy, want) {
+				t.Errorf("reviews: policy %+v, want %+v", s.Policy, want)
+			}
+		case "cart":
+			if want := (Policy{Failover: []string{"c", "b"}, Timeout: 2 * time.Second}); !reflect.DeepEqual(s.Policy, want) {
+				t.Errorf("cart: policy %+v, want the federation's %+v", s.Policy, want)
+			}
+		}
+	}
+}

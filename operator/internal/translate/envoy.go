@@ -194,7 +194,7 @@ func addClusterSetIPs(m *Model, g *Resources, out *EnvoyResources) {
 // typed SAN matcher (Envoy reads it; grpc-go does not) and HTTP/2 for gRPC.
 func (m *Model) envoyCluster(c *clusterv3.Cluster) *clusterv3.Cluster {
 	e := &clusterv3.Cluster{Name: c.Name, ClusterDiscoveryType: c.ClusterDiscoveryType, EdsClusterConfig: c.EdsClusterConfig,
-		LbPolicy: c.LbPolicy, ConnectTimeout: c.ConnectTimeout, OutlierDetection: c.OutlierDetection,
+		LbPolicy: c.LbPolicy, ConnectTimeout: c.ConnectTimeout, OutlierDetection: c.OutlierDetection, CircuitBreakers: c.CircuitBreakers,
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{
 			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": packAny(&httpv3.HttpProtocolOptions{
 				UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{

@@ -122,6 +122,11 @@ func serviceFingerprint(shared uint64, s *Service) uint64 {
 		f.num(uint64(r.Attempts))
 		f.strs(r.On)
 	}
+	f.flag(p.CircuitBreaker != nil)
+	if cb := p.CircuitBreaker; cb != nil {
+		f.num(uint64(cb.MaxRequests))
+		f.num(uint64(cb.MaxPending))
+	}
 	f.flag(s.Authz != nil)
 	if a := s.Authz; a != nil {
 		for _, rules := range [][]AuthzRule{a.Deny, a.Allow} {

@@ -221,6 +221,14 @@ func (m *Model) cluster(s *Service, name, sni string, tls *tlsv3.CommonTlsContex
 			FailurePercentageRequestVolume: wrapperspb.UInt32(o.ConsecutiveErrors),
 		}
 	}
+	if cb := s.Policy.CircuitBreaker; cb != nil {
+		// gRPC honours max_requests (gRFC A32); max_pending_requests is Envoy's.
+		t := &clusterv3.CircuitBreakers_Thresholds{MaxRequests: wrapperspb.UInt32(cb.MaxRequests)}
+		if cb.MaxPending > 0 {
+			t.MaxPendingRequests = wrapperspb.UInt32(cb.MaxPending)
+		}
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{t}}
+	}
 	if tls != nil {
 		c.TransportSocket = transportSocket(&tlsv3.UpstreamTlsContext{CommonTlsContext: tls, Sni: sni})
 	}

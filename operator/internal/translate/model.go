@@ -138,6 +138,14 @@ type Policy struct {
 	Timeout time.Duration
 	// Retry retries failed calls when set.
 	Retry *Retry
+	// CircuitBreaker bounds the calls in flight when set.
+	CircuitBreaker *CircuitBreaker
+}
+
+// CircuitBreaker bounds a client's calls in flight to a service (MaxRequests) and, for
+// Envoy, those it queues for a connection (MaxPending, 0: Envoy's default).
+type CircuitBreaker struct {
+	MaxRequests, MaxPending uint32
 }
 
 // Retry is a retry policy: attempts, and the gRPC codes retried (grpc-go's names).

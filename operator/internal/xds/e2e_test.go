@@ -3,6 +3,7 @@ package xds_test
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -150,6 +151,23 @@ func TestProxylessGRPC(t *testing.T) {
 		}
 	})
 
+	var clientJS *testbed.Workload
+	// clients are A's echo clients on grpc-go and on grpc-js.
+	clients := func(t *testing.T) map[sc.Implementation]*testbed.Workload {
+		if clientJS == nil {
+			var err error
+			clientJS, err = f.RunInjectedOn(ctx, sc.GRPCJS, a, "client-js", "client", "client", sc.ClientPort, nil)
+			must(t, err)
+		}
+		return map[sc.Implementation]*testbed.Workload{sc.GRPCGo: f.client, sc.GRPCJS: clientJS}
+	}
+	traffic := func(t *testing.T, tr *meshv1.ServiceTraffic) *meshv1.ServicePolicy {
+		p := &meshv1.ServicePolicy{ObjectMeta: metav1.ObjectMeta{Namespace: sc.Namespace, Name: "echo-traffic"}, Spec: meshv1.ServicePolicySpec{
+			TargetRefs: []meshv1.PolicyTargetReference{{Group: "multicluster.x-k8s.io", Kind: "ServiceImport", Name: "echo"}}, Traffic: tr}}
+		testbed.MustCreate(ctx, t, a.Client, p)
+		return p
+	}
+
 	t.Run("fault injection: delays and aborts at the configured percentages", func(t *testing.T) {
 		// In A, the cluster of the client: its calls to echo are delayed (20 %) and
 		// aborted (10 %, Unavailable).
@@ -160,9 +178,7 @@ func TestProxylessGRPC(t *testing.T) {
 				Abort: &meshv1.FaultAbort{GRPCStatus: 14, Percentage: 10},
 			}}}
 		testbed.MustCreate(ctx, t, a.Client, fault)
-		clientJS, err := f.RunInjectedOn(ctx, sc.GRPCJS, a, "client-js", "client", "client", sc.ClientPort, nil)
-		must(t, err)
-		for impl, client := range map[sc.Implementation]*testbed.Workload{sc.GRPCGo: f.client, sc.GRPCJS: clientJS} {
+		for impl, client := range clients(t) {
 			measureFaults(ctx, t, impl, client)
 		}
 		must(t, a.Client.Delete(ctx, fault))
@@ -174,6 +190,77 @@ func TestProxylessGRPC(t *testing.T) {
 			}
 			return nil
 		}))
+	})
+
+	t.Run("circuit breaking: calls over the limit fail at once, the others are served", func(t *testing.T) {
+		// Calls every 5 ms that the server holds 100 ms: some 20 in flight, against a
+		// limit of 3.
+		const limit, hold = 3, 100.0
+		p := traffic(t, &meshv1.ServiceTraffic{CircuitBreaker: &meshv1.CircuitBreaker{MaxRequests: limit}})
+		slow := map[string]string{"x-echo-delay-ms": fmt.Sprint(hold)}
+		for impl, client := range clients(t) {
+			must(t, testbed.Poll(ctx, 30*time.Second, string(impl)+": the first call over the limit refused", func() error {
+				cs, err := loadOf(ctx, client, slow, 200)
+				if err != nil {
+					return err
+				}
+				served, refused, first, last := 0, 0, math.Inf(1), 0.0
+				for _, c := range cs {
+					switch {
+					case c.OK:
+						served++
+						first, last = min(first, c.At), max(last, c.At+c.Millis)
+					case strings.Contains(c.Error, "Unavailable") && c.Millis < hold:
+						refused++
+					case strings.Contains(c.Error, "DeadlineExceeded") || strings.Contains(c.Error, "Canceled"):
+						// cut short by the load's end
+					default:
+						return fmt.Errorf("a call failed otherwise: %s in %.0f ms", c.Error, c.Millis)
+					}
+				}
+				// At most limit calls at a time, each held hold ms: over the span of the
+				// served calls, at most limit per hold (and the limit at the start).
+				most := int(float64(limit)*(last-first)/hold) + limit
+				t.Logf("CIRCUIT BREAKING (%s, max %d in flight): %d calls, %d served (at most %d possible), %d refused at once", impl, limit, len(cs), served, most, refused)
+				if refused == 0 || served == 0 {
+					return fmt.Errorf("%d served, %d refused", served, refused)
+				}
+				if served > most {
+					t.Errorf("%s: %d calls served in %.0f ms, more than %d in flight", impl, served, last-first, limit)
+				}
+				return nil
+			}))
+		}
+		must(t, a.Client.Delete(ctx, p))
+		must(t, testbed.Poll(ctx, 30*time.Second, "no call refused once the policy is gone", func() error {
+			cs, err := loadOf(ctx, f.client, slow, 100)
+			for _, c := range cs {
+				if !c.OK && strings.Contains(c.Error, "Unavailable") {
+					return fmt.Errorf("a call refused: %s", c.Error)
+				}
+			}
+			return err
+		}))
+	})
+
+	t.Run("outlier detection ejects a failing server and fails over to the next cluster", func(t *testing.T) {
+		p := traffic(t, &meshv1.ServiceTraffic{OutlierDetection: &meshv1.OutlierDetection{ConsecutiveErrors: 5,
+			Interval: &metav1.Duration{Duration: time.Second}, BaseEjectionTime: &metav1.Duration{Duration: 30 * time.Second}}})
+		for _, client := range clients(t) {
+			must(t, sc.AllOn(ctx, client, a.Name, 20, 30*time.Second))
+		}
+		must(t, sc.SetFailing(ctx, f.serverA, true))
+		for impl, client := range clients(t) {
+			// The server in A still reports ready: only its calls say it is broken.
+			if err := sc.AllOn(ctx, client, b.Name, 20, 20*time.Second); err != nil {
+				t.Errorf("%s: %v", impl, err)
+			}
+		}
+		must(t, sc.SetFailing(ctx, f.serverA, false))
+		must(t, a.Client.Delete(ctx, p))
+		for _, client := range clients(t) {
+			must(t, sc.AllOn(ctx, client, a.Name, 20, 45*time.Second))
+		}
 	})
 
 	t.Run("a weighted split and its change", func(t *testing.T) {
@@ -473,4 +560,22 @@ func mustCalls(ctx context.Context, t *testing.T, client *testbed.Workload, n in
 	cs, err := sc.Calls(ctx, client, n)
 	must(t, err)
 	return cs
+}
+
+// loadOf runs a load of calls every 5 ms with headers on client until n have ended, and
+// returns them.
+func loadOf(ctx context.Context, client *testbed.Workload, headers map[string]string, n int) ([]sc.Call, error) {
+	load, err := sc.StartLoadWith(ctx, client, 5*time.Millisecond, headers)
+	if err != nil {
+		return nil, err
+	}
+	err = testbed.Poll(ctx, 30*time.Second, fmt.Sprintf("%d calls of the load", n), func() error {
+		cs, err := load.Results(ctx)
+		if err == nil && len(cs) < n {
+			err = fmt.Errorf("%d calls", len(cs))
+		}
+		return err
+	})
+	cs, stopErr := load.Stop(ctx)
+	return cs, errors.Join(err, stopErr)
 }

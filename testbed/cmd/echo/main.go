@@ -2,13 +2,16 @@
 //
 //	echo server   serves grpc.testing.TestService as an xDS-enabled gRPC server on every
 //	              port of $PORTS at $POD_IP: UnaryCall answers with the cluster and pod that
-//	              served it and the caller's SPIFFE ID. $CONTROL_PORT, when set, serves
+//	              served it and the caller's SPIFFE ID, after the milliseconds of the
+//	              request's x-echo-delay-ms metadata. $CONTROL_PORT, when set, serves
 //	              the testbed's pod controls (package podctl): ready once every port
-//	              serves its xDS configuration.
+//	              serves its xDS configuration; and POST /fail?v=true, after which every
+//	              call fails with Unavailable (v=false ends it).
 //	echo client   serves an HTTP API on $POD_IP:$PORTS that makes xDS gRPC calls:
 //	              GET /call?target=xds:///host:port&n=100     n calls now, a summary back
 //	                  (&header=name:value, repeated, sends request metadata)
 //	              POST /load?target=...&interval=10ms          calls at a steady rate
+//	                  (&header=name:value as for /call)
 //	              GET /results                                 every call of the load so far
 //	              and the pod controls (package podctl)
 //
@@ -26,9 +29,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -36,6 +41,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
 
 	"github.com/meshfed/meshfed/testbed/cmd/internal/podctl"
@@ -61,9 +67,24 @@ func main() {
 
 type echoServer struct {
 	testgrpc.UnimplementedTestServiceServer
+	failing *atomic.Bool
 }
 
-func (echoServer) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+func (e echoServer) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get("x-echo-delay-ms")) > 0 {
+		ms, err := strconv.Atoi(md.Get("x-echo-delay-ms")[0])
+		if err != nil || ms < 0 {
+			return nil, status.Error(codes.InvalidArgument, "x-echo-delay-ms: a number of milliseconds")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+		}
+	}
+	if e.failing.Load() {
+		return nil, status.Error(codes.Unavailable, "failing on purpose (POST /fail)")
+	}
 	resp := &testgrpc.SimpleResponse{ServerId: os.Getenv("CLUSTER_NAME"), Hostname: os.Getenv("POD_NAME")}
 	if p, ok := peer.FromContext(ctx); ok {
 		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && ti.SPIFFEID != nil {
@@ -83,6 +104,7 @@ func serve() error {
 	ports := strings.Split(os.Getenv("PORTS"), ",")
 	var mu sync.Mutex
 	serving := map[string]bool{}
+	echo := echoServer{failing: &atomic.Bool{}}
 	for _, port := range ports {
 		srv, err := xds.NewGRPCServer(grpc.Creds(creds), xds.ServingModeCallback(func(addr net.Addr, args xds.ServingModeChangeArgs) {
 			log.Printf("%s: serving mode %s %v", addr, args.Mode, args.Err)
@@ -93,7 +115,7 @@ func serve() error {
 		if err != nil {
 			return err
 		}
-		testgrpc.RegisterTestServiceServer(srv, echoServer{})
+		testgrpc.RegisterTestServiceServer(srv, echo)
 		lis, err := net.Listen("tcp", net.JoinHostPort(os.Getenv("POD_IP"), port))
 		if err != nil {
 			return err
@@ -116,6 +138,14 @@ func serve() error {
 				}
 			}
 			return n == len(ports)
+		})
+		mux.HandleFunc("POST /fail", func(w http.ResponseWriter, r *http.Request) {
+			v, err := strconv.ParseBool(r.URL.Query().Get("v"))
+			if err != nil {
+				http.Error(w, "v must be true or false", http.StatusBadRequest)
+				return
+			}
+			echo.failing.Store(v)
 		})
 		go func() { errs <- http.ListenAndServe(net.JoinHostPort(os.Getenv("POD_IP"), port), mux) }()
 	}
@@ -177,6 +207,18 @@ func (c *client) one(ctx context.Context, tc testgrpc.TestServiceClient, timeout
 	return out
 }
 
+// withHeaders adds the request's header=name:value parameters to ctx as gRPC metadata.
+func withHeaders(ctx context.Context, r *http.Request) (context.Context, error) {
+	for _, h := range r.URL.Query()["header"] {
+		name, value, ok := strings.Cut(h, ":")
+		if !ok {
+			return nil, fmt.Errorf("header %q: name:value", h)
+		}
+		ctx = metadata.AppendToOutgoingContext(ctx, name, value)
+	}
+	return ctx, nil
+}
+
 func clientAPI() error {
 	creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
 	if err != nil {
@@ -191,14 +233,10 @@ func clientAPI() error {
 			return
 		}
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
-		ctx := r.Context()
-		for _, h := range r.URL.Query()["header"] {
-			name, value, ok := strings.Cut(h, ":")
-			if !ok {
-				http.Error(w, "header: name:value", http.StatusBadRequest)
-				return
-			}
-			ctx = metadata.AppendToOutgoingContext(ctx, name, value)
+		ctx, err := withHeaders(r.Context(), r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
 		}
 		var calls []call
 		for range max(n, 1) {
@@ -228,7 +266,12 @@ func clientAPI() error {
 			http.Error(w, "interval: a positive duration", http.StatusBadRequest)
 			return
 		}
-		ctx, cancel := context.WithCancel(context.Background())
+		headers, err := withHeaders(context.Background(), r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		ctx, cancel := context.WithCancel(headers)
 		c.mu.Lock()
 		if c.loadStop != nil {
 			c.loadStop()

@@ -69,7 +69,7 @@ func Accepted(missing []string, generation int64) metav1.Condition {
 			Message: fmt.Sprintf("no Service or ServiceImport of this namespace for %s: the policy applies to its other targets, and to these once they exist", strings.Join(missing, ", "))}
 	}
 	return metav1.Condition{Type: meshv1.ConditionAccepted, Status: metav1.ConditionTrue, Reason: meshv1.ReasonAccepted, ObservedGeneration: generation,
-		Message: "every target exists; this cluster's servers of the targets enforce the policy"}
+		Message: "every target exists; the policy applies in this cluster (its servers enforce the authorization, its clients the traffic and faults)"}
 }
 
 // exists tells whether a Service or a ServiceImport named name is in namespace ns (one
