@@ -41,7 +41,7 @@ help: ## Show this help.
 ##@ Front door
 
 .PHONY: demo
-demo: tools build ## Federate 3 local clusters and show export/import, trust, cross-cluster calls, a split and a failover (DEMO_FLAGS=--keep keeps them up).
+demo: tools build ## Federate 3 local clusters and show export/import, trust, cross-cluster calls, a split, a failover, a header-routed canary and an authorization refusal (DEMO_FLAGS=--keep keeps them up).
 	$(BIN)/testbed demo $(DEMO_FLAGS)
 
 .PHONY: test

@@ -23,8 +23,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"github.com/meshfed/meshfed/agent"
 	"github.com/meshfed/meshfed/federation/join"
@@ -580,4 +583,37 @@ func (m *Mesh) ForwardClusterSetDNS(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// ImportBackend is a GRPCRoute backendRef to the echo port of ServiceImport name.
+func ImportBackend(name string) gatewayv1.GRPCBackendRef {
+	return gatewayv1.GRPCBackendRef{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{
+		Group: ptr.To(gatewayv1.Group(mcsv1beta1.GroupName)), Kind: ptr.To(gatewayv1.Kind("ServiceImport")),
+		Name: gatewayv1.ObjectName(name), Port: ptr.To(gatewayv1.PortNumber(EchoPort))}}}
+}
+
+// CanaryRoute is the GRPCRoute name of the shop namespace, attached to ServiceImport
+// service (GAMMA): calls carrying header: value go to ServiceImport canary, the others to
+// service.
+func CanaryRoute(name, service, canary, header, value string) *gatewayv1.GRPCRoute {
+	return &gatewayv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: name}, Spec: gatewayv1.GRPCRouteSpec{
+		CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{
+			Group: ptr.To(gatewayv1.Group(mcsv1beta1.GroupName)), Kind: ptr.To(gatewayv1.Kind("ServiceImport")), Name: gatewayv1.ObjectName(service)}}},
+		Rules: []gatewayv1.GRPCRouteRule{
+			{
+				Matches:     []gatewayv1.GRPCRouteMatch{{Headers: []gatewayv1.GRPCHeaderMatch{{Name: gatewayv1.GRPCHeaderName(header), Value: value}}}},
+				BackendRefs: []gatewayv1.GRPCBackendRef{ImportBackend(canary)},
+			},
+			{BackendRefs: []gatewayv1.GRPCBackendRef{ImportBackend(service)}},
+		},
+	}}
+}
+
+// AllowOnly is the ServicePolicy name of the shop namespace that lets only the callers
+// with SPIFFE ID caller call ServiceImport service.
+func AllowOnly(name, service, caller string) *meshv1.ServicePolicy {
+	return &meshv1.ServicePolicy{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: name}, Spec: meshv1.ServicePolicySpec{
+		TargetRefs: []meshv1.PolicyTargetReference{{Group: mcsv1beta1.GroupName, Kind: "ServiceImport", Name: service}},
+		Authorization: &meshv1.Authorization{Rules: []meshv1.AuthorizationRule{{Action: meshv1.ActionAllow,
+			From: []meshv1.Caller{{SPIFFEID: caller}}}}}}}
 }

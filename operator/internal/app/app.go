@@ -299,20 +299,22 @@ func Run(ctx context.Context, opts Options) error {
 	return nil
 }
 
-// setupRoutes starts the GRPCRoute status controller when the cluster serves GRPCRoutes
+// setupRoutes starts the route status controllers of the route kinds the cluster serves
 // (the Gateway API CRDs, config/gateway-api); without them routes are off, as for the
 // control plane (feed).
 func setupRoutes(mgr ctrl.Manager, log logr.Logger) error {
-	_, err := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: gatewayv1.GroupName, Kind: "GRPCRoute"}, gatewayv1.GroupVersion.Version)
-	if meta.IsNoMatchError(err) {
-		log.Info("the GRPCRoute CRD is not installed: routes are off until it is and the operator restarts (kubectl apply -k config/gateway-api)")
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("look up the GRPCRoute kind: %w", err)
-	}
-	if err := (&routes.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("set up the GRPCRoute controller: %w", err)
+	for _, kind := range []routes.Kind{routes.GRPCRoutes, routes.HTTPRoutes} {
+		_, err := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: gatewayv1.GroupName, Kind: kind.Name}, gatewayv1.GroupVersion.Version)
+		if meta.IsNoMatchError(err) {
+			log.Info("a Gateway API route CRD is not installed: routes are off until it is and the operator restarts (kubectl apply -k config/gateway-api)", "kind", kind.Name)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("look up the %s kind: %w", kind.Name, err)
+		}
+		if err := (&routes.Reconciler{Client: mgr.GetClient(), Kind: kind}).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up the %s controller: %w", kind.Name, err)
+		}
 	}
 	return nil
 }

@@ -38,7 +38,7 @@ import (
 // +kubebuilder:rbac:groups=multicluster.x-k8s.io,resources=serviceimports,verbs=get;list;watch
 // +kubebuilder:rbac:groups=meshfed.io,resources=meshpeers,verbs=get;list;watch
 // +kubebuilder:rbac:groups=meshfed.io,resources=servicepolicies,verbs=get;list;watch
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=grpcroutes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=grpcroutes;httproutes,verbs=get;list;watch
 
 // Feed builds the member's xDS configuration from the manager's cache, and pushes when
 // anything it reads changes. It runs on every replica of the operator, leader or not, so
@@ -54,7 +54,7 @@ type Feed struct {
 	// translator keeps each service's resources between builds; only the server's push
 	// loop calls Build, one build at a time.
 	translator *translate.Translator
-	// routes is set once GRPCRoutes are watched (their CRD is installed).
+	// routes is set once GRPCRoutes and HTTPRoutes are watched (their CRDs are installed).
 	routes atomic.Bool
 }
 
@@ -74,16 +74,18 @@ func (f *Feed) Start(ctx context.Context) error {
 		},
 		DeleteFunc: func(any) { f.Server.Trigger() },
 	}
-	for _, obj := range []client.Object{&meshv1.Mesh{}, &corev1.Service{}, &discoveryv1.EndpointSlice{}, &mcsv1beta1.ServiceImport{}, &meshv1.MeshPeer{}, &corev1.Node{}, &meshv1.ServicePolicy{}, &gatewayv1.GRPCRoute{}} {
+	for _, obj := range []client.Object{&meshv1.Mesh{}, &corev1.Service{}, &discoveryv1.EndpointSlice{}, &mcsv1beta1.ServiceImport{}, &meshv1.MeshPeer{}, &corev1.Node{}, &meshv1.ServicePolicy{}, &gatewayv1.GRPCRoute{}, &gatewayv1.HTTPRoute{}} {
 		inf, err := f.Cache.GetInformer(ctx, obj)
-		if _, route := obj.(*gatewayv1.GRPCRoute); route && meta.IsNoMatchError(err) {
-			f.Log.Info("the GRPCRoute CRD is not installed: routes are off until it is and the operator restarts (kubectl apply -k config/gateway-api)")
-			continue
+		route := isRoute(obj)
+		if route && meta.IsNoMatchError(err) {
+			f.Log.Info("a Gateway API route CRD is not installed: routes are off until the CRDs are and the operator restarts (kubectl apply -k config/gateway-api)", "kind", fmt.Sprintf("%T", obj))
+			f.routes.Store(false)
+			break // the route kinds are last
 		}
 		if err != nil {
 			return fmt.Errorf("watch %T for xDS: %w", obj, err)
 		}
-		if _, route := obj.(*gatewayv1.GRPCRoute); route {
+		if route {
 			f.routes.Store(true)
 		}
 		if _, err := inf.AddEventHandler(trigger); err != nil {
@@ -93,11 +95,19 @@ func (f *Feed) Start(ctx context.Context) error {
 	return f.Server.Start(ctx)
 }
 
+func isRoute(obj client.Object) bool {
+	switch obj.(type) {
+	case *gatewayv1.GRPCRoute, *gatewayv1.HTTPRoute:
+		return true
+	}
+	return false
+}
+
 // ErrNoMesh says the member has no Mesh yet; the control plane waits for one.
 var ErrNoMesh = errors.New("no Mesh named " + meshv1.MeshSingletonName + " in this cluster: the control plane waits for it")
 
 // Build reads the member's Mesh, Services, EndpointSlices, ServiceImports, MeshPeers,
-// ServicePolicies and GRPCRoutes and translates them.
+// ServicePolicies, GRPCRoutes and HTTPRoutes and translates them.
 func (f *Feed) Build(ctx context.Context) (*xds.Config, error) {
 	var m meshv1.Mesh
 	if err := f.Client.Get(ctx, client.ObjectKey{Name: meshv1.MeshSingletonName}, &m); apierrors.IsNotFound(err) {
@@ -124,11 +134,14 @@ func (f *Feed) Build(ctx context.Context) (*xds.Config, error) {
 	in.PodNetworks = podNetworks(nodes.Items)
 	in.Policies = policies.Items
 	if f.routes.Load() {
-		var routes gatewayv1.GRPCRouteList
-		if err := f.Client.List(ctx, &routes, client.UnsafeDisableDeepCopy); err != nil {
-			return nil, err
+		var grpcRoutes gatewayv1.GRPCRouteList
+		var httpRoutes gatewayv1.HTTPRouteList
+		for _, list := range []client.ObjectList{&grpcRoutes, &httpRoutes} {
+			if err := f.Client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+				return nil, err
+			}
 		}
-		in.GRPCRoutes = routes.Items
+		in.GRPCRoutes, in.HTTPRoutes = grpcRoutes.Items, httpRoutes.Items
 	}
 	model, problems := translate.BuildModel(in)
 	for _, p := range problems {

@@ -31,9 +31,10 @@ type Inputs struct {
 	PodNetworks []netip.Prefix
 	// Policies are the ServicePolicies of the cluster.
 	Policies []meshv1.ServicePolicy
-	// GRPCRoutes are the cluster's Gateway API GRPCRoutes; those with a Service or a
-	// ServiceImport for parent (GAMMA) route the calls to it.
+	// GRPCRoutes and HTTPRoutes are the cluster's Gateway API routes; those with a Service
+	// or a ServiceImport for parent (GAMMA) route the calls to it.
 	GRPCRoutes []gatewayv1.GRPCRoute
+	HTTPRoutes []gatewayv1.HTTPRoute
 }
 
 // BuildModel builds the model from the member's objects. Problems that make part of the
@@ -194,8 +195,21 @@ func BuildModel(in Inputs) (*Model, []error) {
 		host string
 	}
 	ranked := map[hostKey][]RankedRule{}
+	type resolution struct {
+		parents []ParentResult
+		rules   []RankedRule
+	}
+	var resolved []resolution
 	for i := range in.GRPCRoutes {
 		parents, rules := ResolveGRPCRoute(&in.GRPCRoutes[i], lookup)
+		resolved = append(resolved, resolution{parents, rules})
+	}
+	for i := range in.HTTPRoutes {
+		parents, rules := ResolveHTTPRoute(&in.HTTPRoutes[i], lookup)
+		resolved = append(resolved, resolution{parents, rules})
+	}
+	for _, res := range resolved {
+		parents, rules := res.parents, res.rules
 		for _, p := range parents {
 			if !p.Applied() {
 				continue

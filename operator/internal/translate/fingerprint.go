@@ -159,6 +159,7 @@ func (f *fingerprint) routes(rules []RouteRule) {
 	for _, r := range rules {
 		f.str(r.Name)
 		f.num(uint64(r.Port))
+		f.num(uint64(r.Timeout))
 		f.num(uint64(len(r.Matches)))
 		for _, m := range r.Matches {
 			f.str(m.Path)

@@ -2,14 +2,18 @@ package translate
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 )
@@ -30,7 +34,7 @@ const (
 	ClusterSetHost = "ServiceImport"
 )
 
-// RouteRule is one rule of a GRPCRoute attached to a service host, in precedence order.
+// RouteRule is one rule of a GRPCRoute or HTTPRoute attached to a service host.
 type RouteRule struct {
 	// Name is <route namespace>/<route name>/<rule index>.
 	Name string
@@ -39,6 +43,9 @@ type RouteRule struct {
 	Matches []RouteMatch // none: every call
 	// Backends are the xDS clusters the calls go to, weighted.
 	Backends []RouteBackend
+	// Timeout bounds each call the rule routes (HTTPRoute timeouts.request); 0 leaves the
+	// service's.
+	Timeout time.Duration
 }
 
 // RankedRule is a rule with its place among the rules of every route: see ruleLess.
@@ -69,20 +76,30 @@ type RouteBackend struct {
 }
 
 type routePrecedence struct {
-	serviceChars, methodChars, headers int
-	created                            int64
-	key                                string // namespace/name
-	index                              int
+	// specificity is the rule's most specific match, compared element by element, the
+	// larger first: for a GRPCRoute {1, service name length, method name length, headers},
+	// for an HTTPRoute {0, exact path, path length, method, headers, query parameters}, so
+	// that GRPCRoutes come before HTTPRoutes on one host.
+	specificity []int
+	created     int64
+	key         string // namespace/name
+	index       int
 }
 
-// ruleLess orders rules as the Gateway API orders GRPCRoute matches: the longer service
-// name, then the longer method name, then more header matches, then the older route,
-// then the route's namespace/name, then the rule's place in its route.
+// ruleLess orders rules as the Gateway API orders matches: the more specific (see
+// routePrecedence), then the older route, then the route's namespace/name, then the
+// rule's place in its route.
 func ruleLess(a, b RankedRule) int {
 	pa, pb := a.precedence, b.precedence
-	return cmp.Or(cmp.Compare(pb.serviceChars, pa.serviceChars), cmp.Compare(pb.methodChars, pa.methodChars),
-		cmp.Compare(pb.headers, pa.headers), cmp.Compare(pa.created, pb.created), cmp.Compare(pa.key, pb.key),
+	return cmp.Or(slices.Compare(pb.specificity, pa.specificity), cmp.Compare(pa.created, pb.created), cmp.Compare(pa.key, pb.key),
 		cmp.Compare(pa.index, pb.index))
+}
+
+// mostSpecific keeps in p the larger of its specificity and s.
+func (p *routePrecedence) mostSpecific(s []int) {
+	if slices.Compare(s, p.specificity) > 0 {
+		p.specificity = s
+	}
 }
 
 // RouteLookup tells what a route may name: the ports of a Service of this cluster and
@@ -120,15 +137,27 @@ func (p ParentResult) Applied() bool { return p.Accepted.OK && p.ResolvedRefs.OK
 // parent in another namespace leaves the calls to the parent as they were without it.
 func ResolveGRPCRoute(route *gatewayv1.GRPCRoute, lookup RouteLookup) ([]ParentResult, []RankedRule) {
 	rules, resolved, unsupported := grpcRules(route, lookup)
+	return resolveParents(route.Namespace, route.Spec.ParentRefs, lookup, resolved, unsupported), rules
+}
+
+// ResolveHTTPRoute is ResolveGRPCRoute for an HTTPRoute.
+func ResolveHTTPRoute(route *gatewayv1.HTTPRoute, lookup RouteLookup) ([]ParentResult, []RankedRule) {
+	rules, resolved, unsupported := httpRules(route, lookup)
+	return resolveParents(route.Namespace, route.Spec.ParentRefs, lookup, resolved, unsupported), rules
+}
+
+// resolveParents is the status of a route of namespace for each of its parents that is
+// meshfed's, given whether its backends resolve and what of it is unsupported.
+func resolveParents(namespace string, refs []gatewayv1.ParentReference, lookup RouteLookup, resolved Condition, unsupported string) []ParentResult {
 	var parents []ParentResult
-	for _, ref := range route.Spec.ParentRefs {
+	for _, ref := range refs {
 		host, ok := parentHost(ref)
 		if !ok {
 			continue
 		}
-		p := ParentResult{Ref: ref, Host: host, Namespace: route.Namespace, Name: string(ref.Name), ResolvedRefs: resolved,
+		p := ParentResult{Ref: ref, Host: host, Namespace: namespace, Name: string(ref.Name), ResolvedRefs: resolved,
 			Accepted: Condition{OK: true, Reason: gatewayv1.RouteReasonAccepted, Message: "the mesh's proxyless clients route calls to the " + strings.ToLower(host) + " by this route"}}
-		if ref.Namespace != nil && string(*ref.Namespace) != route.Namespace {
+		if ref.Namespace != nil && string(*ref.Namespace) != namespace {
 			p.Namespace = string(*ref.Namespace)
 			p.Accepted = Condition{Reason: gatewayv1.RouteReasonUnsupportedValue,
 				Message: "a route for the clients of another namespace (a consumer route) is not supported: create the route in namespace " + p.Namespace}
@@ -143,7 +172,7 @@ func ResolveGRPCRoute(route *gatewayv1.GRPCRoute, lookup RouteLookup) ([]ParentR
 		}
 		parents = append(parents, p)
 	}
-	return parents, rules
+	return parents
 }
 
 // parentHost tells which host a parentRef names, if it is meshfed's.
@@ -185,58 +214,173 @@ func parentPort(ref gatewayv1.ParentReference, ports []Port) (uint32, bool) {
 	return 0, false
 }
 
-// grpcRules translates the route's rules. resolved says whether every backendRef resolves
-// (the ResolvedRefs condition); unsupported names what the proxies cannot honour.
+// ruleResolution collects, over a route's rules, whether every backendRef resolves (the
+// ResolvedRefs condition) and what the proxies cannot honour.
+type ruleResolution struct {
+	resolved    Condition
+	unsupported string
+}
+
+func newRuleResolution() *ruleResolution {
+	return &ruleResolution{resolved: Condition{OK: true, Reason: gatewayv1.RouteReasonResolvedRefs, Message: "every backendRef resolves"}}
+}
+
+func (rr *ruleResolution) refuse(format string, args ...any) {
+	rr.unsupported = fmt.Sprintf(format, args...)
+}
+
+// backends resolves the backendRefs of rule i (their filters given by filtered) into
+// rule.
+func (rr *ruleResolution) backends(namespace string, i int, refs []gatewayv1.BackendRef, filtered []bool, rule *RankedRule, lookup RouteLookup) {
+	for j, ref := range refs {
+		if filtered[j] {
+			rr.refuse("a backendRef of rule %d has filters, which meshfed's proxyless clients do not apply", i)
+		}
+		backend, cond := resolveBackend(namespace, ref, lookup)
+		if !cond.OK {
+			rr.resolved = cond
+			continue
+		}
+		if backend.Weight > 0 {
+			rule.Backends = append(rule.Backends, backend)
+		}
+	}
+	if len(rule.Backends) == 0 && rr.resolved.OK {
+		// The Gateway API fails such calls (500); grpc-js refuses a whole route
+		// configuration holding a direct response, so the route is not applied.
+		rr.refuse("rule %d has no backendRef of weight above 0, and meshfed's proxyless clients cannot fail its calls as the Gateway API asks", i)
+	}
+}
+
+func newRankedRule(meta metav1.ObjectMeta, i int) RankedRule {
+	key := meta.Namespace + "/" + meta.Name
+	return RankedRule{RouteRule: RouteRule{Name: fmt.Sprintf("%s/%d", key, i)},
+		precedence: routePrecedence{created: meta.CreationTimestamp.Unix(), key: key, index: i}}
+}
+
+// grpcRules translates a GRPCRoute's rules. resolved says whether every backendRef
+// resolves (the ResolvedRefs condition); unsupported names what the proxies cannot honour.
 func grpcRules(route *gatewayv1.GRPCRoute, lookup RouteLookup) (rules []RankedRule, resolved Condition, unsupported string) {
-	resolved = Condition{OK: true, Reason: gatewayv1.RouteReasonResolvedRefs, Message: "every backendRef resolves"}
-	key := route.Namespace + "/" + route.Name
+	rr := newRuleResolution()
 	for i, r := range route.Spec.Rules {
 		if len(r.Filters) > 0 {
-			unsupported = fmt.Sprintf("rule %d has filters, which meshfed's proxyless clients do not apply", i)
+			rr.refuse("rule %d has filters, which meshfed's proxyless clients do not apply", i)
 		}
-		rule := RankedRule{RouteRule: RouteRule{Name: fmt.Sprintf("%s/%d", key, i)},
-			precedence: routePrecedence{created: route.CreationTimestamp.Unix(), key: key, index: i}}
-		for _, b := range r.BackendRefs {
-			if len(b.Filters) > 0 {
-				unsupported = fmt.Sprintf("a backendRef of rule %d has filters, which meshfed's proxyless clients do not apply", i)
-			}
-			backend, cond := resolveBackend(route.Namespace, b.BackendRef, lookup)
-			if !cond.OK {
-				resolved = cond
-				continue
-			}
-			if backend.Weight > 0 {
-				rule.Backends = append(rule.Backends, backend)
-			}
+		if r.SessionPersistence != nil {
+			rr.refuse("rule %d asks for session persistence, which meshfed does not apply", i)
 		}
-		if len(rule.Backends) == 0 && resolved.OK {
-			// The Gateway API fails such calls (500); grpc-js refuses a whole route
-			// configuration holding a direct response, so the route is not applied.
-			unsupported = fmt.Sprintf("rule %d has no backendRef of weight above 0, and meshfed's proxyless clients cannot fail its calls as the Gateway API asks", i)
+		rule := newRankedRule(route.ObjectMeta, i)
+		refs, filtered := make([]gatewayv1.BackendRef, len(r.BackendRefs)), make([]bool, len(r.BackendRefs))
+		for j, b := range r.BackendRefs {
+			refs[j], filtered[j] = b.BackendRef, len(b.Filters) > 0
 		}
+		rr.backends(route.Namespace, i, refs, filtered, &rule, lookup)
+		rule.precedence.specificity = []int{1}
 		for _, m := range r.Matches {
 			match, err := grpcMatch(m)
 			if err != nil {
-				unsupported = fmt.Sprintf("rule %d: %v", i, err)
+				rr.refuse("rule %d: %v", i, err)
 				continue
 			}
 			rule.Matches = append(rule.Matches, match)
-		}
-		// A rule's precedence is its most specific match's.
-		for _, m := range r.Matches {
 			var svc, method int
 			if m.Method != nil {
 				svc, method = len(ptrString(m.Method.Service)), len(ptrString(m.Method.Method))
 			}
-			p := &rule.precedence
-			if svc > p.serviceChars || (svc == p.serviceChars && method > p.methodChars) ||
-				(svc == p.serviceChars && method == p.methodChars && len(m.Headers) > p.headers) {
-				p.serviceChars, p.methodChars, p.headers = svc, method, len(m.Headers)
-			}
+			rule.precedence.mostSpecific([]int{1, svc, method, len(m.Headers)})
 		}
 		rules = append(rules, rule)
 	}
-	return rules, resolved, unsupported
+	return rules, rr.resolved, rr.unsupported
+}
+
+// httpRules is grpcRules for an HTTPRoute. The proxyless clients cannot honour filters,
+// query parameter or HTTP method matches (gRPC calls have no query and are all POSTs),
+// retries on HTTP status codes or a backend request timeout; a request timeout bounds
+// each call.
+func httpRules(route *gatewayv1.HTTPRoute, lookup RouteLookup) (rules []RankedRule, resolved Condition, unsupported string) {
+	rr := newRuleResolution()
+	for i, r := range route.Spec.Rules {
+		switch {
+		case len(r.Filters) > 0:
+			rr.refuse("rule %d has filters, which meshfed's proxyless clients do not apply", i)
+		case r.Retry != nil:
+			rr.refuse("rule %d retries on HTTP status codes, which gRPC calls do not have: use a ServicePolicy's traffic.retries", i)
+		case r.SessionPersistence != nil:
+			rr.refuse("rule %d asks for session persistence, which meshfed does not apply", i)
+		case r.Timeouts != nil && r.Timeouts.BackendRequest != nil:
+			rr.refuse("rule %d sets timeouts.backendRequest, which meshfed's proxyless clients do not apply", i)
+		}
+		rule := newRankedRule(route.ObjectMeta, i)
+		if r.Timeouts != nil && r.Timeouts.Request != nil {
+			d, err := time.ParseDuration(string(*r.Timeouts.Request))
+			if err != nil {
+				rr.refuse("rule %d: timeouts.request %q: %v", i, *r.Timeouts.Request, err)
+			}
+			rule.Timeout = d
+		}
+		refs, filtered := make([]gatewayv1.BackendRef, len(r.BackendRefs)), make([]bool, len(r.BackendRefs))
+		for j, b := range r.BackendRefs {
+			refs[j], filtered[j] = b.BackendRef, len(b.Filters) > 0
+		}
+		rr.backends(route.Namespace, i, refs, filtered, &rule, lookup)
+		rule.precedence.specificity = []int{0}
+		for _, m := range r.Matches {
+			match, specificity, err := httpMatch(m)
+			if err != nil {
+				rr.refuse("rule %d: %v", i, err)
+				continue
+			}
+			rule.Matches = append(rule.Matches, match)
+			rule.precedence.mostSpecific(specificity)
+		}
+		rules = append(rules, rule)
+	}
+	return rules, rr.resolved, rr.unsupported
+}
+
+// httpMatch translates an HTTPRouteMatch, and gives its specificity (routePrecedence).
+// A PathPrefix matches whole path elements, as the Gateway API has it: /foo matches /foo
+// and /foo/bar, not /foobar.
+func httpMatch(m gatewayv1.HTTPRouteMatch) (RouteMatch, []int, error) {
+	var out RouteMatch
+	if len(m.QueryParams) > 0 {
+		return out, nil, errors.New("query parameter matches: gRPC calls have no query")
+	}
+	if m.Method != nil {
+		return out, nil, errors.New("an HTTP method match: gRPC calls are all POSTs")
+	}
+	exact, pathChars := 0, 0
+	if p := m.Path; p != nil {
+		value := ptrString(p.Value)
+		pathChars = len(value)
+		switch {
+		case p.Type != nil && *p.Type == gatewayv1.PathMatchExact:
+			out.Path, exact = value, 1
+		case p.Type != nil && *p.Type == gatewayv1.PathMatchRegularExpression:
+			out.Path, out.PathRegex = value, true
+			if _, err := regexp.Compile(value); err != nil {
+				return out, nil, fmt.Errorf("path %q: %w", value, err)
+			}
+		case value == "" || value == "/":
+			// every path
+		case strings.HasSuffix(value, "/"):
+			out.Path = value
+		default:
+			out.Path, out.PathRegex = regexp.QuoteMeta(value)+"(/.*)?", true
+		}
+	}
+	for _, h := range m.Headers {
+		hm := HeaderMatch{Name: strings.ToLower(string(h.Name)), Value: h.Value}
+		if h.Type != nil && *h.Type == gatewayv1.HeaderMatchRegularExpression {
+			hm.Regex = true
+			if _, err := regexp.Compile(h.Value); err != nil {
+				return out, nil, fmt.Errorf("header %s: %w", h.Name, err)
+			}
+		}
+		out.Headers = append(out.Headers, hm)
+	}
+	return out, []int{0, exact, pathChars, 0, len(m.Headers), 0}, nil
 }
 
 // resolveBackend finds the xDS cluster of a backendRef: a Service of this cluster (its
@@ -334,7 +478,11 @@ func envoyRoutes(rules []RouteRule, port uint32, decorate func(*routev3.RouteAct
 			matches = []RouteMatch{{}}
 		}
 		for _, m := range matches {
-			out = append(out, &routev3.Route{Name: r.Name, Match: routeMatch(m), Action: &routev3.Route_Route{Route: decorate(backendsAction(r.Backends))}})
+			action := decorate(backendsAction(r.Backends))
+			if r.Timeout > 0 {
+				action.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(r.Timeout)}
+			}
+			out = append(out, &routev3.Route{Name: r.Name, Match: routeMatch(m), Action: &routev3.Route_Route{Route: action}})
 		}
 	}
 	return out

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -131,6 +132,88 @@ func TestRoutePrecedence(t *testing.T) {
 	}
 	want := "shop/a-young/2 shop/a-young/1 shop/z-old/0 shop/a-young/0"
 	if strings.Join(got, " ") != want {
+		t.Errorf("order %v, want %s", got, want)
+	}
+}
+
+// TestResolveHTTPRoute: an HTTPRoute attached to a ServiceImport becomes rules the
+// proxyless clients honour (paths by whole elements, headers, the request timeout); what
+// they cannot honour leaves the route unapplied, with the reason.
+func TestResolveHTTPRoute(t *testing.T) {
+	lookup := fakeLookup{"ServiceImport/shop/echo": {{Name: "grpc", Port: 9000}}}
+	be := []gatewayv1.HTTPBackendRef{{BackendRef: backend(mcsv1beta1.GroupName, "ServiceImport", "echo", 9000).BackendRef}}
+	route := func(rule gatewayv1.HTTPRouteRule) *gatewayv1.HTTPRoute {
+		rule.BackendRefs = be
+		return &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "r"},
+			Spec: gatewayv1.HTTPRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{importParent("echo")}},
+				Rules: []gatewayv1.HTTPRouteRule{rule}}}
+	}
+	prefix := func(v string) *gatewayv1.HTTPPathMatch {
+		return &gatewayv1.HTTPPathMatch{Type: ptr.To(gatewayv1.PathMatchPathPrefix), Value: ptr.To(v)}
+	}
+	timeout := gatewayv1.Duration("2s")
+	parents, rules := ResolveHTTPRoute(route(gatewayv1.HTTPRouteRule{
+		Matches: []gatewayv1.HTTPRouteMatch{
+			{Path: prefix("/grpc.testing.TestService"), Headers: []gatewayv1.HTTPHeaderMatch{{Name: "X-Canary", Value: "true"}}},
+			{Path: prefix("/admin/")},
+			{Path: &gatewayv1.HTTPPathMatch{Type: ptr.To(gatewayv1.PathMatchExact), Value: ptr.To("/grpc.health.v1.Health/Check")}},
+		},
+		Timeouts: &gatewayv1.HTTPRouteTimeouts{Request: &timeout},
+	}), lookup)
+	if len(parents) != 1 || !parents[0].Applied() {
+		t.Fatalf("parents %+v: want one, applied", parents)
+	}
+	want := RouteRule{Name: "shop/r/0", Timeout: 2 * time.Second,
+		Matches: []RouteMatch{
+			{Path: `/grpc\.testing\.TestService(/.*)?`, PathRegex: true, Headers: []HeaderMatch{{Name: "x-canary", Value: "true"}}},
+			{Path: "/admin/"},
+			{Path: "/grpc.health.v1.Health/Check"},
+		},
+		Backends: []RouteBackend{{Cluster: "outbound_.9000_._.echo.shop.svc.clusterset.local", Weight: 1}}}
+	if len(rules) != 1 || !reflect.DeepEqual(rules[0].RouteRule, want) {
+		t.Errorf("rules %+v, want %+v", rules, want)
+	}
+	for name, rule := range map[string]gatewayv1.HTTPRouteRule{
+		"a query parameter match":   {Matches: []gatewayv1.HTTPRouteMatch{{QueryParams: []gatewayv1.HTTPQueryParamMatch{{Name: "v", Value: "2"}}}}},
+		"an HTTP method match":      {Matches: []gatewayv1.HTTPRouteMatch{{Method: ptr.To(gatewayv1.HTTPMethodGet)}}},
+		"a filter":                  {Filters: []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestHeaderModifier}}},
+		"retries on HTTP codes":     {Retry: &gatewayv1.HTTPRouteRetry{Codes: []gatewayv1.HTTPRouteRetryStatusCode{503}}},
+		"a backend request timeout": {Timeouts: &gatewayv1.HTTPRouteTimeouts{BackendRequest: &timeout}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			parents, _ := ResolveHTTPRoute(route(rule), lookup)
+			if len(parents) != 1 || parents[0].Applied() || parents[0].Accepted.Reason != gatewayv1.RouteReasonUnsupportedValue {
+				t.Errorf("parents %+v: want Accepted=False UnsupportedValue", parents)
+			}
+		})
+	}
+}
+
+// TestGRPCRoutesBeforeHTTPRoutes: on one host, GRPCRoute rules come before HTTPRoute rules,
+// and an exact HTTP path before a prefix.
+func TestGRPCRoutesBeforeHTTPRoutes(t *testing.T) {
+	lookup := fakeLookup{"ServiceImport/shop/echo": {{Name: "grpc", Port: 9000}}}
+	be := backend(mcsv1beta1.GroupName, "ServiceImport", "echo", 9000)
+	httpRoute := &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "h"},
+		Spec: gatewayv1.HTTPRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{importParent("echo")}},
+			Rules: []gatewayv1.HTTPRouteRule{
+				{Matches: []gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr.To(gatewayv1.PathMatchPathPrefix), Value: ptr.To("/a")}}},
+					BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: be.BackendRef}}},
+				{Matches: []gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr.To(gatewayv1.PathMatchExact), Value: ptr.To("/a/b")}}},
+					BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: be.BackendRef}}},
+			}}}
+	grpcRoute := &gatewayv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "g"},
+		Spec: gatewayv1.GRPCRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{importParent("echo")}},
+			Rules: []gatewayv1.GRPCRouteRule{{BackendRefs: []gatewayv1.GRPCBackendRef{be}}}}}
+	_, hr := ResolveHTTPRoute(httpRoute, lookup)
+	_, gr := ResolveGRPCRoute(grpcRoute, lookup)
+	ranked := append(hr, gr...)
+	slices.SortStableFunc(ranked, ruleLess)
+	var got []string
+	for _, r := range ranked {
+		got = append(got, r.Name)
+	}
+	if want := "shop/g/0 shop/h/1 shop/h/0"; strings.Join(got, " ") != want {
 		t.Errorf("order %v, want %s", got, want)
 	}
 }

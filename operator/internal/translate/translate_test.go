@@ -84,7 +84,7 @@ func goldenModels() map[string]*Model {
 							Backends: []RouteBackend{{Cluster: "outbound_.9080_._.reviews.shop.svc.cluster.local", Weight: 90}, {Cluster: "outbound_.9080_._.reviews-v2.shop.svc.clusterset.local", Weight: 10}}},
 						{Name: "shop/canary/2", Matches: []RouteMatch{{Path: "/[^/]+/Drain", PathRegex: true}, {Path: "/shop.Admin/Drain"}},
 							Backends: []RouteBackend{{Cluster: "outbound_.9080_._.reviews.shop.svc.cluster.local", Weight: 1}}},
-						{Name: "shop/canary/3", Backends: []RouteBackend{{Cluster: "outbound_.9080_._.reviews.shop.svc.clusterset.local", Weight: 1}}},
+						{Name: "shop/canary/3", Timeout: 2 * time.Second, Backends: []RouteBackend{{Cluster: "outbound_.9080_._.reviews.shop.svc.clusterset.local", Weight: 1}}},
 					},
 					Endpoints: []Endpoint{ep("a", "net-1", "10.0.0.1", 8080, true), ep("c", "net-2", "10.2.0.1", 8080, true)}},
 				{Namespace: "shop", Name: "reviews-v2", Imported: true, ImportPorts: grpcPort,

@@ -172,31 +172,17 @@ func TestMultiNetwork(t *testing.T) {
 		}
 	})
 
-	t.Run("GAMMA: a GRPCRoute sends the calls with a canary header to a canary service in another cluster", func(t *testing.T) {
+	t.Run("GAMMA: a GRPCRoute sends the calls with a canary header to a canary service in another cluster, an HTTPRoute by path", func(t *testing.T) {
 		must(t, m.ExportEchoAs(ctx, c3, "echo-canary"))
 		_, err := m.RunInjected(ctx, c3, "echo-canary-3", "server", "echo", sc.EchoPort, map[string]string{"app": "echo-canary"})
 		must(t, err)
 		testbed.Eventually(t, 30*time.Second, "echo-canary imported in "+c1.Name, func() error {
 			return c1.Client.Get(ctx, ctrlclient.ObjectKey{Namespace: sc.Namespace, Name: "echo-canary"}, &mcsv1beta1.ServiceImport{})
 		})
-		importRef := func(name string) gatewayv1.BackendObjectReference {
-			return gatewayv1.BackendObjectReference{Group: ptr.To(gatewayv1.Group(mcsv1beta1.GroupName)), Kind: ptr.To(gatewayv1.Kind("ServiceImport")),
-				Name: gatewayv1.ObjectName(name), Port: ptr.To(gatewayv1.PortNumber(sc.EchoPort))}
-		}
-		route := &gatewayv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: sc.Namespace, Name: "echo-canary"}, Spec: gatewayv1.GRPCRouteSpec{
-			CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{
-				Group: ptr.To(gatewayv1.Group(mcsv1beta1.GroupName)), Kind: ptr.To(gatewayv1.Kind("ServiceImport")), Name: "echo"}}},
-			Rules: []gatewayv1.GRPCRouteRule{
-				{
-					Matches:     []gatewayv1.GRPCRouteMatch{{Headers: []gatewayv1.GRPCHeaderMatch{{Name: "x-canary", Value: "true"}}}},
-					BackendRefs: []gatewayv1.GRPCBackendRef{{BackendRef: gatewayv1.BackendRef{BackendObjectReference: importRef("echo-canary")}}},
-				},
-				{BackendRefs: []gatewayv1.GRPCBackendRef{{BackendRef: gatewayv1.BackendRef{BackendObjectReference: importRef("echo")}}}},
-			},
-		}}
+		route := sc.CanaryRoute("echo-canary", "echo", "echo-canary", "x-canary", "true")
 		testbed.MustCreate(ctx, t, c1.Client, route)
 		t.Cleanup(func() { _ = ctrlclient.IgnoreNotFound(c1.Client.Delete(ctx, route)) })
-		routeStatus(ctx, t, c1, route.Name, gatewayv1.RouteReasonAccepted, gatewayv1.RouteReasonResolvedRefs)
+		routeStatus(ctx, t, c1, route, gatewayv1.RouteReasonAccepted, gatewayv1.RouteReasonResolvedRefs)
 		canary := map[string]string{"x-canary": "true"}
 		// grpc-go only: grpc-js names its target (echo) in the TLS server name whatever
 		// the backend, so across networks the gateway sends its canary calls to echo
@@ -221,10 +207,10 @@ func TestMultiNetwork(t *testing.T) {
 		broken.ObjectMeta = metav1.ObjectMeta{Namespace: sc.Namespace, Name: "broken"}
 		broken.Spec.Rules = []gatewayv1.GRPCRouteRule{{
 			Matches:     []gatewayv1.GRPCRouteMatch{{Method: &gatewayv1.GRPCMethodMatch{Service: ptr.To("grpc.testing.TestService"), Method: ptr.To("UnaryCall")}}},
-			BackendRefs: []gatewayv1.GRPCBackendRef{{BackendRef: gatewayv1.BackendRef{BackendObjectReference: importRef("missing")}}}}}
+			BackendRefs: []gatewayv1.GRPCBackendRef{sc.ImportBackend("missing")}}}
 		testbed.MustCreate(ctx, t, c1.Client, broken)
 		t.Cleanup(func() { _ = ctrlclient.IgnoreNotFound(c1.Client.Delete(ctx, broken)) })
-		routeStatus(ctx, t, c1, broken.Name, gatewayv1.RouteReasonAccepted, gatewayv1.RouteReasonBackendNotFound)
+		routeStatus(ctx, t, c1, broken, gatewayv1.RouteReasonAccepted, gatewayv1.RouteReasonBackendNotFound)
 		must(t, c1.Client.Delete(ctx, route))
 		must(t, testbed.Poll(ctx, 30*time.Second, "canary calls served by echo once the route is gone, the broken one left out", func() error {
 			cs, err := sc.CallsWith(ctx, client, 20, canary)
@@ -239,6 +225,30 @@ func TestMultiNetwork(t *testing.T) {
 			return nil
 		}))
 		must(t, c1.Client.Delete(ctx, broken))
+		// An HTTPRoute does the same by path: every call of the gRPC service to the canary.
+		byPath := &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: sc.Namespace, Name: "echo-by-path"}, Spec: gatewayv1.HTTPRouteSpec{
+			CommonRouteSpec: route.Spec.CommonRouteSpec,
+			Rules: []gatewayv1.HTTPRouteRule{{
+				Matches:     []gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr.To(gatewayv1.PathMatchPathPrefix), Value: ptr.To("/grpc.testing.TestService")}}},
+				BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: sc.ImportBackend("echo-canary").BackendRef}},
+			}},
+		}}
+		testbed.MustCreate(ctx, t, c1.Client, byPath)
+		t.Cleanup(func() { _ = ctrlclient.IgnoreNotFound(c1.Client.Delete(ctx, byPath)) })
+		routeStatus(ctx, t, c1, byPath, gatewayv1.RouteReasonAccepted, gatewayv1.RouteReasonResolvedRefs)
+		must(t, testbed.Poll(ctx, 30*time.Second, "every call on echo-canary-3 by the HTTPRoute", func() error {
+			return allServedBy(ctx, client, nil, "echo-canary-3")
+		}))
+		must(t, c1.Client.Delete(ctx, byPath))
+		must(t, testbed.Poll(ctx, 30*time.Second, "calls back on echo once the HTTPRoute is gone", func() error {
+			cs, err := sc.Calls(ctx, client, 20)
+			for _, c := range cs {
+				if err == nil && (!c.OK || c.Pod == "echo-canary-3") {
+					err = fmt.Errorf("a call: ok %v, error %q, served by %s", c.OK, c.Error, c.Pod)
+				}
+			}
+			return err
+		}))
 	})
 
 	t.Run("authorization: the servers let in the callers a ServicePolicy allows, from another network", func(t *testing.T) {
@@ -392,17 +402,23 @@ func allServed(ctx context.Context, caller *testbed.Workload, n int) error {
 	return nil
 }
 
-// routeStatus waits until the GRPCRoute name of c's shop namespace has meshfed's parent
+// routeStatus waits until the GRPCRoute or HTTPRoute route of c has meshfed's parent
 // status with the given Accepted and ResolvedRefs reasons, each condition True when its
 // reason is the positive one.
-func routeStatus(ctx context.Context, t *testing.T, c *testbed.Cluster, name string, accepted, resolved gatewayv1.RouteConditionReason) {
+func routeStatus(ctx context.Context, t *testing.T, c *testbed.Cluster, route ctrlclient.Object, accepted, resolved gatewayv1.RouteConditionReason) {
 	t.Helper()
-	testbed.Eventually(t, 30*time.Second, "GRPCRoute "+name+": Accepted "+string(accepted)+", ResolvedRefs "+string(resolved), func() error {
-		var r gatewayv1.GRPCRoute
-		if err := c.Client.Get(ctx, ctrlclient.ObjectKey{Namespace: sc.Namespace, Name: name}, &r); err != nil {
+	testbed.Eventually(t, 30*time.Second, route.GetName()+": Accepted "+string(accepted)+", ResolvedRefs "+string(resolved), func() error {
+		if err := c.Client.Get(ctx, ctrlclient.ObjectKeyFromObject(route), route); err != nil {
 			return err
 		}
-		for _, p := range r.Status.Parents {
+		var parents []gatewayv1.RouteParentStatus
+		switch r := route.(type) {
+		case *gatewayv1.GRPCRoute:
+			parents = r.Status.Parents
+		case *gatewayv1.HTTPRoute:
+			parents = r.Status.Parents
+		}
+		for _, p := range parents {
 			if p.ControllerName != translate.ControllerName {
 				continue
 			}
@@ -415,7 +431,7 @@ func routeStatus(ctx context.Context, t *testing.T, c *testbed.Cluster, name str
 			}
 			return nil
 		}
-		return fmt.Errorf("no parent status of %s: %+v", translate.ControllerName, r.Status.Parents)
+		return fmt.Errorf("no parent status of %s: %+v", translate.ControllerName, parents)
 	})
 }
 

@@ -7,12 +7,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	meshv1 "github.com/meshfed/meshfed/operator/api/v1alpha1"
@@ -283,6 +285,102 @@ func (d *demo) run(ctx context.Context, tb *testbed.Testbed) error {
 	}
 	d.record("traffic back on "+c2.Name, fmt.Sprintf("%s after the kill; %s after its server was ready again",
 		back.Sub(killed).Round(100*time.Millisecond), time.Since(back).Round(time.Millisecond)))
+	if err := d.canary(ctx, m, c1, c3, cl); err != nil {
+		return err
+	}
+	return d.refusal(ctx, m, c1, []*testbed.Cluster{c2, c3}, cl)
+}
+
+// canary exports echo-canary from canaryCluster and routes the calls of caller's cluster
+// that carry x-canary: true to it, with a Gateway API GRPCRoute attached to echo.
+func (d *demo) canary(ctx context.Context, m *sc.Mesh, c, canaryCluster *testbed.Cluster, caller *testbed.Workload) error {
+	d.step("A header-routed canary: echo-canary, exported by %s, takes the calls of %s that carry x-canary: true (GRPCRoute shop/echo-canary in %s, parent ServiceImport echo)", canaryCluster.Name, c.Name, c.Name)
+	if err := m.ExportEchoAs(ctx, canaryCluster, "echo-canary"); err != nil {
+		return err
+	}
+	if _, err := m.DeployInjected(ctx, canaryCluster, "echo-canary", "server", "echo", sc.EchoPort, map[string]string{"app": "echo-canary"}); err != nil {
+		return err
+	}
+	if err := testbed.Poll(ctx, time.Minute, "echo-canary imported in "+c.Name, func() error {
+		return c.Client.Get(ctx, client.ObjectKey{Namespace: sc.Namespace, Name: "echo-canary"}, &mcsv1beta1.ServiceImport{})
+	}); err != nil {
+		return err
+	}
+	route := sc.CanaryRoute("echo-canary", "echo", "echo-canary", "x-canary", "true")
+	if err := c.Client.Create(ctx, route); err != nil {
+		return err
+	}
+	header := map[string]string{"x-canary": "true"}
+	onCanary := func(cs []sc.Call) int {
+		n := 0
+		for _, call := range cs {
+			if call.OK && strings.HasPrefix(call.Pod, "echo-canary-") {
+				n++
+			}
+		}
+		return n
+	}
+	var with, without []sc.Call
+	if err := testbed.Poll(ctx, 30*time.Second, "the canary calls on echo-canary", func() error {
+		var err error
+		if with, err = sc.CallsWith(ctx, caller, 20, header); err == nil && onCanary(with) < len(with) {
+			err = fmt.Errorf("%d of %d on echo-canary", onCanary(with), len(with))
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	without, err := sc.Calls(ctx, caller, 20)
+	if err != nil {
+		return err
+	}
+	var r gatewayv1.GRPCRoute
+	if err := c.Client.Get(ctx, client.ObjectKeyFromObject(route), &r); err != nil {
+		return err
+	}
+	for _, p := range r.Status.Parents {
+		for _, cond := range p.Conditions {
+			d.say("GRPCRoute status (%s): %s=%s %s", p.ControllerName, cond.Type, cond.Status, cond.Reason)
+		}
+	}
+	d.record("calls with x-canary: true", fmt.Sprintf("%d of %d answered by echo-canary in %s", onCanary(with), len(with), with[0].Cluster))
+	d.record("calls without the header", fmt.Sprintf("%d of %d answered by echo (split %v)", len(without)-onCanary(without), len(without), sc.Split(without)))
+	return c.Client.Delete(ctx, route)
+}
+
+// refusal lets only the client's service account call echo in the exporting clusters and
+// shows a caller under another account refused.
+func (d *demo) refusal(ctx context.Context, m *sc.Mesh, c *testbed.Cluster, exporters []*testbed.Cluster, allowed *testbed.Workload) error {
+	d.step("Authorization: a ServicePolicy in each exporting cluster lets only spiffe://cluster.local/ns/shop/sa/client call echo; a pod of %s under service account intruder calls too", c.Name)
+	intruder, err := m.DeployInjected(ctx, c, "intruder", "client", "intruder", sc.ClientPort, nil)
+	if err != nil {
+		return err
+	}
+	for _, e := range exporters {
+		if err := e.Client.Create(ctx, sc.AllowOnly("echo-callers", "echo", "spiffe://cluster.local/ns/shop/sa/client")); err != nil {
+			return err
+		}
+	}
+	var refused []sc.Call
+	if err := testbed.Poll(ctx, 30*time.Second, "the intruder refused", func() error {
+		var err error
+		refused, err = sc.Calls(ctx, intruder, 20)
+		for _, call := range refused {
+			if err == nil && (call.OK || !strings.Contains(call.Error, "PermissionDenied")) {
+				err = fmt.Errorf("a call: ok %v, %s", call.OK, call.Error)
+			}
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	served, err := sc.Calls(ctx, allowed, 20)
+	if err != nil {
+		return err
+	}
+	d.say("the intruder's call: %s", refused[0].Error)
+	d.record("intruder (sa/intruder)", fmt.Sprintf("%d of %d calls refused, PermissionDenied", len(refused), len(refused)))
+	d.record("client (sa/client)", fmt.Sprintf("%d of %d calls served", len(served)-sc.Split(served)[""], len(served)))
 	return nil
 }
 

@@ -1,13 +1,14 @@
-// Package routes reports, in each GRPCRoute's status, what meshfed makes of the route for
-// each parent that is a Service or a ServiceImport (GAMMA): Accepted and ResolvedRefs with
-// the Gateway API's reasons, decided by translate.ResolveGRPCRoute, the function the
-// control plane programs the proxies by. Parents of other kinds (Gateways) are other
-// controllers' to report, and their entries are kept.
+// Package routes reports, in each GRPCRoute's and HTTPRoute's status, what meshfed makes of
+// the route for each parent that is a Service or a ServiceImport (GAMMA): Accepted and
+// ResolvedRefs with the Gateway API's reasons, decided by translate.ResolveGRPCRoute and
+// ResolveHTTPRoute, the functions the control plane programs the proxies by. Parents of
+// other kinds (Gateways) are other controllers' to report, and their entries are kept.
 package routes
 
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -27,34 +28,71 @@ import (
 	"github.com/meshfed/meshfed/operator/internal/translate"
 )
 
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=grpcroutes,verbs=get;list;watch
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=grpcroutes/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=grpcroutes;httproutes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=grpcroutes/status;httproutes/status,verbs=get;update;patch
 
-// Reconciler writes the GRPCRoutes' parent statuses.
+// Kind is what the Reconciler needs of one route kind.
+type Kind struct {
+	Name string
+	// New returns an empty route and a pointer to its status; List an empty list.
+	New  func() (client.Object, *gatewayv1.RouteStatus)
+	List func() client.ObjectList
+	// Resolve is the translate function of the kind.
+	Resolve func(client.Object, translate.RouteLookup) []translate.ParentResult
+}
+
+// GRPCRoutes and HTTPRoutes are the route kinds meshfed reports.
+var (
+	GRPCRoutes = Kind{Name: "GRPCRoute",
+		New: func() (client.Object, *gatewayv1.RouteStatus) {
+			r := &gatewayv1.GRPCRoute{}
+			return r, &r.Status.RouteStatus
+		},
+		List: func() client.ObjectList { return &gatewayv1.GRPCRouteList{} },
+		Resolve: func(o client.Object, lookup translate.RouteLookup) []translate.ParentResult {
+			parents, _ := translate.ResolveGRPCRoute(o.(*gatewayv1.GRPCRoute), lookup)
+			return parents
+		},
+	}
+	HTTPRoutes = Kind{Name: "HTTPRoute",
+		New: func() (client.Object, *gatewayv1.RouteStatus) {
+			r := &gatewayv1.HTTPRoute{}
+			return r, &r.Status.RouteStatus
+		},
+		List: func() client.ObjectList { return &gatewayv1.HTTPRouteList{} },
+		Resolve: func(o client.Object, lookup translate.RouteLookup) []translate.ParentResult {
+			parents, _ := translate.ResolveHTTPRoute(o.(*gatewayv1.HTTPRoute), lookup)
+			return parents
+		},
+	}
+)
+
+// Reconciler writes the parent statuses of the routes of one kind.
 type Reconciler struct {
 	Client client.Client
+	Kind   Kind
 }
 
 // Reconcile reports one route.
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	var route gatewayv1.GRPCRoute
-	if err := r.Client.Get(ctx, req.NamespacedName, &route); err != nil {
+	route, status := r.Kind.New()
+	if err := r.Client.Get(ctx, req.NamespacedName, route); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	lookup := &cacheLookup{ctx: ctx, client: r.Client}
-	parents, _ := translate.ResolveGRPCRoute(&route, lookup)
+	parents := r.Kind.Resolve(route, lookup)
 	if lookup.err != nil {
 		return reconcile.Result{}, lookup.err
 	}
-	base := route.DeepCopy()
-	route.Status.Parents = ParentStatuses(route.Status.Parents, parents, route.Generation)
-	if apiequality.Semantic.DeepEqual(base.Status, route.Status) {
+	updated := ParentStatuses(status.Parents, parents, route.GetGeneration())
+	if apiequality.Semantic.DeepEqual(status.Parents, updated) {
 		return reconcile.Result{}, nil
 	}
+	status.Parents = updated
 	// An update, not a merge patch: status.parents is a list that other controllers
 	// write too, and the resourceVersion guards their entries.
-	if err := r.Client.Status().Update(ctx, &route); err != nil && !apierrors.IsNotFound(err) {
-		return reconcile.Result{}, fmt.Errorf("update the status of GRPCRoute %s/%s: %w", route.Namespace, route.Name, err)
+	if err := r.Client.Status().Update(ctx, route); err != nil && !apierrors.IsNotFound(err) {
+		return reconcile.Result{}, fmt.Errorf("update the status of %s %s/%s: %w", r.Kind.Name, route.GetNamespace(), route.GetName(), err)
 	}
 	return reconcile.Result{}, nil
 }
@@ -136,13 +174,19 @@ func (l *cacheLookup) get(namespace, name string, obj client.Object) bool {
 // a Service or ServiceImport there comes, goes or changes its ports.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	inNamespace := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
-		var list gatewayv1.GRPCRouteList
-		if err := r.Client.List(ctx, &list, client.InNamespace(obj.GetNamespace())); err != nil {
+		list := r.Kind.List()
+		if err := r.Client.List(ctx, list, client.InNamespace(obj.GetNamespace())); err != nil {
 			return nil
 		}
-		reqs := make([]reconcile.Request, 0, len(list.Items))
-		for _, route := range list.Items {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&route)})
+		items, err := meta.ExtractList(list)
+		if err != nil {
+			return nil
+		}
+		var reqs []reconcile.Request
+		for _, item := range items {
+			if route, ok := item.(client.Object); ok {
+				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(route)})
+			}
 		}
 		return reqs
 	})
@@ -157,8 +201,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 		return true
 	}}
-	return ctrl.NewControllerManagedBy(mgr).Named("grpcroute").
-		For(&gatewayv1.GRPCRoute{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+	route, _ := r.Kind.New()
+	return ctrl.NewControllerManagedBy(mgr).Named(strings.ToLower(r.Kind.Name)).
+		For(route, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Service{}, inNamespace, builder.WithPredicates(portsChange)).
 		Watches(&mcsv1beta1.ServiceImport{}, inNamespace, builder.WithPredicates(portsChange)).
 		Complete(r)
