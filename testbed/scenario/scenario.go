@@ -490,6 +490,11 @@ func AllOn(ctx context.Context, client *testbed.Workload, cluster string, n int,
 			return err
 		}
 		if s := Split(cs); s[cluster] != n {
+			for _, c := range cs {
+				if !c.OK {
+					return fmt.Errorf("split %v, a failed call: %s", s, c.Error)
+				}
+			}
 			return fmt.Errorf("split %v", s)
 		}
 		return nil

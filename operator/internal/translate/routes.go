@@ -18,10 +18,10 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 )
 
-// GAMMA: a GRPCRoute whose parentRef is a Service (or a ServiceImport) replaces, for the
-// calls to that service's host, the one route meshfed programs by default. Its rules go
-// in Gateway API's order of precedence; a call no rule matches fails (no route), as the
-// Gateway API has it.
+// GAMMA: a GRPCRoute or HTTPRoute whose parentRef is a Service (or a ServiceImport)
+// replaces, for the calls to that service's host, the one route meshfed programs by
+// default. The rules of every route attached to the host go in the Gateway API's order of
+// precedence; a call no rule matches fails (no route), as the Gateway API has it.
 
 // ControllerName is how meshfed signs the route statuses it writes.
 const ControllerName gatewayv1.GatewayController = "meshfed.io/mesh-controller"
@@ -156,7 +156,8 @@ func resolveParents(namespace string, refs []gatewayv1.ParentReference, lookup R
 			continue
 		}
 		p := ParentResult{Ref: ref, Host: host, Namespace: namespace, Name: string(ref.Name), ResolvedRefs: resolved,
-			Accepted: Condition{OK: true, Reason: gatewayv1.RouteReasonAccepted, Message: "the mesh's proxyless clients route calls to the " + strings.ToLower(host) + " by this route"}}
+			Accepted: Condition{OK: true, Reason: gatewayv1.RouteReasonAccepted,
+				Message: fmt.Sprintf("this cluster's clients route their calls to %s %s/%s by this route", host, namespace, ref.Name)}}
 		if ref.Namespace != nil && string(*ref.Namespace) != namespace {
 			p.Namespace = string(*ref.Namespace)
 			p.Accepted = Condition{Reason: gatewayv1.RouteReasonUnsupportedValue,

