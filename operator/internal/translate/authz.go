@@ -1,9 +1,11 @@
 package translate
 
 import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/rbac/audit_loggers/stream/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -20,20 +22,37 @@ const (
 // authzFilters are the HTTP filters that enforce a service's authorization, to run before
 // the router. A call no Allow rule matches is refused, so an Authz without Allow rules
 // refuses every call.
-func authzFilters(a *Authz) []*hcmv3.HttpFilter {
+//
+// With audit, each refused call is logged (gRFC A59, the stdout audit logger: one JSON line
+// per refusal on the server's standard output, naming the caller, the method and the
+// rule), which grpc-go servers do; the logger is optional, so a client without it keeps
+// the rest. Envoy counts refusals in its RBAC filter's stats instead.
+func authzFilters(a *Authz, audit bool) []*hcmv3.HttpFilter {
 	var out []*hcmv3.HttpFilter
 	if len(a.Deny) > 0 {
-		out = append(out, rbacFilter(rbacDenyFilter, rbacv3.RBAC_DENY, a.Deny))
+		out = append(out, rbacFilter(rbacDenyFilter, rbacv3.RBAC_DENY, a.Deny, audit))
 	}
-	return append(out, rbacFilter(rbacAllowFilter, rbacv3.RBAC_ALLOW, a.Allow))
+	return append(out, rbacFilter(rbacAllowFilter, rbacv3.RBAC_ALLOW, a.Allow, audit))
 }
 
-func rbacFilter(name string, action rbacv3.RBAC_Action, rules []AuthzRule) *hcmv3.HttpFilter {
+// refusalLog logs the calls an RBAC filter refuses on the server's standard output.
+var refusalLog = &rbacv3.RBAC_AuditLoggingOptions{
+	AuditCondition: rbacv3.RBAC_AuditLoggingOptions_ON_DENY,
+	LoggerConfigs: []*rbacv3.RBAC_AuditLoggingOptions_AuditLoggerConfig{{
+		AuditLogger: &corev3.TypedExtensionConfig{Name: "stdout_logger", TypedConfig: packAny(&streamv3.StdoutAuditLog{})},
+		IsOptional:  true,
+	}},
+}
+
+func rbacFilter(name string, action rbacv3.RBAC_Action, rules []AuthzRule, audit bool) *hcmv3.HttpFilter {
 	policies := map[string]*rbacv3.Policy{}
 	for _, r := range rules {
 		policies[r.Name] = &rbacv3.Policy{Permissions: permissions(r.Methods), Principals: principals(r.Principals)}
 	}
 	cfg := &rbacfilterv3.RBAC{Rules: &rbacv3.RBAC{Action: action, Policies: policies}}
+	if audit {
+		cfg.Rules.AuditLoggingOptions = refusalLog
+	}
 	// The policies are a map: encoded with sorted keys, so that one configuration always
 	// gives the same bytes.
 	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(cfg)

@@ -15,6 +15,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
@@ -63,10 +64,20 @@ func TranslateEnvoy(m *Model) *EnvoyResources {
 	g := Translate(m) // the routes and endpoints are the same
 	out := &EnvoyResources{}
 	out.Endpoints = g.Endpoints
+	faults := envoyFaults(m)
 	byPort := map[uint32][]*routev3.VirtualHost{}
 	for _, rc := range g.Routes {
 		_, port, _ := splitHostPort(rc.Name)
-		byPort[port] = append(byPort[port], rc.VirtualHosts...)
+		for _, vh := range rc.VirtualHosts {
+			if f := faults[vh.Name]; f != nil {
+				// The listener's fault filter has no fault of its own; the virtual host of a
+				// service with faults gives it the service's (a copy: the proxyless routes
+				// are shared with gRPC clients).
+				vh = proto.Clone(vh).(*routev3.VirtualHost)
+				vh.TypedPerFilterConfig = map[string]*anypb.Any{wellknown.Fault: f}
+			}
+			byPort[port] = append(byPort[port], vh)
+		}
 	}
 	ports := make([]uint32, 0, len(byPort))
 	for p := range byPort {
@@ -76,9 +87,9 @@ func TranslateEnvoy(m *Model) *EnvoyResources {
 	for _, p := range ports {
 		name := strconv.Itoa(int(p))
 		out.Routes = append(out.Routes, &routev3.RouteConfiguration{Name: name, VirtualHosts: byPort[p]})
-		out.Listeners = append(out.Listeners, outboundListener("0.0.0.0_"+name, "0.0.0.0", p, name))
+		out.Listeners = append(out.Listeners, outboundListener("0.0.0.0_"+name, "0.0.0.0", p, name, len(faults) > 0))
 	}
-	addClusterSetIPs(m, g, out)
+	addClusterSetIPs(m, g, out, faults)
 	out.Listeners = append(out.Listeners, &listenerv3.Listener{
 		Name:           "virtualOutbound",
 		Address:        socketAddress("0.0.0.0", OutboundPort),
@@ -127,7 +138,7 @@ func TranslateEnvoy(m *Model) *EnvoyResources {
 				}
 			}
 			if len(match.PrefixRanges) > 0 {
-				inbound.FilterChains = append(inbound.FilterChains, m.inboundChain(cluster+s.Namespace+"/"+s.Name, cluster, match, authzFilters(s.Authz)...))
+				inbound.FilterChains = append(inbound.FilterChains, m.inboundChain(cluster+s.Namespace+"/"+s.Name, cluster, match, authzFilters(s.Authz, false)...))
 			}
 		}
 	}
@@ -142,7 +153,13 @@ func TranslateEnvoy(m *Model) *EnvoyResources {
 
 // outboundListener is a listener that the virtual outbound listener hands connections to
 // address:port (it binds nothing itself), with the HTTP routes of RouteConfiguration routes.
-func outboundListener(name, address string, port uint32, routes string) *listenerv3.Listener {
+// With faults, the HTTP filters start with a fault filter that injects nothing unless a
+// virtual host's typed_per_filter_config says so.
+func outboundListener(name, address string, port uint32, routes string, faults bool) *listenerv3.Listener {
+	filters := []*hcmv3.HttpFilter{sharedRouter}
+	if faults {
+		filters = append([]*hcmv3.HttpFilter{{Name: wellknown.Fault, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: packAny(&faultv3.HTTPFault{})}}}, filters...)
+	}
 	return &listenerv3.Listener{
 		Name:       name,
 		Address:    socketAddress(address, port),
@@ -151,16 +168,30 @@ func outboundListener(name, address string, port uint32, routes string) *listene
 			StatPrefix:     "outbound_" + name,
 			CodecType:      hcmv3.HttpConnectionManager_AUTO,
 			RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: routes, ConfigSource: sharedADS}},
-			HttpFilters:    []*hcmv3.HttpFilter{sharedRouter},
+			HttpFilters:    filters,
 		})}}},
 	}
+}
+
+// envoyFaults are the packed fault configurations of the services that have faults, by the
+// names of their virtual hosts (the service's hosts).
+func envoyFaults(m *Model) map[string]*anypb.Any {
+	out := map[string]*anypb.Any{}
+	for i := range m.Services {
+		s := &m.Services[i]
+		if f := faultFilters(s); len(f) > 0 {
+			out[s.localHost()] = f[0].GetTypedConfig()
+			out[s.clustersetHost()] = f[0].GetTypedConfig()
+		}
+	}
+	return out
 }
 
 // addClusterSetIPs routes traffic to an import's ClusterSet IPs like traffic to its
 // clusterset host: a listener of its own for each address and port, which the original
 // destination picks over 0.0.0.0:<port>, with the host's routes for any Host header (a
 // client that dialled the address sends the address).
-func addClusterSetIPs(m *Model, g *Resources, out *EnvoyResources) {
+func addClusterSetIPs(m *Model, g *Resources, out *EnvoyResources, faults map[string]*anypb.Any) {
 	routes := make(map[string]*routev3.RouteConfiguration, len(g.Routes))
 	for _, rc := range g.Routes {
 		routes[rc.Name] = rc
@@ -181,10 +212,13 @@ func addClusterSetIPs(m *Model, g *Resources, out *EnvoyResources) {
 				for _, vh := range host.VirtualHosts {
 					vh = proto.Clone(vh).(*routev3.VirtualHost)
 					vh.Domains = []string{"*"}
+					if f := faults[vh.Name]; f != nil {
+						vh.TypedPerFilterConfig = map[string]*anypb.Any{wellknown.Fault: f}
+					}
 					rc.VirtualHosts = append(rc.VirtualHosts, vh)
 				}
 				out.Routes = append(out.Routes, rc)
-				out.Listeners = append(out.Listeners, outboundListener(name, ip, p.Port, name))
+				out.Listeners = append(out.Listeners, outboundListener(name, ip, p.Port, name, len(faults) > 0))
 			}
 		}
 	}

@@ -97,7 +97,7 @@ func (r *Resources) addServers(t *translation, e *endpoints) []string {
 	var listening []string
 	chain := t.serverChain
 	if e.s.Authz != nil {
-		chain = t.serverFilterChain(authzFilters(e.s.Authz)...)
+		chain = t.serverFilterChain(authzFilters(e.s.Authz, true)...)
 	}
 	for i, ep := range e.s.Endpoints {
 		if ep.Cluster != t.Cluster {

@@ -277,7 +277,7 @@ func TestTwoServicesOfOnePod(t *testing.T) {
 // every route, cluster, endpoint and SDS reference resolves, and it equals the reviewed
 // golden file.
 func TestTranslateEnvoyGolden(t *testing.T) {
-	for _, name := range []string{"failover-across-networks", "weighted-split", "authorization", "grpc-routes"} {
+	for _, name := range []string{"failover-across-networks", "weighted-split", "authorization", "grpc-routes", "fault-injection"} {
 		t.Run(name, func(t *testing.T) {
 			r := TranslateEnvoy(goldenModels()[name])
 			if err := CheckEnvoy(r); err != nil {

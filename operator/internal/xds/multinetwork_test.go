@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -293,6 +295,20 @@ func TestMultiNetwork(t *testing.T) {
 				return allRefused(ctx, w, 30)
 			}))
 		}
+		// Each refusal is logged by the server that refused it (gRFC A59's stdout audit
+		// logger, in the configuration): the grpc-go server of cluster-3 names the caller.
+		must(t, testbed.Poll(ctx, 30*time.Second, "a refusal in echo-3's log", func() error {
+			logs, err := kubernetes.NewForConfigOrDie(c3.Config).CoreV1().Pods(sc.Namespace).GetLogs("echo-3", &corev1.PodLogOptions{Container: "main"}).DoRaw(ctx)
+			if err != nil {
+				return err
+			}
+			for _, line := range strings.Split(string(logs), "\n") {
+				if strings.Contains(line, "grpc_audit_log") && strings.Contains(line, "spiffe://cluster.local/ns/shop/sa/intruder") && strings.Contains(line, `"authorized":false`) {
+					return nil
+				}
+			}
+			return fmt.Errorf("no audit line for the intruder in %d bytes of log", len(logs))
+		}))
 		// The allowed callers are served throughout, by both exporting clusters, and by the
 		// grpc-js server in its network.
 		for impl, w := range callers {
