@@ -14,6 +14,7 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -263,18 +264,61 @@ func TestProxylessGRPC(t *testing.T) {
 		}
 	})
 
+	t.Run("a retry succeeds on another endpoint", func(t *testing.T) {
+		// A second server in A; the first fails every call. Without retries about half
+		// of the calls fail; with two attempts on Unavailable, a failed attempt is made
+		// again on the next endpoint and every call succeeds.
+		second, err := f.Server(ctx, a, "echo-a-second")
+		must(t, err)
+		must(t, sc.SetFailing(ctx, f.serverA, true))
+		t.Cleanup(func() {
+			// The later subtests count on one server in A, serving.
+			must(t, sc.SetFailing(ctx, f.serverA, false))
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: sc.Namespace, Name: second.Name}}
+			must(t, a.Client.Delete(ctx, pod))
+			testbed.Eventually(t, time.Minute, "echo-a-second gone", func() error {
+				if err := a.Client.Get(ctx, client.ObjectKeyFromObject(pod), pod); !apierrors.IsNotFound(err) {
+					return fmt.Errorf("still there (%v)", err)
+				}
+				return nil
+			})
+		})
+		must(t, testbed.Poll(ctx, 30*time.Second, "calls failing on the failing server", func() error {
+			for _, c := range f.calls(t, 20) {
+				if strings.Contains(c.Error, "failing on purpose") {
+					return nil
+				}
+			}
+			return errors.New("no call failed yet")
+		}))
+		p := traffic(t, &meshv1.ServiceTraffic{Retries: &meshv1.RetryPolicy{Attempts: 2, On: []string{"unavailable"}}})
+		for impl, client := range clients(t) {
+			must(t, testbed.Poll(ctx, 30*time.Second, string(impl)+": every call served, retried", func() error {
+				for _, c := range mustCalls(ctx, t, client, 100) {
+					if !c.OK || c.Pod != second.Name {
+						return fmt.Errorf("a call: ok %v by %q: %s", c.OK, c.Pod, c.Error)
+					}
+				}
+				return nil
+			}))
+		}
+		must(t, a.Client.Delete(ctx, p))
+	})
+
 	t.Run("a weighted split and its change", func(t *testing.T) {
 		f.policy(t, weights(a.Name, b.Name, 20, 80))
-		must(t, testbed.Poll(ctx, 30*time.Second, "the split reaches the client", func() error {
-			if s := sc.Split(f.calls(t, 50)); s[b.Name] == 0 {
-				return fmt.Errorf("split %v", s)
+		for impl, client := range clients(t) {
+			must(t, testbed.Poll(ctx, 30*time.Second, string(impl)+": the split reaches the client", func() error {
+				if s := sc.Split(mustCalls(ctx, t, client, 50)); s[b.Name] == 0 {
+					return fmt.Errorf("split %v", s)
+				}
+				return nil
+			}))
+			s := sc.Split(mustCalls(ctx, t, client, sc.SplitCalls))
+			t.Logf("SPLIT (%s) {A:20, B:80} over %d calls: A %d, B %d, failed %d", impl, sc.SplitCalls, s[a.Name], s[b.Name], s[""])
+			if err := sc.CheckSplit(s[a.Name], sc.SplitCalls, 20); err != nil || s[""] > 0 {
+				t.Errorf("%s: split %v: A %v, %d failed", impl, s, err, s[""])
 			}
-			return nil
-		}))
-		s := sc.Split(f.calls(t, sc.SplitCalls))
-		t.Logf("SPLIT {A:20, B:80} over %d calls: A %d, B %d, failed %d", sc.SplitCalls, s[a.Name], s[b.Name], s[""])
-		if err := sc.CheckSplit(s[a.Name], sc.SplitCalls, 20); err != nil || s[""] > 0 {
-			t.Errorf("split %v: A %v, %d failed", s, err, s[""])
 		}
 
 		// The time a change takes: {A:20, B:80} → {A:100, B:0}, so that the moment every
@@ -309,7 +353,7 @@ func TestProxylessGRPC(t *testing.T) {
 			}
 			return nil
 		}))
-		s = sc.Split(f.calls(t, sc.SplitCalls))
+		s := sc.Split(f.calls(t, sc.SplitCalls))
 		t.Logf("SPLIT {A:50, B:50} over %d calls: A %d, B %d, failed %d", sc.SplitCalls, s[a.Name], s[b.Name], s[""])
 		if err := sc.CheckSplit(s[a.Name], sc.SplitCalls, 50); err != nil || s[""] > 0 {
 			t.Errorf("split %v: A %v, %d failed", s, err, s[""])
