@@ -277,10 +277,14 @@ func TestProxylessGRPC(t *testing.T) {
 			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: sc.Namespace, Name: second.Name}}
 			must(t, a.Client.Delete(ctx, pod))
 			testbed.Eventually(t, time.Minute, "echo-a-second gone", func() error {
-				if err := a.Client.Get(ctx, client.ObjectKeyFromObject(pod), pod); !apierrors.IsNotFound(err) {
-					return fmt.Errorf("still there (%v)", err)
+				err := a.Client.Get(ctx, client.ObjectKeyFromObject(pod), pod)
+				if apierrors.IsNotFound(err) {
+					return nil
 				}
-				return nil
+				if err != nil {
+					return err
+				}
+				return errors.New("still there")
 			})
 		})
 		must(t, testbed.Poll(ctx, 30*time.Second, "calls failing on the failing server", func() error {
