@@ -254,33 +254,19 @@ func TestMultiNetwork(t *testing.T) {
 	})
 
 	t.Run("authorization: the servers let in the callers a ServicePolicy allows, from another network", func(t *testing.T) {
-		// Both implementations on both ends: intruders and allowed callers on grpc-go and on
-		// grpc-js in cluster-1, and a grpc-js server beside cluster-3's grpc-go one (grpc-js
-		// enforces RBAC with GRPC_XDS_EXPERIMENTAL_RBAC, which its image sets). A gateway
-		// passes a connection to one pod, and a client keeps its connection, so the grpc-js
-		// server is asked by callers in its own network, where each call picks a pod.
-		_, err := m.RunInjectedOn(ctx, sc.GRPCJS, c3, "echo-3js", "server", "echo", sc.EchoPort, map[string]string{"app": "echo"})
-		must(t, err)
+		// Intruders and allowed callers on grpc-go and on grpc-js.
 		intruder, err := m.RunInjected(ctx, c1, "intruder", "client", "intruder", sc.ClientPort, nil)
 		must(t, err)
 		intruderJS, err := m.RunInjectedOn(ctx, sc.GRPCJS, c1, "intruder-js", "client", "intruder", sc.ClientPort, nil)
 		must(t, err)
-		intruder3, err := m.RunInjected(ctx, c3, "intruder-3", "client", "intruder", sc.ClientPort, nil)
-		must(t, err)
-		client3, err := m.RunInjected(ctx, c3, "client-3", "client", "client", sc.ClientPort, nil)
-		must(t, err)
 		callers := map[string]*testbed.Workload{"grpc-go": client, "grpc-js": clientJS(t)}
-		intruders := map[string]*testbed.Workload{"grpc-go": intruder, "grpc-js": intruderJS, "grpc-go in " + c3.Name: intruder3}
-		// Without a policy every caller with a mesh certificate is served, by the grpc-js
-		// server too.
+		intruders := map[string]*testbed.Workload{"grpc-go": intruder, "grpc-js": intruderJS}
+		// Without a policy every caller with a mesh certificate is served.
 		for impl, w := range intruders {
 			must(t, testbed.Poll(ctx, 30*time.Second, "the "+impl+" intruder's calls served before any policy", func() error {
 				return allServed(ctx, w, 10)
 			}))
 		}
-		must(t, testbed.Poll(ctx, 30*time.Second, "the grpc-js server serving the intruder of its network", func() error {
-			return servedBy(ctx, intruder3, "echo-3js", 40)
-		}))
 		policy := func() *meshv1.ServicePolicy {
 			return &meshv1.ServicePolicy{ObjectMeta: metav1.ObjectMeta{Namespace: sc.Namespace, Name: "echo-callers"}, Spec: meshv1.ServicePolicySpec{
 				TargetRefs: []meshv1.PolicyTargetReference{{Group: mcsv1beta1.GroupName, Kind: "ServiceImport", Name: "echo"}},
@@ -309,8 +295,7 @@ func TestMultiNetwork(t *testing.T) {
 			}
 			return fmt.Errorf("no audit line for the intruder in %d bytes of log", len(logs))
 		}))
-		// The allowed callers are served throughout, by both exporting clusters, and by the
-		// grpc-js server in its network.
+		// The allowed callers are served throughout, by both exporting clusters.
 		for impl, w := range callers {
 			cs, err := sc.Calls(ctx, w, 100)
 			must(t, err)
@@ -318,7 +303,6 @@ func TestMultiNetwork(t *testing.T) {
 				t.Errorf("the allowed %s caller's calls: %v (want all served, by %s and %s)", impl, s, c2.Name, c3.Name)
 			}
 		}
-		must(t, servedBy(ctx, client3, "echo-3js", 40))
 		// A Deny rule wins over the Allow rule: the allowed caller is refused too.
 		for _, c := range []*testbed.Cluster{c2, c3} {
 			p := policy()
@@ -367,6 +351,32 @@ func TestMultiNetwork(t *testing.T) {
 				return allServed(ctx, w, 10)
 			}))
 		}
+	})
+
+	t.Run("a grpc-js server enforces a ServicePolicy for the callers of its network", func(t *testing.T) {
+		// Callers in cluster-3 itself, where each call picks a pod (through a gateway a
+		// connection stays on one), and a grpc-js server beside cluster-3's grpc-go one;
+		// grpc-js enforces RBAC with GRPC_XDS_EXPERIMENTAL_RBAC, which its image sets.
+		js, err := m.RunInjectedOn(ctx, sc.GRPCJS, c3, "echo-3js", "server", "echo", sc.EchoPort, map[string]string{"app": "echo"})
+		must(t, err)
+		t.Cleanup(func() { _ = js.Kill(ctx) })
+		intruder3, err := m.RunInjected(ctx, c3, "intruder-3", "client", "intruder", sc.ClientPort, nil)
+		must(t, err)
+		client3, err := m.RunInjected(ctx, c3, "client-3", "client", "client", sc.ClientPort, nil)
+		must(t, err)
+		must(t, testbed.Poll(ctx, 30*time.Second, "the grpc-js server serving the intruder before any policy", func() error {
+			return servedBy(ctx, intruder3, "echo-3js", 40)
+		}))
+		// In both exporting clusters: a fifth of the calls go to cluster-2 (the split).
+		for _, c := range []*testbed.Cluster{c2, c3} {
+			p := sc.AllowOnly("echo-callers", "echo", "spiffe://cluster.local/ns/shop/sa/client")
+			testbed.MustCreate(ctx, t, c.Client, p)
+			t.Cleanup(func() { _ = ctrlclient.IgnoreNotFound(c.Client.Delete(ctx, p)) })
+		}
+		must(t, testbed.Poll(ctx, 30*time.Second, "every call of the intruder of cluster-3 refused, by both servers", func() error {
+			return allRefused(ctx, intruder3, 40)
+		}))
+		must(t, servedBy(ctx, client3, "echo-3js", 40))
 	})
 
 	t.Run("a gateway refuses what its cluster does not export", func(t *testing.T) {
@@ -492,7 +502,7 @@ func allRefused(ctx context.Context, caller *testbed.Workload, n int) error {
 	}
 	for _, c := range cs {
 		if c.OK || !strings.Contains(c.Error, "PermissionDenied") {
-			return fmt.Errorf("a call: ok %v, error %q", c.OK, c.Error)
+			return fmt.Errorf("a call: ok %v (served by %s in %s), error %q", c.OK, c.Pod, c.Cluster, c.Error)
 		}
 	}
 	return nil
