@@ -246,6 +246,11 @@ func (w *Workload) SetReady(ctx context.Context, ready bool) error {
 	return w.WaitReady(ctx, ready)
 }
 
+// MetricsURL is where the workload serves its Prometheus metrics: on its control port.
+func (w *Workload) MetricsURL() string {
+	return fmt.Sprintf("http://%s/metrics", w.Addr(int(w.control)))
+}
+
 // WaitReady waits until the Pod's Ready condition is ready.
 func (w *Workload) WaitReady(ctx context.Context, ready bool) error {
 	return PollEvery(ctx, time.Minute, 20*time.Millisecond, fmt.Sprintf("pod %s/%s ready=%v", w.Namespace, w.Name, ready), func(ctx context.Context) error {

@@ -195,6 +195,11 @@ type RetryPolicy struct {
 	// +listType=set
 	// +optional
 	On []string `json:"on,omitempty"`
+	// PerTryTimeout bounds each attempt, so that a retry goes out while the call's timeout
+	// leaves room for it. Envoy sidecars apply it; proxyless gRPC clients (grpc-go,
+	// grpc-js) have no per-attempt timeout and ignore it (gRFC A44).
+	// +optional
+	PerTryTimeout *metav1.Duration `json:"perTryTimeout,omitempty"`
 }
 
 // ServiceRef names a Service by namespace sameness: the same name in every cluster.

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
@@ -9,6 +10,9 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshfed/meshfed/proxyless/refusals"
 )
 
 // Names of the RBAC HTTP filters of a server listener (gRFC A41; Envoy's
@@ -20,39 +24,43 @@ const (
 )
 
 // authzFilters are the HTTP filters that enforce a service's authorization, to run before
-// the router. A call no Allow rule matches is refused, so an Authz without Allow rules
-// refuses every call.
-//
-// With audit, each refused call is logged (gRFC A59, the stdout audit logger: one JSON line
-// per refusal on the server's standard output, naming the caller, the method and the
-// rule), which grpc-go servers do; the logger is optional, so a client without it keeps
-// the rest. Envoy counts refusals in its RBAC filter's stats instead.
-func authzFilters(a *Authz, audit bool) []*hcmv3.HttpFilter {
+// the router; logging (nil: none) is what the filters do with the calls they refuse. A call
+// no Allow rule matches is refused, so an Authz without Allow rules refuses every call.
+func authzFilters(a *Authz, logging *rbacv3.RBAC_AuditLoggingOptions) []*hcmv3.HttpFilter {
 	var out []*hcmv3.HttpFilter
 	if len(a.Deny) > 0 {
-		out = append(out, rbacFilter(rbacDenyFilter, rbacv3.RBAC_DENY, a.Deny, audit))
+		out = append(out, rbacFilter(rbacDenyFilter, rbacv3.RBAC_DENY, a.Deny, logging))
 	}
-	return append(out, rbacFilter(rbacAllowFilter, rbacv3.RBAC_ALLOW, a.Allow, audit))
+	return append(out, rbacFilter(rbacAllowFilter, rbacv3.RBAC_ALLOW, a.Allow, logging))
 }
 
-// refusalLog logs the calls an RBAC filter refuses on the server's standard output.
-var refusalLog = &rbacv3.RBAC_AuditLoggingOptions{
-	AuditCondition: rbacv3.RBAC_AuditLoggingOptions_ON_DENY,
-	LoggerConfigs: []*rbacv3.RBAC_AuditLoggingOptions_AuditLoggerConfig{{
-		AuditLogger: &corev3.TypedExtensionConfig{Name: "stdout_logger", TypedConfig: packAny(&streamv3.StdoutAuditLog{})},
-		IsOptional:  true,
-	}},
+// refusalLogging has a server log and count each call of service (namespace/name) it
+// refuses, with gRFC A59 audit loggers, both optional so that a server without them keeps
+// the rest: the stdout logger writes one JSON line per refusal on the server's standard
+// output, naming the caller, the method and the rule; meshfed's refusal counter (package
+// proxyless/refusals) counts it in a grpc-go server that imports that package. Envoy counts
+// refusals in its RBAC filters' stats instead.
+func refusalLogging(service string) *rbacv3.RBAC_AuditLoggingOptions {
+	counter := &xdstypev3.TypedStruct{TypeUrl: refusals.TypeURL, Value: &structpb.Struct{Fields: map[string]*structpb.Value{
+		"service": structpb.NewStringValue(service)}}}
+	return &rbacv3.RBAC_AuditLoggingOptions{
+		AuditCondition: rbacv3.RBAC_AuditLoggingOptions_ON_DENY,
+		LoggerConfigs: []*rbacv3.RBAC_AuditLoggingOptions_AuditLoggerConfig{{
+			AuditLogger: &corev3.TypedExtensionConfig{Name: "stdout_logger", TypedConfig: packAny(&streamv3.StdoutAuditLog{})},
+			IsOptional:  true,
+		}, {
+			AuditLogger: &corev3.TypedExtensionConfig{Name: refusals.LoggerName, TypedConfig: packAny(counter)},
+			IsOptional:  true,
+		}},
+	}
 }
 
-func rbacFilter(name string, action rbacv3.RBAC_Action, rules []AuthzRule, audit bool) *hcmv3.HttpFilter {
+func rbacFilter(name string, action rbacv3.RBAC_Action, rules []AuthzRule, logging *rbacv3.RBAC_AuditLoggingOptions) *hcmv3.HttpFilter {
 	policies := map[string]*rbacv3.Policy{}
 	for _, r := range rules {
 		policies[r.Name] = &rbacv3.Policy{Permissions: permissions(r.Methods), Principals: principals(r.Principals)}
 	}
-	cfg := &rbacfilterv3.RBAC{Rules: &rbacv3.RBAC{Action: action, Policies: policies}}
-	if audit {
-		cfg.Rules.AuditLoggingOptions = refusalLog
-	}
+	cfg := &rbacfilterv3.RBAC{Rules: &rbacv3.RBAC{Action: action, Policies: policies, AuditLoggingOptions: logging}}
 	// The policies are a map: encoded with sorted keys, so that one configuration always
 	// gives the same bytes.
 	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(cfg)

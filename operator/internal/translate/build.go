@@ -189,6 +189,7 @@ func BuildModel(in Inputs) (*Model, []error) {
 			}
 			return s.ImportPorts, true
 		},
+		grpcRoutes: in.GRPCRoutes,
 	}
 	type hostKey struct {
 		key
@@ -267,6 +268,7 @@ func ImportPorts(imp *mcsv1beta1.ServiceImport) []Port {
 // routeLookup answers RouteLookup from the model being built.
 type routeLookup struct {
 	service, imported func(namespace, name string) ([]Port, bool)
+	grpcRoutes        []gatewayv1.GRPCRoute
 }
 
 func (l routeLookup) ServicePorts(namespace, name string) ([]Port, bool) {
@@ -275,6 +277,10 @@ func (l routeLookup) ServicePorts(namespace, name string) ([]Port, bool) {
 func (l routeLookup) ImportPorts(namespace, name string) ([]Port, bool) {
 	return l.imported(namespace, name)
 }
+
+// GRPCRoutes are every GRPCRoute: grpcRouteOn looks only at those of the parent's
+// namespace.
+func (l routeLookup) GRPCRoutes(string) []gatewayv1.GRPCRoute { return l.grpcRoutes }
 
 // authzOf adds the rules of a ServicePolicy's authorization to authz (nil: none yet);
 // namespaces of callers are in the mesh's trust domain td.
@@ -343,6 +349,9 @@ func policyOf(tp *meshv1.TrafficPolicy) Policy {
 	}
 	if r := tp.Retries; r != nil {
 		p.Retry = &Retry{Attempts: uint32(max(r.Attempts, 1)), On: r.On}
+		if r.PerTryTimeout != nil {
+			p.Retry.PerTry = r.PerTryTimeout.Duration
+		}
 		if len(p.Retry.On) == 0 {
 			p.Retry.On = []string{"unavailable"}
 		}

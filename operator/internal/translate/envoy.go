@@ -138,7 +138,7 @@ func TranslateEnvoy(m *Model) *EnvoyResources {
 				}
 			}
 			if len(match.PrefixRanges) > 0 {
-				inbound.FilterChains = append(inbound.FilterChains, m.inboundChain(cluster+s.Namespace+"/"+s.Name, cluster, match, authzFilters(s.Authz, false)...))
+				inbound.FilterChains = append(inbound.FilterChains, m.inboundChain(cluster+s.Namespace+"/"+s.Name, cluster, match, authzFilters(s.Authz, nil)...))
 			}
 		}
 	}

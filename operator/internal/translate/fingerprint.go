@@ -121,6 +121,7 @@ func serviceFingerprint(shared uint64, s *Service) uint64 {
 	if r := p.Retry; r != nil {
 		f.num(uint64(r.Attempts))
 		f.strs(r.On)
+		f.num(uint64(r.PerTry))
 	}
 	f.flag(p.CircuitBreaker != nil)
 	if cb := p.CircuitBreaker; cb != nil {

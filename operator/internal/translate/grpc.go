@@ -97,7 +97,7 @@ func (r *Resources) addServers(t *translation, e *endpoints) []string {
 	var listening []string
 	chain := t.serverChain
 	if e.s.Authz != nil {
-		chain = t.serverFilterChain(authzFilters(e.s.Authz, true)...)
+		chain = t.serverFilterChain(authzFilters(e.s.Authz, refusalLogging(e.s.Namespace+"/"+e.s.Name))...)
 	}
 	for i, ep := range e.s.Endpoints {
 		if ep.Cluster != t.Cluster {
@@ -121,13 +121,17 @@ func (r *Resources) addServers(t *translation, e *endpoints) []string {
 }
 
 // apply sets the policy's timeout and retries on a route to the service's clusterset host.
-// grpc-go honours max_stream_duration and retry_policy (codes, attempts, backoff).
+// gRPC clients honour max_stream_duration and retry_policy (codes, attempts, backoff) and
+// ignore per_try_timeout (gRFC A44), which Envoy applies.
 func (p Policy) apply(a *routev3.RouteAction) *routev3.RouteAction {
 	if p.Timeout > 0 {
 		a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(p.Timeout)}
 	}
 	if r := p.Retry; r != nil {
 		a.RetryPolicy = &routev3.RetryPolicy{RetryOn: strings.Join(r.On, ","), NumRetries: wrapperspb.UInt32(r.Attempts)}
+		if r.PerTry > 0 {
+			a.RetryPolicy.PerTryTimeout = durationpb.New(r.PerTry)
+		}
 	}
 	return a
 }

@@ -148,10 +148,12 @@ type CircuitBreaker struct {
 	MaxRequests, MaxPending uint32
 }
 
-// Retry is a retry policy: attempts, and the gRPC codes retried (grpc-go's names).
+// Retry is a retry policy: attempts, the gRPC codes retried (grpc-go's names), and the
+// timeout of each attempt (0: none), which only Envoy applies.
 type Retry struct {
 	Attempts uint32
 	On       []string
+	PerTry   time.Duration
 }
 
 // Weight is one cluster's share of a split.

@@ -23,6 +23,11 @@ import (
 // default. The rules of every route attached to the host go in the Gateway API's order of
 // precedence; a call no rule matches fails (no route), as the Gateway API has it.
 
+// RouteReasonConflicted is the Accepted reason of an HTTPRoute on a parent a GRPCRoute also
+// attaches to: the HTTPRoute is not applied there (GEP-1426, route types). Gateway API
+// v1.6.3 names no constant for it.
+const RouteReasonConflicted gatewayv1.RouteConditionReason = "Conflicted"
+
 // ControllerName is how meshfed signs the route statuses it writes.
 const ControllerName gatewayv1.GatewayController = "meshfed.io/mesh-controller"
 
@@ -77,9 +82,10 @@ type RouteBackend struct {
 
 type routePrecedence struct {
 	// specificity is the rule's most specific match, compared element by element, the
-	// larger first: for a GRPCRoute {1, service name length, method name length, headers},
-	// for an HTTPRoute {0, exact path, path length, method, headers, query parameters}, so
-	// that GRPCRoutes come before HTTPRoutes on one host.
+	// larger first (a rule without matches is the least specific): for a GRPCRoute
+	// {service name length, method name length, headers}, for an HTTPRoute {exact path,
+	// path length, method, headers, query parameters}. The two kinds never share a host's
+	// port (Conflicted), so only routes of one kind are compared.
 	specificity []int
 	created     int64
 	key         string // namespace/name
@@ -103,10 +109,12 @@ func (p *routePrecedence) mostSpecific(s []int) {
 }
 
 // RouteLookup tells what a route may name: the ports of a Service of this cluster and
-// of a ServiceImport; ok is false when there is none.
+// of a ServiceImport (ok is false when there is none), and the GRPCRoutes of a namespace,
+// which an HTTPRoute must not share a parent with.
 type RouteLookup interface {
 	ServicePorts(namespace, name string) (ports []Port, ok bool)
 	ImportPorts(namespace, name string) (ports []Port, ok bool)
+	GRPCRoutes(namespace string) []gatewayv1.GRPCRoute
 }
 
 // ParentResult is the status of a route for one of its parents meshfed serves.
@@ -140,10 +148,43 @@ func ResolveGRPCRoute(route *gatewayv1.GRPCRoute, lookup RouteLookup) ([]ParentR
 	return resolveParents(route.Namespace, route.Spec.ParentRefs, lookup, resolved, unsupported), rules
 }
 
-// ResolveHTTPRoute is ResolveGRPCRoute for an HTTPRoute.
+// ResolveHTTPRoute is ResolveGRPCRoute for an HTTPRoute; besides, an HTTPRoute is not
+// applied to a parent, or a port of it, that a GRPCRoute attaches to (Conflicted).
 func ResolveHTTPRoute(route *gatewayv1.HTTPRoute, lookup RouteLookup) ([]ParentResult, []RankedRule) {
 	rules, resolved, unsupported := httpRules(route, lookup)
-	return resolveParents(route.Namespace, route.Spec.ParentRefs, lookup, resolved, unsupported), rules
+	parents := resolveParents(route.Namespace, route.Spec.ParentRefs, lookup, resolved, unsupported)
+	for i, p := range parents {
+		if !p.Accepted.OK {
+			continue
+		}
+		ports, _ := parentPorts(lookup, p.Host, p.Namespace, p.Name)
+		if other, ok := grpcRouteOn(lookup.GRPCRoutes(p.Namespace), p, ports); ok {
+			parents[i].Accepted = Condition{Reason: RouteReasonConflicted,
+				Message: fmt.Sprintf("GRPCRoute %s/%s attaches to %s %s/%s too, and a GRPCRoute wins over an HTTPRoute; the route is not applied", p.Namespace, other, p.Host, p.Namespace, p.Name)}
+		}
+	}
+	return parents, rules
+}
+
+// grpcRouteOn names a route of routes attached to the parent of p (ports: the parent's)
+// on p's port, or on every port when either takes them all.
+func grpcRouteOn(routes []gatewayv1.GRPCRoute, p ParentResult, ports []Port) (string, bool) {
+	for _, r := range routes {
+		if r.Namespace != p.Namespace {
+			continue
+		}
+		for _, ref := range r.Spec.ParentRefs {
+			host, ok := parentHost(ref)
+			consumer := ref.Namespace != nil && string(*ref.Namespace) != r.Namespace // not applied
+			if !ok || consumer || host != p.Host || string(ref.Name) != p.Name {
+				continue
+			}
+			if port, ok := parentPort(ref, ports); ok && (port == 0 || p.Port == 0 || port == p.Port) {
+				return r.Name, true
+			}
+		}
+	}
+	return "", false
 }
 
 // resolveParents is the status of a route of namespace for each of its parents that is
@@ -276,7 +317,6 @@ func grpcRules(route *gatewayv1.GRPCRoute, lookup RouteLookup) (rules []RankedRu
 			refs[j], filtered[j] = b.BackendRef, len(b.Filters) > 0
 		}
 		rr.backends(route.Namespace, i, refs, filtered, &rule, lookup)
-		rule.precedence.specificity = []int{1}
 		for _, m := range r.Matches {
 			match, err := grpcMatch(m)
 			if err != nil {
@@ -288,7 +328,7 @@ func grpcRules(route *gatewayv1.GRPCRoute, lookup RouteLookup) (rules []RankedRu
 			if m.Method != nil {
 				svc, method = len(ptrString(m.Method.Service)), len(ptrString(m.Method.Method))
 			}
-			rule.precedence.mostSpecific([]int{1, svc, method, len(m.Headers)})
+			rule.precedence.mostSpecific([]int{svc, method, len(m.Headers)})
 		}
 		rules = append(rules, rule)
 	}
@@ -325,7 +365,6 @@ func httpRules(route *gatewayv1.HTTPRoute, lookup RouteLookup) (rules []RankedRu
 			refs[j], filtered[j] = b.BackendRef, len(b.Filters) > 0
 		}
 		rr.backends(route.Namespace, i, refs, filtered, &rule, lookup)
-		rule.precedence.specificity = []int{0}
 		for _, m := range r.Matches {
 			match, specificity, err := httpMatch(m)
 			if err != nil {
@@ -381,7 +420,7 @@ func httpMatch(m gatewayv1.HTTPRouteMatch) (RouteMatch, []int, error) {
 		}
 		out.Headers = append(out.Headers, hm)
 	}
-	return out, []int{0, exact, pathChars, 0, len(m.Headers), 0}, nil
+	return out, []int{exact, pathChars, 0, len(m.Headers), 0}, nil
 }
 
 // resolveBackend finds the xDS cluster of a backendRef: a Service of this cluster (its

@@ -25,6 +25,8 @@ func (l fakeLookup) ImportPorts(ns, name string) ([]Port, bool) {
 	return p, ok
 }
 
+func (fakeLookup) GRPCRoutes(string) []gatewayv1.GRPCRoute { return nil }
+
 func importParent(name string) gatewayv1.ParentReference {
 	return gatewayv1.ParentReference{Group: ptr.To(gatewayv1.Group(mcsv1beta1.GroupName)), Kind: ptr.To(gatewayv1.Kind("ServiceImport")), Name: gatewayv1.ObjectName(name)}
 }
@@ -189,31 +191,91 @@ func TestResolveHTTPRoute(t *testing.T) {
 	}
 }
 
-// TestGRPCRoutesBeforeHTTPRoutes: on one host, GRPCRoute rules come before HTTPRoute rules,
-// and an exact HTTP path before a prefix.
-func TestGRPCRoutesBeforeHTTPRoutes(t *testing.T) {
+// TestHTTPRoutePrecedence: an exact HTTP path comes before a prefix.
+func TestHTTPRoutePrecedence(t *testing.T) {
 	lookup := fakeLookup{"ServiceImport/shop/echo": {{Name: "grpc", Port: 9000}}}
 	be := backend(mcsv1beta1.GroupName, "ServiceImport", "echo", 9000)
-	httpRoute := &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "h"},
+	route := &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "h"},
 		Spec: gatewayv1.HTTPRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{importParent("echo")}},
 			Rules: []gatewayv1.HTTPRouteRule{
+				{BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: be.BackendRef}}},
 				{Matches: []gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr.To(gatewayv1.PathMatchPathPrefix), Value: ptr.To("/a")}}},
 					BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: be.BackendRef}}},
 				{Matches: []gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr.To(gatewayv1.PathMatchExact), Value: ptr.To("/a/b")}}},
 					BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: be.BackendRef}}},
 			}}}
-	grpcRoute := &gatewayv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "g"},
-		Spec: gatewayv1.GRPCRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{importParent("echo")}},
-			Rules: []gatewayv1.GRPCRouteRule{{BackendRefs: []gatewayv1.GRPCBackendRef{be}}}}}
-	_, hr := ResolveHTTPRoute(httpRoute, lookup)
-	_, gr := ResolveGRPCRoute(grpcRoute, lookup)
-	ranked := append(hr, gr...)
+	_, ranked := ResolveHTTPRoute(route, lookup)
 	slices.SortStableFunc(ranked, ruleLess)
 	var got []string
 	for _, r := range ranked {
 		got = append(got, r.Name)
 	}
-	if want := "shop/g/0 shop/h/1 shop/h/0"; strings.Join(got, " ") != want {
+	if want := "shop/h/2 shop/h/1 shop/h/0"; strings.Join(got, " ") != want {
 		t.Errorf("order %v, want %s", got, want)
+	}
+}
+
+// withGRPCRoutes is a fakeLookup whose namespaces hold GRPCRoutes.
+type withGRPCRoutes struct {
+	fakeLookup
+	routes []gatewayv1.GRPCRoute
+}
+
+func (l withGRPCRoutes) GRPCRoutes(string) []gatewayv1.GRPCRoute { return l.routes }
+
+// TestHTTPRouteConflictsWithGRPCRoute: an HTTPRoute is not applied to a parent, or a port
+// of it, that a GRPCRoute of the namespace attaches to (GEP-1426); other hosts, other
+// ports and other namespaces are no conflict.
+func TestHTTPRouteConflictsWithGRPCRoute(t *testing.T) {
+	ports := []Port{{Name: "grpc", Port: 9000}, {Name: "http", Port: 8080}}
+	base := fakeLookup{"Service/shop/echo": ports, "ServiceImport/shop/echo": ports}
+	be := backend(mcsv1beta1.GroupName, "ServiceImport", "echo", 9000)
+	onPort := func(ref gatewayv1.ParentReference, port int32) gatewayv1.ParentReference {
+		ref.Port = ptr.To(gatewayv1.PortNumber(port))
+		return ref
+	}
+	inSection := func(ref gatewayv1.ParentReference, name string) gatewayv1.ParentReference {
+		ref.SectionName = ptr.To(gatewayv1.SectionName(name))
+		return ref
+	}
+	serviceParent := gatewayv1.ParentReference{Kind: ptr.To(gatewayv1.Kind("Service")), Name: "echo"}
+	grpcRoute := func(ns string, ref gatewayv1.ParentReference) gatewayv1.GRPCRoute {
+		return gatewayv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "g"},
+			Spec: gatewayv1.GRPCRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{ref}},
+				Rules: []gatewayv1.GRPCRouteRule{{BackendRefs: []gatewayv1.GRPCBackendRef{be}}}}}
+	}
+	for _, tc := range []struct {
+		name      string
+		grpc      gatewayv1.GRPCRoute
+		parent    gatewayv1.ParentReference
+		conflicts bool
+	}{
+		{"one parent", grpcRoute("shop", importParent("echo")), importParent("echo"), true},
+		{"the GRPCRoute on every port", grpcRoute("shop", importParent("echo")), onPort(importParent("echo"), 8080), true},
+		{"the HTTPRoute on every port", grpcRoute("shop", onPort(importParent("echo"), 9000)), importParent("echo"), true},
+		{"one port by number and by name", grpcRoute("shop", inSection(importParent("echo"), "grpc")), onPort(importParent("echo"), 9000), true},
+		{"other ports", grpcRoute("shop", onPort(importParent("echo"), 9000)), onPort(importParent("echo"), 8080), false},
+		{"the Service's host, not the import's", grpcRoute("shop", serviceParent), importParent("echo"), false},
+		{"another namespace's GRPCRoute", grpcRoute("other", importParent("echo")), importParent("echo"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			route := &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "h"},
+				Spec: gatewayv1.HTTPRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{tc.parent}},
+					Rules: []gatewayv1.HTTPRouteRule{{BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: be.BackendRef}}}}}}
+			parents, _ := ResolveHTTPRoute(route, withGRPCRoutes{base, []gatewayv1.GRPCRoute{tc.grpc}})
+			if len(parents) != 1 {
+				t.Fatalf("%d parents", len(parents))
+			}
+			p := parents[0]
+			if tc.conflicts {
+				if p.Accepted.OK || p.Accepted.Reason != RouteReasonConflicted || !strings.Contains(p.Accepted.Message, "GRPCRoute "+tc.grpc.Namespace+"/g") || p.Applied() {
+					t.Errorf("Accepted %+v, applied %v; want Conflicted naming the GRPCRoute, not applied", p.Accepted, p.Applied())
+				}
+				return
+			}
+			if !p.Applied() {
+				t.Errorf("Accepted %+v, ResolvedRefs %+v; want applied", p.Accepted, p.ResolvedRefs)
+			}
+		})
 	}
 }

@@ -56,7 +56,7 @@ func goldenModels() map[string]*Model {
 			Services: []Service{{Namespace: "shop", Name: "ratings", Imported: true, ImportPorts: grpcPort, ServiceAccount: "ratings",
 				ClusterSetIPs: []string{"243.0.0.7", "fd43:4c53::7"}, ClientIPAffinity: true,
 				Policy: Policy{Weights: []Weight{{Cluster: "a", Weight: 20}, {Cluster: "c", Weight: 80}},
-					Timeout: 3 * time.Second, Retry: &Retry{Attempts: 2, On: []string{"unavailable", "resource-exhausted"}},
+					Timeout: 3 * time.Second, Retry: &Retry{Attempts: 2, On: []string{"unavailable", "resource-exhausted"}, PerTry: time.Second},
 					CircuitBreaker: &CircuitBreaker{MaxRequests: 100, MaxPending: 10}},
 				Endpoints: []Endpoint{
 					ep("a", "net-1", "10.0.0.1", 8080, true),

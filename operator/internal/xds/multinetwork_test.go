@@ -52,7 +52,7 @@ func TestMultiNetwork(t *testing.T) {
 	}
 	echo2, err := m.Server(ctx, c2, "echo-2")
 	must(t, err)
-	_, err = m.Server(ctx, c3, "echo-3")
+	echo3, err := m.Server(ctx, c3, "echo-3")
 	must(t, err)
 	client, err := m.Client(ctx, c1, "client")
 	must(t, err)
@@ -174,7 +174,7 @@ func TestMultiNetwork(t *testing.T) {
 		}
 	})
 
-	t.Run("GAMMA: a GRPCRoute sends the calls with a canary header to a canary service in another cluster, an HTTPRoute by path", func(t *testing.T) {
+	t.Run("GAMMA: a GRPCRoute sends the calls with a canary header to a canary service in another cluster, an HTTPRoute by path, a GRPCRoute wins over an HTTPRoute", func(t *testing.T) {
 		must(t, m.ExportEchoAs(ctx, c3, "echo-canary"))
 		_, err := m.RunInjected(ctx, c3, "echo-canary-3", "server", "echo", sc.EchoPort, map[string]string{"app": "echo-canary"})
 		must(t, err)
@@ -215,16 +215,7 @@ func TestMultiNetwork(t *testing.T) {
 		routeStatus(ctx, t, c1, broken, gatewayv1.RouteReasonAccepted, gatewayv1.RouteReasonBackendNotFound)
 		must(t, c1.Client.Delete(ctx, route))
 		must(t, testbed.Poll(ctx, 30*time.Second, "canary calls served by echo once the route is gone, the broken one left out", func() error {
-			cs, err := sc.CallsWith(ctx, client, 20, canary)
-			if err != nil {
-				return err
-			}
-			for _, c := range cs {
-				if !c.OK || c.Pod == "echo-canary-3" {
-					return fmt.Errorf("a call: ok %v, error %q, served by %s", c.OK, c.Error, c.Pod)
-				}
-			}
-			return nil
+			return allServedNotBy(ctx, client, canary, "echo-canary-3")
 		}))
 		must(t, c1.Client.Delete(ctx, broken))
 		// An HTTPRoute does the same by path: every call of the gRPC service to the canary.
@@ -241,15 +232,22 @@ func TestMultiNetwork(t *testing.T) {
 		must(t, testbed.Poll(ctx, 30*time.Second, "every call on echo-canary-3 by the HTTPRoute", func() error {
 			return allServedBy(ctx, client, nil, "echo-canary-3")
 		}))
+		// A GRPCRoute on the same parent wins (GEP-1426): the HTTPRoute turns Conflicted
+		// and is left out until the GRPCRoute goes.
+		winner := route.DeepCopy()
+		winner.ObjectMeta = metav1.ObjectMeta{Namespace: sc.Namespace, Name: "echo-grpc"}
+		winner.Spec.Rules = []gatewayv1.GRPCRouteRule{{BackendRefs: []gatewayv1.GRPCBackendRef{sc.ImportBackend("echo")}}}
+		testbed.MustCreate(ctx, t, c1.Client, winner)
+		t.Cleanup(func() { _ = ctrlclient.IgnoreNotFound(c1.Client.Delete(ctx, winner)) })
+		routeStatus(ctx, t, c1, byPath, translate.RouteReasonConflicted, gatewayv1.RouteReasonResolvedRefs)
+		must(t, testbed.Poll(ctx, 30*time.Second, "calls on echo by the GRPCRoute, the conflicting HTTPRoute left out", func() error {
+			return allServedNotBy(ctx, client, nil, "echo-canary-3")
+		}))
+		must(t, c1.Client.Delete(ctx, winner))
+		routeStatus(ctx, t, c1, byPath, gatewayv1.RouteReasonAccepted, gatewayv1.RouteReasonResolvedRefs)
 		must(t, c1.Client.Delete(ctx, byPath))
 		must(t, testbed.Poll(ctx, 30*time.Second, "calls back on echo once the HTTPRoute is gone", func() error {
-			cs, err := sc.Calls(ctx, client, 20)
-			for _, c := range cs {
-				if err == nil && (!c.OK || c.Pod == "echo-canary-3") {
-					err = fmt.Errorf("a call: ok %v, error %q, served by %s", c.OK, c.Error, c.Pod)
-				}
-			}
-			return err
+			return allServedNotBy(ctx, client, nil, "echo-canary-3")
 		}))
 	})
 
@@ -281,8 +279,16 @@ func TestMultiNetwork(t *testing.T) {
 				return allRefused(ctx, w, 30)
 			}))
 		}
-		// Each refusal is logged by the server that refused it (gRFC A59's stdout audit
-		// logger, in the configuration): the grpc-go server of cluster-3 names the caller.
+		// Each refusal is logged and counted by the server that refused it (gRFC A59 audit
+		// loggers, in the configuration): the grpc-go server of cluster-3 names the caller
+		// in its log, and counts the refusals in its metrics (proxyless/refusals).
+		must(t, testbed.Poll(ctx, 30*time.Second, "the intruder's refusals counted by echo-3", func() error {
+			sample := `meshfed_authz_refused_calls_total{caller="spiffe://cluster.local/ns/shop/sa/intruder",method="/grpc.testing.TestService/UnaryCall",rule="",service="shop/echo"} `
+			if n, err := strconv.Atoi(testbed.Metric(ctx, echo3.MetricsURL(), sample)); err != nil || n == 0 {
+				return fmt.Errorf("%s: %q", sample, testbed.Metric(ctx, echo3.MetricsURL(), sample))
+			}
+			return nil
+		}))
 		must(t, testbed.Poll(ctx, 30*time.Second, "a refusal in echo-3's log", func() error {
 			logs, err := kubernetes.NewForConfigOrDie(c3.Config).CoreV1().Pods(sc.Namespace).GetLogs("echo-3", &corev1.PodLogOptions{Container: "main"}).DoRaw(ctx)
 			if err != nil {
@@ -489,6 +495,20 @@ func allServedBy(ctx context.Context, caller *testbed.Workload, headers map[stri
 	for _, c := range cs {
 		if !c.OK || c.Pod != pod {
 			return fmt.Errorf("a call: ok %v, error %q, served by %q, want %s", c.OK, c.Error, c.Pod, pod)
+		}
+	}
+	return nil
+}
+
+// allServedNotBy checks that 20 calls of caller with headers are all served, none by pod.
+func allServedNotBy(ctx context.Context, caller *testbed.Workload, headers map[string]string, pod string) error {
+	cs, err := sc.CallsWith(ctx, caller, 20, headers)
+	if err != nil {
+		return err
+	}
+	for _, c := range cs {
+		if !c.OK || c.Pod == pod {
+			return fmt.Errorf("a call: ok %v, error %q, served by %q, want any pod but %s", c.OK, c.Error, c.Pod, pod)
 		}
 	}
 	return nil

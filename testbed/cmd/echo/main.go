@@ -6,7 +6,8 @@
 //	              request's x-echo-delay-ms metadata. $CONTROL_PORT, when set, serves
 //	              the testbed's pod controls (package podctl): ready once every port
 //	              serves its xDS configuration; and POST /fail?v=true, after which every
-//	              call fails with Unavailable (v=false ends it).
+//	              call fails with Unavailable (v=false ends it); and GET /metrics, the
+//	              calls meshfed's authorization refused (package proxyless/refusals).
 //	echo client   serves an HTTP API on $POD_IP:$PORTS that makes xDS gRPC calls:
 //	              GET /call?target=xds:///host:port&n=100     n calls now, a summary back
 //	                  (&header=name:value, repeated, sends request metadata)
@@ -32,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -44,6 +46,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
 
+	_ "github.com/meshfed/meshfed/proxyless/refusals"
 	"github.com/meshfed/meshfed/testbed/cmd/internal/podctl"
 )
 
@@ -139,6 +142,8 @@ func serve() error {
 			}
 			return n == len(ports)
 		})
+		// Calls refused by meshfed's authorization, counted by proxyless/refusals.
+		mux.Handle("GET /metrics", promhttp.Handler())
 		mux.HandleFunc("POST /fail", func(w http.ResponseWriter, r *http.Request) {
 			v, err := strconv.ParseBool(r.URL.Query().Get("v"))
 			if err != nil {

@@ -8,6 +8,7 @@ package routes
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -39,6 +40,8 @@ type Kind struct {
 	List func() client.ObjectList
 	// Resolve is the translate function of the kind.
 	Resolve func(client.Object, translate.RouteLookup) []translate.ParentResult
+	// Related are other kinds whose objects decide the routes of their namespace.
+	Related []client.Object
 }
 
 // GRPCRoutes and HTTPRoutes are the route kinds meshfed reports.
@@ -64,6 +67,8 @@ var (
 			parents, _ := translate.ResolveHTTPRoute(o.(*gatewayv1.HTTPRoute), lookup)
 			return parents
 		},
+		// A GRPCRoute on an HTTPRoute's parent makes it Conflicted.
+		Related: []client.Object{&gatewayv1.GRPCRoute{}},
 	}
 )
 
@@ -111,7 +116,9 @@ func ParentStatuses(current []gatewayv1.RouteParentStatus, parents []translate.P
 		previous[parentKey(s.ParentRef)] = s.Conditions
 	}
 	for _, p := range parents {
-		conditions := previous[parentKey(p.Ref)]
+		// A copy: setting a condition changes it in place, and current must stay as it
+		// was for Reconcile to see the change.
+		conditions := slices.Clone(previous[parentKey(p.Ref)])
 		meta.SetStatusCondition(&conditions, condition(gatewayv1.RouteConditionAccepted, p.Accepted, generation))
 		meta.SetStatusCondition(&conditions, condition(gatewayv1.RouteConditionResolvedRefs, p.ResolvedRefs, generation))
 		out = append(out, gatewayv1.RouteParentStatus{ParentRef: p.Ref, ControllerName: translate.ControllerName, Conditions: conditions})
@@ -162,6 +169,17 @@ func (l *cacheLookup) ImportPorts(namespace, name string) ([]translate.Port, boo
 	return translate.ImportPorts(&imp), true
 }
 
+func (l *cacheLookup) GRPCRoutes(namespace string) []gatewayv1.GRPCRoute {
+	var list gatewayv1.GRPCRouteList
+	if err := l.client.List(l.ctx, &list, client.InNamespace(namespace)); err != nil {
+		if l.err == nil {
+			l.err = err
+		}
+		return nil
+	}
+	return list.Items
+}
+
 func (l *cacheLookup) get(namespace, name string, obj client.Object) bool {
 	err := l.client.Get(l.ctx, client.ObjectKey{Namespace: namespace, Name: name}, obj)
 	if err != nil && !apierrors.IsNotFound(err) && l.err == nil {
@@ -171,7 +189,8 @@ func (l *cacheLookup) get(namespace, name string, obj client.Object) bool {
 }
 
 // SetupWithManager reconciles a route when it changes, and the routes of a namespace when
-// a Service or ServiceImport there comes, goes or changes its ports.
+// a Service or ServiceImport there comes, goes or changes its ports, or a Related object
+// there changes.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	inNamespace := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
 		list := r.Kind.List()
@@ -202,9 +221,12 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return true
 	}}
 	route, _ := r.Kind.New()
-	return ctrl.NewControllerManagedBy(mgr).Named(strings.ToLower(r.Kind.Name)).
+	b := ctrl.NewControllerManagedBy(mgr).Named(strings.ToLower(r.Kind.Name)).
 		For(route, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Service{}, inNamespace, builder.WithPredicates(portsChange)).
-		Watches(&mcsv1beta1.ServiceImport{}, inNamespace, builder.WithPredicates(portsChange)).
-		Complete(r)
+		Watches(&mcsv1beta1.ServiceImport{}, inNamespace, builder.WithPredicates(portsChange))
+	for _, o := range r.Kind.Related {
+		b = b.Watches(o, inNamespace, builder.WithPredicates(predicate.GenerationChangedPredicate{}))
+	}
+	return b.Complete(r)
 }

@@ -1,6 +1,8 @@
 package routes
 
 import (
+	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -13,7 +15,8 @@ import (
 )
 
 // TestParentStatuses: meshfed replaces its own entries, keeps those of other controllers
-// (a Gateway's), and a condition whose status stays keeps its lastTransitionTime.
+// (a Gateway's), a condition whose status stays keeps its lastTransitionTime, and the
+// current statuses are left as they were.
 func TestParentStatuses(t *testing.T) {
 	echo := gatewayv1.ParentReference{Group: ptr.To(gatewayv1.Group("multicluster.x-k8s.io")), Kind: ptr.To(gatewayv1.Kind("ServiceImport")), Name: "echo"}
 	gateway := gatewayv1.RouteParentStatus{ParentRef: gatewayv1.ParentReference{Name: "public"}, ControllerName: "example.com/gateway",
@@ -26,7 +29,12 @@ func TestParentStatuses(t *testing.T) {
 	parents := []translate.ParentResult{{Ref: echo,
 		Accepted:     translate.Condition{OK: true, Reason: gatewayv1.RouteReasonAccepted, Message: "ok"},
 		ResolvedRefs: translate.Condition{Reason: gatewayv1.RouteReasonBackendNotFound, Message: "backendRef ServiceImport shop/missing does not exist in this cluster"}}}
+	before := slices.Clone(current[1].Conditions)
 	got := ParentStatuses(current, parents, 3)
+	// Reconcile tells a change by comparing current with the result: current stays.
+	if !reflect.DeepEqual(current[1].Conditions, before) {
+		t.Errorf("current changed: %+v", current[1].Conditions)
+	}
 	if len(got) != 2 || got[0].ControllerName != "example.com/gateway" {
 		t.Fatalf("the Gateway's entry was not kept first: %+v", got)
 	}

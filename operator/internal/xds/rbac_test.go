@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/meshfed/meshfed/operator/bootstrap"
 	"github.com/meshfed/meshfed/operator/internal/translate"
+	"github.com/meshfed/meshfed/proxyless/refusals"
 	"github.com/meshfed/meshfed/testbed"
 )
 
@@ -27,6 +29,42 @@ type unaryEcho struct {
 
 func (unaryEcho) UnaryCall(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 	return &testgrpc.SimpleResponse{}, nil
+}
+
+// TestRefusedCallsCounted: a grpc-go server that imports proxyless/refusals counts each call
+// its service's policy refuses, by service, method and rule, and not the calls it serves;
+// methods a caller invents end Unimplemented before authorization and add no series (the
+// package bounds its labels too: TestLabelsAreBounded).
+func TestRefusedCallsCounted(t *testing.T) {
+	refusals.Refused.Reset()
+	client, conn := rbacServer(t, &translate.Authz{
+		Deny:  []translate.AuthzRule{{Name: "ns/echo/0", Methods: []string{"/grpc.testing.TestService/EmptyCall"}}},
+		Allow: []translate.AuthzRule{{Name: "ns/echo/1", Methods: []string{"/grpc.testing.TestService/UnaryCall"}}},
+	})
+	ctx := t.Context()
+	for range 3 {
+		if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.EmptyCall(ctx, &testgrpc.Empty{}); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("EmptyCall: %v, want PermissionDenied", err)
+		}
+	}
+	for _, m := range []string{"/made.Up/M", "/grpc.testing.TestService/Made"} {
+		if err := conn.Invoke(ctx, m, &testgrpc.Empty{}, &testgrpc.Empty{}); status.Code(err) != codes.Unimplemented {
+			t.Fatalf("%s: %v, want Unimplemented", m, err)
+		}
+	}
+	if series := testutil.CollectAndCount(refusals.Refused); series != 1 {
+		t.Errorf("%d series, want 1: EmptyCall's (served and unknown calls are not counted)", series)
+	}
+	count := func(method, rule string) float64 {
+		return testutil.ToFloat64(refusals.Refused.WithLabelValues("ns/echo", method, "", rule))
+	}
+	// rbacServer made one EmptyCall before these three.
+	if got := count("/grpc.testing.TestService/EmptyCall", "ns/echo/0"); got != 4 {
+		t.Errorf("%v EmptyCalls counted as refused by rule ns/echo/0, want 4", got)
+	}
 }
 
 // BenchmarkRBACPerCall: the cost of authorization on a grpc-go xDS server, per call, as
@@ -47,7 +85,7 @@ func BenchmarkRBACPerCall(b *testing.B) {
 		authz *translate.Authz
 	}{{"no-policy", nil}, {"10-rules", &tenRules}} {
 		b.Run(tc.name, func(b *testing.B) {
-			client := rbacServer(b, tc.authz)
+			client, _ := rbacServer(b, tc.authz)
 			ctx := b.Context()
 			for b.Loop() {
 				if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
@@ -61,7 +99,7 @@ func BenchmarkRBACPerCall(b *testing.B) {
 // rbacServer runs a grpc-go xDS server of service ns/echo on a local port, configured by
 // an xDS server of this package from a model with authz, and returns a plain gRPC client
 // of it.
-func rbacServer(b *testing.B, authz *translate.Authz) testgrpc.TestServiceClient {
+func rbacServer(b testing.TB, authz *translate.Authz) (testgrpc.TestServiceClient, *grpc.ClientConn) {
 	b.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -121,5 +159,5 @@ func rbacServer(b *testing.B, authz *translate.Authz) testgrpc.TestServiceClient
 	if _, err := client.EmptyCall(b.Context(), &testgrpc.Empty{}); status.Code(err) != want {
 		b.Fatalf("EmptyCall: %v, want %s", err, want)
 	}
-	return client
+	return client, conn
 }
