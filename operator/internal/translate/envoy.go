@@ -65,8 +65,9 @@ func TranslateEnvoy(m *Model) *EnvoyResources {
 	out := &EnvoyResources{}
 	out.Endpoints = g.Endpoints
 	faults := envoyFaults(m)
+	routes := envoyRouteConfigs(m, g.Routes)
 	byPort := map[uint32][]*routev3.VirtualHost{}
-	for _, rc := range g.Routes {
+	for _, rc := range routes {
 		_, port, _ := splitHostPort(rc.Name)
 		for _, vh := range rc.VirtualHosts {
 			if f := faults[vh.Name]; f != nil {
@@ -89,7 +90,7 @@ func TranslateEnvoy(m *Model) *EnvoyResources {
 		out.Routes = append(out.Routes, &routev3.RouteConfiguration{Name: name, VirtualHosts: byPort[p]})
 		out.Listeners = append(out.Listeners, outboundListener("0.0.0.0_"+name, "0.0.0.0", p, name, len(faults) > 0))
 	}
-	addClusterSetIPs(m, g, out, faults)
+	addClusterSetIPs(m, routes, out, faults)
 	out.Listeners = append(out.Listeners, &listenerv3.Listener{
 		Name:           "virtualOutbound",
 		Address:        socketAddress("0.0.0.0", OutboundPort),
@@ -187,13 +188,51 @@ func envoyFaults(m *Model) map[string]*anypb.Any {
 	return out
 }
 
+// envoyRouteConfigs are the proxyless route configurations, but for each host one of whose
+// routes is EnvoyOnly: Envoy's has the routes of every rule (copies: the proxyless
+// configurations are shared with gRPC clients).
+func envoyRouteConfigs(m *Model, proxyless []*routev3.RouteConfiguration) []*routev3.RouteConfiguration {
+	own := map[string][]*routev3.Route{}
+	for i := range m.Services {
+		s := &m.Services[i]
+		if s.Local && hasEnvoyOnly(s.LocalRoutes) {
+			for _, p := range s.Ports {
+				own[ListenerName(s.localHost(), p.Port)] = ruleRoutes(s.LocalRoutes, p.Port, keep, true)
+			}
+		}
+		if s.Imported && hasEnvoyOnly(s.ClusterSetRoutes) {
+			for _, p := range s.ImportPorts {
+				own[ListenerName(s.clustersetHost(), p.Port)] = ruleRoutes(s.ClusterSetRoutes, p.Port, s.clusterSetAction, true)
+			}
+		}
+	}
+	if len(own) == 0 {
+		return proxyless
+	}
+	out := slices.Clone(proxyless)
+	for i, rc := range out {
+		if routes := own[rc.Name]; routes != nil {
+			rc = proto.Clone(rc).(*routev3.RouteConfiguration)
+			for _, vh := range rc.VirtualHosts {
+				vh.Routes = routes
+			}
+			out[i] = rc
+		}
+	}
+	return out
+}
+
+func hasEnvoyOnly(rules []RouteRule) bool {
+	return slices.ContainsFunc(rules, func(r RouteRule) bool { return r.EnvoyOnly })
+}
+
 // addClusterSetIPs routes traffic to an import's ClusterSet IPs like traffic to its
 // clusterset host: a listener of its own for each address and port, which the original
 // destination picks over 0.0.0.0:<port>, with the host's routes for any Host header (a
 // client that dialled the address sends the address).
-func addClusterSetIPs(m *Model, g *Resources, out *EnvoyResources, faults map[string]*anypb.Any) {
-	routes := make(map[string]*routev3.RouteConfiguration, len(g.Routes))
-	for _, rc := range g.Routes {
+func addClusterSetIPs(m *Model, configs []*routev3.RouteConfiguration, out *EnvoyResources, faults map[string]*anypb.Any) {
+	routes := make(map[string]*routev3.RouteConfiguration, len(configs))
+	for _, rc := range configs {
 		routes[rc.Name] = rc
 	}
 	for i := range m.Services {

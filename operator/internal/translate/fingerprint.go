@@ -177,6 +177,18 @@ func (f *fingerprint) routes(rules []RouteRule) {
 			f.str(b.Cluster)
 			f.num(uint64(b.Weight))
 		}
+		f.flag(r.EnvoyOnly)
+		f.flag(r.Headers != nil)
+		if h := r.Headers; h != nil {
+			for _, vs := range [][]HeaderValue{h.Set, h.Add} {
+				f.num(uint64(len(vs)))
+				for _, v := range vs {
+					f.str(v.Name)
+					f.str(v.Value)
+				}
+			}
+			f.strs(h.Remove)
+		}
 	}
 }
 

@@ -46,7 +46,7 @@ func (t *translation) translateService(s *Service) (*Resources, []string) {
 		for _, p := range s.Ports {
 			host := s.localHost()
 			name := ClusterName(p.Port, "", host)
-			if rules := envoyRoutes(s.LocalRoutes, p.Port, keep); rules != nil {
+			if rules := ruleRoutes(s.LocalRoutes, p.Port, keep, false); rules != nil {
 				r.addClientRoutes(host, p.Port, rules, faultFilters(s)...)
 			} else {
 				r.addClient(host, p.Port, routeTo(name), faultFilters(s)...)
@@ -62,12 +62,12 @@ func (t *translation) translateService(s *Service) (*Resources, []string) {
 			name := ClusterName(p.Port, "", host)
 			r.Clusters = append(r.Clusters, s.affine(m.cluster(s, name, name, tls)))
 			r.Endpoints = append(r.Endpoints, t.loadAssignment(e, p, name, order))
-			if rules := envoyRoutes(s.ClusterSetRoutes, p.Port, func(a *routev3.RouteAction) *routev3.RouteAction { return s.hashed(s.Policy.apply(a)) }); rules != nil {
+			if rules := ruleRoutes(s.ClusterSetRoutes, p.Port, s.clusterSetAction, false); rules != nil {
 				r.addClientRoutes(host, p.Port, rules, faultFilters(s)...)
 				continue
 			}
 			if len(s.Policy.Weights) == 0 {
-				r.addClient(host, p.Port, s.hashed(s.Policy.apply(routeTo(name))), faultFilters(s)...)
+				r.addClient(host, p.Port, s.clusterSetAction(routeTo(name)), faultFilters(s)...)
 				continue
 			}
 			// A split: one leg per weighted cluster, each failing over on its own, all
@@ -80,8 +80,8 @@ func (t *translation) translateService(s *Service) (*Resources, []string) {
 				legOrder := append([]string{w.Cluster}, slices.DeleteFunc(slices.Clone(order), func(c string) bool { return c == w.Cluster })...)
 				r.Endpoints = append(r.Endpoints, t.loadAssignment(e, p, leg, legOrder))
 			}
-			r.addClient(host, p.Port, s.hashed(s.Policy.apply(&routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
-				WeightedClusters: &routev3.WeightedCluster{Clusters: legs}}})), faultFilters(s)...)
+			r.addClient(host, p.Port, s.clusterSetAction(&routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{
+				WeightedClusters: &routev3.WeightedCluster{Clusters: legs}}}), faultFilters(s)...)
 		}
 	}
 	var listening []string
@@ -134,6 +134,12 @@ func (p Policy) apply(a *routev3.RouteAction) *routev3.RouteAction {
 		}
 	}
 	return a
+}
+
+// clusterSetAction is a route action to the service's clusterset host with the service's
+// policy and hashing.
+func (s *Service) clusterSetAction(a *routev3.RouteAction) *routev3.RouteAction {
+	return s.hashed(s.Policy.apply(a))
 }
 
 // affine makes a clusterset cluster of a service with ClientIP affinity hash its

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -51,6 +52,23 @@ type RouteRule struct {
 	// Timeout bounds each call the rule routes (HTTPRoute timeouts.request); 0 leaves the
 	// service's.
 	Timeout time.Duration
+	// Headers are the changes the rule makes to a call's request headers (a
+	// RequestHeaderModifier filter), nil for none. Only Envoy sidecars make them.
+	Headers *HeaderChanges
+	// EnvoyOnly marks the rules of a route some rule of which changes headers: proxyless
+	// gRPC clients, which cannot, leave the whole route out and keep the routes they had.
+	EnvoyOnly bool
+}
+
+// HeaderChanges set, add and remove request headers (names in lower case).
+type HeaderChanges struct {
+	Set, Add []HeaderValue
+	Remove   []string
+}
+
+// HeaderValue is a header's name and value.
+type HeaderValue struct {
+	Name, Value string
 }
 
 // RankedRule is a rule with its place among the rules of every route: see ruleLess.
@@ -142,10 +160,27 @@ func (p ParentResult) Applied() bool { return p.Accepted.OK && p.ResolvedRefs.OK
 // ServiceImport (other parents, such as Gateways, are not meshfed's), whether it is
 // accepted and its backends resolve, and the rules to program. A route is applied whole
 // or not at all: a filter the proxies cannot honour, a backend that does not resolve or a
-// parent in another namespace leaves the calls to the parent as they were without it.
+// parent in another namespace leaves the calls to the parent as they were without it. A
+// route that changes request headers is applied by Envoy sidecars, and left out whole by
+// proxyless clients, which cannot change them.
 func ResolveGRPCRoute(route *gatewayv1.GRPCRoute, lookup RouteLookup) ([]ParentResult, []RankedRule) {
 	rules, resolved, unsupported := grpcRules(route, lookup)
-	return resolveParents(route.Namespace, route.Spec.ParentRefs, lookup, resolved, unsupported), rules
+	parents := resolveParents(route.Namespace, route.Spec.ParentRefs, lookup, resolved, unsupported)
+	noteEnvoyOnly(parents, rules)
+	return parents, rules
+}
+
+// noteEnvoyOnly says, on the parents that accept an EnvoyOnly route, who applies it.
+func noteEnvoyOnly(parents []ParentResult, rules []RankedRule) {
+	if len(rules) == 0 || !rules[0].EnvoyOnly {
+		return
+	}
+	for i, p := range parents {
+		if p.Accepted.OK {
+			parents[i].Accepted.Message = fmt.Sprintf("this cluster's Envoy sidecars route their calls to %s %s/%s by this route; "+
+				"proxyless gRPC clients cannot change request headers (RequestHeaderModifier) and keep the routes they had", p.Host, p.Namespace, p.Name)
+		}
+	}
 }
 
 // ResolveHTTPRoute is ResolveGRPCRoute for an HTTPRoute; besides, an HTTPRoute is not
@@ -153,6 +188,7 @@ func ResolveGRPCRoute(route *gatewayv1.GRPCRoute, lookup RouteLookup) ([]ParentR
 func ResolveHTTPRoute(route *gatewayv1.HTTPRoute, lookup RouteLookup) ([]ParentResult, []RankedRule) {
 	rules, resolved, unsupported := httpRules(route, lookup)
 	parents := resolveParents(route.Namespace, route.Spec.ParentRefs, lookup, resolved, unsupported)
+	noteEnvoyOnly(parents, rules)
 	for i, p := range parents {
 		if !p.Accepted.OK {
 			continue
@@ -294,6 +330,56 @@ func (rr *ruleResolution) backends(namespace string, i int, refs []gatewayv1.Bac
 	}
 }
 
+// headerChanges reads the filters of rule i into rule: modifiers holds, for each filter,
+// its RequestHeaderModifier, or nil for a filter of another type, which meshfed refuses.
+func (rr *ruleResolution) headerChanges(i int, modifiers []*gatewayv1.HTTPHeaderFilter, rule *RankedRule) {
+	for _, m := range modifiers {
+		if m == nil {
+			rr.refuse("rule %d has a filter other than RequestHeaderModifier, which meshfed's clients do not apply", i)
+			continue
+		}
+		if rule.Headers == nil {
+			rule.Headers = &HeaderChanges{}
+		}
+		h := rule.Headers
+		for _, v := range m.Set {
+			h.Set = append(h.Set, HeaderValue{Name: strings.ToLower(string(v.Name)), Value: v.Value})
+		}
+		for _, v := range m.Add {
+			h.Add = append(h.Add, HeaderValue{Name: strings.ToLower(string(v.Name)), Value: v.Value})
+		}
+		for _, name := range m.Remove {
+			h.Remove = append(h.Remove, strings.ToLower(name))
+		}
+	}
+	if h := rule.Headers; h != nil {
+		for _, name := range slices.Concat(headerNames(h.Set), headerNames(h.Add), h.Remove) {
+			if name == "host" {
+				rr.refuse("rule %d changes the host header, which Envoy does not let a route change", i)
+			}
+		}
+	}
+}
+
+func headerNames(vs []HeaderValue) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = v.Name
+	}
+	return out
+}
+
+// envoyOnly marks every rule of a route EnvoyOnly when one of them changes headers.
+func envoyOnly(rules []RankedRule) []RankedRule {
+	if !slices.ContainsFunc(rules, func(r RankedRule) bool { return r.Headers != nil }) {
+		return rules
+	}
+	for i := range rules {
+		rules[i].EnvoyOnly = true
+	}
+	return rules
+}
+
 func newRankedRule(meta metav1.ObjectMeta, i int) RankedRule {
 	key := meta.Namespace + "/" + meta.Name
 	return RankedRule{RouteRule: RouteRule{Name: fmt.Sprintf("%s/%d", key, i)},
@@ -305,13 +391,17 @@ func newRankedRule(meta metav1.ObjectMeta, i int) RankedRule {
 func grpcRules(route *gatewayv1.GRPCRoute, lookup RouteLookup) (rules []RankedRule, resolved Condition, unsupported string) {
 	rr := newRuleResolution()
 	for i, r := range route.Spec.Rules {
-		if len(r.Filters) > 0 {
-			rr.refuse("rule %d has filters, which meshfed's proxyless clients do not apply", i)
-		}
 		if r.SessionPersistence != nil {
 			rr.refuse("rule %d asks for session persistence, which meshfed does not apply", i)
 		}
 		rule := newRankedRule(route.ObjectMeta, i)
+		modifiers := make([]*gatewayv1.HTTPHeaderFilter, len(r.Filters))
+		for j, f := range r.Filters {
+			if f.Type == gatewayv1.GRPCRouteFilterRequestHeaderModifier {
+				modifiers[j] = f.RequestHeaderModifier
+			}
+		}
+		rr.headerChanges(i, modifiers, &rule)
 		refs, filtered := make([]gatewayv1.BackendRef, len(r.BackendRefs)), make([]bool, len(r.BackendRefs))
 		for j, b := range r.BackendRefs {
 			refs[j], filtered[j] = b.BackendRef, len(b.Filters) > 0
@@ -332,19 +422,18 @@ func grpcRules(route *gatewayv1.GRPCRoute, lookup RouteLookup) (rules []RankedRu
 		}
 		rules = append(rules, rule)
 	}
-	return rules, rr.resolved, rr.unsupported
+	return envoyOnly(rules), rr.resolved, rr.unsupported
 }
 
-// httpRules is grpcRules for an HTTPRoute. The proxyless clients cannot honour filters,
-// query parameter or HTTP method matches (gRPC calls have no query and are all POSTs),
+// httpRules is grpcRules for an HTTPRoute. The proxyless clients cannot honour filters but
+// RequestHeaderModifier (Envoy's only), query parameter or HTTP method matches (gRPC calls
+// have no query and are all POSTs),
 // retries on HTTP status codes or a backend request timeout; a request timeout bounds
 // each call.
 func httpRules(route *gatewayv1.HTTPRoute, lookup RouteLookup) (rules []RankedRule, resolved Condition, unsupported string) {
 	rr := newRuleResolution()
 	for i, r := range route.Spec.Rules {
 		switch {
-		case len(r.Filters) > 0:
-			rr.refuse("rule %d has filters, which meshfed's proxyless clients do not apply", i)
 		case r.Retry != nil:
 			rr.refuse("rule %d retries on HTTP status codes, which gRPC calls do not have: use a ServicePolicy's traffic.retries", i)
 		case r.SessionPersistence != nil:
@@ -353,6 +442,13 @@ func httpRules(route *gatewayv1.HTTPRoute, lookup RouteLookup) (rules []RankedRu
 			rr.refuse("rule %d sets timeouts.backendRequest, which meshfed's proxyless clients do not apply", i)
 		}
 		rule := newRankedRule(route.ObjectMeta, i)
+		modifiers := make([]*gatewayv1.HTTPHeaderFilter, len(r.Filters))
+		for j, f := range r.Filters {
+			if f.Type == gatewayv1.HTTPRouteFilterRequestHeaderModifier {
+				modifiers[j] = f.RequestHeaderModifier
+			}
+		}
+		rr.headerChanges(i, modifiers, &rule)
 		if r.Timeouts != nil && r.Timeouts.Request != nil {
 			d, err := time.ParseDuration(string(*r.Timeouts.Request))
 			if err != nil {
@@ -376,7 +472,7 @@ func httpRules(route *gatewayv1.HTTPRoute, lookup RouteLookup) (rules []RankedRu
 		}
 		rules = append(rules, rule)
 	}
-	return rules, rr.resolved, rr.unsupported
+	return envoyOnly(rules), rr.resolved, rr.unsupported
 }
 
 // httpMatch translates an HTTPRouteMatch, and gives its specificity (routePrecedence).
@@ -504,13 +600,14 @@ func grpcMatch(m gatewayv1.GRPCRouteMatch) (RouteMatch, error) {
 	return out, nil
 }
 
-// envoyRoutes are the xDS routes of a host's rules for port, in precedence order: one per
+// ruleRoutes are the xDS routes of a host's rules for port, in precedence order: one per
 // match (a rule without matches matches every call). decorate adds the service's policy
-// (timeout, retries, hashing) to each action.
-func envoyRoutes(rules []RouteRule, port uint32, decorate func(*routev3.RouteAction) *routev3.RouteAction) []*routev3.Route {
+// (timeout, retries, hashing) to each action. For envoy, the routes of EnvoyOnly rules
+// are in, with their header changes; for proxyless clients they are left out.
+func ruleRoutes(rules []RouteRule, port uint32, decorate func(*routev3.RouteAction) *routev3.RouteAction, envoy bool) []*routev3.Route {
 	var out []*routev3.Route
 	for _, r := range rules {
-		if r.Port != 0 && r.Port != port {
+		if (r.Port != 0 && r.Port != port) || (r.EnvoyOnly && !envoy) {
 			continue
 		}
 		matches := r.Matches
@@ -522,10 +619,24 @@ func envoyRoutes(rules []RouteRule, port uint32, decorate func(*routev3.RouteAct
 			if r.Timeout > 0 {
 				action.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(r.Timeout)}
 			}
-			out = append(out, &routev3.Route{Name: r.Name, Match: routeMatch(m), Action: &routev3.Route_Route{Route: action}})
+			route := &routev3.Route{Name: r.Name, Match: routeMatch(m), Action: &routev3.Route_Route{Route: action}}
+			if h := r.Headers; h != nil {
+				route.RequestHeadersToRemove = h.Remove
+				for _, v := range h.Set {
+					route.RequestHeadersToAdd = append(route.RequestHeadersToAdd, headerOption(v, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD))
+				}
+				for _, v := range h.Add {
+					route.RequestHeadersToAdd = append(route.RequestHeadersToAdd, headerOption(v, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD))
+				}
+			}
+			out = append(out, route)
 		}
 	}
 	return out
+}
+
+func headerOption(v HeaderValue, action corev3.HeaderValueOption_HeaderAppendAction) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: v.Name, Value: v.Value}, AppendAction: action}
 }
 
 // backendsAction sends to the rule's backends, of which ResolveGRPCRoute left at least one.

@@ -68,8 +68,8 @@ func TestResolveGRPCRoute(t *testing.T) {
 			p.Namespace = ptr.To(gatewayv1.Namespace("other"))
 			return p
 		}()}, ok, 1, gatewayv1.RouteReasonUnsupportedValue, gatewayv1.RouteReasonResolvedRefs, false},
-		{"a filter", []gatewayv1.ParentReference{importParent("echo")}, []gatewayv1.GRPCRouteRule{{
-			Filters:     []gatewayv1.GRPCRouteFilter{{Type: gatewayv1.GRPCRouteFilterRequestHeaderModifier}},
+		{"a filter other than RequestHeaderModifier", []gatewayv1.ParentReference{importParent("echo")}, []gatewayv1.GRPCRouteRule{{
+			Filters:     []gatewayv1.GRPCRouteFilter{{Type: gatewayv1.GRPCRouteFilterResponseHeaderModifier, ResponseHeaderModifier: &gatewayv1.HTTPHeaderFilter{Remove: []string{"x-a"}}}},
 			BackendRefs: ok[0].BackendRefs}}, 1, gatewayv1.RouteReasonUnsupportedValue, gatewayv1.RouteReasonResolvedRefs, false},
 		{"a rule without a backend", []gatewayv1.ParentReference{importParent("echo")}, []gatewayv1.GRPCRouteRule{{}}, 1, gatewayv1.RouteReasonUnsupportedValue, gatewayv1.RouteReasonResolvedRefs, false},
 		{"a missing backend", []gatewayv1.ParentReference{importParent("echo")}, []gatewayv1.GRPCRouteRule{
@@ -176,11 +176,11 @@ func TestResolveHTTPRoute(t *testing.T) {
 		t.Errorf("rules %+v, want %+v", rules, want)
 	}
 	for name, rule := range map[string]gatewayv1.HTTPRouteRule{
-		"a query parameter match":   {Matches: []gatewayv1.HTTPRouteMatch{{QueryParams: []gatewayv1.HTTPQueryParamMatch{{Name: "v", Value: "2"}}}}},
-		"an HTTP method match":      {Matches: []gatewayv1.HTTPRouteMatch{{Method: ptr.To(gatewayv1.HTTPMethodGet)}}},
-		"a filter":                  {Filters: []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestHeaderModifier}}},
-		"retries on HTTP codes":     {Retry: &gatewayv1.HTTPRouteRetry{Codes: []gatewayv1.HTTPRouteRetryStatusCode{503}}},
-		"a backend request timeout": {Timeouts: &gatewayv1.HTTPRouteTimeouts{BackendRequest: &timeout}},
+		"a query parameter match":                   {Matches: []gatewayv1.HTTPRouteMatch{{QueryParams: []gatewayv1.HTTPQueryParamMatch{{Name: "v", Value: "2"}}}}},
+		"an HTTP method match":                      {Matches: []gatewayv1.HTTPRouteMatch{{Method: ptr.To(gatewayv1.HTTPMethodGet)}}},
+		"a filter other than RequestHeaderModifier": {Filters: []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterURLRewrite, URLRewrite: &gatewayv1.HTTPURLRewriteFilter{}}}},
+		"retries on HTTP codes":                     {Retry: &gatewayv1.HTTPRouteRetry{Codes: []gatewayv1.HTTPRouteRetryStatusCode{503}}},
+		"a backend request timeout":                 {Timeouts: &gatewayv1.HTTPRouteTimeouts{BackendRequest: &timeout}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			parents, _ := ResolveHTTPRoute(route(rule), lookup)
@@ -277,5 +277,45 @@ func TestHTTPRouteConflictsWithGRPCRoute(t *testing.T) {
 				t.Errorf("Accepted %+v, ResolvedRefs %+v; want applied", p.Accepted, p.ResolvedRefs)
 			}
 		})
+	}
+}
+
+// TestRequestHeaderModifier: a route that changes request headers is accepted for Envoy
+// sidecars, every rule of it marked EnvoyOnly (proxyless clients leave it out whole), the
+// status says so; a change of the host header is refused.
+func TestRequestHeaderModifier(t *testing.T) {
+	lookup := fakeLookup{"ServiceImport/shop/echo": {{Name: "grpc", Port: 9000}}}
+	be := backend(mcsv1beta1.GroupName, "ServiceImport", "echo", 9000)
+	modifier := func(m gatewayv1.HTTPHeaderFilter) gatewayv1.GRPCRouteFilter {
+		return gatewayv1.GRPCRouteFilter{Type: gatewayv1.GRPCRouteFilterRequestHeaderModifier, RequestHeaderModifier: &m}
+	}
+	route := func(f gatewayv1.GRPCRouteFilter) *gatewayv1.GRPCRoute {
+		return &gatewayv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "r"},
+			Spec: gatewayv1.GRPCRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{importParent("echo")}},
+				Rules: []gatewayv1.GRPCRouteRule{
+					{Filters: []gatewayv1.GRPCRouteFilter{f}, BackendRefs: []gatewayv1.GRPCBackendRef{be}},
+					{BackendRefs: []gatewayv1.GRPCBackendRef{be}},
+				}}}
+	}
+	parents, rules := ResolveGRPCRoute(route(modifier(gatewayv1.HTTPHeaderFilter{
+		Set: []gatewayv1.HTTPHeader{{Name: "X-Tenant", Value: "a"}}, Add: []gatewayv1.HTTPHeader{{Name: "x-via", Value: "mesh"}}, Remove: []string{"X-Debug"}})), lookup)
+	if len(parents) != 1 || !parents[0].Applied() || !strings.Contains(parents[0].Accepted.Message, "Envoy sidecars") ||
+		!strings.Contains(parents[0].Accepted.Message, "proxyless gRPC clients cannot change request headers") {
+		t.Fatalf("parents %+v: want applied, the message saying who applies it", parents)
+	}
+	want := &HeaderChanges{Set: []HeaderValue{{"x-tenant", "a"}}, Add: []HeaderValue{{"x-via", "mesh"}}, Remove: []string{"x-debug"}}
+	if len(rules) != 2 || !reflect.DeepEqual(rules[0].Headers, want) || rules[1].Headers != nil || !rules[0].EnvoyOnly || !rules[1].EnvoyOnly {
+		t.Errorf("rules %+v: want the first with %+v, both EnvoyOnly", rules, want)
+	}
+	parents, _ = ResolveGRPCRoute(route(modifier(gatewayv1.HTTPHeaderFilter{Set: []gatewayv1.HTTPHeader{{Name: "Host", Value: "evil"}}})), lookup)
+	if len(parents) != 1 || parents[0].Applied() || parents[0].Accepted.Reason != gatewayv1.RouteReasonUnsupportedValue {
+		t.Errorf("parents %+v: a host header change must be refused", parents)
+	}
+	// Without a modifier, nothing is Envoy's only.
+	_, rules = ResolveGRPCRoute(&gatewayv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "r"},
+		Spec: gatewayv1.GRPCRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{importParent("echo")}},
+			Rules: []gatewayv1.GRPCRouteRule{{BackendRefs: []gatewayv1.GRPCBackendRef{be}}}}}, lookup)
+	if len(rules) != 1 || rules[0].EnvoyOnly {
+		t.Errorf("rules %+v: want one, not EnvoyOnly", rules)
 	}
 }

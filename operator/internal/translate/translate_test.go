@@ -77,6 +77,11 @@ func goldenModels() map[string]*Model {
 		"grpc-routes": {Cluster: "a", Network: "net-1", TrustDomain: "cluster.local", MTLS: true, Peers: peers(),
 			Services: []Service{
 				{Namespace: "shop", Name: "reviews", Local: true, Ports: grpcPort, Imported: true, ImportPorts: grpcPort,
+					// Envoy's only: proxyless clients keep the default route of the local host.
+					LocalRoutes: []RouteRule{
+						{Name: "shop/tenant/0", EnvoyOnly: true, Headers: &HeaderChanges{Set: []HeaderValue{{"x-tenant", "a"}}, Add: []HeaderValue{{"x-via", "mesh"}}, Remove: []string{"x-debug"}},
+							Backends: []RouteBackend{{Cluster: "outbound_.9080_._.reviews.shop.svc.cluster.local", Weight: 1}}},
+					},
 					ClusterSetRoutes: []RouteRule{
 						{Name: "shop/canary/0", Matches: []RouteMatch{{Headers: []HeaderMatch{{Name: "x-canary", Value: "true"}}}},
 							Backends: []RouteBackend{{Cluster: "outbound_.9080_._.reviews-v2.shop.svc.clusterset.local", Weight: 1}}},
