@@ -178,6 +178,16 @@ func (f *fingerprint) routes(rules []RouteRule) {
 			f.num(uint64(b.Weight))
 		}
 		f.flag(r.EnvoyOnly)
+		f.num(uint64(r.TryTimeout))
+		f.flag(r.Retry != nil)
+		if rt := r.Retry; rt != nil {
+			f.num(uint64(rt.Attempts))
+			f.num(uint64(rt.Backoff))
+			f.num(uint64(len(rt.Codes)))
+			for _, c := range rt.Codes {
+				f.num(uint64(c))
+			}
+		}
 		f.flag(r.Headers != nil)
 		if h := r.Headers; h != nil {
 			for _, vs := range [][]HeaderValue{h.Set, h.Add} {

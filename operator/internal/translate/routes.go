@@ -55,10 +55,28 @@ type RouteRule struct {
 	// Headers are the changes the rule makes to a call's request headers (a
 	// RequestHeaderModifier filter), nil for none. Only Envoy sidecars make them.
 	Headers *HeaderChanges
-	// EnvoyOnly marks the rules of a route some rule of which changes headers: proxyless
-	// gRPC clients, which cannot, leave the whole route out and keep the routes they had.
+	// Retry retries a request on HTTP status codes (HTTPRoute retry), nil for none; Envoy
+	// sidecars only.
+	Retry *HTTPRetry
+	// TryTimeout bounds each try of a request (HTTPRoute timeouts.backendRequest), 0 for
+	// none; Envoy sidecars only.
+	TryTimeout time.Duration
+	// EnvoyOnly marks the rules of a route some rule of which needs Envoy (Headers, Retry,
+	// TryTimeout): proxyless gRPC clients, which cannot do those, leave the whole route out
+	// and keep the routes they had.
 	EnvoyOnly bool
 }
+
+// HTTPRetry retries requests: up to Attempts times (0: Envoy's default), on the HTTP
+// status codes (none: on connection failures and resets), Backoff apart (0: Envoy's).
+type HTTPRetry struct {
+	Attempts uint32
+	Codes    []uint32
+	Backoff  time.Duration
+}
+
+// needsEnvoy tells whether the rule does what only Envoy sidecars do.
+func (r *RouteRule) needsEnvoy() bool { return r.Headers != nil || r.Retry != nil || r.TryTimeout > 0 }
 
 // HeaderChanges set, add and remove request headers (names in lower case).
 type HeaderChanges struct {
@@ -178,7 +196,8 @@ func noteEnvoyOnly(parents []ParentResult, rules []RankedRule) {
 	for i, p := range parents {
 		if p.Accepted.OK {
 			parents[i].Accepted.Message = fmt.Sprintf("this cluster's Envoy sidecars route their calls to %s %s/%s by this route; "+
-				"proxyless gRPC clients cannot change request headers (RequestHeaderModifier) and keep the routes they had", p.Host, p.Namespace, p.Name)
+				"proxyless gRPC clients cannot change request headers (RequestHeaderModifier), retry on HTTP status codes (retry) "+
+				"or time out each try (timeouts.backendRequest), and keep the routes they had", p.Host, p.Namespace, p.Name)
 		}
 	}
 }
@@ -369,9 +388,9 @@ func headerNames(vs []HeaderValue) []string {
 	return out
 }
 
-// envoyOnly marks every rule of a route EnvoyOnly when one of them changes headers.
+// envoyOnly marks every rule of a route EnvoyOnly when one of them needs Envoy.
 func envoyOnly(rules []RankedRule) []RankedRule {
-	if !slices.ContainsFunc(rules, func(r RankedRule) bool { return r.Headers != nil }) {
+	if !slices.ContainsFunc(rules, func(r RankedRule) bool { return r.needsEnvoy() }) {
 		return rules
 	}
 	for i := range rules {
@@ -425,23 +444,40 @@ func grpcRules(route *gatewayv1.GRPCRoute, lookup RouteLookup) (rules []RankedRu
 	return envoyOnly(rules), rr.resolved, rr.unsupported
 }
 
-// httpRules is grpcRules for an HTTPRoute. The proxyless clients cannot honour filters but
-// RequestHeaderModifier (Envoy's only), query parameter or HTTP method matches (gRPC calls
-// have no query and are all POSTs),
-// retries on HTTP status codes or a backend request timeout; a request timeout bounds
-// each call.
+// httpRules is grpcRules for an HTTPRoute. No client honours query parameter or HTTP method
+// matches (gRPC calls have no query and are all POSTs), so meshfed refuses them; a request
+// timeout bounds each call. Retries on HTTP status codes and a backend request timeout make
+// the route Envoy's only, as a RequestHeaderModifier does.
 func httpRules(route *gatewayv1.HTTPRoute, lookup RouteLookup) (rules []RankedRule, resolved Condition, unsupported string) {
 	rr := newRuleResolution()
 	for i, r := range route.Spec.Rules {
-		switch {
-		case r.Retry != nil:
-			rr.refuse("rule %d retries on HTTP status codes, which gRPC calls do not have: use a ServicePolicy's traffic.retries", i)
-		case r.SessionPersistence != nil:
+		if r.SessionPersistence != nil {
 			rr.refuse("rule %d asks for session persistence, which meshfed does not apply", i)
-		case r.Timeouts != nil && r.Timeouts.BackendRequest != nil:
-			rr.refuse("rule %d sets timeouts.backendRequest, which meshfed's proxyless clients do not apply", i)
 		}
 		rule := newRankedRule(route.ObjectMeta, i)
+		if r.Retry != nil {
+			rule.Retry = &HTTPRetry{}
+			if r.Retry.Attempts != nil {
+				rule.Retry.Attempts = uint32(max(*r.Retry.Attempts, 1))
+			}
+			for _, c := range r.Retry.Codes {
+				rule.Retry.Codes = append(rule.Retry.Codes, uint32(c))
+			}
+			if r.Retry.Backoff != nil {
+				d, err := time.ParseDuration(string(*r.Retry.Backoff))
+				if err != nil {
+					rr.refuse("rule %d: retry.backoff %q: %v", i, *r.Retry.Backoff, err)
+				}
+				rule.Retry.Backoff = d
+			}
+		}
+		if r.Timeouts != nil && r.Timeouts.BackendRequest != nil {
+			d, err := time.ParseDuration(string(*r.Timeouts.BackendRequest))
+			if err != nil {
+				rr.refuse("rule %d: timeouts.backendRequest %q: %v", i, *r.Timeouts.BackendRequest, err)
+			}
+			rule.TryTimeout = d
+		}
 		modifiers := make([]*gatewayv1.HTTPHeaderFilter, len(r.Filters))
 		for j, f := range r.Filters {
 			if f.Type == gatewayv1.HTTPRouteFilterRequestHeaderModifier {
@@ -619,6 +655,9 @@ func ruleRoutes(rules []RouteRule, port uint32, decorate func(*routev3.RouteActi
 			if r.Timeout > 0 {
 				action.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(r.Timeout)}
 			}
+			if envoy {
+				httpRetry(action, r.Retry, r.TryTimeout)
+			}
 			route := &routev3.Route{Name: r.Name, Match: routeMatch(m), Action: &routev3.Route_Route{Route: action}}
 			if h := r.Headers; h != nil {
 				route.RequestHeadersToRemove = h.Remove
@@ -633,6 +672,31 @@ func ruleRoutes(rules []RouteRule, port uint32, decorate func(*routev3.RouteActi
 		}
 	}
 	return out
+}
+
+// httpRetry gives an Envoy route action (built for this route alone) the rule's retry, in
+// place of the service's, and its timeout per try: on the retry policy there is, or on one
+// without retries.
+func httpRetry(a *routev3.RouteAction, retry *HTTPRetry, tryTimeout time.Duration) {
+	if retry != nil {
+		p := &routev3.RetryPolicy{RetryOn: "connect-failure,refused-stream,reset"}
+		if len(retry.Codes) > 0 {
+			p.RetryOn, p.RetriableStatusCodes = "retriable-status-codes", retry.Codes
+		}
+		if retry.Attempts > 0 {
+			p.NumRetries = wrapperspb.UInt32(retry.Attempts)
+		}
+		if retry.Backoff > 0 {
+			p.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(retry.Backoff)}
+		}
+		a.RetryPolicy = p
+	}
+	if tryTimeout > 0 {
+		if a.RetryPolicy == nil {
+			a.RetryPolicy = &routev3.RetryPolicy{NumRetries: wrapperspb.UInt32(0)}
+		}
+		a.RetryPolicy.PerTryTimeout = durationpb.New(tryTimeout)
+	}
 }
 
 func headerOption(v HeaderValue, action corev3.HeaderValueOption_HeaderAppendAction) *corev3.HeaderValueOption {

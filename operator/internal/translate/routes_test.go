@@ -179,8 +179,6 @@ func TestResolveHTTPRoute(t *testing.T) {
 		"a query parameter match":                   {Matches: []gatewayv1.HTTPRouteMatch{{QueryParams: []gatewayv1.HTTPQueryParamMatch{{Name: "v", Value: "2"}}}}},
 		"an HTTP method match":                      {Matches: []gatewayv1.HTTPRouteMatch{{Method: ptr.To(gatewayv1.HTTPMethodGet)}}},
 		"a filter other than RequestHeaderModifier": {Filters: []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterURLRewrite, URLRewrite: &gatewayv1.HTTPURLRewriteFilter{}}}},
-		"retries on HTTP codes":                     {Retry: &gatewayv1.HTTPRouteRetry{Codes: []gatewayv1.HTTPRouteRetryStatusCode{503}}},
-		"a backend request timeout":                 {Timeouts: &gatewayv1.HTTPRouteTimeouts{BackendRequest: &timeout}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			parents, _ := ResolveHTTPRoute(route(rule), lookup)
@@ -317,5 +315,28 @@ func TestRequestHeaderModifier(t *testing.T) {
 			Rules: []gatewayv1.GRPCRouteRule{{BackendRefs: []gatewayv1.GRPCBackendRef{be}}}}}, lookup)
 	if len(rules) != 1 || rules[0].EnvoyOnly {
 		t.Errorf("rules %+v: want one, not EnvoyOnly", rules)
+	}
+}
+
+// TestHTTPRetryAndTryTimeout: an HTTPRoute's retry and timeouts.backendRequest make the
+// route Envoy's only, with the retry and the per-try timeout on its rule.
+func TestHTTPRetryAndTryTimeout(t *testing.T) {
+	lookup := fakeLookup{"ServiceImport/shop/echo": {{Name: "grpc", Port: 9000}}}
+	be := backend(mcsv1beta1.GroupName, "ServiceImport", "echo", 9000)
+	second, backoff := gatewayv1.Duration("1s"), gatewayv1.Duration("100ms")
+	route := &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "h"},
+		Spec: gatewayv1.HTTPRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{importParent("echo")}},
+			Rules: []gatewayv1.HTTPRouteRule{{
+				Retry:       &gatewayv1.HTTPRouteRetry{Codes: []gatewayv1.HTTPRouteRetryStatusCode{503, 504}, Attempts: ptr.To(3), Backoff: &backoff},
+				Timeouts:    &gatewayv1.HTTPRouteTimeouts{BackendRequest: &second},
+				BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: be.BackendRef}},
+			}}}}
+	parents, rules := ResolveHTTPRoute(route, lookup)
+	if len(parents) != 1 || !parents[0].Applied() || !strings.Contains(parents[0].Accepted.Message, "Envoy sidecars") {
+		t.Fatalf("parents %+v: want applied, for Envoy sidecars", parents)
+	}
+	want := &HTTPRetry{Attempts: 3, Codes: []uint32{503, 504}, Backoff: 100 * time.Millisecond}
+	if len(rules) != 1 || !rules[0].EnvoyOnly || !reflect.DeepEqual(rules[0].Retry, want) || rules[0].TryTimeout != time.Second {
+		t.Errorf("rules %+v: want EnvoyOnly, retry %+v, try timeout 1s", rules, want)
 	}
 }

@@ -80,7 +80,10 @@ func goldenModels() map[string]*Model {
 					// Envoy's only: proxyless clients keep the default route of the local host.
 					LocalRoutes: []RouteRule{
 						{Name: "shop/tenant/0", EnvoyOnly: true, Headers: &HeaderChanges{Set: []HeaderValue{{"x-tenant", "a"}}, Add: []HeaderValue{{"x-via", "mesh"}}, Remove: []string{"x-debug"}},
+							Matches:  []RouteMatch{{Headers: []HeaderMatch{{Name: "x-tenant", Value: "a"}}}},
 							Backends: []RouteBackend{{Cluster: "outbound_.9080_._.reviews.shop.svc.cluster.local", Weight: 1}}},
+						{Name: "shop/tenant/1", EnvoyOnly: true, Retry: &HTTPRetry{Attempts: 3, Codes: []uint32{503}, Backoff: 100 * time.Millisecond},
+							TryTimeout: time.Second, Backends: []RouteBackend{{Cluster: "outbound_.9080_._.reviews.shop.svc.cluster.local", Weight: 1}}},
 					},
 					ClusterSetRoutes: []RouteRule{
 						{Name: "shop/canary/0", Matches: []RouteMatch{{Headers: []HeaderMatch{{Name: "x-canary", Value: "true"}}}},
