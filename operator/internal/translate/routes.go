@@ -179,8 +179,9 @@ func (p ParentResult) Applied() bool { return p.Accepted.OK && p.ResolvedRefs.OK
 // accepted and its backends resolve, and the rules to program. A route is applied whole
 // or not at all: a filter the proxies cannot honour, a backend that does not resolve or a
 // parent in another namespace leaves the calls to the parent as they were without it. A
-// route that changes request headers is applied by Envoy sidecars, and left out whole by
-// proxyless clients, which cannot change them.
+// route that changes request headers (or, for an HTTPRoute, retries on status codes or
+// times out each try) is applied by Envoy sidecars, and left out whole by proxyless
+// clients, which cannot do that.
 func ResolveGRPCRoute(route *gatewayv1.GRPCRoute, lookup RouteLookup) ([]ParentResult, []RankedRule) {
 	rules, resolved, unsupported := grpcRules(route, lookup)
 	parents := resolveParents(route.Namespace, route.Spec.ParentRefs, lookup, resolved, unsupported)
@@ -639,7 +640,8 @@ func grpcMatch(m gatewayv1.GRPCRouteMatch) (RouteMatch, error) {
 // ruleRoutes are the xDS routes of a host's rules for port, in precedence order: one per
 // match (a rule without matches matches every call). decorate adds the service's policy
 // (timeout, retries, hashing) to each action. For envoy, the routes of EnvoyOnly rules
-// are in, with their header changes; for proxyless clients they are left out.
+// are in, with their header changes, retry and per-try timeout; for proxyless clients
+// they are left out.
 func ruleRoutes(rules []RouteRule, port uint32, decorate func(*routev3.RouteAction) *routev3.RouteAction, envoy bool) []*routev3.Route {
 	var out []*routev3.Route
 	for _, r := range rules {
