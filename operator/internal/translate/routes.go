@@ -378,6 +378,13 @@ func (rr *ruleResolution) headerChanges(i int, modifiers []*gatewayv1.HTTPHeader
 				rr.refuse("rule %d changes the host header, which Envoy does not let a route change", i)
 			}
 		}
+		// The standard channel's schema lets any value in; Envoy refuses control
+		// characters, and one such value would stop every update of its configuration.
+		for _, v := range slices.Concat(h.Set, h.Add) {
+			if strings.ContainsFunc(v.Value, func(r rune) bool { return (r < ' ' && r != '\t') || r == 0x7f }) {
+				rr.refuse("rule %d: the value of header %s has a control character: use printable characters, spaces and tabs", i, v.Name)
+			}
+		}
 	}
 }
 

@@ -305,9 +305,15 @@ func TestRequestHeaderModifier(t *testing.T) {
 	if len(rules) != 2 || !reflect.DeepEqual(rules[0].Headers, want) || rules[1].Headers != nil || !rules[0].EnvoyOnly || !rules[1].EnvoyOnly {
 		t.Errorf("rules %+v: want the first with %+v, both EnvoyOnly", rules, want)
 	}
-	parents, _ = ResolveGRPCRoute(route(modifier(gatewayv1.HTTPHeaderFilter{Set: []gatewayv1.HTTPHeader{{Name: "Host", Value: "evil"}}})), lookup)
-	if len(parents) != 1 || parents[0].Applied() || parents[0].Accepted.Reason != gatewayv1.RouteReasonUnsupportedValue {
-		t.Errorf("parents %+v: a host header change must be refused", parents)
+	for name, bad := range map[string]gatewayv1.HTTPHeaderFilter{
+		"a host header change":                {Set: []gatewayv1.HTTPHeader{{Name: "Host", Value: "evil"}}},
+		"a header value with a line break":    {Add: []gatewayv1.HTTPHeader{{Name: "x-a", Value: "a\r\nx-admin: true"}}},
+		"a header value with a NUL character": {Set: []gatewayv1.HTTPHeader{{Name: "x-a", Value: "a\x00"}}},
+	} {
+		parents, _ = ResolveGRPCRoute(route(modifier(bad)), lookup)
+		if len(parents) != 1 || parents[0].Applied() || parents[0].Accepted.Reason != gatewayv1.RouteReasonUnsupportedValue {
+			t.Errorf("%s: parents %+v, want the route refused", name, parents)
+		}
 	}
 	// Without a modifier, nothing is Envoy's only.
 	_, rules = ResolveGRPCRoute(&gatewayv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "r"},
